@@ -1,0 +1,134 @@
+"""Decathlon-format datalists with seeded train/validation/test and k-fold splits."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from app.constants import BRATS_LABELS, MODALITIES
+from app.data.cases import BratsCase, scan_brats
+from app.io.atomic import atomic_write_text
+
+
+def split_cases(
+    case_ids: list[str], seed: int = 0, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+) -> dict[str, list[str]]:
+    """Split case IDs into ``training`` / ``validation`` / ``test``, reproducibly from ``seed``.
+
+    Validation and test get ``round(fraction * n)`` cases each (at least 1 when ``n >= 3``),
+    training the rest. The same IDs and seed always give the same split, whatever the input order.
+
+    Raises:
+        ValueError: fractions that are negative or do not sum to 1.
+    """
+    if any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
+        raise ValueError(f"split fractions must be >= 0 and sum to 1, got {fractions}")
+    ids = sorted(case_ids)
+    random.Random(seed).shuffle(ids)
+    n = len(ids)
+    n_val, n_test = (max(1 if n >= 3 else 0, round(f * n)) if f > 0 else 0 for f in fractions[1:])
+    return {
+        "training": sorted(ids[n_val + n_test :]),
+        "validation": sorted(ids[:n_val]),
+        "test": sorted(ids[n_val : n_val + n_test]),
+    }
+
+
+def kfold_splits(case_ids: list[str], k: int = 5, seed: int = 0) -> list[list[str]]:
+    """Partition case IDs into ``k`` folds of near-equal size, reproducibly from ``seed``.
+
+    Raises:
+        ValueError: ``k < 2`` or more folds than cases.
+    """
+    if k < 2 or k > len(case_ids):
+        raise ValueError(f"k-fold needs 2 <= k <= number of cases ({len(case_ids)}), got k={k}")
+    ids = sorted(case_ids)
+    random.Random(seed).shuffle(ids)
+    return [sorted(ids[i::k]) for i in range(k)]
+
+
+def _item(case: BratsCase, root: Path) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "case_id": case.case_id,
+        "image": [Path(p).resolve().relative_to(root).as_posix() for p in case.images],
+    }
+    if case.label is not None:
+        item["label"] = Path(case.label).resolve().relative_to(root).as_posix()
+    return item
+
+
+def build_manifest(
+    data_dir: str | Path,
+    out: str | Path | None = None,
+    seed: int = 0,
+    folds: int = 0,
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+) -> dict[str, Any]:
+    """Scan a BraTS-style folder and build a Decathlon datalist.
+
+    Image paths are relative to ``data_dir`` (the data root), so the file is portable: load
+    it with :func:`load_datalist` and the root of your copy. Each item is
+    ``{"case_id", "image": [t1, t1ce, t2, flair], "label": seg}``. With ``folds >= 2`` the
+    ``training`` and ``validation`` cases (never ``test``) are also partitioned into folds,
+    each item carrying a ``"fold"`` index.
+
+    Args:
+        data_dir: folder of ``<case>/<case>_{t1,t1ce,t2,flair,seg}.nii.gz``.
+        out: where to write the JSON (atomically); None writes nothing.
+        seed: seed of the splits.
+        folds: number of cross-validation folds, 0 for none.
+        fractions: training, validation and test fractions.
+
+    Returns:
+        The datalist as a dict.
+
+    Raises:
+        FileNotFoundError: see :func:`app.data.cases.scan_brats`.
+    """
+    root = Path(data_dir).resolve()
+    cases = {c.case_id: c for c in scan_brats(root)}
+    splits = split_cases(list(cases), seed=seed, fractions=fractions)
+    manifest: dict[str, Any] = {
+        "name": "BraTS",
+        "description": f"BraTS-style datalist of {root.name}, seeded split (seed={seed}, fractions={list(fractions)})",
+        "tensorImageSize": "4D",
+        "modality": {str(i): m.upper() if m != "t1ce" else "T1ce" for i, m in enumerate(MODALITIES)},
+        "labels": {str(k): v for k, v in BRATS_LABELS.items()},
+        "regions": {"TC": [1, 4], "WT": [1, 2, 4], "ET": [4]},
+        "seed": seed,
+        "numTraining": len(splits["training"]),
+        "numValidation": len(splits["validation"]),
+        "numTest": len(splits["test"]),
+    }
+    for key, ids in splits.items():
+        manifest[key] = [_item(cases[i], root) for i in ids]
+    if folds:
+        fold_of = {cid: f for f, ids in enumerate(kfold_splits(splits["training"] + splits["validation"], folds, seed)) for cid in ids}
+        manifest["numFolds"] = folds
+        for key in ("training", "validation"):
+            for item in manifest[key]:
+                item["fold"] = fold_of[item["case_id"]]
+    if out is not None:
+        atomic_write_text(Path(out), json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def load_datalist(manifest: str | Path, key: str, data_dir: str | Path) -> list[dict[str, Any]]:
+    """Load one split of a datalist with paths joined to ``data_dir`` (MONAI ``load_decathlon_datalist``).
+
+    Raises:
+        FileNotFoundError: the manifest is missing.
+        ValueError: the manifest has no list under ``key``.
+    """
+    from monai.data import load_decathlon_datalist
+
+    manifest = Path(manifest)
+    if not manifest.is_file():
+        raise FileNotFoundError(f"manifest '{manifest}' does not exist")
+    with open(manifest) as f:
+        content = json.load(f)
+    if key not in content:
+        raise ValueError(f"manifest '{manifest}' has no '{key}' list; it has {sorted(k for k, v in content.items() if isinstance(v, list))}")
+    return load_decathlon_datalist(manifest, is_segmentation=True, data_list_key=key, base_dir=data_dir)

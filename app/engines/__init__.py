@@ -1,0 +1,7 @@
+"""Ignite handlers and helpers for MONAI's ``SupervisedTrainer`` / ``SupervisedEvaluator``."""
+
+from app.engines.checkpoint import AtomicCheckpointer, latest_checkpoint
+from app.engines.metrics import RegionOutput, region_dice_metrics
+from app.engines.prepare import channels_last_prepare_batch
+
+__all__ = ["AtomicCheckpointer", "RegionOutput", "channels_last_prepare_batch", "latest_checkpoint", "region_dice_metrics"]

@@ -1,0 +1,128 @@
+"""Atomic best and last checkpoints that survive an interruption and resume training.
+
+MONAI's ``CheckpointSaver`` writes with ``atomic=False``; this handler writes every file
+through a temporary file and ``os.replace`` instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from ignite.engine import Engine, Events
+
+from app.io.atomic import atomic_save_torch
+
+logger = logging.getLogger(__name__)
+
+LAST_NAME = "last.pt"
+
+
+class AtomicCheckpointer:
+    """Save ``last.pt`` (everything needed to resume) and ``model.pt`` (best weights).
+
+    Attach to the trainer (``last.pt`` every ``save_interval`` epochs and at completion) and,
+    through :meth:`best_handler`, to the evaluator (``model.pt`` whenever ``key_metric``
+    improves). With ``resume``, a ``last.pt`` left by an interrupted run is loaded when the
+    trainer starts (MONAI ``CheckpointLoader``): weights, optimizer, scheduler, epoch and
+    iteration, and the best score, so a resumed run keeps comparing against it. The trainer
+    itself is taken at ``attach`` time, so configs need no circular reference to it. Writers
+    are inert where ``enabled`` is False (ranks other than 0 under torchrun).
+
+    Args:
+        save_dir: output folder, created if needed.
+        save_dict: objects with ``state_dict`` to put in ``last.pt`` (model, optimizer,
+            lr scheduler); the trainer and this object are added.
+        model: the network whose ``state_dict`` is written to ``model.pt``.
+        key_metric: evaluator metric name to maximise, e.g. ``"val_mean_dice"``.
+        save_interval: epochs between ``last.pt`` writes.
+        best_filename: file name of the best weights.
+        enabled: write nothing where False.
+        resume: load ``save_dir/last.pt`` when the trainer starts, if it exists.
+        map_location: device to load a resumed checkpoint onto.
+    """
+
+    def __init__(
+        self,
+        save_dir: str | Path,
+        save_dict: dict[str, Any],
+        model: torch.nn.Module,
+        key_metric: str = "val_mean_dice",
+        save_interval: int = 1,
+        best_filename: str = "model.pt",
+        enabled: bool = True,
+        resume: bool = True,
+        map_location: str | torch.device | None = None,
+    ) -> None:
+        self.save_dir = Path(save_dir)
+        self.save_dict = {**save_dict, "checkpointer": self}
+        self.model = model
+        self.key_metric = key_metric
+        self.save_interval = max(1, int(save_interval))
+        self.best_filename = best_filename
+        self.enabled = enabled
+        self.resume = resume
+        self.map_location = map_location
+        self.best_metric = -float("inf")
+        self.best_epoch = -1
+        self._trainer: Engine | None = None
+
+    def state_dict(self) -> dict[str, float]:
+        return {"best_metric": self.best_metric, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.best_metric = float(state["best_metric"])
+        self.best_epoch = int(state["best_epoch"])
+
+    def attach(self, trainer: Engine) -> None:
+        """Attach the ``last.pt`` writer to ``trainer``."""
+        from monai.handlers import CheckpointLoader
+
+        self._trainer = trainer
+        self.save_dict["trainer"] = trainer
+        last = latest_checkpoint(self.save_dir)
+        if self.resume and last is not None:
+            logger.info(f"resuming from {last}")
+            CheckpointLoader(last, self.save_dict, map_location=self.map_location).attach(trainer)
+        trainer.add_event_handler(Events.EPOCH_COMPLETED(every=self.save_interval), self.save_last)
+        trainer.add_event_handler(Events.COMPLETED, self.save_last)
+
+    def best_handler(self) -> _BestHandler:
+        """A handler for the evaluator's ``val_handlers`` that writes ``model.pt`` on improvement."""
+        return _BestHandler(self)
+
+    def save_last(self, engine: Engine) -> None:
+        if not self.enabled:
+            return
+        state = {k: _unwrap(v).state_dict() for k, v in self.save_dict.items()}
+        atomic_save_torch(state, self.save_dir / LAST_NAME)
+
+    def save_best(self, evaluator: Engine) -> None:
+        score = float(evaluator.state.metrics[self.key_metric])
+        if score <= self.best_metric:
+            return
+        epoch = self._trainer.state.epoch if self._trainer is not None else evaluator.state.epoch
+        self.best_metric, self.best_epoch = score, epoch
+        if self.enabled:
+            atomic_save_torch(_unwrap(self.model).state_dict(), self.save_dir / self.best_filename)
+            logger.info(f"new best {self.key_metric} {score:.4f} at epoch {epoch}: saved {self.save_dir / self.best_filename}")
+
+
+class _BestHandler:
+    def __init__(self, checkpointer: AtomicCheckpointer) -> None:
+        self.checkpointer = checkpointer
+
+    def attach(self, evaluator: Engine) -> None:
+        evaluator.add_event_handler(Events.EPOCH_COMPLETED, self.checkpointer.save_best)
+
+
+def _unwrap(obj: Any) -> Any:
+    return obj.module if isinstance(obj, torch.nn.parallel.DistributedDataParallel) else obj
+
+
+def latest_checkpoint(save_dir: str | Path) -> str | None:
+    """Path of ``last.pt`` in ``save_dir`` if a previous run left one (resume), else None."""
+    path = Path(save_dir) / LAST_NAME
+    return str(path) if path.is_file() else None

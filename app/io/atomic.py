@@ -1,0 +1,60 @@
+"""Atomic writes: a temporary file in the target folder, then ``os.replace``.
+
+A crash leaves either the old file or the new one, never a half-written NIfTI or checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def _atomic(path: str | Path, write: Callable[[str], None], suffix: str = "") -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{suffix}")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically; returns the path."""
+    return _atomic(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def atomic_save_torch(obj: Any, path: str | Path) -> Path:
+    """``torch.save(obj)`` to ``path`` atomically; returns the path."""
+    import torch
+
+    return _atomic(path, lambda tmp: torch.save(obj, tmp))
+
+
+def atomic_write_nifti(array: Any, affine: Any, path: str | Path, header: Any = None) -> Path:
+    """Write a NIfTI volume atomically with nibabel.
+
+    Args:
+        array: the voxel array, shape ``(H, W, D)``, written with its own dtype.
+        affine: the 4x4 voxel-to-world matrix (mm).
+        path: target ``.nii`` or ``.nii.gz`` path.
+        header: optional NIfTI header to copy (dtype and scaling are reset to the array's).
+    """
+    import nibabel as nib
+    import numpy as np
+
+    array = np.asarray(array)
+    img = nib.Nifti1Image(array, np.asarray(affine, dtype=np.float64), header=header)
+    img.set_data_dtype(array.dtype)
+    img.header.set_slope_inter(1.0, 0.0)
+    suffix = ".nii.gz" if str(path).endswith(".nii.gz") else ".nii"
+    return _atomic(path, lambda tmp: nib.save(img, tmp), suffix=suffix)

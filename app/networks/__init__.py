@@ -1,0 +1,5 @@
+"""Network registry: the single table of networks that bundles and the CLI name."""
+
+from app.networks.registry import NETWORKS, create_network, to_device
+
+__all__ = ["NETWORKS", "create_network", "to_device"]
