@@ -131,4 +131,8 @@ def load_datalist(manifest: str | Path, key: str, data_dir: str | Path) -> list[
         content = json.load(f)
     if key not in content:
         raise ValueError(f"manifest '{manifest}' has no '{key}' list; it has {sorted(k for k, v in content.items() if isinstance(v, list))}")
-    return load_decathlon_datalist(manifest, is_segmentation=True, data_list_key=key, base_dir=data_dir)
+    items = load_decathlon_datalist(manifest, is_segmentation=True, data_list_key=key, base_dir=data_dir)
+    for item, original in zip(items, content[key]):  # MONAI joins any key naming an existing path
+        if "case_id" in original:
+            item["case_id"] = original["case_id"]
+    return items

@@ -1,0 +1,197 @@
+"""The VolSeg Python API. Every ``volseg`` CLI command is one call here.
+
+Example:
+    >>> from app import api
+    >>> label, affine = api.segment("../shared/data/brats2018/Brats18_CBICA_AME_1")  # doctest: +SKIP
+    >>> label.shape, label.dtype
+    ((240, 240, 155), dtype('uint8'))
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.bundles import DEFAULT_BUNDLE
+from app.data.manifest import build_manifest  # noqa: F401  (re-exported as api.build_manifest)
+
+logger = logging.getLogger(__name__)
+
+
+def segment(inputs: str | Path | Sequence[str | Path], bundle: str = DEFAULT_BUNDLE, device: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Segment one BraTS case: a case folder, or its four modality files (T1, T1ce, T2, FLAIR).
+
+    Returns:
+        ``(label, affine)``: ``(H, W, D)`` uint8 label map with codes 0/1/2/4 in the input's
+        grid, and the input's 4x4 affine (mm).
+
+    Raises:
+        app.data.verify.InputError: missing, unreadable, non-3D or non-co-registered input.
+    """
+    from app.inference import Segmenter, resolve_inputs
+
+    cases = resolve_inputs([inputs] if isinstance(inputs, (str, Path)) else list(inputs))
+    if len(cases) != 1:
+        raise ValueError(f"segment() takes one case, got {len(cases)}; use segment_cases() for several")
+    return Segmenter(bundle, device=device).predict(cases[0][1])
+
+
+def segment_cases(
+    inputs: Sequence[str | Path],
+    output_dir: str | Path,
+    bundle: str = DEFAULT_BUNDLE,
+    device: str | None = None,
+    progress: Callable[[Any], Any] | None = None,
+) -> list[Any]:
+    """Segment several cases, writing ``<output_dir>/<case_id>_seg.nii.gz`` (uint8, input geometry).
+
+    A case that fails is reported in its result (``error``) and the others still run; nothing
+    is written for it.
+
+    Args:
+        inputs: case folders and/or the four modality files of one case.
+        output_dir: output folder.
+        bundle: bundle name or folder.
+        device: ``"cpu"``, ``"cuda"`` or None (CUDA where available).
+        progress: wraps the case iterator (e.g. ``tqdm``).
+
+    Returns:
+        One :class:`app.inference.CaseResult` per case.
+
+    Raises:
+        app.data.verify.InputError: inputs that name no case (not found, wrong file count).
+    """
+    from app.inference import CaseResult, Segmenter, resolve_inputs
+    from app.io.save import save_label_map
+
+    cases = resolve_inputs(inputs)
+    segmenter = Segmenter(bundle, device=device)
+    results = []
+    for case_id, images in (progress or (lambda x: x))(cases):
+        start = time.perf_counter()
+        try:
+            label, affine = segmenter.predict(images)
+            out = save_label_map(label, images[0], Path(output_dir) / f"{case_id}_seg.nii.gz")
+            results.append(CaseResult(case_id, label, affine, out, time.perf_counter() - start))
+        except Exception as err:  # one bad case must not abort the batch
+            logger.error(f"case '{case_id}' failed: {err}")
+            results.append(CaseResult(case_id, seconds=time.perf_counter() - start, error=str(err)))
+    return results
+
+
+def evaluate(pred_dir: str | Path, manifest: str | Path, data_dir: str | Path | None = None, splits: Sequence[str] = ("training", "validation", "test"),
+             csv_path: str | Path | None = None, png_dir: str | Path | None = None) -> list[dict[str, Any]]:
+    """Score predicted label maps against a manifest's labels: per case and mean Dice, HD95 (mm),
+    sensitivity, specificity and precision for WT, TC and ET. See ``app.evaluation``.
+
+    Raises:
+        FileNotFoundError: manifest missing, or no case of ``splits`` has a prediction.
+    """
+    from app.data import default_brats_dir, load_datalist
+    from app.evaluation import evaluate_predictions
+
+    root = Path(data_dir) if data_dir is not None else default_brats_dir()
+    items = [item for split in splits for item in load_datalist(manifest, split, root)]
+    return evaluate_predictions(pred_dir, items, csv_path=csv_path, png_dir=png_dir)
+
+
+def run_info() -> dict[str, str]:
+    """Versions of Python and the packages that shape results, for run records."""
+    import monai
+    import torch
+
+    import app
+
+    return {"volseg": app.__version__, "python": platform.python_version(), "monai": monai.__version__, "torch": torch.__version__, "numpy": np.__version__}
+
+
+def train(bundle: str = DEFAULT_BUNDLE, manifest: str | Path | None = None, data_dir: str | Path | None = None,
+          output_dir: str | Path | None = None, overrides: dict[str, Any] | None = None, progress: bool = True) -> Path:
+    """Run a bundle's own ``[common, train]`` configs (the same path as ``python -m monai.bundle run``).
+
+    The resolved config and package versions are saved in ``output_dir`` as ``run_config.json``
+    and ``run_info.json``. Checkpoints: ``output_dir/last.pt`` (resumable) and ``model.pt`` (best).
+
+    Returns:
+        The output folder.
+    """
+    from monai.bundle import ConfigWorkflow
+
+    from app.bundles import config_files
+    from app.io.atomic import atomic_write_text
+
+    files = config_files(bundle, "train")
+    root = Path(files[0]).parents[1]
+    args: dict[str, Any] = {"bundle_root": str(root), **(overrides or {})}
+    if manifest is not None:
+        args["data_list_file"] = str(Path(manifest).resolve())
+    if data_dir is not None:
+        args["dataset_dir"] = str(Path(data_dir).resolve())
+    if output_dir is not None:
+        args["output_dir"] = str(Path(output_dir).resolve())
+    workflow = ConfigWorkflow(config_file=files, meta_file=str(root / "configs" / "metadata.json"), logging_file=str(root / "configs" / "logging.conf"), workflow_type="train", **args)
+    workflow.initialize()
+    out = Path(workflow.parser.get_parsed_content("output_dir"))
+    atomic_write_text(out / "run_config.json", json.dumps(workflow.parser.get(), indent=2, default=str))
+    atomic_write_text(out / "run_info.json", json.dumps({**run_info(), "bundle": str(bundle), "overrides": {k: str(v) for k, v in args.items()}}, indent=2))
+    if progress:
+        from ignite.handlers import ProgressBar
+
+        ProgressBar(persist=False).attach(workflow.parser.get_parsed_content("train#trainer"), output_transform=lambda out: {"loss": float(out[0]["loss"])})
+    workflow.run()
+    workflow.finalize()
+    return out
+
+
+def demo(data_dir: str | Path | None = None, output_dir: str | Path = "volseg_demo", bundle: str = DEFAULT_BUNDLE, device: str | None = None) -> dict[str, Any]:
+    """The README's first command: segment one real BraTS case with the shipped weights and score it.
+
+    The case is the first of the shipped manifest's test split found in ``data_dir``
+    (default ``$VOLSEG_BRATS_DIR`` or ``../shared/data/brats2018``), else the first case there.
+    Where no BraTS data is found, a synthetic phantom is generated and used instead, and the
+    result says so (``synthetic: True``).
+
+    Returns:
+        ``{"case_id", "synthetic", "data_dir", "output", "overlay", "seconds", "metrics"}`` with
+        metrics as in :func:`app.evaluation.case_metrics`.
+    """
+    import nibabel as nib
+
+    from app.bundles import REPO_ROOT
+    from app.data import default_brats_dir, scan_brats
+    from app.data.phantom import make_brats_phantom
+    from app.evaluation import case_metrics
+    from app.evaluation.overlay import save_overlay
+
+    root = Path(data_dir) if data_dir is not None else default_brats_dir()
+    out_dir = Path(output_dir)
+    try:
+        cases = {c.case_id: c for c in scan_brats(root)}
+        synthetic = False
+    except FileNotFoundError as err:
+        logger.warning(f"no BraTS data found ({err}); running on a SYNTHETIC phantom instead")
+        root, synthetic = out_dir / "phantom", True
+        make_brats_phantom(root, "Phantom_001")
+        cases = {c.case_id: c for c in scan_brats(root)}
+    shipped = REPO_ROOT / "data_manifests" / "brats2018_shared.json"
+    test_ids = [item["case_id"] for item in json.loads(shipped.read_text())["test"]] if shipped.is_file() else []
+    case = next((cases[c] for c in test_ids if c in cases), next(iter(cases.values())))
+    start = time.perf_counter()
+    result = segment_cases([case.images[0].parent], out_dir, bundle=bundle, device=device)[0]
+    if result.error:
+        raise RuntimeError(f"case '{case.case_id}' failed: {result.error}")
+    ref = nib.load(str(case.label))
+    ref_label = np.asarray(ref.dataobj).astype(np.uint8)
+    metrics = case_metrics(result.label, ref_label, ref.header.get_zooms()[:3])
+    overlay = save_overlay(case.images[-1], result.label, ref_label, out_dir / f"{case.case_id}_overlay.png",
+                           title=f"{case.case_id}{' (SYNTHETIC)' if synthetic else ''}")
+    return {"case_id": case.case_id, "synthetic": synthetic, "data_dir": str(root), "output": str(result.output),
+            "overlay": str(overlay), "seconds": time.perf_counter() - start, "segment_seconds": result.seconds, "metrics": metrics}
+

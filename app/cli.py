@@ -1,0 +1,161 @@
+"""``volseg``: the command-line front of :mod:`app.api` (one API call per command).
+
+Heavy imports (torch, MONAI) happen inside commands so ``volseg --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(help="VolSeg: 3D segmentation of CT and MRI with MONAI bundles.", no_args_is_help=True, add_completion=False,
+                  context_settings={"help_option_names": ["-h", "--help"]})
+manifest_app = typer.Typer(help="Build Decathlon-format datalists (manifests).", no_args_is_help=True)
+app.add_typer(manifest_app, name="manifest")
+
+BUNDLE_HELP = "bundle name (brats_unet3d) or bundle folder"
+DEVICE_HELP = "cpu or cuda; default: cuda where available"
+
+
+def _setup(quiet: bool) -> None:
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def _fail(err: Exception, code: int = 2) -> None:
+    typer.secho(f"error: {err}", err=True, fg="red")
+    raise typer.Exit(code)
+
+
+@manifest_app.command("brats")
+def manifest_brats(
+    data_dir: Path = typer.Argument(..., help="folder of <case>/<case>_{t1,t1ce,t2,flair,seg}.nii.gz"),
+    out: Path = typer.Option(..., "--out", help="datalist JSON to write"),
+    seed: int = typer.Option(0, help="seed of the splits"),
+    folds: int = typer.Option(0, help="k-fold cross-validation folds over training+validation (0: none)"),
+    quiet: bool = typer.Option(False, "--quiet", help="less output"),
+) -> None:
+    """Scan a BraTS folder and write a Decathlon datalist: training/validation/test 70/15/15, paths relative to DATA_DIR."""
+    _setup(quiet)
+    from app.api import build_manifest
+
+    try:
+        manifest = build_manifest(data_dir, out=out, seed=seed, folds=folds)
+    except (FileNotFoundError, ValueError) as err:
+        _fail(err)
+    typer.echo(f"wrote {out}: {manifest['numTraining']} training, {manifest['numValidation']} validation, {manifest['numTest']} test cases")
+
+
+@app.command()
+def segment(
+    inputs: list[Path] = typer.Argument(..., help="BraTS case folders, or the four modality files (t1 t1ce t2 flair) of one case"),
+    output: Path = typer.Option(..., "--output", "-o", help="output folder for <case>_seg.nii.gz"),
+    bundle: str = typer.Option("brats_unet3d", help=BUNDLE_HELP),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+) -> None:
+    """Segment cases into uint8 label maps (codes 0/1/2/4) with the input's shape and affine."""
+    _setup(quiet)
+    from tqdm import tqdm
+
+    from app.api import segment_cases
+    from app.data.verify import InputError
+
+    try:
+        results = segment_cases(inputs, output, bundle=bundle, device=device, progress=lambda it: tqdm(it, desc="cases", unit="case", disable=quiet))
+    except (InputError, FileNotFoundError, ValueError) as err:
+        _fail(err)
+    failed = [r for r in results if r.error]
+    for r in results:
+        if not r.error:
+            typer.echo(f"{r.case_id}: {r.output} ({r.seconds:.1f} s)")
+    if failed:
+        typer.secho(f"{len(failed)} of {len(results)} case(s) failed:", err=True, fg="red")
+        for r in failed:
+            typer.secho(f"  {r.case_id}: {r.error}", err=True, fg="red")
+        raise typer.Exit(1)
+
+
+@app.command()
+def evaluate(
+    pred: Path = typer.Option(..., "--pred", help="folder of <case>_seg.nii.gz predictions"),
+    manifest: Path = typer.Option(..., "--manifest", help="Decathlon datalist with the reference labels"),
+    data_dir: Optional[Path] = typer.Option(None, help="data root of the manifest's paths (default $VOLSEG_BRATS_DIR or ../shared/data/brats2018)"),
+    split: list[str] = typer.Option(["training", "validation", "test"], help="manifest lists to score (repeat the option)"),
+    csv: Optional[Path] = typer.Option(None, help="CSV to write (default <pred>/metrics.csv)"),
+    png: bool = typer.Option(False, "--png", help="write <pred>/<case>_overlay.png on the slice with the largest tumour"),
+    quiet: bool = typer.Option(False, "--quiet", help="less output"),
+) -> None:
+    """Per-case and mean Dice, HD95 (mm), sensitivity, specificity and precision for WT, TC, ET."""
+    _setup(quiet)
+    from app.api import evaluate as evaluate_api
+    from app.evaluation import format_table
+
+    try:
+        rows = evaluate_api(pred, manifest, data_dir, split, csv_path=csv or pred / "metrics.csv", png_dir=pred if png else None)
+    except (FileNotFoundError, ValueError) as err:
+        _fail(err)
+    typer.echo(format_table(rows))
+    typer.echo(f"wrote {csv or pred / 'metrics.csv'}")
+
+
+@app.command()
+def train(
+    bundle: str = typer.Option("brats_unet3d", help=BUNDLE_HELP),
+    manifest: Optional[Path] = typer.Option(None, help="Decathlon datalist (default: the bundle's data_list_file)"),
+    data_dir: Optional[Path] = typer.Option(None, help="data root of the manifest's paths"),
+    output_dir: Optional[Path] = typer.Option(None, help="checkpoints, TensorBoard logs and the resolved config (default <bundle>/runs/train)"),
+    max_epochs: Optional[int] = typer.Option(None, help="override the bundle's max_epochs"),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+) -> None:
+    """Train with the bundle's own train config (same code path as `python -m monai.bundle run`); resumes from last.pt."""
+    _setup(quiet)
+    from app.api import train as train_api
+
+    overrides: dict = {}
+    if max_epochs is not None:
+        overrides["max_epochs"] = max_epochs
+    if device is not None:
+        overrides["device"] = f"$torch.device('{device}')"
+    try:
+        out = train_api(bundle, manifest, data_dir, output_dir, overrides, progress=not quiet)
+    except (FileNotFoundError, ValueError) as err:
+        _fail(err)
+    typer.echo(f"training outputs in {out}")
+
+
+@app.command()
+def demo(
+    data_dir: Optional[Path] = typer.Option(None, help="BraTS data folder (default $VOLSEG_BRATS_DIR or ../shared/data/brats2018)"),
+    output_dir: Path = typer.Option(Path("volseg_demo"), help="where the label map and overlay go"),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
+    quiet: bool = typer.Option(False, "--quiet", help="less output"),
+) -> None:
+    """Segment one BraTS case with the shipped weights and print its Dice per region (a synthetic phantom if no data)."""
+    _setup(quiet)
+    from app.api import demo as demo_api
+
+    result = demo_api(data_dir, output_dir, device=device)
+    kind = "SYNTHETIC phantom (no BraTS data found)" if result["synthetic"] else f"real BraTS case from {result['data_dir']}"
+    typer.echo(f"case {result['case_id']}: {kind}")
+    typer.echo(f"label map: {result['output']}  ({result['segment_seconds']:.1f} s to load, segment and save)")
+    typer.echo(f"overlay:   {result['overlay']}")
+    m = result["metrics"]
+    typer.echo("Dice  " + "  ".join(f"{r} {m[f'{r}_dice']:.3f}" for r in ("WT", "TC", "ET")))
+    typer.echo("HD95  " + "  ".join(f"{r} {m[f'{r}_hd95']:.1f} mm" for r in ("WT", "TC", "ET")))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

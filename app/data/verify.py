@@ -1,0 +1,66 @@
+"""Checks on input volumes before they reach a model: readable, 3D, and co-registered."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+class InputError(ValueError):
+    """Bad input: the message names the file and the problem."""
+
+
+def read_header(path: str | Path):
+    """Load a NIfTI header with nibabel (no voxel data).
+
+    Raises:
+        InputError: the file is missing, unreadable or not a NIfTI image.
+    """
+    import nibabel as nib
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"'{path}': file does not exist")
+    try:
+        return nib.load(str(path))
+    except Exception as err:  # nibabel raises several types for corrupt files
+        raise InputError(f"'{path}': not a readable NIfTI image ({type(err).__name__}: {err})") from err
+
+
+def check_case_images(paths: Sequence[str | Path], atol_mm: float = 1e-3) -> tuple[tuple[int, ...], np.ndarray]:
+    """Check that the modality files of a case are readable, 3D, same shape, same affine.
+
+    Args:
+        paths: the image files (T1, T1ce, T2, FLAIR for BraTS).
+        atol_mm: tolerance on affine entries, in mm.
+
+    Returns:
+        ``(shape, affine)`` of the first file: the geometry outputs must match.
+
+    Raises:
+        InputError: a missing or unreadable file, a 2D or 4D image, or files whose shapes or
+            affines disagree; the message names the file and both values.
+    """
+    ref_path, ref_shape, ref_affine = None, None, None
+    for path in paths:
+        img = read_header(path)
+        shape = tuple(int(s) for s in img.shape)
+        if len(shape) == 4 and shape[3] == 1:
+            shape = shape[:3]
+        if len(shape) != 3 or min(shape) < 2:
+            raise InputError(f"'{path}': expected a 3D volume, got shape {shape} ({len(shape)}D); "
+                             "VolSeg BraTS bundles segment one 3D volume per modality")
+        if ref_shape is None:
+            ref_path, ref_shape, ref_affine = path, shape, img.affine
+            continue
+        if shape != ref_shape:
+            raise InputError(f"'{path}': shape {shape} differs from {ref_shape} of '{ref_path}'; "
+                             "the modalities of a case must be co-registered on one voxel grid")
+        if not np.allclose(img.affine, ref_affine, atol=atol_mm):
+            raise InputError(f"'{path}': affine differs from that of '{ref_path}' (max difference "
+                             f"{np.abs(img.affine - ref_affine).max():.4g} mm); the modalities must be co-registered")
+    if ref_shape is None:
+        raise InputError("no image file given")
+    return ref_shape, np.asarray(ref_affine)

@@ -1,0 +1,151 @@
+"""Segment BraTS cases with a bundle's own inference config (one code path for CLI, API and bundle)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from app.constants import MODALITIES
+from app.data.cases import find_case
+from app.data.verify import InputError, check_case_images
+
+logger = logging.getLogger(__name__)
+
+_MODALITY_SUFFIX = re.compile(r"_(t1|t1ce|t2|flair|seg)$", re.IGNORECASE)
+
+
+def case_id_from_path(path: str | Path) -> str:
+    """``.../Brats18_X/Brats18_X_t1.nii.gz`` -> ``Brats18_X`` (file name without extension and modality)."""
+    name = Path(path).name
+    for ext in (".nii.gz", ".nii"):
+        if name.endswith(ext):
+            name = name[: -len(ext)]
+    return _MODALITY_SUFFIX.sub("", name)
+
+
+def resolve_inputs(inputs: Sequence[str | Path]) -> list[tuple[str, list[Path]]]:
+    """Turn CLI inputs into cases: each a BraTS case folder, or exactly four modality files.
+
+    Returns:
+        ``[(case_id, [t1, t1ce, t2, flair]), ...]``.
+
+    Raises:
+        InputError: files that are not four, or a path that does not exist.
+    """
+    paths = [Path(p) for p in inputs]
+    folders = [p for p in paths if p.is_dir()]
+    files = [p for p in paths if not p.is_dir()]
+    missing = [str(p) for p in files if not p.exists()]
+    if missing:
+        raise InputError(f"input not found: {', '.join(missing)}")
+    if files and len(files) != len(MODALITIES):
+        raise InputError(f"expected a case folder or 4 modality files ({', '.join(MODALITIES)}), got {len(files)} file(s): "
+                         + ", ".join(str(f) for f in files))
+    cases: list[tuple[str, list[Path]]] = []
+    for folder in folders:
+        try:
+            case = find_case(folder)
+        except FileNotFoundError as err:
+            raise InputError(str(err)) from err
+        cases.append((case.case_id, list(case.images)))
+    if files:
+        cases.append((case_id_from_path(files[0]), files))
+    return cases
+
+
+@dataclass
+class CaseResult:
+    """Outcome of one case: ``label`` is ``(H, W, D)`` uint8 (codes 0/1/2/4) in the input geometry."""
+
+    case_id: str
+    label: np.ndarray | None = None
+    affine: np.ndarray | None = None
+    output: Path | None = None
+    seconds: float = 0.0
+    error: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+class Segmenter:
+    """Load a bundle's inference workflow once and segment many cases with it.
+
+    The bundle's ``[common.yaml, inference.yaml]`` configs give the network, ``preprocessing``
+    (load, RAS, 1 mm, brain crop, z-score), ``inferer`` (sliding window) and ``postprocessing``
+    (sigmoid, ``Invertd`` back to the input grid, threshold, regions to labels 0/1/2/4).
+
+    Args:
+        bundle: a shipped bundle name or a bundle folder.
+        device: ``"cpu"``, ``"cuda"`` or None for CUDA where available.
+        ckpt_path: weights to load instead of ``models/model.pt``.
+        overrides: further config overrides, e.g. ``{"overlap": 0.25}``.
+
+    Raises:
+        FileNotFoundError: the bundle or its weights are missing.
+    """
+
+    def __init__(self, bundle: str | Path = "brats_unet3d", device: str | None = None, ckpt_path: str | Path | None = None, overrides: dict | None = None) -> None:
+        import torch
+        from monai.bundle import ConfigParser
+
+        from app.bundles import config_files
+
+        root = Path(bundle) if Path(bundle).is_dir() else None
+        files = config_files(root or str(bundle), "inference")
+        parser = ConfigParser()
+        parser.read_config(files)
+        parser["bundle_root"] = str(Path(files[0]).parents[1])
+        if device is not None:
+            parser["device"] = f"$torch.device('{device}')"
+        for key, value in (overrides or {}).items():
+            parser[key] = value
+        if ckpt_path is not None:
+            parser["ckpt_path"] = str(ckpt_path)
+        ckpt = Path(parser.get_parsed_content("ckpt_path"))
+        if not ckpt.is_file():
+            raise FileNotFoundError(f"bundle weights '{ckpt}' not found; train the bundle or pass ckpt_path")
+        self.parser = parser
+        self.device = parser.get_parsed_content("device")
+        self.network = parser.get_parsed_content("network")
+        state = torch.load(ckpt, map_location=self.device, weights_only=True)
+        if isinstance(state.get("model"), dict):  # a last.pt training checkpoint
+            state = state["model"]
+        self.network.load_state_dict(state)
+        self.network.eval()
+        self.preprocessing = parser.get_parsed_content("preprocessing")
+        self.inferer = parser.get_parsed_content("inferer")
+        self.postprocessing = parser.get_parsed_content("postprocessing")
+        self.amp = bool(parser.get_parsed_content("amp"))
+
+    def predict(self, images: Sequence[str | Path]) -> tuple[np.ndarray, np.ndarray]:
+        """Segment one case.
+
+        Args:
+            images: T1, T1ce, T2 and FLAIR files of one case, co-registered.
+
+        Returns:
+            ``(label, affine)``: ``(H, W, D)`` uint8 with codes {0, 1, 2, 4}, exactly the shape
+            of the input, and the input's 4x4 affine.
+
+        Raises:
+            InputError: unreadable, non-3D or non-co-registered files (see ``check_case_images``).
+        """
+        import torch
+
+        shape, affine = check_case_images(images)
+        data = self.preprocessing({"image": [str(p) for p in images]})
+        if not torch.isfinite(data["image"]).all():
+            raise InputError(f"case '{case_id_from_path(images[0])}': NaN or infinite voxel values in {', '.join(str(p) for p in images)}")
+        image = data["image"].unsqueeze(0).to(self.device)
+        with torch.no_grad(), torch.autocast(self.device.type, enabled=self.amp and self.device.type == "cuda"):
+            data["pred"] = self.inferer(image, self.network)[0].float()
+        out = self.postprocessing(data)
+        label = np.asarray(out["pred"].cpu().numpy()[0], dtype=np.uint8)
+        if label.shape != shape:
+            raise RuntimeError(f"internal error: output shape {label.shape} != input shape {shape} for {images[0]}")
+        return label, affine
