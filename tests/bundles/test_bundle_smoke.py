@@ -1,0 +1,79 @@
+"""Every bundle: synthetic data, one epoch; train, resume, evaluate and inference configs run to the end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigWorkflow
+
+from app import api
+from app.bundles import BUNDLES, bundle_dir, config_files
+
+SMALL = {"roi_size": [32, 32, 32], "sw_batch_size": 2, "batch_size": 1, "num_samples": 1, "val_interval": 1}
+
+
+def _workflow(name: str, overlay: str, **overrides) -> ConfigWorkflow:
+    root = bundle_dir(name)
+    wf = ConfigWorkflow(config_file=config_files(name, overlay), meta_file=str(root / "configs" / "metadata.json"), logging_file=False,
+                        workflow_type=None, bundle_root=str(root), **overrides)
+    wf.initialize()
+    return wf
+
+
+@pytest.fixture(scope="module", params=sorted(BUNDLES))
+def trained(request, phantom_root: Path, phantom_manifest: Path, tmp_path_factory: pytest.TempPathFactory):
+    name = request.param
+    out = tmp_path_factory.mktemp(f"{name}_train")
+    common = {"dataset_dir": str(phantom_root), "data_list_file": str(phantom_manifest), "device": "$torch.device('cpu')"}
+    api.train(name, phantom_manifest, phantom_root, out, {**SMALL, "max_epochs": 1}, progress=False)
+    return name, out, common
+
+
+def test_train_writes_best_and_last_and_run_record(trained):
+    name, out, _ = trained
+    assert (out / "model.pt").is_file() and (out / "last.pt").is_file()
+    last = torch.load(out / "last.pt", weights_only=False)
+    assert last["trainer"]["iteration"] == last["trainer"]["epoch_length"] == 3 and "optimizer" in last and last["checkpointer"]["best_epoch"] == 1
+    assert json.loads((out / "run_info.json").read_text())["monai"]
+    assert json.loads((out / "run_config.json").read_text())["max_epochs"] == 1
+    assert not list(out.glob(".*.tmp*"))  # atomic writes leave no temporary files
+
+
+def test_train_resumes_from_last_checkpoint(trained, tmp_path: Path):
+    name, out, common = trained
+    before = torch.load(out / "last.pt", weights_only=False)
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    (resumed / "last.pt").write_bytes((out / "last.pt").read_bytes())
+    wf = _workflow(name, "train", **common, **SMALL, max_epochs=2, output_dir=str(resumed))
+    wf.run()
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    assert trainer.state.epoch == 2
+    assert trainer.state.iteration == 2 * before["trainer"]["iteration"]  # one new epoch, not two
+
+
+def test_evaluate_config(trained, tmp_path: Path):
+    name, out, common = trained
+    wf = _workflow(name, "evaluate", **common, **SMALL, ckpt_path=str(out / "model.pt"), output_dir=str(tmp_path))
+    wf.run()
+    evaluator = wf.parser.get_parsed_content("validate#evaluator")
+    assert 0.0 <= evaluator.state.metrics["val_mean_dice"] <= 1.0
+    assert {"val_dice_TC", "val_dice_WT", "val_dice_ET"} <= set(evaluator.state.metrics)
+    assert (tmp_path / "metrics.csv").is_file() and (tmp_path / "val_dice_ET_raw.csv").read_text().count("Phantom_") == 1
+
+
+def test_inference_config_writes_labels_in_input_geometry(trained, phantom_root: Path, phantom_manifest: Path, tmp_path: Path):
+    name, out, common = trained
+    wf = _workflow(name, "inference", **common, **SMALL, ckpt_path=str(out / "model.pt"), output_dir=str(tmp_path), data_split="test")
+    wf.run()
+    case_id = json.loads(phantom_manifest.read_text())["test"][0]["case_id"]
+    pred = nib.load(tmp_path / f"{case_id}_seg.nii.gz")
+    ref = nib.load(phantom_root / case_id / f"{case_id}_t1.nii.gz")
+    assert pred.shape == ref.shape and np.allclose(pred.affine, ref.affine)
+    assert pred.get_data_dtype() == np.uint8
+    assert set(np.unique(np.asarray(pred.dataobj))) <= {0, 1, 2, 4}

@@ -1,0 +1,51 @@
+"""MONAI's own bundle checks, offline: verify_metadata against the shipped schema, verify_net_in_out."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from monai.bundle import verify_metadata, verify_net_in_out
+
+from app.bundles import BUNDLES, REPO_ROOT, bundle_dir
+
+SCHEMA = REPO_ROOT / "bundles" / "meta_schema.json"
+
+
+@pytest.mark.parametrize("name", sorted(BUNDLES))
+def test_metadata_matches_schema(name: str):
+    verify_metadata(meta_file=str(bundle_dir(name) / "configs" / "metadata.json"), filepath=str(SCHEMA))
+
+
+def test_schema_rejects_metadata_without_io(tmp_path: Path):
+    meta = json.loads((bundle_dir("brats_unet3d") / "configs" / "metadata.json").read_text())
+    del meta["network_data_format"]["outputs"]
+    bad = tmp_path / "metadata.json"
+    bad.write_text(json.dumps(meta))
+    shutil.copy(SCHEMA, tmp_path / "schema.json")
+    with pytest.raises(ValueError, match="outputs"):
+        verify_metadata(meta_file=str(bad), filepath=str(tmp_path / "schema.json"))
+
+
+@pytest.mark.parametrize("name", sorted(BUNDLES))
+def test_net_in_out(name: str):
+    root = bundle_dir(name)
+    verify_net_in_out(net_id="network_def", meta_file=str(root / "configs" / "metadata.json"), config_file=str(root / "configs" / "common.yaml"),
+                      n=2, device="cpu", bundle_root=str(root))
+
+
+@pytest.mark.parametrize("name", sorted(BUNDLES))
+def test_shipped_weights_load_and_fit_the_size_limit(name: str):
+    import torch
+
+    from monai.bundle import ConfigParser
+
+    weights = bundle_dir(name) / "models" / "model.pt"
+    assert weights.stat().st_size <= 25 * 1024 * 1024
+    parser = ConfigParser()
+    parser.read_config(str(bundle_dir(name) / "configs" / "common.yaml"))
+    parser["bundle_root"] = str(bundle_dir(name))
+    net = parser.get_parsed_content("network_def")
+    net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))

@@ -1,0 +1,38 @@
+"""Shared fixtures: small synthetic BraTS-like cases with non-cubic shapes and anisotropic spacing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from app.constants import MODALITIES
+from app.data import build_manifest
+from app.data.phantom import make_brats_phantom
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_BRATS = REPO_ROOT.parent / "shared" / "data" / "brats2018"
+
+
+@pytest.fixture(scope="session")
+def phantom_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Five phantom cases, shape (40, 48, 36), spacing (1.0, 0.9, 1.5) mm, in one data folder."""
+    root = tmp_path_factory.mktemp("brats_phantoms")
+    for i in range(5):
+        make_brats_phantom(root, f"Phantom_{i:03d}", shape=(40, 48, 36), spacing_mm=(1.0, 0.9, 1.5), seed=i)
+    return root
+
+
+@pytest.fixture(scope="session")
+def phantom_manifest(phantom_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Datalist of the phantoms: 3 training, 1 validation, 1 test (fractions 0.6/0.2/0.2)."""
+    out = tmp_path_factory.mktemp("manifest") / "phantoms.json"
+    build_manifest(phantom_root, out=out, seed=0, fractions=(0.6, 0.2, 0.2))
+    assert json.loads(out.read_text())["numTraining"] == 3
+    return out
+
+
+def case_files(case_dir: Path) -> list[Path]:
+    """The four modality files of a case folder, in ``MODALITIES`` order."""
+    return [case_dir / f"{case_dir.name}_{m}.nii.gz" for m in MODALITIES]

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from app.data import build_manifest, kfold_splits, load_datalist, scan_brats, split_cases
+
+IDS = [f"case_{i:02d}" for i in range(20)]
+
+
+def test_split_is_seeded_disjoint_and_70_15_15():
+    a = split_cases(IDS, seed=3)
+    b = split_cases(list(reversed(IDS)), seed=3)
+    assert a == b
+    assert [len(a[k]) for k in ("training", "validation", "test")] == [14, 3, 3]
+    assert sorted(a["training"] + a["validation"] + a["test"]) == IDS
+    assert split_cases(IDS, seed=4) != a
+
+
+def test_split_rejects_bad_fractions():
+    with pytest.raises(ValueError, match="sum to 1"):
+        split_cases(IDS, fractions=(0.8, 0.15, 0.15))
+
+
+def test_kfold_partitions_every_case_once():
+    folds = kfold_splits(IDS, k=5, seed=1)
+    assert len(folds) == 5 and all(len(f) == 4 for f in folds)
+    assert sorted(sum(folds, [])) == IDS
+    assert folds == kfold_splits(IDS, k=5, seed=1)
+    with pytest.raises(ValueError, match="k-fold"):
+        kfold_splits(IDS[:3], k=5)
+
+
+def test_manifest_paths_are_relative_and_load_against_any_root(phantom_root: Path, tmp_path: Path):
+    out = tmp_path / "m.json"
+    manifest = build_manifest(phantom_root, out=out, seed=0, folds=2, fractions=(0.6, 0.2, 0.2))
+    item = manifest["training"][0]
+    assert item["image"][0] == f"{item['case_id']}/{item['case_id']}_t1.nii.gz"
+    assert [Path(p).name.split("_")[-1] for p in item["image"]] == ["t1.nii.gz", "t1ce.nii.gz", "t2.nii.gz", "flair.nii.gz"]
+    assert {i["fold"] for k in ("training", "validation") for i in manifest[k]} == {0, 1}
+    assert all("fold" not in i for i in manifest["test"])
+    moved = tmp_path / "moved"
+    shutil.copytree(phantom_root, moved)
+    items = load_datalist(out, "test", moved)
+    assert Path(items[0]["label"]).is_file() and str(moved) in items[0]["label"]
+    assert items[0]["case_id"] == manifest["test"][0]["case_id"]
+    assert json.loads(out.read_text()) == manifest
+
+
+def test_scan_reports_every_incomplete_case(phantom_root: Path, tmp_path: Path):
+    root = tmp_path / "data"
+    shutil.copytree(phantom_root, root)
+    (root / "Phantom_001" / "Phantom_001_t2.nii.gz").unlink()
+    (root / "Phantom_003" / "Phantom_003_seg.nii.gz").unlink()
+    with pytest.raises(FileNotFoundError) as err:
+        scan_brats(root)
+    assert "Phantom_001" in str(err.value) and "missing t2" in str(err.value)
+    assert "Phantom_003" in str(err.value) and "missing seg" in str(err.value)
+
+
+def test_shipped_manifest_lists_the_15_shared_cases():
+    manifest = json.loads((Path(__file__).resolve().parents[2] / "data_manifests" / "brats2018_shared.json").read_text())
+    ids = [i["case_id"] for k in ("training", "validation", "test") for i in manifest[k]]
+    assert len(ids) == len(set(ids)) == 15
+    assert (manifest["numTraining"], manifest["numValidation"], manifest["numTest"]) == (11, 2, 2)

@@ -1,0 +1,80 @@
+"""Bad input: a clear error naming the file and the problem, a non-zero exit, no partial output."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from app.cli import app as cli
+from app.data.verify import InputError, check_case_images
+from app.inference import resolve_inputs
+from tests.conftest import case_files
+
+
+@pytest.fixture()
+def case(phantom_root: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "Phantom_000"
+    shutil.copytree(phantom_root / "Phantom_000", dst)
+    return dst
+
+
+def test_missing_modality_names_case_and_modality(case: Path):
+    (case / "Phantom_000_t1ce.nii.gz").unlink()
+    with pytest.raises(InputError, match=r"Phantom_000.*found 3: missing t1ce"):
+        resolve_inputs([case])
+
+
+def test_wrong_number_of_files(case: Path):
+    with pytest.raises(InputError, match="got 2 file"):
+        resolve_inputs(case_files(case)[:2])
+
+
+def test_shape_mismatch_names_file(case: Path):
+    t2 = case / "Phantom_000_t2.nii.gz"
+    img = nib.load(t2)
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[:-2], img.affine), t2)
+    with pytest.raises(InputError, match=r"Phantom_000_t2.nii.gz'.*shape \(38, 48, 36\) differs"):
+        check_case_images(case_files(case))
+
+
+def test_affine_mismatch_names_file(case: Path):
+    flair = case / "Phantom_000_flair.nii.gz"
+    img = nib.load(flair)
+    affine = img.affine.copy()
+    affine[0, 3] += 5.0
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj), affine), flair)
+    with pytest.raises(InputError, match=r"flair.nii.gz'.*affine differs.*5 mm"):
+        check_case_images(case_files(case))
+
+
+def test_unreadable_file(case: Path):
+    (case / "Phantom_000_t1.nii.gz").write_bytes(b"not a nifti file")
+    with pytest.raises(InputError, match=r"Phantom_000_t1.nii.gz'.*not a readable NIfTI"):
+        check_case_images(case_files(case))
+
+
+def test_2d_image(case: Path):
+    t1 = case / "Phantom_000_t1.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((40, 48), dtype=np.int16), np.eye(4)), t1)
+    with pytest.raises(InputError, match=r"expected a 3D volume, got shape \(40, 48\) \(2D\)"):
+        check_case_images(case_files(case))
+
+
+def test_cli_batch_runs_other_cases_and_lists_failures(case: Path, phantom_root: Path, tmp_path: Path):
+    (case / "Phantom_000_t2.nii.gz").write_bytes(b"broken")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["segment", str(case), str(phantom_root / "Phantom_001"), "--output", str(out), "--quiet"])
+    assert result.exit_code == 1
+    assert "1 of 2 case(s) failed" in result.output and "Phantom_000_t2.nii.gz" in result.output
+    assert sorted(p.name for p in out.iterdir()) == ["Phantom_001_seg.nii.gz"]  # no partial output, no temp files
+
+
+def test_cli_missing_input_exits_non_zero(tmp_path: Path):
+    result = CliRunner().invoke(cli, ["segment", str(tmp_path / "nope"), "--output", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "input not found" in result.output
+    assert not (tmp_path / "out").exists()
