@@ -64,7 +64,7 @@ def test_evaluate_config(trained, tmp_path: Path):
     evaluator = wf.parser.get_parsed_content("validate#evaluator")
     assert 0.0 <= evaluator.state.metrics["val_mean_dice"] <= 1.0
     assert {"val_dice_TC", "val_dice_WT", "val_dice_ET"} <= set(evaluator.state.metrics)
-    assert (tmp_path / "metrics.csv").is_file() and (tmp_path / "val_dice_ET_raw.csv").read_text().count("Phantom_") == 1
+    assert (tmp_path / "metrics.csv").is_file() and (tmp_path / "val_dice_ET_raw.csv").read_text().count("_t1.nii.gz") == 1
 
 
 def test_inference_config_writes_labels_in_input_geometry(trained, phantom_root: Path, phantom_manifest: Path, tmp_path: Path):
