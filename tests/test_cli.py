@@ -1,0 +1,62 @@
+"""The volseg CLI: fast help, manifest, train, segment and evaluate through the commands."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from typer.testing import CliRunner
+
+from app.cli import app as cli
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_help_does_not_import_torch():
+    code = "import sys; from app.cli import app; assert 'torch' not in sys.modules and 'monai' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT)
+    result = CliRunner().invoke(cli, ["--help"])
+    assert result.exit_code == 0 and "segment" in result.output and "evaluate" in result.output
+
+
+def test_manifest_command(phantom_root: Path, tmp_path: Path):
+    out = tmp_path / "m.json"
+    result = CliRunner().invoke(cli, ["manifest", "brats", str(phantom_root), "--out", str(out), "--seed", "1", "--folds", "2"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads(out.read_text())
+    assert manifest["numFolds"] == 2 and len(manifest["training"]) + len(manifest["validation"]) + len(manifest["test"]) == 5
+    bad = CliRunner().invoke(cli, ["manifest", "brats", str(tmp_path / "none"), "--out", str(out)])
+    assert bad.exit_code == 2 and "does not exist" in bad.output
+
+
+def test_segment_then_evaluate_with_png(phantom_root: Path, phantom_manifest: Path, tmp_path: Path):
+    case = json.loads(phantom_manifest.read_text())["test"][0]["case_id"]
+    out = tmp_path / "pred"
+    seg = CliRunner().invoke(cli, ["segment", str(phantom_root / case), "--output", str(out), "--quiet", "--device", "cpu"])
+    assert seg.exit_code == 0, seg.output
+    pred, ref = nib.load(out / f"{case}_seg.nii.gz"), nib.load(phantom_root / case / f"{case}_flair.nii.gz")
+    assert pred.shape == ref.shape and np.allclose(pred.affine, ref.affine) and pred.get_data_dtype() == np.uint8
+    ev = CliRunner().invoke(cli, ["evaluate", "--pred", str(out), "--manifest", str(phantom_manifest), "--data-dir", str(phantom_root), "--split", "test", "--png"])
+    assert ev.exit_code == 0, ev.output
+    assert "WT dice" in ev.output and case in ev.output
+    rows = (out / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("case,WT_dice,WT_hd95") and rows[1].startswith(case) and rows[2].startswith("mean")
+    assert (out / f"{case}_overlay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_demo_without_data_runs_on_announced_phantom(tmp_path: Path):
+    result = CliRunner().invoke(cli, ["demo", "--data-dir", str(tmp_path / "no_data"), "--output-dir", str(tmp_path / "demo"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "SYNTHETIC phantom" in result.output and "Dice  WT" in result.output
+    assert (tmp_path / "demo" / "Phantom_001_seg.nii.gz").is_file() and (tmp_path / "demo" / "Phantom_001_overlay.png").is_file()
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (REPO_ROOT / "README.md").read_text()
+    blocks = [b.split("```", 1)[0].strip() for b in readme.split("```bash\n")[1:3]]
+    assert len(blocks) == 2
+    assert blocks[1] in (REPO_ROOT / ".ci" / "run").read_text()
