@@ -63,7 +63,8 @@ def segment_cases(
         progress: wraps the case iterator (e.g. ``tqdm``).
 
     Returns:
-        One :class:`app.inference.CaseResult` per case.
+        One :class:`app.inference.CaseResult` per case. ``<output_dir>/volseg_run.json`` records
+        the package versions, the bundle settings and each case's outcome.
 
     Raises:
         app.data.verify.InputError: inputs that name no case (not found, wrong file count).
@@ -83,7 +84,17 @@ def segment_cases(
         except Exception as err:  # one bad case must not abort the batch
             logger.error(f"case '{case_id}' failed: {err}")
             results.append(CaseResult(case_id, seconds=time.perf_counter() - start, error=str(err)))
+    _write_run_record(Path(output_dir) / "volseg_run.json", segmenter, bundle, results)
     return results
+
+
+def _write_run_record(path: Path, segmenter: Any, bundle: str, results: list[Any]) -> None:
+    from app.io.atomic import atomic_write_text
+
+    record = {**run_info(), "bundle": str(bundle), "device": str(segmenter.device),
+              "config": {k: segmenter.parser.get(k) for k in ("roi_size", "sw_batch_size", "overlap", "spacing_mm", "ckpt_path")},
+              "cases": [{"case_id": r.case_id, "output": str(r.output) if r.output else None, "seconds": round(r.seconds, 3), "error": r.error} for r in results]}
+    atomic_write_text(path, json.dumps(record, indent=2, default=str) + "\n")
 
 
 def evaluate(pred_dir: str | Path, manifest: str | Path, data_dir: str | Path | None = None, splits: Sequence[str] = ("training", "validation", "test"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -71,7 +72,9 @@ def test_cli_batch_runs_other_cases_and_lists_failures(case: Path, phantom_root:
     result = CliRunner().invoke(cli, ["segment", str(case), str(phantom_root / "Phantom_001"), "--output", str(out), "--quiet"])
     assert result.exit_code == 1
     assert "1 of 2 case(s) failed" in result.output and "Phantom_000_t2.nii.gz" in result.output
-    assert sorted(p.name for p in out.iterdir()) == ["Phantom_001_seg.nii.gz"]  # no partial output, no temp files
+    assert sorted(p.name for p in out.iterdir()) == ["Phantom_001_seg.nii.gz", "volseg_run.json"]  # no partial output, no temp files
+    record = json.loads((out / "volseg_run.json").read_text())
+    assert [c["error"] is None for c in record["cases"]] == [False, True] and record["monai"]
 
 
 def test_cli_missing_input_exits_non_zero(tmp_path: Path):
