@@ -21,7 +21,14 @@ def unet3d(in_channels: int = 4, out_channels: int = 3, channels: tuple[int, ...
     return UNet(3, in_channels, out_channels, channels=channels, strides=strides, num_res_units=num_res_units, norm="INSTANCE", dropout=dropout)
 
 
-NETWORKS: dict[str, Callable[..., torch.nn.Module]] = {"unet3d": unet3d}
+def deeplab3d(in_channels: int = 4, out_channels: int = 3, width: int = 16, output_stride: int = 8, dilations: tuple[int, ...] = (1, 2, 4, 6), aspp_channels: int = 64, dropout: float = 0.1) -> torch.nn.Module:
+    """DeepLabV3+-style 3D network (Chen et al. 2018, arXiv:1802.02611); see :class:`app.networks.deeplab3d.DeepLab3D`."""
+    from app.networks.deeplab3d import DeepLab3D
+
+    return DeepLab3D(in_channels, out_channels, width=width, output_stride=output_stride, dilations=dilations, aspp_channels=aspp_channels, dropout=dropout)
+
+
+NETWORKS: dict[str, Callable[..., torch.nn.Module]] = {"unet3d": unet3d, "deeplab3d": deeplab3d}
 
 
 def to_device(network: torch.nn.Module, device: str | torch.device, channels_last: bool = False) -> torch.nn.Module:
