@@ -161,6 +161,46 @@ def train(bundle: str = DEFAULT_BUNDLE, manifest: str | Path | None = None, data
     return out
 
 
+def train_distributed(bundle: str = DEFAULT_BUNDLE, nproc: int = 2, manifest: str | Path | None = None, data_dir: str | Path | None = None,
+                      output_dir: str | Path | None = None, overrides: dict[str, Any] | None = None, extra_configs: Sequence[str | Path] = ()) -> Path:
+    """Train on ``nproc`` processes: ``torchrun --standalone --nproc_per_node=N -m monai.bundle run``
+    with the bundle's ``[common, train, multi_gpu_train]`` configs (DistributedDataParallel; NCCL on
+    GPUs, gloo on CPU). For several nodes, run the torchrun command in the bundle's README instead.
+
+    Returns:
+        The output folder.
+
+    Raises:
+        ValueError: ``nproc < 1``.
+        subprocess.CalledProcessError: a rank failed.
+    """
+    import subprocess
+    import sys
+
+    from app.bundles import config_files
+    from app.io.atomic import atomic_write_text
+
+    if nproc < 1:
+        raise ValueError(f"nproc must be >= 1, got {nproc}")
+    files = config_files(bundle, "train", "multi_gpu_train") + [str(Path(f).resolve()) for f in extra_configs]
+    root = Path(files[0]).parents[1]
+    args: dict[str, Any] = {"bundle_root": str(root), **(overrides or {})}
+    if manifest is not None:
+        args["data_list_file"] = str(Path(manifest).resolve())
+    if data_dir is not None:
+        args["dataset_dir"] = str(Path(data_dir).resolve())
+    out = Path(output_dir).resolve() if output_dir is not None else root / "runs" / "train"
+    args["output_dir"] = str(out)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "monai.bundle", "run",
+           "--config_file", json.dumps(files), "--meta_file", str(root / "configs" / "metadata.json"), "--logging_file", str(root / "configs" / "logging.conf")]
+    for key, value in args.items():
+        cmd += [f"--{key}", json.dumps(value) if not isinstance(value, str) else value]
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "run_info.json", json.dumps({**run_info(), "bundle": str(bundle), "nproc": nproc, "command": cmd}, indent=2))
+    subprocess.run(cmd, check=True)
+    return out
+
+
 def demo(data_dir: str | Path | None = None, output_dir: str | Path = "volseg_demo", bundle: str = DEFAULT_BUNDLE, device: str | None = None) -> dict[str, Any]:
     """The README's first command: segment one real BraTS case with the shipped weights and score it.
 

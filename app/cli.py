@@ -113,6 +113,7 @@ def train(
     output_dir: Optional[Path] = typer.Option(None, help="checkpoints, TensorBoard logs and the resolved config (default <bundle>/runs/train)"),
     max_epochs: Optional[int] = typer.Option(None, help="override the bundle's max_epochs"),
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
+    nproc: int = typer.Option(1, help="processes (GPUs) for DistributedDataParallel via torchrun; 1: single process"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
     """Train with the bundle's own train config (same code path as `python -m monai.bundle run`); resumes from last.pt."""
@@ -125,7 +126,12 @@ def train(
     if device is not None:
         overrides["device"] = f"$torch.device('{device}')"
     try:
-        out = train_api(bundle, manifest, data_dir, output_dir, overrides, progress=not quiet)
+        if nproc > 1:
+            from app.api import train_distributed
+
+            out = train_distributed(bundle, nproc, manifest, data_dir, output_dir, overrides)
+        else:
+            out = train_api(bundle, manifest, data_dir, output_dir, overrides, progress=not quiet)
     except (FileNotFoundError, ValueError) as err:
         _fail(err)
     typer.echo(f"training outputs in {out}")

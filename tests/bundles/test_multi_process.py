@@ -1,0 +1,38 @@
+"""torchrun with 2 gloo processes on CPU: identical weights on both ranks, checkpoints written once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from app import api
+from app.bundles import BUNDLES
+from app.data import build_manifest
+
+RANK_DUMP = """finalize:
+  - "$torch.save(@network.module.state_dict(), @output_dir + '/rank' + str(dist.get_rank()) + '.pt')"
+  - "$dist.destroy_process_group()"
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(BUNDLES))
+def test_two_process_training(name: str, phantom_root: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]):
+    manifest = tmp_path / "m.json"
+    build_manifest(phantom_root, out=manifest, seed=0, fractions=(0.4, 0.4, 0.2))  # 2 validation cases, one per rank
+    dump = tmp_path / "rank_dump.yaml"
+    dump.write_text(RANK_DUMP)
+    out = tmp_path / "out"
+    overrides = {"roi_size": [32, 32, 32], "sw_batch_size": 2, "batch_size": 1, "num_samples": 1, "max_epochs": 2, "val_interval": 1}
+    api.train_distributed(name, 2, manifest, phantom_root, out, overrides, extra_configs=[dump])
+    logs = capfd.readouterr()
+    rank0, rank1 = (torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert rank0.keys() == rank1.keys()
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
+    assert (out / "last.pt").is_file() and (out / "model.pt").is_file()
+    assert torch.load(out / "last.pt", weights_only=False)["trainer"]["iteration"] == 2  # 1 item per rank, 2 epochs
+    text = logs.out + logs.err
+    assert text.count(f"saved {out / 'model.pt'}") <= 2  # rank 0 only: at most one write per validation
+    assert text.count("Epoch[2] Metrics") == 1  # metrics logged once (rank 0), reduced over both ranks
