@@ -25,9 +25,9 @@ class _ImagePooling(nn.Module):
 class DeepLab3D(nn.Module):
     """DeepLabV3+-style 3D network (Chen et al. 2018, arXiv:1802.02611) for volumetric segmentation.
 
-    A residual 3D encoder (MONAI ``ResidualUnit`` stages, channels ``width * (1, 2, 4, 8)``,
-    stride 2 each) whose last stages use atrous (dilated) convolutions instead of further
-    striding, so features stay at ``output_stride`` (8 or 16) of the input; an atrous spatial
+    A residual 3D encoder (a stride-2 stem, then MONAI ``ResidualUnit`` stages with channels
+    ``width * (1, 2, 4, 8)`` and strides 1, 2, 2, 2) whose last stage uses atrous (dilated)
+    convolutions instead of further striding where ``output_stride`` is 8, so features stay at ``output_stride`` (8 or 16) of the input; an atrous spatial
     pyramid pooling head (MONAI ``SimpleASPP`` for the atrous branches plus an image-level
     pooling branch, fused by a 1x1 convolution); and a decoder that fuses the stride-4
     low-level encoder feature and upsamples trilinearly to the input size.
@@ -76,9 +76,9 @@ class DeepLab3D(nn.Module):
             raise ValueError(f"ASPP needs at least 2 dilations, got {tuple(dilations)}")
         self.output_stride = output_stride
         channels = [width, 2 * width, 4 * width, 8 * width]
-        strides = [2, 2, 2, 2] if output_stride == 16 else [2, 2, 2, 1]
+        strides = [1, 2, 2, 2] if output_stride == 16 else [1, 2, 2, 1]
         stage_dilations = [1, 1, 1, 1] if output_stride == 16 else [1, 1, 1, 2]
-        self.stem = Convolution(3, in_channels, width, kernel_size=3, norm=norm, act=act)
+        self.stem = Convolution(3, in_channels, width, strides=2, kernel_size=3, norm=norm, act=act)
         stages, prev = [], width
         for ch, s, d in zip(channels, strides, stage_dilations):
             stages.append(nn.Sequential(
