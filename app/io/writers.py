@@ -1,0 +1,50 @@
+"""Writing label maps in the exact geometry (shape, spacing, origin, direction) of their input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from app.io.atomic import _atomic
+from app.io.readers import read_volume, volume_format
+
+_EXTENSIONS = {"nifti": ".nii.gz", "nrrd": ".nrrd", "metaimage": ".mha"}
+
+
+def output_suffix(reference: str | Path, fmt: str = "same") -> str:
+    """File ending for a label written beside ``reference``: its own format, or NIfTI for DICOM
+    input or ``fmt="nifti"``."""
+    ref_fmt = volume_format(reference)
+    return ".nii.gz" if fmt == "nifti" or ref_fmt == "dicom" else _EXTENSIONS[ref_fmt]
+
+
+def write_label_like(label: np.ndarray, reference: str | Path, path: str | Path) -> Path:
+    """Write ``label`` atomically with the geometry of ``reference``.
+
+    Args:
+        label: ``(H, W, D)`` integer array in the reference's voxel order ``(i, j, k)``, as MONAI
+            ``LoadImage`` and nibabel return it (SimpleITK's own arrays are ``(k, j, i)``).
+        reference: the input volume (file or DICOM folder).
+        path: output file; ``.nii.gz``/``.nii`` via nibabel with the reference's header where
+            the reference is NIfTI, else SimpleITK (``.nrrd``, ``.mha``, ``.nii.gz``).
+
+    Raises:
+        ValueError: ``label``'s shape differs from the reference's.
+        app.data.verify.InputError: the reference cannot be read.
+    """
+    import SimpleITK as sitk
+
+    path = Path(path)
+    if volume_format(reference) == "nifti" and path.name.endswith((".nii.gz", ".nii")):
+        from app.io.save import save_label_map
+
+        return save_label_map(label, reference, path)
+    ref = read_volume(reference, check_finite=False)
+    if tuple(label.shape) != tuple(ref.GetSize()):
+        raise ValueError(f"label shape {tuple(label.shape)} differs from '{reference}' size {tuple(ref.GetSize())}")
+    image = sitk.GetImageFromArray(np.ascontiguousarray(np.asarray(label, dtype=np.uint8).transpose(2, 1, 0)))
+    image.CopyInformation(ref)
+    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
+    return _atomic(path, lambda tmp: sitk.WriteImage(image, tmp, useCompression=True), suffix=suffix)
+
