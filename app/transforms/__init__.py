@@ -1,5 +1,18 @@
 """Dictionary transforms that MONAI lacks; everything else comes from ``monai.transforms``."""
 
+from app.transforms.ct import HU_WINDOWS, HUWindow, HUWindowd
+from app.transforms.mri import N4BiasCorrection, N4BiasCorrectiond
 from app.transforms.regions import RegionsToBratsLabels, RegionsToBratsLabelsd
+from app.transforms.spacing import is_anisotropic, target_spacing
 
-__all__ = ["RegionsToBratsLabels", "RegionsToBratsLabelsd"]
+__all__ = [
+    "HUWindow",
+    "HUWindowd",
+    "HU_WINDOWS",
+    "N4BiasCorrection",
+    "N4BiasCorrectiond",
+    "RegionsToBratsLabels",
+    "RegionsToBratsLabelsd",
+    "is_anisotropic",
+    "target_spacing",
+]
