@@ -50,7 +50,8 @@ def segment_cases(
     device: str | None = None,
     progress: Callable[[Any], Any] | None = None,
 ) -> list[Any]:
-    """Segment several cases, writing ``<output_dir>/<case_id>_seg.nii.gz`` (uint8, input geometry).
+    """Segment several cases, writing ``<output_dir>/<case_id>_seg.<ext>`` (uint8, input geometry;
+    the input's format, NIfTI for DICOM input).
 
     A case that fails is reported in its result (``error``) and the others still run; nothing
     is written for it.
@@ -70,7 +71,7 @@ def segment_cases(
         app.data.verify.InputError: inputs that name no case (not found, wrong file count).
     """
     from app.inference import CaseResult, Segmenter, resolve_inputs
-    from app.io.save import save_label_map
+    from app.io.writers import output_suffix, write_label_like
 
     cases = resolve_inputs(inputs)
     segmenter = Segmenter(bundle, device=device)
@@ -79,7 +80,7 @@ def segment_cases(
         start = time.perf_counter()
         try:
             label, affine = segmenter.predict(images)
-            out = save_label_map(label, images[0], Path(output_dir) / f"{case_id}_seg.nii.gz")
+            out = write_label_like(label, images[0], Path(output_dir) / f"{case_id}_seg{output_suffix(images[0])}")
             results.append(CaseResult(case_id, label, affine, out, time.perf_counter() - start))
         except Exception as err:  # one bad case must not abort the batch
             logger.error(f"case '{case_id}' failed: {err}")

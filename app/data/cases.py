@@ -8,7 +8,7 @@ from pathlib import Path
 
 from app.constants import DATA_DIR_ENV, MODALITIES
 
-_SUFFIXES = (".nii.gz", ".nii")
+_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def find_case(folder: str | Path, require_label: bool = False) -> BratsCase:
         raise FileNotFoundError(
             f"case '{case_id}' in '{folder}': expected 4 modalities ({', '.join(MODALITIES)})"
             f"{' and a seg label' if require_label else ''}, found {found}: missing {', '.join(missing)}"
-            f" (file names must be {case_id}_<key>.nii.gz)"
+            f" (file names must be {case_id}_<key>.nii.gz, or .nii, .nrrd, .mha)"
         )
     return BratsCase(case_id, tuple(images[key] for key in MODALITIES), label)
 

@@ -29,11 +29,52 @@ def read_header(path: str | Path):
         raise InputError(f"'{path}': not a readable NIfTI image ({type(err).__name__}: {err})") from err
 
 
+def sitk_affine_ras(image) -> np.ndarray:
+    """4x4 voxel ``(i, j, k)`` -> RAS world (mm) matrix of a SimpleITK image (which is LPS)."""
+    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    affine = np.eye(4)
+    affine[:3, :3] = direction * np.asarray(image.GetSpacing(), dtype=np.float64)
+    affine[:3, 3] = image.GetOrigin()
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
+
+
+def read_geometry(path: str | Path) -> tuple[tuple[int, ...], np.ndarray]:
+    """``(shape, affine)`` of a volume without reading its voxels where the format allows.
+
+    NIfTI through nibabel (its header affine, exactly); NRRD, MetaImage and DICOM series through
+    SimpleITK, as a RAS affine. A trailing singleton 4th axis is dropped.
+
+    Raises:
+        InputError: missing, unreadable or unsupported input.
+    """
+    from app.io.readers import read_volume, volume_format
+
+    fmt = volume_format(path)
+    if fmt == "nifti":
+        img = read_header(path)
+        return tuple(int(s) for s in img.shape), np.asarray(img.affine)
+    if fmt == "dicom":
+        image = read_volume(path, check_finite=False)
+    else:
+        import SimpleITK as sitk
+
+        if not Path(path).is_file():
+            raise InputError(f"'{path}': file does not exist")
+        image = sitk.ImageFileReader()
+        image.SetFileName(str(path))
+        try:
+            image.ReadImageInformation()
+        except RuntimeError as err:
+            raise InputError(f"'{path}': not a readable {fmt} image ({str(err).strip().splitlines()[-1]})") from err
+    return tuple(int(s) for s in image.GetSize()), sitk_affine_ras(image)
+
+
 def check_case_images(paths: Sequence[str | Path], atol_mm: float = 1e-3) -> tuple[tuple[int, ...], np.ndarray]:
-    """Check that the modality files of a case are readable, 3D, same shape, same affine.
+    """Check that the modality volumes of a case are readable, 3D, same shape, same affine.
 
     Args:
-        paths: the image files (T1, T1ce, T2, FLAIR for BraTS).
+        paths: the image files or DICOM series folders (T1, T1ce, T2, FLAIR for BraTS), in any
+            format :func:`read_geometry` reads.
         atol_mm: tolerance on affine entries, in mm.
 
     Returns:
@@ -45,22 +86,21 @@ def check_case_images(paths: Sequence[str | Path], atol_mm: float = 1e-3) -> tup
     """
     ref_path, ref_shape, ref_affine = None, None, None
     for path in paths:
-        img = read_header(path)
-        shape = tuple(int(s) for s in img.shape)
+        shape, affine = read_geometry(path)
         if len(shape) == 4 and shape[3] == 1:
             shape = shape[:3]
         if len(shape) != 3 or min(shape) < 2:
             raise InputError(f"'{path}': expected a 3D volume, got shape {shape} ({len(shape)}D); "
                              "VolSeg BraTS bundles segment one 3D volume per modality")
         if ref_shape is None:
-            ref_path, ref_shape, ref_affine = path, shape, img.affine
+            ref_path, ref_shape, ref_affine = path, shape, affine
             continue
         if shape != ref_shape:
             raise InputError(f"'{path}': shape {shape} differs from {ref_shape} of '{ref_path}'; "
                              "the modalities of a case must be co-registered on one voxel grid")
-        if not np.allclose(img.affine, ref_affine, atol=atol_mm):
+        if not np.allclose(affine, ref_affine, atol=atol_mm):
             raise InputError(f"'{path}': affine differs from that of '{ref_path}' (max difference "
-                             f"{np.abs(img.affine - ref_affine).max():.4g} mm); the modalities must be co-registered")
+                             f"{np.abs(affine - ref_affine).max():.4g} mm); the modalities must be co-registered")
     if ref_shape is None:
         raise InputError("no image file given")
     return ref_shape, np.asarray(ref_affine)

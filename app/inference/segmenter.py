@@ -29,23 +29,37 @@ def case_id_from_path(path: str | Path) -> str:
     return _MODALITY_SUFFIX.sub("", name)
 
 
+def _is_dicom_folder(folder: Path) -> bool:
+    import SimpleITK as sitk
+
+    return bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+
+
 def resolve_inputs(inputs: Sequence[str | Path]) -> list[tuple[str, list[Path]]]:
-    """Turn CLI inputs into cases: each a BraTS case folder, or exactly four modality files.
+    """Turn CLI inputs into cases: each a BraTS case folder, or exactly four modality volumes
+    (files in NIfTI, NRRD or MetaImage, or DICOM series folders) in the order T1, T1ce, T2, FLAIR.
 
     Returns:
         ``[(case_id, [t1, t1ce, t2, flair]), ...]``.
 
     Raises:
-        InputError: files that are not four, or a path that does not exist.
+        InputError: volumes that are not four, a folder that is neither a case nor a DICOM
+            series, or a path that does not exist.
     """
     paths = [Path(p) for p in inputs]
-    folders = [p for p in paths if p.is_dir()]
-    files = [p for p in paths if not p.is_dir()]
+    folders, files = [], []
+    for p in paths:
+        if p.is_dir() and not any(p.glob(f"{p.name}_t1.*")) and _is_dicom_folder(p):
+            files.append(p)  # one modality as a DICOM series
+        elif p.is_dir():
+            folders.append(p)
+        else:
+            files.append(p)
     missing = [str(p) for p in files if not p.exists()]
     if missing:
         raise InputError(f"input not found: {', '.join(missing)}")
     if files and len(files) != len(MODALITIES):
-        raise InputError(f"expected a case folder or 4 modality files ({', '.join(MODALITIES)}), got {len(files)} file(s): "
+        raise InputError(f"expected a case folder or 4 modality volumes ({', '.join(MODALITIES)}), got {len(files)}: "
                          + ", ".join(str(f) for f in files))
     cases: list[tuple[str, list[Path]]] = []
     for folder in folders:

@@ -31,7 +31,7 @@ def test_missing_modality_names_case_and_modality(case: Path):
 
 
 def test_wrong_number_of_files(case: Path):
-    with pytest.raises(InputError, match="got 2 file"):
+    with pytest.raises(InputError, match="got 2: "):
         resolve_inputs(case_files(case)[:2])
 
 

@@ -1,0 +1,40 @@
+"""`volseg segment` on NRRD, MetaImage and DICOM input writes labels in the input geometry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from typer.testing import CliRunner
+
+from app.cli import app as cli
+from tests.conftest import case_files
+from tests.io.dicom_util import write_dicom_series
+
+
+@pytest.mark.parametrize("fmt", ["nrrd", "mha", "dicom"])
+def test_segment_other_formats(fmt: str, phantom_root: Path, tmp_path: Path):
+    sources = case_files(phantom_root / "Phantom_002")
+    inputs = []
+    for i, src in enumerate(sources):
+        image = sitk.ReadImage(str(src))
+        if fmt == "dicom":
+            folder = tmp_path / f"series_{i}"
+            write_dicom_series(image, folder, series_uid=f"1.2.826.0.1.3680043.2.1125.7.{i}", intercept=0.0)
+            inputs.append(folder)
+        else:
+            inputs.append(tmp_path / f"Case7_{src.name.split('_')[-1].split('.')[0]}.{fmt}")
+            sitk.WriteImage(image, str(inputs[-1]))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["segment", *map(str, inputs), "--output", str(out), "--quiet", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    written = [p for p in out.iterdir() if "_seg" in p.name]
+    assert len(written) == 1 and written[0].name.endswith(".nii.gz" if fmt == "dicom" else f".{fmt}")
+    label, reference = sitk.ReadImage(str(written[0])), sitk.ReadImage(str(sources[0]))
+    assert label.GetSize() == reference.GetSize() and label.GetPixelID() == sitk.sitkUInt8
+    np.testing.assert_allclose(label.GetSpacing(), reference.GetSpacing(), atol=1e-5)
+    np.testing.assert_allclose(label.GetOrigin(), reference.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(label.GetDirection(), reference.GetDirection(), atol=1e-6)
+    assert set(np.unique(sitk.GetArrayFromImage(label))) <= {0, 1, 2, 4}
