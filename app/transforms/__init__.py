@@ -3,6 +3,7 @@
 from app.transforms.ct import HU_WINDOWS, HUWindow, HUWindowd
 from app.transforms.mri import N4BiasCorrection, N4BiasCorrectiond
 from app.transforms.regions import RegionsToBratsLabels, RegionsToBratsLabelsd
+from app.transforms.slices import slabs_to_volume, stack_slices, volume_to_slabs
 from app.transforms.spacing import is_anisotropic, target_spacing
 
 __all__ = [
@@ -14,5 +15,8 @@ __all__ = [
     "RegionsToBratsLabels",
     "RegionsToBratsLabelsd",
     "is_anisotropic",
+    "slabs_to_volume",
+    "stack_slices",
     "target_spacing",
+    "volume_to_slabs",
 ]
