@@ -49,6 +49,7 @@ def segment_cases(
     bundle: str = DEFAULT_BUNDLE,
     device: str | None = None,
     progress: Callable[[Any], Any] | None = None,
+    output_format: str = "same",
 ) -> list[Any]:
     """Segment several cases, writing ``<output_dir>/<case_id>_seg.<ext>`` (uint8, input geometry;
     the input's format, NIfTI for DICOM input).
@@ -62,6 +63,7 @@ def segment_cases(
         bundle: bundle name or folder.
         device: ``"cpu"``, ``"cuda"`` or None (CUDA where available).
         progress: wraps the case iterator (e.g. ``tqdm``).
+        output_format: ``"same"`` (the input's format; NIfTI for DICOM input) or ``"nifti"``.
 
     Returns:
         One :class:`app.inference.CaseResult` per case. ``<output_dir>/volseg_run.json`` records
@@ -73,6 +75,8 @@ def segment_cases(
     from app.inference import CaseResult, Segmenter, resolve_inputs
     from app.io.writers import output_suffix, write_label_like
 
+    if output_format not in ("same", "nifti"):
+        raise ValueError(f"output_format must be 'same' or 'nifti', got '{output_format}'")
     cases = resolve_inputs(inputs)
     segmenter = Segmenter(bundle, device=device)
     results = []
@@ -80,7 +84,7 @@ def segment_cases(
         start = time.perf_counter()
         try:
             label, affine = segmenter.predict(images)
-            out = write_label_like(label, images[0], Path(output_dir) / f"{case_id}_seg{output_suffix(images[0])}")
+            out = write_label_like(label, images[0], Path(output_dir) / f"{case_id}_seg{output_suffix(images[0], output_format)}")
             results.append(CaseResult(case_id, label, affine, out, time.perf_counter() - start))
         except Exception as err:  # one bad case must not abort the batch
             logger.error(f"case '{case_id}' failed: {err}")

@@ -58,9 +58,12 @@ def segment(
     output: Path = typer.Option(..., "--output", "-o", help="output folder for <case>_seg.nii.gz"),
     bundle: str = typer.Option("brats_unet3d", help=BUNDLE_HELP),
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
+    output_format: str = typer.Option("same", help="same: the input's format (NIfTI for DICOM input); nifti: always .nii.gz"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
-    """Segment cases into uint8 label maps (codes 0/1/2/4) with the input's shape and affine."""
+    """Segment cases into uint8 label maps (codes 0/1/2/4) with the input's shape and affine.
+
+    Inputs may be NIfTI, NRRD or MetaImage files or DICOM series folders."""
     _setup(quiet)
     from tqdm import tqdm
 
@@ -68,7 +71,7 @@ def segment(
     from app.data.verify import InputError
 
     try:
-        results = segment_cases(inputs, output, bundle=bundle, device=device, progress=lambda it: tqdm(it, desc="cases", unit="case", disable=quiet))
+        results = segment_cases(inputs, output, bundle=bundle, device=device, progress=lambda it: tqdm(it, desc="cases", unit="case", disable=quiet), output_format=output_format)
     except (InputError, FileNotFoundError, ValueError) as err:
         _fail(err)
     failed = [r for r in results if r.error]

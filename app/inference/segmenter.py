@@ -21,11 +21,15 @@ _MODALITY_SUFFIX = re.compile(r"_(t1|t1ce|t2|flair|seg)$", re.IGNORECASE)
 
 
 def case_id_from_path(path: str | Path) -> str:
-    """``.../Brats18_X/Brats18_X_t1.nii.gz`` -> ``Brats18_X`` (file name without extension and modality)."""
+    """``.../Brats18_X/Brats18_X_t1.nii.gz`` -> ``Brats18_X`` (file name without extension and
+    modality); a DICOM series folder gives its folder name."""
+    from app.io.readers import VOLUME_SUFFIXES
+
     name = Path(path).name
-    for ext in (".nii.gz", ".nii"):
-        if name.endswith(ext):
+    for ext in VOLUME_SUFFIXES:
+        if name.lower().endswith(ext):
             name = name[: -len(ext)]
+            break
     return _MODALITY_SUFFIX.sub("", name)
 
 

@@ -33,8 +33,9 @@ def save_label_map(label: np.ndarray, reference: str | Path, path: str | Path) -
 
 
 class SaveLabelMapd(MapTransform):
-    """Save a ``(1, H, W, D)`` label map as ``<output_dir>/<case_id>_seg.nii.gz``, atomically,
-    in the geometry of the input's first file (its ``filename_or_obj`` metadata).
+    """Save a ``(1, H, W, D)`` label map as ``<output_dir>/<case_id>_seg.<ext>``, atomically,
+    in the geometry and format of the input's first file (its ``filename_or_obj`` metadata;
+    NIfTI for a DICOM series).
 
     Used as the last step of the bundle's inference workflow; ``monai.transforms.SaveImaged``
     writes in place, which can leave a half-written file after a crash.
@@ -60,5 +61,7 @@ class SaveLabelMapd(MapTransform):
         source = source[0] if isinstance(source, (list, tuple)) else source
         for key in self.key_iterator(d):
             label = np.asarray(d[key].detach().cpu().numpy() if hasattr(d[key], "detach") else d[key])[0]
-            save_label_map(label, source, self.output_dir / f"{case_id_from_path(source)}_{self.postfix}.nii.gz")
+            from app.io.writers import output_suffix, write_label_like
+
+            write_label_like(label, source, self.output_dir / f"{case_id_from_path(source)}_{self.postfix}{output_suffix(source)}")
         return d

@@ -31,10 +31,13 @@ def test_segment_other_formats(fmt: str, phantom_root: Path, tmp_path: Path):
     result = CliRunner().invoke(cli, ["segment", *map(str, inputs), "--output", str(out), "--quiet", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     written = [p for p in out.iterdir() if "_seg" in p.name]
-    assert len(written) == 1 and written[0].name.endswith(".nii.gz" if fmt == "dicom" else f".{fmt}")
+    assert len(written) == 1 and written[0].name == ("series_0_seg.nii.gz" if fmt == "dicom" else f"Case7_seg.{fmt}")
     label, reference = sitk.ReadImage(str(written[0])), sitk.ReadImage(str(sources[0]))
     assert label.GetSize() == reference.GetSize() and label.GetPixelID() == sitk.sitkUInt8
     np.testing.assert_allclose(label.GetSpacing(), reference.GetSpacing(), atol=1e-5)
     np.testing.assert_allclose(label.GetOrigin(), reference.GetOrigin(), atol=1e-4)
     np.testing.assert_allclose(label.GetDirection(), reference.GetDirection(), atol=1e-6)
     assert set(np.unique(sitk.GetArrayFromImage(label))) <= {0, 1, 2, 4}
+    if fmt == "nrrd":
+        again = CliRunner().invoke(cli, ["segment", *map(str, inputs), "--output", str(out), "--quiet", "--output-format", "nifti"])
+        assert again.exit_code == 0 and (out / written[0].name.replace(".nrrd", ".nii.gz")).is_file()
