@@ -4,14 +4,27 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 #: Repository root (the folder holding ``app/``, ``bundles/`` and ``data_manifests/``).
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-#: Bundles shipped with VolSeg: name -> one-line description.
-BUNDLES: dict[str, str] = {
-    "brats_unet3d": "3D residual U-Net, BraTS MRI (T1, T1ce, T2, FLAIR) -> TC, WT, ET",
+@dataclass(frozen=True)
+class BundleInfo:
+    """What a shipped bundle is: a one-line description, the kind of data it reads
+    (``"brats"``: 4 MRI modalities -> TC/WT/ET; ``"ct"``: one CT volume -> organ labels), and
+    whether it ships trained weights in ``models/model.pt``."""
+
+    description: str
+    data_kind: str
+    ships_weights: bool
+
+
+#: Bundles shipped with VolSeg: the single table that the CLI, API and tests read.
+BUNDLES: dict[str, BundleInfo] = {
+    "brats_unet3d": BundleInfo("3D residual U-Net, BraTS MRI (T1, T1ce, T2, FLAIR) -> TC, WT, ET", "brats", True),
+    "ct_unet3d": BundleInfo("3D residual U-Net template for single-organ CT (Decathlon format), HU window, 1.5 mm", "ct", False),
 }
 
 DEFAULT_BUNDLE = "brats_unet3d"

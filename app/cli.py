@@ -52,6 +52,25 @@ def manifest_brats(
     typer.echo(f"wrote {out}: {manifest['numTraining']} training, {manifest['numValidation']} validation, {manifest['numTest']} test cases")
 
 
+@manifest_app.command("decathlon")
+def manifest_decathlon(
+    data_dir: Path = typer.Argument(..., help="Decathlon folder with imagesTr/ and labelsTr/ (dataset.json optional)"),
+    out: Path = typer.Option(..., "--out", help="datalist JSON to write"),
+    seed: int = typer.Option(0, help="seed of the splits"),
+    folds: int = typer.Option(0, help="k-fold cross-validation folds over training+validation (0: none)"),
+    quiet: bool = typer.Option(False, "--quiet", help="less output"),
+) -> None:
+    """Pair imagesTr/labelsTr of a Decathlon folder into a datalist: 70/15/15 splits, paths relative to DATA_DIR."""
+    _setup(quiet)
+    from app.data import build_decathlon_manifest
+
+    try:
+        manifest = build_decathlon_manifest(data_dir, out=out, seed=seed, folds=folds)
+    except (FileNotFoundError, ValueError) as err:
+        _fail(err)
+    typer.echo(f"wrote {out}: {manifest['numTraining']} training, {manifest['numValidation']} validation, {manifest['numTest']} test cases")
+
+
 @app.command()
 def segment(
     inputs: list[Path] = typer.Argument(..., help="BraTS case folders, or the four modality files (t1 t1ce t2 flair) of one case"),

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from app.constants import MODALITIES
-from app.data import build_manifest
-from app.data.phantom import make_brats_phantom
+from app.data import build_decathlon_manifest, build_manifest
+from app.data.phantom import make_brats_phantom, make_ct_phantom
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_BRATS = REPO_ROOT.parent / "shared" / "data" / "brats2018"
@@ -31,6 +31,29 @@ def phantom_manifest(phantom_root: Path, tmp_path_factory: pytest.TempPathFactor
     build_manifest(phantom_root, out=out, seed=0, fractions=(0.6, 0.2, 0.2))
     assert json.loads(out.read_text())["numTraining"] == 3
     return out
+
+
+@pytest.fixture(scope="session")
+def ct_phantom_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Five Decathlon-style CT phantoms, shape (40, 36, 20), spacing (1.5, 1.5, 4.0) mm."""
+    root = tmp_path_factory.mktemp("ct_phantoms")
+    for i in range(5):
+        make_ct_phantom(root, f"ct_{i:03d}", shape=(40, 36, 20), spacing_mm=(1.5, 1.5, 4.0), seed=i)
+    return root
+
+
+@pytest.fixture(scope="session")
+def ct_phantom_manifest(ct_phantom_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Datalist of the CT phantoms: 2 training, 2 validation, 1 test (fractions 0.4/0.4/0.2)."""
+    out = tmp_path_factory.mktemp("ct_manifest") / "ct.json"
+    build_decathlon_manifest(ct_phantom_root, out=out, seed=0, fractions=(0.4, 0.4, 0.2))
+    return out
+
+
+@pytest.fixture(scope="session")
+def bundle_data(phantom_root: Path, phantom_manifest: Path, ct_phantom_root: Path, ct_phantom_manifest: Path):
+    """data kind -> (data root, manifest, label values a prediction may hold)."""
+    return {"brats": (phantom_root, phantom_manifest, {0, 1, 2, 4}), "ct": (ct_phantom_root, ct_phantom_manifest, {0, 1})}
 
 
 def case_files(case_dir: Path) -> list[Path]:

@@ -88,22 +88,24 @@ def build_manifest(
         FileNotFoundError: see :func:`app.data.cases.scan_brats`.
     """
     root = Path(data_dir).resolve()
-    cases = {c.case_id: c for c in scan_brats(root)}
-    splits = split_cases(list(cases), seed=seed, fractions=fractions)
-    manifest: dict[str, Any] = {
+    cases = {c.case_id: _item(c, root) for c in scan_brats(root)}
+    header: dict[str, Any] = {
         "name": "BraTS",
         "description": f"BraTS-style datalist of {root.name}, seeded split (seed={seed}, fractions={list(fractions)})",
         "tensorImageSize": "4D",
         "modality": {str(i): m.upper() if m != "t1ce" else "T1ce" for i, m in enumerate(MODALITIES)},
         "labels": {str(k): v for k, v in BRATS_LABELS.items()},
         "regions": {"TC": [1, 4], "WT": [1, 2, 4], "ET": [4]},
-        "seed": seed,
-        "numTraining": len(splits["training"]),
-        "numValidation": len(splits["validation"]),
-        "numTest": len(splits["test"]),
     }
+    return _split_and_write(header, cases, out, seed, folds, fractions)
+
+
+def _split_and_write(header: dict[str, Any], items: dict[str, dict[str, Any]], out: str | Path | None, seed: int, folds: int,
+                     fractions: tuple[float, float, float]) -> dict[str, Any]:
+    splits = split_cases(list(items), seed=seed, fractions=fractions)
+    manifest = {**header, "seed": seed, "numTraining": len(splits["training"]), "numValidation": len(splits["validation"]), "numTest": len(splits["test"])}
     for key, ids in splits.items():
-        manifest[key] = [_item(cases[i], root) for i in ids]
+        manifest[key] = [dict(items[i]) for i in ids]
     if folds:
         fold_of = {cid: f for f, ids in enumerate(kfold_splits(splits["training"] + splits["validation"], folds, seed)) for cid in ids}
         manifest["numFolds"] = folds
@@ -113,6 +115,45 @@ def build_manifest(
     if out is not None:
         atomic_write_text(Path(out), json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def _stem(path: Path) -> str:
+    from app.io.readers import VOLUME_SUFFIXES
+
+    name = path.name
+    return next((name[: -len(s)] for s in VOLUME_SUFFIXES if name.lower().endswith(s)), path.stem)
+
+
+def build_decathlon_manifest(
+    data_dir: str | Path,
+    out: str | Path | None = None,
+    seed: int = 0,
+    folds: int = 0,
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+) -> dict[str, Any]:
+    """Build a seeded datalist from a Medical Segmentation Decathlon folder
+    (``imagesTr/<case>.nii.gz`` with ``labelsTr/<case>.nii.gz``; ``dataset.json`` copied for
+    names, modality and labels where present). Items are ``{"case_id", "image", "label"}`` with
+    paths relative to ``data_dir``; splits and folds as in :func:`build_manifest`. With fewer than
+    3 cases every case goes to ``training``.
+
+    Raises:
+        FileNotFoundError: no ``imagesTr`` folder or no image in it, or images without a label
+            (all listed together).
+    """
+    root = Path(data_dir).resolve()
+    images_dir, labels_dir = root / "imagesTr", root / "labelsTr"
+    images = sorted(p for p in images_dir.glob("*") if p.is_file() and not p.name.startswith(".")) if images_dir.is_dir() else []
+    if not images:
+        raise FileNotFoundError(f"no images in '{images_dir}': a Decathlon folder holds imagesTr/<case>.nii.gz and labelsTr/<case>.nii.gz")
+    missing = [p.name for p in images if not (labels_dir / p.name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} image(s) in '{images_dir}' have no label in '{labels_dir}': {', '.join(missing)}")
+    items = {_stem(p): {"case_id": _stem(p), "image": p.relative_to(root).as_posix(), "label": (labels_dir / p.name).relative_to(root).as_posix()} for p in images}
+    meta = json.loads((root / "dataset.json").read_text()) if (root / "dataset.json").is_file() else {}
+    header = {"name": meta.get("name", root.name), "description": f"Decathlon datalist of {root.name}, seeded split (seed={seed}, fractions={list(fractions)})",
+              "tensorImageSize": meta.get("tensorImageSize", "3D"), "modality": meta.get("modality", {}), "labels": meta.get("labels", {})}
+    return _split_and_write(header, items, out, seed, folds, fractions)
 
 
 def load_datalist(manifest: str | Path, key: str, data_dir: str | Path) -> list[dict[str, Any]]:

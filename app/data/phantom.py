@@ -68,3 +68,39 @@ def make_brats_phantom(
         atomic_write_nifti(np.clip(volume, 0, None).astype(np.int16), affine, case_dir / f"{case_id}_{modality}.nii.gz")
     atomic_write_nifti(label, affine, case_dir / f"{case_id}_seg.nii.gz")
     return case_dir
+
+
+def make_ct_phantom(
+    out_dir: str | Path,
+    case_id: str = "ct_phantom_001",
+    shape: tuple[int, int, int] = (64, 56, 24),
+    spacing_mm: tuple[float, float, float] = (1.5, 1.5, 5.0),
+    seed: int = 0,
+) -> Path:
+    """Write a Decathlon-style CT case ``imagesTr/<case_id>.nii.gz`` (int16 HU) and
+    ``labelsTr/<case_id>.nii.gz`` (uint8, 1 = 'organ').
+
+    Air (-1000 HU) around an elliptical body (fat -100 HU, soft tissue 40 HU) holding an
+    ellipsoidal organ (label 1, 120 HU) placed from ``seed``, with noise; the affine has L, A, S
+    axis codes like the MSD spleen CT.
+
+    Returns:
+        The data folder ``out_dir``.
+    """
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij"), axis=-1)
+    centre = np.array(shape, dtype=np.float32) / 2
+    body = (((grid[..., :2] - centre[:2]) / (0.45 * np.array(shape[:2]))) ** 2).sum(-1) <= 1.0
+    organ_centre = centre + rng.uniform(-0.15, 0.15, 3) * np.array(shape)
+    radii = np.array(shape) * rng.uniform(0.12, 0.18, 3)
+    organ = (((grid - organ_centre) / radii) ** 2).sum(-1) <= 1.0
+    hu = np.full(shape, -1000.0, dtype=np.float32)
+    hu[body] = 40.0
+    hu[body & (rng.random(shape) < 0.1)] = -100.0
+    hu[organ & body] = 120.0
+    hu += rng.normal(0, 15, shape).astype(np.float32)
+    affine = np.diag([-spacing_mm[0], spacing_mm[1], spacing_mm[2], 1.0])
+    out = Path(out_dir)
+    atomic_write_nifti(hu.astype(np.int16), affine, out / "imagesTr" / f"{case_id}.nii.gz")
+    atomic_write_nifti((organ & body).astype(np.uint8), affine, out / "labelsTr" / f"{case_id}.nii.gz")
+    return out

@@ -26,11 +26,12 @@ def _workflow(name: str, overlay: str, **overrides) -> ConfigWorkflow:
 
 
 @pytest.fixture(scope="module", params=sorted(BUNDLES))
-def trained(request, phantom_root: Path, phantom_manifest: Path, tmp_path_factory: pytest.TempPathFactory):
+def trained(request, bundle_data, tmp_path_factory: pytest.TempPathFactory):
     name = request.param
+    root, manifest, _ = bundle_data[BUNDLES[name].data_kind]
     out = tmp_path_factory.mktemp(f"{name}_train")
-    common = {"dataset_dir": str(phantom_root), "data_list_file": str(phantom_manifest), "device": "$torch.device('cpu')"}
-    api.train(name, phantom_manifest, phantom_root, out, {**SMALL, "max_epochs": 1}, progress=False)
+    common = {"dataset_dir": str(root), "data_list_file": str(manifest), "device": "$torch.device('cpu')"}
+    api.train(name, manifest, root, out, {**SMALL, "max_epochs": 1}, progress=False)
     return name, out, common
 
 
@@ -38,7 +39,7 @@ def test_train_writes_best_and_last_and_run_record(trained):
     name, out, _ = trained
     assert (out / "model.pt").is_file() and (out / "last.pt").is_file()
     last = torch.load(out / "last.pt", weights_only=False)
-    assert last["trainer"]["iteration"] == last["trainer"]["epoch_length"] == 3 and "optimizer" in last and last["checkpointer"]["best_epoch"] == 1
+    assert last["trainer"]["iteration"] == last["trainer"]["epoch_length"] > 0 and "optimizer" in last and last["checkpointer"]["best_epoch"] == 1
     assert json.loads((out / "run_info.json").read_text())["monai"]
     assert json.loads((out / "run_config.json").read_text())["max_epochs"] == 1
     assert not list(out.glob(".*.tmp*"))  # atomic writes leave no temporary files
@@ -63,17 +64,20 @@ def test_evaluate_config(trained, tmp_path: Path):
     wf.run()
     evaluator = wf.parser.get_parsed_content("validate#evaluator")
     assert 0.0 <= evaluator.state.metrics["val_mean_dice"] <= 1.0
-    assert {"val_dice_TC", "val_dice_WT", "val_dice_ET"} <= set(evaluator.state.metrics)
-    assert (tmp_path / "metrics.csv").is_file() and (tmp_path / "val_dice_ET_raw.csv").read_text().count("_t1.nii.gz") == 1
+    if BUNDLES[name].data_kind == "brats":
+        assert {"val_dice_TC", "val_dice_WT", "val_dice_ET"} <= set(evaluator.state.metrics)
+    assert (tmp_path / "metrics.csv").is_file() and (tmp_path / "val_mean_dice_raw.csv").read_text().count(".nii.gz") == 1
 
 
-def test_inference_config_writes_labels_in_input_geometry(trained, phantom_root: Path, phantom_manifest: Path, tmp_path: Path):
+def test_inference_config_writes_labels_in_input_geometry(trained, bundle_data, tmp_path: Path):
     name, out, common = trained
+    root, manifest, values = bundle_data[BUNDLES[name].data_kind]
     wf = _workflow(name, "inference", **common, **SMALL, ckpt_path=str(out / "model.pt"), output_dir=str(tmp_path), data_split="test")
     wf.run()
-    case_id = json.loads(phantom_manifest.read_text())["test"][0]["case_id"]
-    pred = nib.load(tmp_path / f"{case_id}_seg.nii.gz")
-    ref = nib.load(phantom_root / case_id / f"{case_id}_t1.nii.gz")
+    item = json.loads(manifest.read_text())["test"][0]
+    pred = nib.load(tmp_path / f"{item['case_id']}_seg.nii.gz")
+    image = item["image"][0] if isinstance(item["image"], list) else item["image"]
+    ref = nib.load(root / image)
     assert pred.shape == ref.shape and np.allclose(pred.affine, ref.affine)
     assert pred.get_data_dtype() == np.uint8
-    assert set(np.unique(np.asarray(pred.dataobj))) <= {0, 1, 2, 4}
+    assert set(np.unique(np.asarray(pred.dataobj))) <= values

@@ -9,7 +9,7 @@ import torch
 
 from app import api
 from app.bundles import BUNDLES
-from app.data import build_manifest
+from app.data import build_decathlon_manifest, build_manifest
 
 RANK_DUMP = """finalize:
   - "$torch.save(@network.module.state_dict(), @output_dir + '/rank' + str(dist.get_rank()) + '.pt')"
@@ -19,14 +19,16 @@ RANK_DUMP = """finalize:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(BUNDLES))
-def test_two_process_training(name: str, phantom_root: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]):
+def test_two_process_training(name: str, bundle_data, tmp_path: Path, capfd: pytest.CaptureFixture[str]):
+    root, _, _ = bundle_data[BUNDLES[name].data_kind]
     manifest = tmp_path / "m.json"
-    build_manifest(phantom_root, out=manifest, seed=0, fractions=(0.4, 0.4, 0.2))  # 2 validation cases, one per rank
+    builder = build_manifest if BUNDLES[name].data_kind == "brats" else build_decathlon_manifest
+    builder(root, out=manifest, seed=0, fractions=(0.4, 0.4, 0.2))  # 2 validation cases, one per rank
     dump = tmp_path / "rank_dump.yaml"
     dump.write_text(RANK_DUMP)
     out = tmp_path / "out"
     overrides = {"roi_size": [32, 32, 32], "sw_batch_size": 2, "batch_size": 1, "num_samples": 1, "max_epochs": 2, "val_interval": 1}
-    api.train_distributed(name, 2, manifest, phantom_root, out, overrides, extra_configs=[dump])
+    api.train_distributed(name, 2, manifest, root, out, overrides, extra_configs=[dump])
     logs = capfd.readouterr()
     rank0, rank1 = (torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert rank0.keys() == rank1.keys()
