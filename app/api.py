@@ -50,6 +50,7 @@ def segment_cases(
     device: str | None = None,
     progress: Callable[[Any], Any] | None = None,
     output_format: str = "same",
+    dicom_seg: bool = False,
 ) -> list[Any]:
     """Segment several cases, writing ``<output_dir>/<case_id>_seg.<ext>`` (uint8, input geometry;
     the input's format, NIfTI for DICOM input).
@@ -64,6 +65,8 @@ def segment_cases(
         device: ``"cpu"``, ``"cuda"`` or None (CUDA where available).
         progress: wraps the case iterator (e.g. ``tqdm``).
         output_format: ``"same"`` (the input's format; NIfTI for DICOM input) or ``"nifti"``.
+        dicom_seg: for DICOM input, also write ``<case_id>_seg.dcm``, a DICOM Segmentation
+            referencing the source series (needs ``volseg[dicom]``).
 
     Returns:
         One :class:`app.inference.CaseResult` per case. ``<output_dir>/volseg_run.json`` records
@@ -73,6 +76,7 @@ def segment_cases(
         app.data.verify.InputError: inputs that name no case (not found, wrong file count).
     """
     from app.inference import CaseResult, Segmenter, resolve_inputs
+    from app.io.readers import volume_format
     from app.io.writers import output_suffix, write_label_like
 
     if output_format not in ("same", "nifti"):
@@ -85,6 +89,11 @@ def segment_cases(
         try:
             label, affine = segmenter.predict(images)
             out = write_label_like(label, images[0], Path(output_dir) / f"{case_id}_seg{output_suffix(images[0], output_format)}")
+            if dicom_seg and volume_format(images[0]) == "dicom":
+                from app.bundles import label_names
+                from app.io.dicom_seg import write_dicom_seg
+
+                write_dicom_seg(label, images[0], Path(output_dir) / f"{case_id}_seg.dcm", label_names(bundle), model_name=Path(str(bundle)).name)
             results.append(CaseResult(case_id, label, affine, out, time.perf_counter() - start))
         except Exception as err:  # one bad case must not abort the batch
             logger.error(f"case '{case_id}' failed: {err}")

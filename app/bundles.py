@@ -14,20 +14,29 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 class BundleInfo:
     """What a shipped bundle is: a one-line description, the kind of data it reads
     (``"brats"``: 4 MRI modalities -> TC/WT/ET; ``"ct"``: one CT volume -> organ labels), and
-    whether it ships trained weights in ``models/model.pt``."""
+    whether it ships trained weights in ``models/model.pt``, and the names of the label values
+    its inference workflow writes."""
 
     description: str
     data_kind: str
     ships_weights: bool
+    label_names: dict[int, str]
 
 
 #: Bundles shipped with VolSeg: the single table that the CLI, API and tests read.
 BUNDLES: dict[str, BundleInfo] = {
-    "brats_unet3d": BundleInfo("3D residual U-Net, BraTS MRI (T1, T1ce, T2, FLAIR) -> TC, WT, ET", "brats", True),
-    "ct_unet3d": BundleInfo("3D residual U-Net template for single-organ CT (Decathlon format), HU window, 1.5 mm", "ct", False),
+    "brats_unet3d": BundleInfo("3D residual U-Net, BraTS MRI (T1, T1ce, T2, FLAIR) -> TC, WT, ET", "brats", True, {1: "NCR/NET", 2: "ED", 4: "ET"}),
+    "ct_unet3d": BundleInfo("3D residual U-Net template for single-organ CT (Decathlon format), HU window, 1.5 mm", "ct", False, {1: "spleen"}),
 }
 
 DEFAULT_BUNDLE = "brats_unet3d"
+
+
+def label_names(bundle: str | Path) -> dict[int, str]:
+    """Label value -> name for a shipped bundle (by name or folder); ``{v: "label v"}`` style
+    names are not invented for unknown bundles: an empty dict is returned."""
+    info = BUNDLES.get(Path(bundle).name)
+    return dict(info.label_names) if info else {}
 
 
 def bundle_dir(name: str) -> Path:

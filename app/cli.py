@@ -78,6 +78,7 @@ def segment(
     bundle: str = typer.Option("brats_unet3d", help=BUNDLE_HELP),
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     output_format: str = typer.Option("same", help="same: the input's format (NIfTI for DICOM input); nifti: always .nii.gz"),
+    dicom_seg: bool = typer.Option(False, "--dicom-seg", help="for DICOM input, also write a DICOM SEG object (needs volseg[dicom])"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
     """Segment cases into uint8 label maps (codes 0/1/2/4) with the input's shape and affine.
@@ -90,7 +91,7 @@ def segment(
     from app.data.verify import InputError
 
     try:
-        results = segment_cases(inputs, output, bundle=bundle, device=device, progress=lambda it: tqdm(it, desc="cases", unit="case", disable=quiet), output_format=output_format)
+        results = segment_cases(inputs, output, bundle=bundle, device=device, progress=lambda it: tqdm(it, desc="cases", unit="case", disable=quiet), output_format=output_format, dicom_seg=dicom_seg)
     except (InputError, FileNotFoundError, ValueError) as err:
         _fail(err)
     failed = [r for r in results if r.error]

@@ -28,9 +28,11 @@ def test_segment_other_formats(fmt: str, phantom_root: Path, tmp_path: Path):
             inputs.append(tmp_path / f"Case7_{src.name.split('_')[-1].split('.')[0]}.{fmt}")
             sitk.WriteImage(image, str(inputs[-1]))
     out = tmp_path / "out"
-    result = CliRunner().invoke(cli, ["segment", *map(str, inputs), "--output", str(out), "--quiet", "--device", "cpu"])
+    result = CliRunner().invoke(cli, ["segment", *map(str, inputs), "--output", str(out), "--quiet", "--device", "cpu", "--dicom-seg"])
     assert result.exit_code == 0, result.output
-    written = [p for p in out.iterdir() if "_seg" in p.name]
+    if fmt == "dicom":
+        assert (out / "series_0_seg.dcm").is_file()  # DICOM SEG beside the NIfTI label
+    written = [p for p in out.iterdir() if "_seg" in p.name and not p.name.endswith(".dcm")]
     assert len(written) == 1 and written[0].name == ("series_0_seg.nii.gz" if fmt == "dicom" else f"Case7_seg.{fmt}")
     label, reference = sitk.ReadImage(str(written[0])), sitk.ReadImage(str(sources[0]))
     assert label.GetSize() == reference.GetSize() and label.GetPixelID() == sitk.sitkUInt8

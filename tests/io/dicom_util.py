@@ -19,7 +19,7 @@ def write_dicom_series(image, folder: Path, series_uid: str = "1.2.826.0.1.36800
     date, now = time.strftime("%Y%m%d"), time.strftime("%H%M%S")
     series_tags = [
         ("0008|0031", now), ("0008|0021", date), ("0008|0060", "CT"), ("0020|000e", series_uid),
-        ("0020|000d", series_uid.rsplit(".", 1)[0] + ".9"), ("0010|0010", "Phantom^Test"), ("0010|0020", "VS0001"),
+        ("0020|000d", series_uid.rsplit(".", 1)[0] + ".9"), ("0020|0052", series_uid + ".99"), ("0008|0016", "1.2.840.10008.5.1.4.1.1.2"), ("0010|0010", "Phantom^Test"), ("0010|0020", "VS0001"),
         ("0020|0037", "\\".join(f"{v:.10f}" for v in (direction[0], direction[3], direction[6], direction[1], direction[4], direction[7]))),
         ("0008|103e", "VolSeg test series"), ("0028|1052", f"{intercept}"), ("0028|1053", f"{slope}"), ("0028|1054", "HU"),
         ("0028|0100", "16"), ("0028|0101", "16"), ("0028|0102", "15"), ("0028|0103", "0"),

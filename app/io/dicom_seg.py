@@ -1,0 +1,64 @@
+"""DICOM SEG output for DICOM input, with highdicom (optional extra ``volseg[dicom]``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from app.io.atomic import _atomic
+from app.io.readers import dicom_series
+
+
+def write_dicom_seg(label: np.ndarray, dicom_folder: str | Path, path: str | Path, segment_names: Mapping[int, str],
+                    series_uid: str | None = None, model_name: str = "VolSeg") -> Path:
+    """Write a label map as a DICOM Segmentation (binary, one segment per label value) that
+    references the source series (highdicom ``Segmentation``; Herrmann et al. 2018, J Digit Imaging).
+
+    Args:
+        label: ``(H, W, D)`` label map in the voxel order of :func:`app.io.read_volume` on the
+            same folder (``(i, j, k)``: columns, rows, slices sorted by position).
+        dicom_folder: the source series folder.
+        path: output ``.dcm`` file (written atomically).
+        segment_names: label value -> segment name, e.g. ``{1: "NCR/NET", 2: "ED", 4: "ET"}``;
+            values are numbered 1..N in the SEG in ascending order.
+        series_uid: which series of the folder (default: its only series).
+        model_name: recorded as the algorithm and manufacturer model name.
+
+    Raises:
+        ImportError: highdicom is not installed (``pip install volseg[dicom]``).
+        ValueError: the label's shape does not match the series, or it holds a value with no name.
+    """
+    try:
+        import highdicom as hd
+        import pydicom
+        from pydicom.sr.codedict import codes
+    except ImportError as err:
+        raise ImportError("DICOM SEG output needs highdicom: pip install 'volseg[dicom]'") from err
+    import app
+
+    series = dicom_series(dicom_folder)
+    files = series[series_uid] if series_uid else next(iter(series.values()))
+    sources = [pydicom.dcmread(f) for f in files]
+    frames = np.ascontiguousarray(np.asarray(label).transpose(2, 1, 0))  # (slices, rows, columns)
+    expected = (len(sources), int(sources[0].Rows), int(sources[0].Columns))
+    if frames.shape != expected:
+        raise ValueError(f"label shape {tuple(label.shape)} does not match the series in '{dicom_folder}' ({expected[2]}, {expected[1]}, {expected[0]})")
+    values = sorted(int(v) for v in np.unique(frames) if v != 0)
+    unnamed = [v for v in values if v not in segment_names]
+    if unnamed:
+        raise ValueError(f"label values {unnamed} have no segment name; named: {dict(segment_names)}")
+    numbered = np.zeros(frames.shape, dtype=np.uint8)
+    ordered = sorted(segment_names)
+    for number, value in enumerate(ordered, start=1):
+        numbered[frames == value] = number
+    algorithm = hd.AlgorithmIdentificationSequence(name=model_name, family=codes.cid7162.ArtificialIntelligence, version=app.__version__)
+    descriptions = [hd.seg.SegmentDescription(segment_number=n, segment_label=segment_names[v], segmented_property_category=codes.cid7150.Tissue,
+                                              segmented_property_type=codes.cid7166.ConnectiveTissue, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+                                              algorithm_identification=algorithm) for n, v in enumerate(ordered, start=1)]
+    seg = hd.seg.Segmentation(source_images=sources, pixel_array=numbered, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+                              segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=900, sop_instance_uid=hd.UID(),
+                              instance_number=1, manufacturer="VolSeg", manufacturer_model_name=model_name, software_versions=app.__version__,
+                              device_serial_number="0", omit_empty_frames=False)
+    return _atomic(path, lambda tmp: seg.save_as(tmp), suffix=".dcm")

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from app.io import read_volume
+from tests.io.dicom_util import write_dicom_series
+
+hd = pytest.importorskip("highdicom", reason="DICOM SEG output needs the optional extra volseg[dicom]")
+
+
+def test_dicom_seg_round_trip(tmp_path: Path):
+    from app.io.dicom_seg import write_dicom_seg
+
+    array = np.zeros((12, 20, 16), dtype=np.int16)  # (z, y, x)
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((0.8, 0.9, 3.0))
+    image.SetOrigin((-10.0, 5.0, 20.0))
+    write_dicom_series(image, tmp_path / "ct", intercept=-1024.0)
+    size = read_volume(tmp_path / "ct").GetSize()
+    label = np.zeros(size, dtype=np.uint8)  # (i, j, k)
+    label[2:8, 3:9, 1:5] = 1
+    label[4:6, 5:7, 2:4] = 4
+    out = write_dicom_seg(label, tmp_path / "ct", tmp_path / "seg.dcm", {1: "NCR/NET", 2: "ED", 4: "ET"})
+    seg = hd.seg.segread(out)
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == ["NCR/NET", "ED", "ET"]
+    assert seg.SeriesInstanceUID != "" and len(seg.ReferencedSeriesSequence) == 1
+    import pydicom
+
+    from app.io import dicom_series
+
+    uids = [pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in next(iter(dicom_series(tmp_path / "ct").values()))]
+    pixels = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=[1, 2, 3])  # (slice, row, column, segment)
+    np.testing.assert_array_equal(pixels[..., 0].transpose(2, 1, 0), label == 1)
+    np.testing.assert_array_equal(pixels[..., 1], 0)
+    np.testing.assert_array_equal(pixels[..., 2].transpose(2, 1, 0), label == 4)
+    with pytest.raises(ValueError, match="no segment name"):
+        write_dicom_seg(label, tmp_path / "ct", tmp_path / "bad.dcm", {1: "core"})
+    with pytest.raises(ValueError, match="does not match the series"):
+        write_dicom_seg(label[:-1], tmp_path / "ct", tmp_path / "bad.dcm", {1: "a", 4: "b"})
