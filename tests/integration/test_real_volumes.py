@@ -23,6 +23,7 @@ PAIRS = {
     "totalseg_mr": ("totalseg_refs/example_mr_sm.nii.gz", "totalseg_refs/example_seg_mr.nii.gz"),
     "spinalcord_t2s": ("spinalcord/t2s_t2s.nii.gz", "spinalcord/t2s_t2s_gmseg_manual.nii.gz"),
     "spinalcord_t2": ("spinalcord/t2_t2.nii.gz", "spinalcord/t2_t2_seg-manual.nii.gz"),
+    "spinalcord_t1": ("spinalcord/t1_t1w.nii.gz", "spinalcord/t1_t1w_seg-manual.nii.gz"),
 }
 pytestmark = [pytest.mark.real_data, pytest.mark.skipif(not DATA.is_dir(), reason=f"no shared data at {DATA}")]
 
