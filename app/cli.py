@@ -181,6 +181,31 @@ def demo(
     typer.echo("HD95  " + "  ".join(f"{r} {m[f'{r}_hd95']:.1f} mm" for r in ("WT", "TC", "ET")))
 
 
+@app.command()
+def serve(
+    studies: Optional[Path] = typer.Option(None, help="read-only folder of BraTS case folders to serve as studies"),
+    store: Path = typer.Option(Path("volseg_store"), help="writable datastore: uploads, submitted labels (labels/final), training runs"),
+    host: str = typer.Option("127.0.0.1", help="address to bind; the default serves this machine only"),
+    port: int = typer.Option(8000, help="TCP port"),
+    bundle: list[str] = typer.Option(["brats_unet3d"], help="bundles to serve as models (repeat the option)"),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
+    token: Optional[str] = typer.Option(None, envvar="VOLSEG_TOKEN", help="require 'Authorization: Bearer TOKEN' (default: $VOLSEG_TOKEN; none: no auth)"),
+    max_upload_mb: float = typer.Option(512.0, help="largest accepted upload in MiB"),
+    quiet: bool = typer.Option(False, "--quiet", help="less output"),
+) -> None:
+    """Serve bundles over the MONAI Label protocol for 3D Slicer's MONAI Label module."""
+    _setup(quiet)
+    import uvicorn
+
+    from app.serve import ServerConfig, create_app
+
+    try:
+        api = create_app(ServerConfig(store, studies, list(bundle), device, token, max_upload_mb))
+    except ValueError as err:
+        _fail(err)
+    uvicorn.run(api, host=host, port=port, log_level="warning" if quiet else "info")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -1,0 +1,270 @@
+"""FastAPI app answering the MONAI Label 0.8.5 endpoints that 3D Slicer's MONAI Label module uses.
+
+Endpoints: ``/info/``, ``/infer/{model}``, ``/datastore/`` (+ ``image``, ``label``),
+``/activelearning/{strategy}``, ``/auth/``, ``/train/``. Errors answer JSON ``{"error": ...}``
+with a 4xx/5xx status and the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI, File, Form, Header, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse, Response
+
+import app as volseg
+from app.bundles import BUNDLES, DEFAULT_BUNDLE, label_names
+from app.data.verify import InputError
+from app.serve.datastore import LABEL_SUFFIXES, Datastore, DatastoreError, check_id
+from app.serve.training import TrainingRunner
+
+logger = logging.getLogger(__name__)
+
+STRATEGIES = {"random": "a random study without a final label", "first": "the first study (by ID) without a final label"}
+
+
+@dataclass
+class ServerConfig:
+    """Settings of ``volseg serve``.
+
+    Attributes:
+        store_dir: writable datastore folder (uploads, labels, training runs).
+        studies_dir: optional read-only folder of BraTS case folders.
+        bundles: bundles served as models (one model instance each).
+        device: ``"cpu"``, ``"cuda"`` or None (CUDA where available).
+        token: bearer token required on every endpoint but ``/auth/``; None for no auth.
+        max_upload_mb: largest accepted upload, in MiB.
+    """
+
+    store_dir: Path
+    studies_dir: Path | None = None
+    bundles: list[str] = field(default_factory=lambda: [DEFAULT_BUNDLE])
+    device: str | None = None
+    token: str | None = None
+    max_upload_mb: float = 512.0
+
+
+class _Models:
+    """One lazily loaded ``Segmenter`` per bundle; inference requests are serialised per model."""
+
+    def __init__(self, bundles: list[str], device: str | None) -> None:
+        self.bundles, self.device = bundles, device
+        self._segmenters: dict[str, Any] = {}
+        self._locks = {b: threading.Lock() for b in bundles}
+
+    def predict(self, bundle: str, files: list[Path]) -> Any:
+        from app.inference import Segmenter
+
+        with self._locks[bundle]:
+            if bundle not in self._segmenters:
+                self._segmenters[bundle] = Segmenter(bundle, device=self.device)
+            return self._segmenters[bundle].predict(files)
+
+
+def _multipart(params: dict[str, Any], filename: str, data: bytes) -> Response:
+    boundary = uuid.uuid4().hex
+    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="params"\r\nContent-Type: application/json\r\n\r\n'
+            f"{json.dumps(params)}\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{filename}\"\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n").encode()
+    return Response(content=head + data + f"\r\n--{boundary}--\r\n".encode(), media_type=f"multipart/form-data; boundary={boundary}")
+
+
+def _read_upload(upload: UploadFile, limit: int) -> bytes:
+    data = upload.file.read(limit + 1)
+    if len(data) > limit:
+        raise DatastoreError(f"upload '{upload.filename}' is larger than the server's limit of {limit / 2**20:.0f} MiB", 413)
+    return data
+
+
+def _params(raw: str | None) -> dict[str, Any]:
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise DatastoreError(f"'params' is not valid JSON: {err}") from err
+    if not isinstance(value, dict):
+        raise DatastoreError("'params' must be a JSON object")
+    return value
+
+
+def create_app(config: ServerConfig) -> FastAPI:
+    """Build the FastAPI app for ``config`` (see module docstring for the endpoints)."""
+    unknown = [b for b in config.bundles if b not in BUNDLES]
+    if unknown:
+        raise ValueError(f"unknown bundle(s) {unknown}; shipped: {', '.join(sorted(BUNDLES))}")
+    names = {b: label_names(b) for b in config.bundles}
+    codes = {code for n in names.values() for code in n}
+    store = Datastore(config.store_dir, config.studies_dir, codes)
+    models = _Models(config.bundles, config.device)
+    runner = TrainingRunner(store, Path(config.store_dir) / "train", config.device)
+    limit = int(config.max_upload_mb * 2**20)
+
+    def authorise(authorization: str | None = Header(default=None)) -> None:
+        if config.token and authorization != f"Bearer {config.token}":
+            raise DatastoreError("missing or wrong bearer token", 401)
+
+    api = FastAPI(title="VolSeg (MONAI Label protocol)", version=volseg.__version__, dependencies=[])
+    secured = [Depends(authorise)]
+
+    @api.exception_handler(DatastoreError)
+    async def _datastore_error(request: Request, err: DatastoreError) -> JSONResponse:
+        return JSONResponse({"error": str(err), "detail": str(err)}, status_code=err.status)
+
+    @api.exception_handler(InputError)
+    async def _input_error(request: Request, err: InputError) -> JSONResponse:
+        return JSONResponse({"error": str(err), "detail": str(err)}, status_code=422)
+
+    @api.exception_handler(Exception)
+    async def _any_error(request: Request, err: Exception) -> JSONResponse:
+        logger.exception(f"{request.method} {request.url.path} failed")
+        return JSONResponse({"error": f"{type(err).__name__}: {err}", "detail": str(err)}, status_code=500)
+
+    @api.middleware("http")
+    async def _size_guard(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > limit + 2**20:
+            msg = f"request of {int(length) / 2**20:.0f} MiB is larger than the server's limit of {limit / 2**20:.0f} MiB"
+            return JSONResponse({"error": msg, "detail": msg}, status_code=413)
+        return await call_next(request)
+
+    @api.get("/info/", dependencies=secured)
+    def info() -> dict[str, Any]:
+        labels = {name: code for n in names.values() for code, name in sorted(n.items())}
+        return {
+            "name": "VolSeg", "description": "VolSeg bundles served over the MONAI Label protocol", "version": volseg.__version__,
+            "labels": labels,
+            "models": {b: {"type": "segmentation", "labels": {name: code for code, name in sorted(names[b].items())}, "dimension": 3,
+                           "description": BUNDLES[b].description, "config": {}} for b in config.bundles},
+            "trainers": {b: {"description": f"train {b} on the studies with a final label", "config": {"max_epochs": 50}} for b in config.bundles},
+            "strategies": {k: {"description": v} for k, v in STRATEGIES.items()},
+            "scoring": {}, "train_stats": runner.stats(), "datastore": store.stats(),
+        }
+
+    @api.post("/infer/{model}", dependencies=secured)
+    def infer(model: str, image: str, params: str | None = Form(default=None), output: str | None = None) -> Response:
+        if model not in config.bundles:
+            raise DatastoreError(f"unknown model '{model}'; models: {', '.join(config.bundles)}", 404)
+        p = _params(params)
+        ext = p.get("result_extension", ".nii.gz")
+        if ext not in LABEL_SUFFIXES:
+            raise DatastoreError(f"result_extension '{ext}' not supported; use one of {', '.join(LABEL_SUFFIXES)}")
+        if p.get("result_dtype", "uint8") != "uint8":
+            raise DatastoreError(f"result_dtype '{p['result_dtype']}' not supported; label maps are uint8")
+        files = store.modality_files(image)
+        start = time.perf_counter()
+        label, _ = models.predict(model, files)
+        done = time.perf_counter()
+        from app.io.writers import write_label_like
+
+        with tempfile.TemporaryDirectory() as tmp:
+            out = write_label_like(label, store.image_file(image), Path(tmp) / f"{image}_seg{ext}")
+            data = out.read_bytes()
+        total = time.perf_counter() - start
+        result = {"label_names": {name: code for code, name in sorted(names[model].items())},
+                  "latencies": {"pre": 0.0, "infer": round(done - start, 3), "invert": 0.0, "post": 0.0, "write": round(total - (done - start), 3),
+                                "total": round(total, 3), "transform": None}}
+        if output == "json":
+            return JSONResponse(result)
+        if output == "image":
+            return Response(content=data, media_type="application/octet-stream", headers={"Content-Disposition": f'attachment; filename="{image}_seg{ext}"'})
+        return _multipart(result, f"{image}_seg{ext}", data)
+
+    @api.get("/datastore/", dependencies=secured)
+    def datastore(output: str = "stats") -> Any:
+        if output == "all":
+            return store.describe()
+        if output == "train":
+            return store.training_items()
+        if output == "stats":
+            return store.stats()
+        raise DatastoreError(f"output must be all, train or stats, got '{output}'")
+
+    @api.api_route("/datastore/image", methods=["GET", "HEAD"], dependencies=secured)
+    def get_image(image: str) -> FileResponse:
+        path = store.image_file(image)
+        return FileResponse(path, filename=path.name, media_type="application/octet-stream")
+
+    def _put_image(image: str | None, file: UploadFile) -> dict[str, Any]:
+        image_id = image or Path(file.filename or "").name.split(".")[0]
+        check_id(image_id)
+        store.add_image(image_id, file.filename or "upload.nii.gz", _read_upload(file, limit))
+        return {"image": image_id}
+
+    @api.put("/datastore/image", dependencies=secured)
+    def put_image(file: UploadFile = File(...), image: str | None = None, params: str | None = Form(default=None)) -> dict[str, Any]:
+        return _put_image(image, file)
+
+    @api.put("/datastore/", dependencies=secured)
+    def put_image_client(file: UploadFile = File(...), image: str | None = None, params: str | None = Form(default=None)) -> dict[str, Any]:
+        return _put_image(image, file)
+
+    @api.put("/datastore/label", dependencies=secured)
+    def put_label(image: str, label: UploadFile = File(...), tag: str = "final", params: str | None = Form(default=None)) -> dict[str, Any]:
+        path = store.save_label(image, label.filename or "label.nii.gz", _read_upload(label, limit), tag, {"params": _params(params)})
+        return {"image": image, "label": image, "tag": tag, "ext": next(s for s in LABEL_SUFFIXES if path.name.endswith(s))}
+
+    @api.get("/datastore/label", dependencies=secured)
+    def get_label(label: str, tag: str = "final") -> FileResponse:
+        path = store.label_file(label, tag)
+        if path is None:
+            raise DatastoreError(f"no '{tag}' label for image '{label}'", 404)
+        return FileResponse(path, filename=path.name, media_type="application/octet-stream")
+
+    @api.post("/activelearning/{strategy}", dependencies=secured)
+    def activelearning(strategy: str) -> dict[str, Any]:
+        if strategy not in STRATEGIES:
+            raise DatastoreError(f"unknown strategy '{strategy}'; strategies: {', '.join(STRATEGIES)}", 404)
+        pending = store.unlabeled()
+        if not pending:
+            return {}
+        image_id = random.choice(pending) if strategy == "random" else pending[0]
+        return {"id": image_id, "name": store.image_file(image_id).name, "weight": 1.0}
+
+    @api.get("/auth/")
+    def auth() -> dict[str, Any]:
+        return {"enabled": bool(config.token), "client_id": "volseg", "realm_uri": ""}
+
+    @api.post("/auth/token")
+    def auth_token(username: str = Form(default=""), password: str = Form(default="")) -> dict[str, Any]:
+        if not config.token:
+            return {"access_token": "", "token_type": "bearer"}
+        if password != config.token:
+            raise DatastoreError("wrong password (use the server's token)", 401)
+        return {"access_token": config.token, "token_type": "bearer"}
+
+    @api.get("/auth/token/valid", dependencies=secured)
+    def auth_valid() -> dict[str, Any]:
+        return {"valid": True}
+
+    @api.get("/train/", dependencies=secured)
+    def train_status(check_if_running: bool = False) -> Any:
+        status = runner.status()
+        if check_if_running and status.get("status") != "RUNNING":
+            return JSONResponse({"error": "no training running", "detail": "no training running"}, status_code=404)
+        return status
+
+    @api.post("/train/", dependencies=secured)
+    @api.post("/train/{model}", dependencies=secured)
+    async def train_start(request: Request, model: str | None = None) -> Any:
+        body = await request.body()
+        p = _params(body.decode() if body else None)
+        bundle = model or config.bundles[0]
+        if bundle not in config.bundles:
+            raise DatastoreError(f"unknown model '{bundle}'; models: {', '.join(config.bundles)}", 404)
+        return runner.start(bundle, p)
+
+    @api.delete("/train/", dependencies=secured)
+    def train_stop() -> Any:
+        return runner.stop()
+
+    return api

@@ -1,0 +1,165 @@
+"""MONAI Label protocol of `volseg serve` through FastAPI's test client, bad inputs included."""
+
+from __future__ import annotations
+
+import cgi
+import io
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from app.serve import ServerConfig, create_app
+from tests.conftest import case_files
+
+
+@pytest.fixture()
+def studies(phantom_root: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "studies"
+    for case in ("Phantom_000", "Phantom_001"):
+        shutil.copytree(phantom_root / case, root / case)
+    return root
+
+
+@pytest.fixture()
+def client(studies: Path, tmp_path: Path) -> TestClient:
+    return TestClient(create_app(ServerConfig(tmp_path / "store", studies, device="cpu", max_upload_mb=1.0)))
+
+
+def _parse_multipart(response) -> tuple[dict, dict]:
+    fs = cgi.FieldStorage(fp=io.BytesIO(response.content), environ={"REQUEST_METHOD": "POST"},
+                          headers={"content-type": response.headers["content-type"], "content-length": str(len(response.content))})
+    form = {f.name: f.value for f in fs.list if not f.filename}
+    files = {f.filename: f.value for f in fs.list if f.filename}
+    return form, files
+
+
+def test_info_shape(client: TestClient):
+    info = client.get("/info/").json()
+    assert "config" not in info
+    assert set(info) >= {"name", "description", "version", "labels", "models", "trainers", "strategies", "scoring", "train_stats", "datastore"}
+    model = info["models"]["brats_unet3d"]
+    assert model["type"] == "segmentation" and model["dimension"] == 3 and model["labels"] == {"NCR/NET": 1, "ED": 2, "ET": 4}
+    assert info["datastore"]["total"] == 2
+
+
+def test_infer_returns_params_and_label_in_input_geometry(client: TestClient, studies: Path, tmp_path: Path):
+    r = client.post("/infer/brats_unet3d?image=Phantom_001", data={"params": json.dumps({"result_extension": ".nrrd", "result_dtype": "uint8"})})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("multipart/form-data")
+    form, files = _parse_multipart(r)
+    params = json.loads(form["params"])
+    assert params["label_names"] == {"NCR/NET": 1, "ED": 2, "ET": 4} and params["latencies"]["total"] > 0
+    (name, data), = files.items()
+    assert name == "Phantom_001_seg.nrrd"
+    import SimpleITK as sitk
+
+    (tmp_path / name).write_bytes(data)
+    label, flair = sitk.ReadImage(str(tmp_path / name)), sitk.ReadImage(str(case_files(studies / "Phantom_001")[3]))
+    assert label.GetSize() == flair.GetSize() and label.GetPixelID() == sitk.sitkUInt8
+    np.testing.assert_allclose(label.GetOrigin(), flair.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(label.GetDirection(), flair.GetDirection(), atol=1e-6)
+    assert client.post("/infer/brats_unet3d?image=Phantom_001&output=json").json()["label_names"]["ET"] == 4
+
+
+def test_infer_errors_are_json_and_server_keeps_serving(client: TestClient, studies: Path):
+    assert client.post("/infer/nope?image=Phantom_001").status_code == 404
+    r = client.post("/infer/brats_unet3d?image=Missing_9")
+    assert r.status_code == 404 and "unknown image 'Missing_9'" in r.json()["error"]
+    assert client.post("/infer/brats_unet3d?image=..%2F..%2Fetc").status_code == 400
+    assert client.post("/infer/brats_unet3d?image=Phantom_001", data={"params": json.dumps({"result_dtype": "float32"})}).status_code == 400
+    (studies / "Phantom_000" / "Phantom_000_t2.nii.gz").write_bytes(b"broken")
+    r = client.post("/infer/brats_unet3d?image=Phantom_000")
+    assert r.status_code == 422 and "Phantom_000_t2.nii.gz" in r.json()["error"]
+    assert client.get("/info/").status_code == 200
+
+
+def test_datastore_image_download_and_head(client: TestClient, studies: Path):
+    r = client.get("/datastore/image?image=Phantom_000")
+    assert r.status_code == 200 and r.content == case_files(studies / "Phantom_000")[3].read_bytes()
+    assert client.head("/datastore/image?image=Phantom_000").status_code == 200
+    assert client.get("/datastore/image?image=nope").status_code == 404
+    for bad in ("..%2Fsecret", "%2Fetc%2Fpasswd", "a%2Fb"):
+        assert client.get(f"/datastore/image?image={bad}").status_code == 400
+
+
+def _label_bytes(studies: Path, case: str, value: int = 2, shape_cut: int = 0, suffix: str = ".nii.gz", tmp: Path | None = None) -> bytes:
+    flair = nib.load(case_files(studies / case)[3])
+    data = np.zeros(flair.shape, dtype=np.uint8)
+    data[10:20, 10:20, 10:20] = value
+    img = nib.Nifti1Image(data[: data.shape[0] - shape_cut], flair.affine)
+    path = tmp / f"label{suffix}"
+    nib.save(img, path)
+    return path.read_bytes()
+
+
+def test_save_label_then_stats_and_next_sample(client: TestClient, studies: Path, tmp_path: Path):
+    data = _label_bytes(studies, "Phantom_000", tmp=tmp_path)
+    r = client.put("/datastore/label?image=Phantom_000&tag=final", files={"label": ("Phantom_000.nii.gz", data)},
+                   data={"params": json.dumps({"label_info": [{"name": "ED", "id": 2}]})})
+    assert r.status_code == 200, r.text
+    assert client.get("/datastore/?output=stats").json() == {"total": 2, "completed": 1, "label_tags": {"final": 1}}
+    everything = client.get("/datastore/?output=all").json()
+    assert everything["objects"]["Phantom_000"]["labels"]["final"]["ext"] == ".nii.gz"
+    assert [i["case_id"] for i in client.get("/datastore/?output=train").json()] == ["Phantom_000"]
+    assert client.get("/datastore/label?label=Phantom_000&tag=final").content == data
+    for strategy in ("first", "random"):
+        assert client.post(f"/activelearning/{strategy}", json={}).json()["id"] == "Phantom_001"
+    assert client.post("/activelearning/nope").status_code == 404
+
+
+def test_label_checks(client: TestClient, studies: Path, tmp_path: Path):
+    wrong_shape = _label_bytes(studies, "Phantom_000", shape_cut=3, tmp=tmp_path)
+    r = client.put("/datastore/label?image=Phantom_000", files={"label": ("l.nii.gz", wrong_shape)})
+    assert r.status_code == 422 and "differs from image" in r.json()["error"]
+    wrong_code = _label_bytes(studies, "Phantom_000", value=7, tmp=tmp_path)
+    r = client.put("/datastore/label?image=Phantom_000", files={"label": ("l.nii.gz", wrong_code)})
+    assert r.status_code == 422 and "[7]" in r.json()["error"]
+    r = client.put("/datastore/label?image=Phantom_000", files={"label": ("l.png", b"x")})
+    assert r.status_code == 400
+    r = client.put("/datastore/label?image=Phantom_000&tag=..", files={"label": ("l.nii.gz", wrong_code)})
+    assert r.status_code == 400
+    assert not list((tmp_path / "store" / "labels").rglob("Phantom_000*"))  # nothing stored
+
+
+def test_upload_4d_study_and_size_limit(client: TestClient, studies: Path, tmp_path: Path):
+    arrays = [np.asarray(nib.load(f).dataobj) for f in case_files(studies / "Phantom_001")]
+    affine = nib.load(case_files(studies / "Phantom_001")[0]).affine
+    nib.save(nib.Nifti1Image(np.stack(arrays, -1).astype(np.int16), affine), tmp_path / "study.nii.gz")
+    r = client.put("/datastore/?image=Uploaded_1", files={"file": ("study.nii.gz", (tmp_path / "study.nii.gz").read_bytes())})
+    assert r.status_code == 200, r.text
+    assert "Uploaded_1" in client.get("/datastore/?output=all").json()["objects"]
+    assert client.put("/datastore/image?image=Uploaded_1", files={"file": ("study.nii.gz", (tmp_path / "study.nii.gz").read_bytes())}).status_code == 409
+    nib.save(nib.Nifti1Image(arrays[0], affine), tmp_path / "one.nii.gz")
+    r = client.put("/datastore/image?image=Single", files={"file": ("one.nii.gz", (tmp_path / "one.nii.gz").read_bytes())})
+    assert r.status_code == 422 and "expected (H, W, D, 4)" in r.json()["error"]
+    big = np.random.default_rng(0).integers(0, 2**15, (128, 128, 64, 4), dtype=np.int16)  # > 1 MiB compressed
+    nib.save(nib.Nifti1Image(big, affine), tmp_path / "big.nii.gz")
+    r = client.put("/datastore/image?image=Big", files={"file": ("big.nii.gz", (tmp_path / "big.nii.gz").read_bytes())})
+    assert r.status_code == 413 and "limit" in r.json()["error"]
+    assert client.get("/info/").status_code == 200
+
+
+def test_auth_token(studies: Path, tmp_path: Path):
+    secured = TestClient(create_app(ServerConfig(tmp_path / "s", studies, device="cpu", token="s3cret")))
+    assert secured.get("/auth/").json()["enabled"] is True
+    assert secured.get("/info/").status_code == 401
+    assert secured.get("/info/", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    assert secured.post("/auth/token", data={"username": "u", "password": "s3cret"}).json()["access_token"] == "s3cret"
+    assert secured.post("/auth/token", data={"username": "u", "password": "no"}).status_code == 401
+
+
+def test_train_endpoints(client: TestClient, studies: Path, tmp_path: Path):
+    assert client.get("/train/").json() == {"status": "NONE"}
+    assert client.get("/train/?check_if_running=true").status_code == 404
+    assert client.post("/train/brats_unet3d", json={"max_epochs": 1}).status_code == 400  # no labels yet
+    data = _label_bytes(studies, "Phantom_000", tmp=tmp_path)
+    client.put("/datastore/label?image=Phantom_000&tag=final", files={"label": ("Phantom_000.nii.gz", data)})
+    started = client.post("/train/brats_unet3d", json={"max_epochs": 1})
+    assert started.status_code == 200 and started.json()["status"] == "RUNNING"
+    assert client.post("/train/", json={}).status_code == 409
+    stopped = client.delete("/train/").json()
+    assert stopped["status"] in ("STOPPED", "DONE", "FAILED")
