@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import cgi
-import io
 import json
+from email.parser import BytesParser
+from email.policy import default
 import shutil
 from pathlib import Path
 
@@ -31,10 +31,13 @@ def client(studies: Path, tmp_path: Path) -> TestClient:
 
 
 def _parse_multipart(response) -> tuple[dict, dict]:
-    fs = cgi.FieldStorage(fp=io.BytesIO(response.content), environ={"REQUEST_METHOD": "POST"},
-                          headers={"content-type": response.headers["content-type"], "content-length": str(len(response.content))})
-    form = {f.name: f.value for f in fs.list if not f.filename}
-    files = {f.filename: f.value for f in fs.list if f.filename}
+    message = BytesParser(policy=default).parsebytes(f"Content-Type: {response.headers['content-type']}\r\n\r\n".encode() + response.content)
+    form, files = {}, {}
+    for part in message.iter_parts():
+        if part.get_filename():
+            files[part.get_filename()] = part.get_payload(decode=True)
+        else:
+            form[part.get_param("name", header="content-disposition")] = part.get_content()
     return form, files
 
 
