@@ -206,6 +206,21 @@ def serve(
     uvicorn.run(api, host=host, port=port, log_level="warning" if quiet else "info")
 
 
+@app.command("export-monailabel")
+def export_monailabel(
+    bundle: str = typer.Argument(..., help="shipped bundle name"),
+    dest: Path = typer.Argument(..., help="target folder, e.g. <monailabel app>/model/brats_unet3d"),
+) -> None:
+    """Write a copy of a bundle with single-file configs, as MONAI Label's bundle tasks read them."""
+    from app.serve.monailabel_export import export_for_monailabel
+
+    try:
+        out = export_for_monailabel(bundle, dest)
+    except (ValueError, FileExistsError) as err:
+        _fail(err)
+    typer.echo(f"exported {bundle} to {out}")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
