@@ -132,3 +132,26 @@ def test_slicer_client_segments_a_real_brats_case(client_classes, tmp_path: Path
     with _LiveServer(ServerConfig(tmp_path / "store", studies, device="cpu")) as url:
         image_id = _slicer_flow(slicer_cls, url, tmp_path, studies)
     assert image_id == "Brats18_CBICA_AME_1"
+
+
+@pytest.mark.slow
+def test_volseg_serve_command_starts_and_answers(phantom_root: Path, tmp_path: Path):
+    import json
+    import urllib.request
+
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--studies", str(phantom_root), "--store", str(tmp_path / "store"),
+                             "--port", str(port), "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline, info = time.time() + 60, None
+        while info is None and time.time() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/info/", timeout=2) as r:
+                    info = json.loads(r.read())
+            except OSError:
+                time.sleep(0.2)
+        assert info is not None, proc.stdout.read().decode() if proc.poll() is not None else "no answer in 60 s"
+        assert info["datastore"]["total"] == 5 and "brats_unet3d" in info["models"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
