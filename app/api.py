@@ -14,6 +14,7 @@ import logging
 import platform
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -84,20 +85,23 @@ def segment_cases(
     cases = resolve_inputs(inputs)
     segmenter = Segmenter(bundle, device=device)
     results = []
-    for case_id, images in (progress or (lambda x: x))(cases):
-        start = time.perf_counter()
-        try:
-            label, affine = segmenter.predict(images)
-            out = write_label_like(label, images[0], Path(output_dir) / f"{case_id}_seg{output_suffix(images[0], output_format)}")
-            if dicom_seg and volume_format(images[0]) == "dicom":
-                from app.bundles import label_names
-                from app.io.dicom_seg import write_dicom_seg
+    with ThreadPoolExecutor(max_workers=1) as reader:  # reads the next case while this one computes
+        pending = reader.submit(segmenter.load, cases[0][1]) if cases else None
+        for index, (case_id, images) in enumerate((progress or (lambda x: x))(cases)):
+            start = time.perf_counter()
+            try:
+                loading, pending = pending, (reader.submit(segmenter.load, cases[index + 1][1]) if index + 1 < len(cases) else None)
+                label, affine = segmenter.run(loading.result())
+                out = write_label_like(label, images[0], Path(output_dir) / f"{case_id}_seg{output_suffix(images[0], output_format)}")
+                if dicom_seg and volume_format(images[0]) == "dicom":
+                    from app.bundles import label_names
+                    from app.io.dicom_seg import write_dicom_seg
 
-                write_dicom_seg(label, images[0], Path(output_dir) / f"{case_id}_seg.dcm", label_names(bundle), model_name=Path(str(bundle)).name)
-            results.append(CaseResult(case_id, label, affine, out, time.perf_counter() - start))
-        except Exception as err:  # one bad case must not abort the batch
-            logger.error(f"case '{case_id}' failed: {err}")
-            results.append(CaseResult(case_id, seconds=time.perf_counter() - start, error=str(err)))
+                    write_dicom_seg(label, images[0], Path(output_dir) / f"{case_id}_seg.dcm", label_names(bundle), model_name=Path(str(bundle)).name)
+                results.append(CaseResult(case_id, label, affine, out, time.perf_counter() - start))
+            except Exception as err:  # one bad case must not abort the batch
+                logger.error(f"case '{case_id}' failed: {err}")
+                results.append(CaseResult(case_id, seconds=time.perf_counter() - start, error=str(err)))
     _write_run_record(Path(output_dir) / "volseg_run.json", segmenter, bundle, results)
     return results
 

@@ -140,6 +140,39 @@ class Segmenter:
         self.postprocessing = parser.get_parsed_content("postprocessing")
         self.amp = bool(parser.get_parsed_content("amp"))
 
+    def load(self, images: Sequence[str | Path]) -> dict:
+        """Check and preprocess one case (reading, RAS, spacing, crop, z-score): the CPU-side half
+        of :meth:`predict`, safe to run in a background thread while another case computes.
+
+        Returns:
+            The preprocessed data dict, with ``"shape"`` and ``"affine"`` of the input added.
+
+        Raises:
+            InputError: unreadable, non-3D or non-co-registered files, or NaN/infinite voxels.
+        """
+        import torch
+
+        shape, affine = check_case_images(images)
+        data = self.preprocessing({"image": [str(p) for p in images]})
+        if not torch.isfinite(data["image"]).all():
+            raise InputError(f"case '{case_id_from_path(images[0])}': NaN or infinite voxel values in {', '.join(str(p) for p in images)}")
+        data["shape"], data["affine"] = shape, affine
+        return data
+
+    def run(self, data: dict) -> tuple[np.ndarray, np.ndarray]:
+        """Sliding-window inference and postprocessing of a case prepared by :meth:`load`."""
+        import torch
+
+        shape, affine = data.pop("shape"), data.pop("affine")
+        image = data["image"].unsqueeze(0).to(self.device)
+        with torch.no_grad(), torch.autocast(self.device.type, enabled=self.amp and self.device.type == "cuda"):
+            data["pred"] = self.inferer(image, self.network)[0].float()
+        out = self.postprocessing(data)
+        label = np.asarray(out["pred"].cpu().numpy()[0], dtype=np.uint8)
+        if label.shape != shape:
+            raise RuntimeError(f"internal error: output shape {label.shape} != input shape {shape}")
+        return label, affine
+
     def predict(self, images: Sequence[str | Path]) -> tuple[np.ndarray, np.ndarray]:
         """Segment one case.
 
@@ -153,17 +186,4 @@ class Segmenter:
         Raises:
             InputError: unreadable, non-3D or non-co-registered files (see ``check_case_images``).
         """
-        import torch
-
-        shape, affine = check_case_images(images)
-        data = self.preprocessing({"image": [str(p) for p in images]})
-        if not torch.isfinite(data["image"]).all():
-            raise InputError(f"case '{case_id_from_path(images[0])}': NaN or infinite voxel values in {', '.join(str(p) for p in images)}")
-        image = data["image"].unsqueeze(0).to(self.device)
-        with torch.no_grad(), torch.autocast(self.device.type, enabled=self.amp and self.device.type == "cuda"):
-            data["pred"] = self.inferer(image, self.network)[0].float()
-        out = self.postprocessing(data)
-        label = np.asarray(out["pred"].cpu().numpy()[0], dtype=np.uint8)
-        if label.shape != shape:
-            raise RuntimeError(f"internal error: output shape {label.shape} != input shape {shape} for {images[0]}")
-        return label, affine
+        return self.run(self.load(images))
