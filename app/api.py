@@ -141,6 +141,16 @@ def run_info() -> dict[str, str]:
     return {"volseg": app.__version__, "python": platform.python_version(), "monai": monai.__version__, "torch": torch.__version__, "numpy": np.__version__}
 
 
+def _train_args(root: Path, overrides: dict[str, Any] | None, manifest: str | Path | None, data_dir: str | Path | None,
+                output_dir: str | Path | None) -> dict[str, Any]:
+    """Config overrides for a training run: bundle root, data and output paths made absolute."""
+    args: dict[str, Any] = {"bundle_root": str(root), **(overrides or {})}
+    for key, value in (("data_list_file", manifest), ("dataset_dir", data_dir), ("output_dir", output_dir)):
+        if value is not None:
+            args[key] = str(Path(value).resolve())
+    return args
+
+
 def train(bundle: str = DEFAULT_BUNDLE, manifest: str | Path | None = None, data_dir: str | Path | None = None,
           output_dir: str | Path | None = None, overrides: dict[str, Any] | None = None, progress: bool = True) -> Path:
     """Run a bundle's own ``[common, train]`` configs (the same path as ``python -m monai.bundle run``).
@@ -158,13 +168,7 @@ def train(bundle: str = DEFAULT_BUNDLE, manifest: str | Path | None = None, data
 
     files = config_files(bundle, "train")
     root = Path(files[0]).parents[1]
-    args: dict[str, Any] = {"bundle_root": str(root), **(overrides or {})}
-    if manifest is not None:
-        args["data_list_file"] = str(Path(manifest).resolve())
-    if data_dir is not None:
-        args["dataset_dir"] = str(Path(data_dir).resolve())
-    if output_dir is not None:
-        args["output_dir"] = str(Path(output_dir).resolve())
+    args = _train_args(root, overrides, manifest, data_dir, output_dir)
     workflow = ConfigWorkflow(config_file=files, meta_file=str(root / "configs" / "metadata.json"), logging_file=str(root / "configs" / "logging.conf"), workflow_type="train", **args)
     workflow.initialize()
     out = Path(workflow.parser.get_parsed_content("output_dir"))
@@ -202,13 +206,8 @@ def train_distributed(bundle: str = DEFAULT_BUNDLE, nproc: int = 2, manifest: st
         raise ValueError(f"nproc must be >= 1, got {nproc}")
     files = config_files(bundle, "train", "multi_gpu_train") + [str(Path(f).resolve()) for f in extra_configs]
     root = Path(files[0]).parents[1]
-    args: dict[str, Any] = {"bundle_root": str(root), **(overrides or {})}
-    if manifest is not None:
-        args["data_list_file"] = str(Path(manifest).resolve())
-    if data_dir is not None:
-        args["dataset_dir"] = str(Path(data_dir).resolve())
     out = Path(output_dir).resolve() if output_dir is not None else root / "runs" / "train"
-    args["output_dir"] = str(out)
+    args = _train_args(root, overrides, manifest, data_dir, out)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "monai.bundle", "run",
            "--config_file", json.dumps(files), "--meta_file", str(root / "configs" / "metadata.json"), "--logging_file", str(root / "configs" / "logging.conf")]
     for key, value in args.items():

@@ -45,8 +45,12 @@ def manifest_brats(
     _setup(quiet)
     from app.api import build_manifest
 
+    _write_manifest(build_manifest, data_dir, out, seed, folds)
+
+
+def _write_manifest(builder, data_dir: Path, out: Path, seed: int, folds: int) -> None:
     try:
-        manifest = build_manifest(data_dir, out=out, seed=seed, folds=folds)
+        manifest = builder(data_dir, out=out, seed=seed, folds=folds)
     except (FileNotFoundError, ValueError) as err:
         _fail(err)
     typer.echo(f"wrote {out}: {manifest['numTraining']} training, {manifest['numValidation']} validation, {manifest['numTest']} test cases")
@@ -64,11 +68,7 @@ def manifest_decathlon(
     _setup(quiet)
     from app.data import build_decathlon_manifest
 
-    try:
-        manifest = build_decathlon_manifest(data_dir, out=out, seed=seed, folds=folds)
-    except (FileNotFoundError, ValueError) as err:
-        _fail(err)
-    typer.echo(f"wrote {out}: {manifest['numTraining']} training, {manifest['numValidation']} validation, {manifest['numTest']} test cases")
+    _write_manifest(build_decathlon_manifest, data_dir, out, seed, folds)
 
 
 @app.command()
