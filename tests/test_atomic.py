@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from app.io import atomic_write_nifti, atomic_write_text
-from app.io.atomic import _atomic
+from app.io.atomic import atomic_write
 
 
 def test_nifti_written_with_dtype_and_affine(tmp_path: Path):
@@ -27,6 +27,6 @@ def test_failed_write_keeps_old_file_and_leaves_no_temporary(tmp_path: Path):
         raise RuntimeError("crash mid-write")
 
     with pytest.raises(RuntimeError):
-        _atomic(target, crash_mid_write)
+        atomic_write(target, crash_mid_write)
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]

@@ -117,13 +117,6 @@ def _split_and_write(header: dict[str, Any], items: dict[str, dict[str, Any]], o
     return manifest
 
 
-def _stem(path: Path) -> str:
-    from app.io.readers import VOLUME_SUFFIXES
-
-    name = path.name
-    return next((name[: -len(s)] for s in VOLUME_SUFFIXES if name.lower().endswith(s)), path.stem)
-
-
 def build_decathlon_manifest(
     data_dir: str | Path,
     out: str | Path | None = None,
@@ -149,7 +142,9 @@ def build_decathlon_manifest(
     missing = [p.name for p in images if not (labels_dir / p.name).is_file()]
     if missing:
         raise FileNotFoundError(f"{len(missing)} image(s) in '{images_dir}' have no label in '{labels_dir}': {', '.join(missing)}")
-    items = {_stem(p): {"case_id": _stem(p), "image": p.relative_to(root).as_posix(), "label": (labels_dir / p.name).relative_to(root).as_posix()} for p in images}
+    from app.io.readers import strip_volume_suffix
+
+    items = {strip_volume_suffix(p.name): {"case_id": strip_volume_suffix(p.name), "image": p.relative_to(root).as_posix(), "label": (labels_dir / p.name).relative_to(root).as_posix()} for p in images}
     meta = json.loads((root / "dataset.json").read_text()) if (root / "dataset.json").is_file() else {}
     header = {"name": meta.get("name", root.name), "description": f"Decathlon datalist of {root.name}, seeded split (seed={seed}, fractions={list(fractions)})",
               "tensorImageSize": meta.get("tensorImageSize", "3D"), "modality": meta.get("modality", {}), "labels": meta.get("labels", {})}

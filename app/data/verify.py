@@ -47,25 +47,12 @@ def read_geometry(path: str | Path) -> tuple[tuple[int, ...], np.ndarray]:
     Raises:
         InputError: missing, unreadable or unsupported input.
     """
-    from app.io.readers import read_volume, volume_format
+    from app.io.readers import read_image_information, volume_format
 
-    fmt = volume_format(path)
-    if fmt == "nifti":
+    if volume_format(path) == "nifti":
         img = read_header(path)
         return tuple(int(s) for s in img.shape), np.asarray(img.affine)
-    if fmt == "dicom":
-        image = read_volume(path, check_finite=False)
-    else:
-        import SimpleITK as sitk
-
-        if not Path(path).is_file():
-            raise InputError(f"'{path}': file does not exist")
-        image = sitk.ImageFileReader()
-        image.SetFileName(str(path))
-        try:
-            image.ReadImageInformation()
-        except RuntimeError as err:
-            raise InputError(f"'{path}': not a readable {fmt} image ({str(err).strip().splitlines()[-1]})") from err
+    image = read_image_information(path)
     return tuple(int(s) for s in image.GetSize()), sitk_affine_ras(image)
 
 

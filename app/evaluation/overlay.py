@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.io.atomic import _atomic
+from app.io.atomic import atomic_write
 
 _COLOURS = {1: (1.0, 0.2, 0.2), 2: (0.2, 0.9, 0.2), 4: (1.0, 0.9, 0.1)}
 
@@ -49,6 +49,6 @@ def save_overlay(image_path: str | Path, pred: np.ndarray, ref: np.ndarray | Non
         ax.axis("off")
     fig.suptitle(f"{title}  red NCR/NET, green ED, yellow ET")
     fig.tight_layout()
-    out = _atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=80))
+    out = atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=80))
     plt.close(fig)
     return out

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,14 +22,9 @@ _MODALITY_SUFFIX = re.compile(r"_(t1|t1ce|t2|flair|seg)$", re.IGNORECASE)
 def case_id_from_path(path: str | Path) -> str:
     """``.../Brats18_X/Brats18_X_t1.nii.gz`` -> ``Brats18_X`` (file name without extension and
     modality); a DICOM series folder gives its folder name."""
-    from app.io.readers import VOLUME_SUFFIXES
+    from app.io.readers import strip_volume_suffix
 
-    name = Path(path).name
-    for ext in VOLUME_SUFFIXES:
-        if name.lower().endswith(ext):
-            name = name[: -len(ext)]
-            break
-    return _MODALITY_SUFFIX.sub("", name)
+    return _MODALITY_SUFFIX.sub("", strip_volume_suffix(Path(path).name))
 
 
 def _is_dicom_folder(folder: Path) -> bool:

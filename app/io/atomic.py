@@ -12,7 +12,10 @@ from pathlib import Path
 from typing import Any
 
 
-def _atomic(path: str | Path, write: Callable[[str], None], suffix: str = "") -> Path:
+def atomic_write(path: str | Path, write: Callable[[str], None], suffix: str = "") -> Path:
+    """Call ``write(tmp)`` on a temporary file beside ``path`` (ending in ``suffix``, so writers
+    that pick a format by extension work), then rename it over ``path``; on any error the
+    temporary file is removed and ``path`` is untouched. Returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{suffix}")
@@ -30,14 +33,14 @@ def _atomic(path: str | Path, write: Callable[[str], None], suffix: str = "") ->
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` atomically; returns the path."""
-    return _atomic(path, lambda tmp: Path(tmp).write_text(text))
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def atomic_save_torch(obj: Any, path: str | Path) -> Path:
     """``torch.save(obj)`` to ``path`` atomically; returns the path."""
     import torch
 
-    return _atomic(path, lambda tmp: torch.save(obj, tmp))
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def atomic_write_nifti(array: Any, affine: Any, path: str | Path, header: Any = None) -> Path:
@@ -57,4 +60,4 @@ def atomic_write_nifti(array: Any, affine: Any, path: str | Path, header: Any = 
     img.set_data_dtype(array.dtype)
     img.header.set_slope_inter(1.0, 0.0)
     suffix = ".nii.gz" if str(path).endswith(".nii.gz") else ".nii"
-    return _atomic(path, lambda tmp: nib.save(img, tmp), suffix=suffix)
+    return atomic_write(path, lambda tmp: nib.save(img, tmp), suffix=suffix)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.io.atomic import _atomic
+from app.io.atomic import atomic_write
 from app.io.readers import dicom_series
 
 
@@ -61,4 +61,4 @@ def write_dicom_seg(label: np.ndarray, dicom_folder: str | Path, path: str | Pat
                               segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=900, sop_instance_uid=hd.UID(),
                               instance_number=1, manufacturer="VolSeg", manufacturer_model_name=model_name, software_versions=app.__version__,
                               device_serial_number="0", omit_empty_frames=False)
-    return _atomic(path, lambda tmp: seg.save_as(tmp), suffix=".dcm")
+    return atomic_write(path, lambda tmp: seg.save_as(tmp), suffix=".dcm")

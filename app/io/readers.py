@@ -16,6 +16,11 @@ from app.data.verify import InputError
 VOLUME_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 
+def strip_volume_suffix(name: str) -> str:
+    """``"spleen_8.nii.gz"`` -> ``"spleen_8"``: a file name without its volume ending (any case)."""
+    return next((name[: -len(s)] for s in VOLUME_SUFFIXES if name.lower().endswith(s)), name)
+
+
 def volume_format(path: str | Path) -> str:
     """``"nifti"``, ``"nrrd"``, ``"metaimage"`` or ``"dicom"`` (a folder) for a volume path.
 
@@ -94,3 +99,31 @@ def read_volume(path: str | Path, series_uid: str | None = None, check_finite: b
         if not np.isfinite(sitk.GetArrayViewFromImage(image)).all():
             raise InputError(f"'{path}': NaN or infinite voxel values")
     return image
+
+
+def read_image_information(path: str | Path):
+    """Geometry of a volume, reading voxels only where the format needs it (DICOM series).
+
+    Returns:
+        An object answering ``GetSize``, ``GetSpacing``, ``GetOrigin`` and ``GetDirection``
+        (SimpleITK, LPS): an ``ImageFileReader`` after ``ReadImageInformation`` for files, the
+        image itself for a DICOM folder.
+
+    Raises:
+        InputError: missing, unreadable or unsupported input.
+    """
+    import SimpleITK as sitk
+
+    path = Path(path)
+    fmt = volume_format(path)
+    if fmt == "dicom":
+        return read_volume(path, check_finite=False)
+    if not path.is_file():
+        raise InputError(f"'{path}': file does not exist")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as err:
+        raise InputError(f"'{path}': not a readable {fmt} image ({str(err).strip().splitlines()[-1]})") from err
+    return reader

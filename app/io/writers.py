@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from app.io.atomic import _atomic
-from app.io.readers import read_volume, volume_format
+from app.io.atomic import atomic_write
+from app.io.readers import read_image_information, volume_format
 
 _EXTENSIONS = {"nifti": ".nii.gz", "nrrd": ".nrrd", "metaimage": ".mha"}
 
@@ -40,11 +40,13 @@ def write_label_like(label: np.ndarray, reference: str | Path, path: str | Path)
         from app.io.save import save_label_map
 
         return save_label_map(label, reference, path)
-    ref = read_volume(reference, check_finite=False)
+    ref = read_image_information(reference)
     if tuple(label.shape) != tuple(ref.GetSize()):
         raise ValueError(f"label shape {tuple(label.shape)} differs from '{reference}' size {tuple(ref.GetSize())}")
     image = sitk.GetImageFromArray(np.ascontiguousarray(np.asarray(label, dtype=np.uint8).transpose(2, 1, 0)))
-    image.CopyInformation(ref)
+    image.SetSpacing(ref.GetSpacing())
+    image.SetOrigin(ref.GetOrigin())
+    image.SetDirection(ref.GetDirection())
     suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
-    return _atomic(path, lambda tmp: sitk.WriteImage(image, tmp, useCompression=True), suffix=suffix)
+    return atomic_write(path, lambda tmp: sitk.WriteImage(image, tmp, useCompression=True), suffix=suffix)
 

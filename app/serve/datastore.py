@@ -19,7 +19,8 @@ import numpy as np
 
 from app.constants import MODALITIES
 from app.data.cases import find_case
-from app.io.atomic import _atomic, atomic_write_nifti
+from app.io.atomic import atomic_write, atomic_write_nifti
+from app.io.readers import read_image_information
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _TAG = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
@@ -165,9 +166,7 @@ class Datastore:
             raise DatastoreError(f"label '{filename}' is not a readable image", 422) from err
         finally:
             tmp.unlink(missing_ok=True)
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(reference_path))
-        reader.ReadImageInformation()
+        reader = read_image_information(reference_path)
         if label.GetSize() != reader.GetSize():
             raise DatastoreError(f"label size {label.GetSize()} differs from image '{image_id}' size {reader.GetSize()}", 422)
         if not (np.allclose(label.GetSpacing(), reader.GetSpacing(), atol=1e-3) and np.allclose(label.GetOrigin(), reader.GetOrigin(), atol=1e-2)
@@ -182,9 +181,9 @@ class Datastore:
             stale = self.labels_dir / tag / f"{image_id}{old}"
             if old != suffix and stale.is_file():
                 stale.unlink()
-        _atomic(out, lambda t: Path(t).write_bytes(data), suffix=suffix)
+        atomic_write(out, lambda t: Path(t).write_bytes(data), suffix=suffix)
         meta = {"ts": int(time.time()), "name": filename, **(info or {})}
-        _atomic(out.with_name(f"{image_id}.{tag}.json"), lambda t: Path(t).write_text(json.dumps(meta)))
+        atomic_write(out.with_name(f"{image_id}.{tag}.json"), lambda t: Path(t).write_text(json.dumps(meta)))
         return out
 
     def _label_info(self, image_id: str, tag: str) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 
 import app as volseg
 from app.bundles import BUNDLES, DEFAULT_BUNDLE, label_names
+from app.constants import MODALITIES
 from app.data.verify import InputError
 from app.serve.datastore import LABEL_SUFFIXES, Datastore, DatastoreError, check_id
 from app.serve.training import TrainingRunner
@@ -113,7 +114,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         if config.token and authorization != f"Bearer {config.token}":
             raise DatastoreError("missing or wrong bearer token", 401)
 
-    api = FastAPI(title="VolSeg (MONAI Label protocol)", version=volseg.__version__, dependencies=[])
+    api = FastAPI(title="VolSeg (MONAI Label protocol)", version=volseg.__version__)
     secured = [Depends(authorise)]
 
     @api.exception_handler(DatastoreError)
@@ -167,7 +168,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         from app.io.writers import write_label_like
 
         with tempfile.TemporaryDirectory() as tmp:
-            out = write_label_like(label, store.image_file(image), Path(tmp) / f"{image}_seg{ext}")
+            out = write_label_like(label, files[MODALITIES.index("flair")], Path(tmp) / f"{image}_seg{ext}")
             data = out.read_bytes()
         total = time.perf_counter() - start
         result = {"label_names": {name: code for code, name in sorted(names[model].items())},

@@ -1,6 +1,5 @@
 """Dictionary transforms that MONAI lacks; everything else comes from ``monai.transforms``."""
 
-from app.transforms.components import RemoveSmallComponents, RemoveSmallComponentsd
 from app.transforms.ct import HU_WINDOWS, HUWindow, HUWindowd
 from app.transforms.mri import N4BiasCorrection, N4BiasCorrectiond
 from app.transforms.regions import RegionsToBratsLabels, RegionsToBratsLabelsd
@@ -14,8 +13,6 @@ __all__ = [
     "N4BiasCorrection",
     "N4BiasCorrectiond",
     "RegionsToBratsLabels",
-    "RemoveSmallComponents",
-    "RemoveSmallComponentsd",
     "RegionsToBratsLabelsd",
     "is_anisotropic",
     "slabs_to_volume",

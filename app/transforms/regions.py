@@ -14,6 +14,7 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
+from monai.utils import get_equivalent_dtype
 
 
 class RegionsToBratsLabels(Transform):
@@ -55,8 +56,7 @@ class RegionsToBratsLabels(Transform):
             out[0][wt], out[0][tc], out[0][et] = 2, 1, 4
             if isinstance(regions, MetaTensor):
                 out = MetaTensor(out, meta=regions.meta, applied_operations=regions.applied_operations)
-            dtype = self.dtype if isinstance(self.dtype, torch.dtype) else torch.from_numpy(np.zeros(0, self.dtype)).dtype
-            return out.to(dtype)
+            return out.to(get_equivalent_dtype(self.dtype, torch.Tensor))
         tc, wt, et = (np.asarray(regions[i]) > 0 for i in range(3))
         out = np.zeros((1, *regions.shape[1:]), dtype=self.dtype)
         out[0][wt], out[0][tc], out[0][et] = 2, 1, 4

@@ -50,16 +50,16 @@ def test_dict_twin_and_bad_channel_count():
         RegionsToBratsLabels()(np.zeros((2, 4, 4, 4)))
 
 
-def test_remove_small_components_uses_mm3_and_keeps_labels():
-    from app.transforms import RemoveSmallComponents, RemoveSmallComponentsd
+
+def test_bundle_island_removal_uses_mm3_and_keeps_labels():
+    """The inference config's RemoveSmallObjectsd drops islands by volume in mm^3, across labels."""
+    from monai.transforms import RemoveSmallObjectsd
 
     label = np.zeros((1, 24, 32, 40), dtype=np.uint8)
     label[0, 2:12, 2:12, 2:12] = 2  # 1000 voxels
     label[0, 5:8, 5:8, 5:8] = 4
     label[0, 20:22, 20:22, 20:22] = 1  # 8 voxels
-    out = RemoveSmallComponents(min_volume_mm3=100)(label)
-    assert out[0, 20:22, 20:22, 20:22].sum() == 0 and (out[0, 2:12, 2:12, 2:12] > 0).all() and out[0, 6, 6, 6] == 4
     spaced = MetaTensor(torch.from_numpy(label), affine=torch.diag(torch.tensor([2.0, 2.0, 2.0, 1.0])))  # 8 mm^3 voxels
-    kept = RemoveSmallComponentsd("pred", min_volume_mm3=60)({"pred": spaced})["pred"]
-    assert isinstance(kept, MetaTensor) and kept[0, 20, 20, 20] == 1  # 8 voxels x 8 mm^3 = 64 mm^3 >= 60
-    assert RemoveSmallComponents(0)(label).sum() == label.sum()
+    remove = RemoveSmallObjectsd("pred", min_size=100, by_measure=True, connectivity=3, independent_channels=False)
+    out = remove({"pred": spaced})["pred"]  # the 64 mm^3 island goes, the 8000 mm^3 tumour stays whole
+    assert out[0, 20:22, 20:22, 20:22].sum() == 0 and (out[0, 2:12, 2:12, 2:12] > 0).all() and out[0, 6, 6, 6] == 4
