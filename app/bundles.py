@@ -26,6 +26,7 @@ class BundleInfo:
 #: Bundles shipped with VolSeg: the single table that the CLI, API and tests read.
 BUNDLES: dict[str, BundleInfo] = {
     "brats_unet3d": BundleInfo("3D residual U-Net, BraTS MRI (T1, T1ce, T2, FLAIR) -> TC, WT, ET", "brats", True, {1: "NCR/NET", 2: "ED", 4: "ET"}),
+    "brats_deeplab3d": BundleInfo("DeepLabV3+-style 3D network (atrous encoder, ASPP), BraTS MRI (T1, T1ce, T2, FLAIR) -> TC, WT, ET; shares brats_unet3d's configs", "brats", True, {1: "NCR/NET", 2: "ED", 4: "ET"}),
     "ct_unet3d": BundleInfo("3D residual U-Net template for single-organ CT (Decathlon format), HU window, 1.5 mm", "ct", False, {1: "spleen"}),
 }
 

@@ -17,7 +17,7 @@ app = typer.Typer(help="VolSeg: 3D segmentation of CT and MRI with MONAI bundles
 manifest_app = typer.Typer(help="Build Decathlon-format datalists (manifests).", no_args_is_help=True)
 app.add_typer(manifest_app, name="manifest")
 
-BUNDLE_HELP = "bundle name (brats_unet3d) or bundle folder"
+BUNDLE_HELP = "bundle name (brats_unet3d, brats_deeplab3d, ct_unet3d) or bundle folder"
 DEVICE_HELP = "cpu or cuda; default: cuda where available"
 
 

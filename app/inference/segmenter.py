@@ -111,6 +111,9 @@ class Segmenter:
         files = config_files(root or str(bundle), "inference")
         parser = ConfigParser()
         parser.read_config(files)
+        meta = Path(files[0]).parent / "metadata.json"
+        if meta.is_file():  # BraTS bundles take name, network_def and training recipe from it (`_meta_`)
+            parser.read_meta(str(meta))
         parser["bundle_root"] = str(Path(files[0]).parents[1])
         if device is not None:
             parser["device"] = f"$torch.device('{device}')"

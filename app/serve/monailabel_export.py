@@ -17,7 +17,8 @@ def export_for_monailabel(bundle: str, dest: str | Path) -> Path:
     MONAI Label 0.8 reads one inference config (``configs/inference.json``) and one train config,
     while VolSeg bundles keep shared settings in ``common.yaml``. The export writes
     ``configs/inference.json`` (common + inference) and ``configs/train.json`` (common + train),
-    merged with MONAI's own ``ConfigParser.load_config_files``, copies ``metadata.json`` with the
+    merged with MONAI's own ``ConfigParser.load_config_files`` with the ``%_meta_#...`` macros (the
+BraTS bundles' network and recipe, kept in ``metadata.json``) resolved, copies ``metadata.json`` with the
     output ``channel_def`` set to the label map's values and names (MONAI Label takes label names
     from it), and copies ``models/``, ``docs/`` and ``LICENSE``. The configs still call ``app``:
     install VolSeg in MONAI Label's environment.
@@ -43,7 +44,10 @@ def export_for_monailabel(bundle: str, dest: str | Path) -> Path:
     shutil.copy2(src / "LICENSE", dest / "LICENSE")
     shutil.copy2(src / "configs" / "logging.conf", dest / "configs" / "logging.conf")
     for overlay in ("inference", "train"):
-        merged = ConfigParser.load_config_files(config_files(bundle, overlay))
+        parser = ConfigParser(ConfigParser.load_config_files(config_files(bundle, overlay)))
+        parser.read_meta(str(src / "configs" / "metadata.json"))
+        parser.resolve_macro_and_relative_ids()  # "%_meta_#network_def" etc. become plain config
+        merged = {k: v for k, v in parser.get().items() if k != "_meta_"}
         merged.pop("bundle_root", None)  # MONAI Label sets it
         merged["bundle_root"] = "."
         atomic_write_text(dest / "configs" / f"{overlay}.json", json.dumps(merged, indent=2))

@@ -46,6 +46,7 @@ def test_shipped_weights_load_and_fit_the_size_limit(name: str):
     assert weights.stat().st_size <= 25 * 1024 * 1024
     parser = ConfigParser()
     parser.read_config(str(bundle_dir(name) / "configs" / "common.yaml"))
+    parser.read_meta(str(bundle_dir(name) / "configs" / "metadata.json"))
     parser["bundle_root"] = str(bundle_dir(name))
     net = parser.get_parsed_content("network_def")
     net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
