@@ -26,12 +26,14 @@ from app.data.manifest import build_manifest  # noqa: F401  (re-exported as api.
 logger = logging.getLogger(__name__)
 
 
-def segment(inputs: str | Path | Sequence[str | Path], bundle: str = DEFAULT_BUNDLE, device: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+def segment(inputs: str | Path | Sequence[str | Path], bundle: str = DEFAULT_BUNDLE, device: str | None = None,
+            backend: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Segment one BraTS case: a case folder, or its four modality files (T1, T1ce, T2, FLAIR).
 
     Returns:
         ``(label, affine)``: ``(H, W, D)`` uint8 label map with codes 0/1/2/4 in the input's
-        grid, and the input's 4x4 affine (mm).
+        grid, and the input's 4x4 affine (mm). ``backend`` is ``"auto"``, ``"torch"``,
+        ``"openvino"`` or None for the bundle's ``inference_backend``.
 
     Raises:
         app.data.verify.InputError: missing, unreadable, non-3D or non-co-registered input.
@@ -41,7 +43,7 @@ def segment(inputs: str | Path | Sequence[str | Path], bundle: str = DEFAULT_BUN
     cases = resolve_inputs([inputs] if isinstance(inputs, (str, Path)) else list(inputs))
     if len(cases) != 1:
         raise ValueError(f"segment() takes one case, got {len(cases)}; use segment_cases() for several")
-    return Segmenter(bundle, device=device).predict(cases[0][1])
+    return Segmenter(bundle, device=device, backend=backend).predict(cases[0][1])
 
 
 def segment_cases(
@@ -52,6 +54,7 @@ def segment_cases(
     progress: Callable[[Any], Any] | None = None,
     output_format: str = "same",
     dicom_seg: bool = False,
+    backend: str | None = None,
 ) -> list[Any]:
     """Segment several cases, writing ``<output_dir>/<case_id>_seg.<ext>`` (uint8, input geometry;
     the input's format, NIfTI for DICOM input).
@@ -68,6 +71,8 @@ def segment_cases(
         output_format: ``"same"`` (the input's format; NIfTI for DICOM input) or ``"nifti"``.
         dicom_seg: for DICOM input, also write ``<case_id>_seg.dcm``, a DICOM Segmentation
             referencing the source series (needs ``volseg[dicom]``).
+        backend: ``"auto"`` (OpenVINO on CPU where installed), ``"torch"``, ``"openvino"``, or
+            None for the bundle's ``inference_backend``.
 
     Returns:
         One :class:`app.inference.CaseResult` per case. ``<output_dir>/volseg_run.json`` records
@@ -83,7 +88,7 @@ def segment_cases(
     if output_format not in ("same", "nifti"):
         raise ValueError(f"output_format must be 'same' or 'nifti', got '{output_format}'")
     cases = resolve_inputs(inputs)
-    segmenter = Segmenter(bundle, device=device)
+    segmenter = Segmenter(bundle, device=device, backend=backend)
     results = []
     with ThreadPoolExecutor(max_workers=1) as reader:  # reads the next case while this one computes
         pending = reader.submit(segmenter.load, cases[0][1]) if cases else None
@@ -109,8 +114,9 @@ def segment_cases(
 def _write_run_record(path: Path, segmenter: Any, bundle: str, results: list[Any]) -> None:
     from app.io.atomic import atomic_write_text
 
-    record = {**run_info(), "bundle": str(bundle), "device": str(segmenter.device),
-              "config": {k: segmenter.parser.get(k) for k in ("roi_size", "sw_batch_size", "overlap", "spacing_mm", "ckpt_path")},
+    record = {**run_info(), "bundle": str(bundle), "device": str(segmenter.device), "backend": segmenter.backend,
+              "config": {k: segmenter.parser.get_parsed_content(k) for k in ("infer_mode", "roi_size", "sw_batch_size", "overlap", "spacing_mm", "ckpt_path")
+                         if k in segmenter.parser},
               "cases": [{"case_id": r.case_id, "output": str(r.output) if r.output else None, "seconds": round(r.seconds, 3), "error": r.error} for r in results]}
     atomic_write_text(path, json.dumps(record, indent=2, default=str) + "\n")
 
@@ -216,6 +222,36 @@ def train_distributed(bundle: str = DEFAULT_BUNDLE, nproc: int = 2, manifest: st
     atomic_write_text(out / "run_info.json", json.dumps({**run_info(), "bundle": str(bundle), "nproc": nproc, "command": cmd}, indent=2))
     subprocess.run(cmd, check=True)
     return out
+
+
+EXPORT_SUFFIX = {"torchscript": ".ts", "onnx": ".onnx", "openvino": ".xml"}
+
+
+def export(bundle: str = DEFAULT_BUNDLE, fmt: str = "torchscript", out: str | Path | None = None, ckpt_path: str | Path | None = None) -> Path:
+    """Export a bundle's trained network (weights from ``models/model.pt`` or ``ckpt_path``).
+
+    Args:
+        bundle: bundle name or folder.
+        fmt: ``"torchscript"``, ``"onnx"`` or ``"openvino"`` (see :func:`app.inference.export_network`).
+        out: output file; default ``<bundle>/models/model.ts``, ``.onnx`` or ``.xml`` (+ ``.bin``).
+        ckpt_path: weights to export instead of the bundle's.
+
+    Returns:
+        The written file. It takes ``(B, C_in, H, W, D)`` float32 (the bundle's preprocessed
+        input) and returns ``(B, C_out, H, W, D)`` logits.
+
+    Raises:
+        ValueError: unknown format or bundle. FileNotFoundError: no weights.
+        ImportError: ONNX or OpenVINO missing (``pip install "volseg[openvino]"``).
+    """
+    from app.inference import EXPORT_FORMATS, Segmenter, export_network
+
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format '{fmt}'; choose one of {', '.join(EXPORT_FORMATS)}")
+    segmenter = Segmenter(bundle, device="cpu", ckpt_path=ckpt_path, backend="torch")
+    root = Path(segmenter.parser.get_parsed_content("bundle_root"))
+    target = Path(out) if out is not None else root / "models" / f"model{EXPORT_SUFFIX[fmt]}"
+    return export_network(segmenter.network, fmt, target, segmenter.in_channels)
 
 
 def demo(data_dir: str | Path | None = None, output_dir: str | Path = "volseg_demo", bundle: str = DEFAULT_BUNDLE, device: str | None = None) -> dict[str, Any]:

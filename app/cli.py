@@ -17,6 +17,7 @@ app = typer.Typer(help="VolSeg: 3D segmentation of CT and MRI with MONAI bundles
 manifest_app = typer.Typer(help="Build Decathlon-format datalists (manifests).", no_args_is_help=True)
 app.add_typer(manifest_app, name="manifest")
 
+BACKEND_HELP = "auto (OpenVINO on CPU where installed, else torch), torch or openvino (default: the bundle's inference_backend)"
 BUNDLE_HELP = "bundle name (brats_unet3d, brats_deeplab3d, ct_unet3d) or bundle folder"
 DEVICE_HELP = "cpu or cuda; default: cuda where available"
 
@@ -79,6 +80,7 @@ def segment(
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     output_format: str = typer.Option("same", help="same: the input's format (NIfTI for DICOM input); nifti: always .nii.gz"),
     dicom_seg: bool = typer.Option(False, "--dicom-seg", help="for DICOM input, also write a DICOM SEG object (needs volseg[dicom])"),
+    backend: Optional[str] = typer.Option(None, help=BACKEND_HELP),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
     """Segment cases into uint8 label maps (codes 0/1/2/4) with the input's shape and affine.
@@ -91,8 +93,8 @@ def segment(
     from app.data.verify import InputError
 
     try:
-        results = segment_cases(inputs, output, bundle=bundle, device=device, progress=lambda it: tqdm(it, desc="cases", unit="case", disable=quiet), output_format=output_format, dicom_seg=dicom_seg)
-    except (InputError, FileNotFoundError, ValueError) as err:
+        results = segment_cases(inputs, output, bundle=bundle, device=device, progress=lambda it: tqdm(it, desc="cases", unit="case", disable=quiet), output_format=output_format, dicom_seg=dicom_seg, backend=backend)
+    except (InputError, FileNotFoundError, ValueError, ImportError) as err:
         _fail(err)
     failed = [r for r in results if r.error]
     for r in results:
@@ -219,6 +221,25 @@ def export_monailabel(
     except (ValueError, FileExistsError) as err:
         _fail(err)
     typer.echo(f"exported {bundle} to {out}")
+
+
+@app.command()
+def export(
+    bundle: str = typer.Argument(..., help=BUNDLE_HELP),
+    format: str = typer.Option(..., "--format", "-f", help="torchscript, onnx or openvino"),
+    out: Optional[Path] = typer.Option(None, "--out", help="output file (default <bundle>/models/model.{ts,onnx,xml})"),
+    ckpt: Optional[Path] = typer.Option(None, help="weights (default: the bundle's models/model.pt)"),
+) -> None:
+    """Export a bundle's trained network for deployment: TorchScript, ONNX (opset 18, dynamic batch
+    and spatial axes) or OpenVINO IR (.xml + .bin)."""
+    _setup(False)
+    from app.api import export as export_api
+
+    try:
+        path = export_api(bundle, format, out, ckpt)
+    except (ValueError, FileNotFoundError, ImportError) as err:
+        _fail(err)
+    typer.echo(f"wrote {path}")
 
 
 def main() -> None:

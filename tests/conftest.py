@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,11 @@ import pytest
 from app.constants import MODALITIES
 from app.data import build_decathlon_manifest, build_manifest
 from app.data.phantom import make_brats_phantom, make_ct_phantom
+
+# Torch unless a test asks for OpenVINO (converting every throwaway network would be slow), and
+# converted models in a throwaway cache, not the user's ~/.cache/volseg.
+os.environ["VOLSEG_BACKEND"] = "torch"
+os.environ["VOLSEG_CACHE"] = tempfile.mkdtemp(prefix="volseg_cache_")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_BRATS = REPO_ROOT.parent / "shared" / "data" / "brats2018"

@@ -1,5 +1,6 @@
 """Bundle-driven segmentation of whole volumes."""
 
+from app.inference.backends import BACKENDS, EXPORT_FORMATS, OpenVINONetwork, WholeVolumeInferer, export_network, resolve_backend
 from app.inference.segmenter import CaseResult, Segmenter, case_id_from_path, resolve_inputs
 
-__all__ = ["CaseResult", "Segmenter", "case_id_from_path", "resolve_inputs"]
+__all__ = ["BACKENDS", "EXPORT_FORMATS", "OpenVINONetwork", "WholeVolumeInferer", "export_network", "resolve_backend", "CaseResult", "Segmenter", "case_id_from_path", "resolve_inputs"]

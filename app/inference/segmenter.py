@@ -13,6 +13,7 @@ import numpy as np
 from app.constants import MODALITIES
 from app.data.cases import find_case
 from app.data.verify import InputError, check_case_images
+from app.inference.backends import OpenVINONetwork, resolve_backend
 
 logger = logging.getLogger(__name__)
 
@@ -95,13 +96,17 @@ class Segmenter:
         bundle: a shipped bundle name or a bundle folder.
         device: ``"cpu"``, ``"cuda"`` or None for CUDA where available.
         ckpt_path: weights to load instead of ``models/model.pt``.
-        overrides: further config overrides, e.g. ``{"overlap": 0.25}``.
+        overrides: further config overrides, e.g. ``{"overlap": 0.25}`` or ``{"infer_mode": "sliding_window"}``.
+        backend: ``"auto"``, ``"torch"`` or ``"openvino"`` (see :func:`app.inference.backends.resolve_backend`);
+            None takes the bundle's ``inference_backend``.
 
     Raises:
         FileNotFoundError: the bundle or its weights are missing.
+        ValueError, ImportError: an unknown backend, or OpenVINO asked for but not installed.
     """
 
-    def __init__(self, bundle: str | Path = "brats_unet3d", device: str | None = None, ckpt_path: str | Path | None = None, overrides: dict | None = None) -> None:
+    def __init__(self, bundle: str | Path = "brats_unet3d", device: str | None = None, ckpt_path: str | Path | None = None, overrides: dict | None = None,
+                 backend: str | None = None) -> None:
         import torch
         from monai.bundle import ConfigParser
 
@@ -132,6 +137,11 @@ class Segmenter:
             state = state["model"]
         self.network.load_state_dict(state)
         self.network.eval()
+        inputs = parser.get("_meta_", {}).get("network_data_format", {}).get("inputs", {})
+        self.in_channels = int(next(iter(inputs.values()))["num_channels"]) if inputs else len(MODALITIES)
+        self.backend = resolve_backend(backend or parser.get("inference_backend", "torch"), self.device)
+        if self.backend == "openvino":
+            self.network = OpenVINONetwork(self.network, self.in_channels)
         self.preprocessing = parser.get_parsed_content("preprocessing")
         self.inferer = parser.get_parsed_content("inferer")
         self.postprocessing = parser.get_parsed_content("postprocessing")

@@ -1,0 +1,184 @@
+"""Inference backends and exports: torch eager, or OpenVINO on CPU; one forward over the whole crop.
+
+OpenVINO (``pip install "volseg[openvino]"``) runs the same 3D convolutions 1.6-2x faster than
+torch eager on x86 CPUs (docs/performance.md). The torch network is converted once with
+``openvino.convert_model`` (dynamic batch and spatial sizes) and the IR is cached on disk, keyed
+by the network's class, input channels and weights, so later processes only compile it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "torch", "openvino")
+EXPORT_FORMATS = ("torchscript", "onnx", "openvino")
+
+
+def openvino_available() -> bool:
+    """True where the ``openvino`` package imports."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_backend(backend: str | None, device: torch.device | str) -> str:
+    """``"auto"`` -> ``"openvino"`` on CPU where OpenVINO is installed, else ``"torch"``.
+
+    ``$VOLSEG_BACKEND`` replaces ``"auto"`` (a bundle's default) where set; None means ``"auto"``.
+
+    Raises:
+        ValueError: unknown backend, or ``"openvino"`` asked for on a CUDA device.
+        ImportError: ``"openvino"`` asked for but not installed; the message gives the install command.
+    """
+    backend = backend or "auto"
+    if backend == "auto":
+        backend = os.environ.get("VOLSEG_BACKEND", "auto")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown inference backend '{backend}'; choose one of {', '.join(BACKENDS)}")
+    on_cpu = torch.device(device).type == "cpu"
+    if backend == "auto":
+        return "openvino" if on_cpu and openvino_available() else "torch"
+    if backend == "openvino":
+        if not on_cpu:
+            raise ValueError(f"the openvino backend runs on CPU; device is {device}")
+        if not openvino_available():
+            raise ImportError('the openvino backend needs OpenVINO: pip install "volseg[openvino]"')
+    return backend
+
+
+def default_cache_dir() -> Path:
+    """``$VOLSEG_CACHE`` or ``~/.cache/volseg``: converted models live under ``openvino/``."""
+    return Path(os.environ.get("VOLSEG_CACHE", Path.home() / ".cache" / "volseg"))
+
+
+def network_key(network: torch.nn.Module, in_channels: int) -> str:
+    """A short hash of the network's class, input channels and weights (cache key of its IR)."""
+    digest = hashlib.sha256(f"{type(network).__module__}.{type(network).__qualname__}:{in_channels}".encode())
+    for name, value in network.state_dict().items():
+        digest.update(name.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _plain_copy(network: torch.nn.Module) -> torch.nn.Module:
+    """The network on CPU, contiguous (not channels-last), in eval mode, for tracing."""
+    import copy
+
+    return copy.deepcopy(network).cpu().to(memory_format=torch.contiguous_format).eval()
+
+
+def export_network(network: torch.nn.Module, fmt: str, path: str | Path, in_channels: int, example_size: int = 96) -> Path:
+    """Write ``network`` for deployment, atomically (a temporary file, then a rename).
+
+    Args:
+        network: the torch module with its weights loaded.
+        fmt: ``"torchscript"`` (``torch.jit.trace``; a ``.pt``/``.ts`` file), ``"onnx"``
+            (``torch.onnx.export(dynamo=True, opset_version=18)`` with dynamic batch and spatial
+            axes) or ``"openvino"`` (``openvino.convert_model`` IR: ``path`` is the ``.xml``, the
+            weights go beside it in ``.bin``).
+        path: output file.
+        in_channels: input channels ``C`` of ``(B, C, H, W, D)`` inputs.
+        example_size: side of the cubic example input used for tracing (a multiple of 16).
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ValueError: unknown format.
+        ImportError: ONNX or OpenVINO not installed.
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format '{fmt}'; choose one of {', '.join(EXPORT_FORMATS)}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    net = _plain_copy(network)
+    example = torch.zeros(1, in_channels, example_size, example_size, example_size)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.tmp") as tmp:
+        staged = Path(tmp) / path.name
+        if fmt == "torchscript":
+            with torch.no_grad():
+                torch.jit.save(torch.jit.trace(net, example, check_trace=False), str(staged))
+        elif fmt == "onnx":
+            auto = torch.export.Dim.AUTO
+            torch.onnx.export(net, (example,), str(staged), dynamo=True, opset_version=18, input_names=["image"], output_names=["pred"],
+                              dynamic_shapes=({0: auto, 2: auto, 3: auto, 4: auto},), external_data=False)
+        else:
+            import openvino as ov
+
+            model = ov.convert_model(net, example_input=example, input=[ov.PartialShape([-1, in_channels, -1, -1, -1])])
+            ov.save_model(model, str(staged))
+        for produced in sorted(Path(tmp).iterdir(), key=lambda f: f == staged):  # the main file (.xml) last
+            os.replace(produced, path.parent / produced.name)
+    return path
+
+
+class OpenVINONetwork(torch.nn.Module):
+    """Run a torch network through OpenVINO on CPU: ``(B, C, H, W, D)`` float32 in, logits out.
+
+    The network is converted once (``openvino.convert_model``, dynamic batch and spatial sizes)
+    and the IR is cached under ``cache_dir/openvino/<key>/`` (see :func:`network_key`); compiled
+    kernels are cached by OpenVINO itself (``CACHE_DIR``). Outputs match torch to about 1e-2 in
+    logits (OpenVINO's instance norm sums in another order): compare labels, not bits.
+
+    Args:
+        network: the torch network with its weights loaded.
+        in_channels: input channels.
+        cache_dir: cache root (default :func:`default_cache_dir`).
+
+    Raises:
+        ImportError: OpenVINO is not installed.
+    """
+
+    def __init__(self, network: torch.nn.Module, in_channels: int, cache_dir: str | Path | None = None) -> None:
+        super().__init__()
+        import openvino as ov
+
+        root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        key = network_key(network, in_channels)
+        xml = root / "openvino" / key / "model.xml"
+        if not xml.is_file():
+            logger.info("converting the network to OpenVINO once (cached in %s)", xml.parent)
+            export_network(network, "openvino", xml, in_channels)
+        core = ov.Core()
+        self.compiled = core.compile_model(str(xml), "CPU", {"CACHE_DIR": str(root / "openvino" / "kernels")})
+        self.xml = xml
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.compiled(x.detach().float().contiguous().cpu().numpy())[0]
+        return torch.from_numpy(out)
+
+
+class WholeVolumeInferer:
+    """One forward pass over the whole (cropped) volume instead of sliding windows.
+
+    The input ``(B, C, H, W, D)`` is zero-padded at the far end to multiples of ``divisor`` (what
+    the network's downsampling needs: 16 for a 4-level U-Net), passed once through the network,
+    and the output cropped back to ``(B, C_out, H, W, D)``. Where a brain crop fits in memory this
+    is 2-3x cheaper than overlapping 96^3 windows; whether Dice holds is measured per bundle on
+    the validation split (docs/performance.md). Same call signature as MONAI's inferers.
+    """
+
+    def __init__(self, divisor: int = 16) -> None:
+        if divisor < 1:
+            raise ValueError(f"divisor must be >= 1, got {divisor}")
+        self.divisor = divisor
+
+    def __call__(self, inputs: torch.Tensor, network: Callable[[torch.Tensor], torch.Tensor], *args, **kwargs) -> torch.Tensor:
+        size = inputs.shape[2:]
+        pad = [(-s) % self.divisor for s in size]
+        padded = F.pad(inputs, [p for side in reversed(pad) for p in (0, side)]) if any(pad) else inputs
+        out = network(padded, *args, **kwargs)
+        return out[(..., *(slice(0, s) for s in size))]
+

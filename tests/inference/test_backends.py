@@ -1,0 +1,104 @@
+"""Inference backends (torch, OpenVINO), whole-volume inference and network export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from app.cli import app as cli
+from app.inference import OpenVINONetwork, Segmenter, WholeVolumeInferer, export_network, resolve_backend
+from app.networks import create_network
+from tests.conftest import case_files
+
+ov = pytest.importorskip("openvino")
+
+
+@pytest.fixture(scope="module")
+def small_unet() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return create_network("unet3d", channels=[8, 16, 32, 64, 128]).eval()
+
+
+def test_resolve_backend(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("VOLSEG_BACKEND", raising=False)
+    assert resolve_backend("auto", "cpu") == "openvino" and resolve_backend(None, "cpu") == "openvino"
+    assert resolve_backend("auto", "cuda") == "torch" and resolve_backend("torch", "cpu") == "torch"
+    monkeypatch.setenv("VOLSEG_BACKEND", "torch")
+    assert resolve_backend("auto", "cpu") == "torch" and resolve_backend("openvino", "cpu") == "openvino"
+    with pytest.raises(ValueError, match="unknown inference backend 'tensorrt'"):
+        resolve_backend("tensorrt", "cpu")
+    with pytest.raises(ValueError, match="runs on CPU"):
+        resolve_backend("openvino", "cuda")
+
+
+def test_whole_volume_inferer_pads_to_the_divisor_and_crops_back():
+    seen = []
+
+    def net(x: torch.Tensor) -> torch.Tensor:
+        seen.append(tuple(x.shape))
+        return x[:, :1] * 2
+
+    x = torch.rand(1, 2, 37, 50, 33)
+    out = WholeVolumeInferer(16)(x, net)
+    assert seen == [(1, 2, 48, 64, 48)] and out.shape == (1, 1, 37, 50, 33)
+    torch.testing.assert_close(out, x[:, :1] * 2)
+    with pytest.raises(ValueError, match="divisor"):
+        WholeVolumeInferer(0)
+
+
+def test_openvino_network_matches_torch_and_caches_its_ir(small_unet: torch.nn.Module, tmp_path: Path):
+    net = OpenVINONetwork(small_unet, 4, cache_dir=tmp_path)
+    stamp = net.xml.stat().st_mtime_ns
+    for shape in [(1, 4, 64, 48, 32), (2, 4, 32, 32, 48)]:  # dynamic batch and spatial sizes
+        x = torch.randn(*shape)
+        with torch.no_grad():
+            ref = small_unet(x)
+        out = net(x)
+        assert out.shape == ref.shape
+        assert (out - ref).abs().max() < 0.25  # instance norm summed in another order
+        assert ((out > 0) == (ref > 0)).float().mean() > 0.99
+    again = OpenVINONetwork(small_unet, 4, cache_dir=tmp_path)
+    assert again.xml == net.xml and again.xml.stat().st_mtime_ns == stamp  # converted once, then read
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx", "openvino"])
+def test_export_formats_run_at_other_sizes(fmt: str, small_unet: torch.nn.Module, tmp_path: Path):
+    path = export_network(small_unet, fmt, tmp_path / {"torchscript": "m.ts", "onnx": "m.onnx", "openvino": "m.xml"}[fmt], 4, example_size=32)
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["m.bin", "m.xml"] if fmt == "openvino" else [path.name])  # no temporary left
+    x = torch.randn(2, 4, 48, 32, 64)
+    with torch.no_grad():
+        ref = small_unet(x)
+        out = torch.jit.load(str(path))(x) if fmt == "torchscript" else torch.from_numpy(ov.Core().compile_model(str(path), "CPU")(x.numpy())[0])
+    assert out.shape == ref.shape and (out - ref).abs().max() < 0.25
+
+
+def test_unknown_export_format(small_unet: torch.nn.Module, tmp_path: Path):
+    with pytest.raises(ValueError, match="unknown export format 'tflite'"):
+        export_network(small_unet, "tflite", tmp_path / "m", 4)
+
+
+def test_shipped_bundle_openvino_and_whole_volume_agree_with_torch(phantom_root: Path):
+    images = case_files(phantom_root / "Phantom_001")
+    ref, affine = Segmenter("brats_unet3d", device="cpu", backend="torch").predict(images)
+    ov_seg = Segmenter("brats_unet3d", device="cpu", backend="openvino")
+    assert ov_seg.backend == "openvino"
+    label, ov_affine = ov_seg.predict(images)
+    np.testing.assert_array_equal(affine, ov_affine)
+    assert (label == ref).mean() > 0.999
+    whole, _ = Segmenter("brats_unet3d", device="cpu", backend="torch", overrides={"infer_mode": "whole_volume"}).predict(images)
+    assert whole.shape == ref.shape and set(np.unique(whole)) <= {0, 1, 2, 4}
+
+
+def test_cli_export_and_segment_backend(tmp_path: Path, phantom_root: Path):
+    out = tmp_path / "unet.ts"
+    result = CliRunner().invoke(cli, ["export", "brats_unet3d", "--format", "torchscript", "--out", str(out)])
+    assert result.exit_code == 0 and out.is_file(), result.output
+    assert torch.jit.load(str(out))(torch.zeros(1, 4, 32, 32, 32)).shape == (1, 3, 32, 32, 32)
+    bad = CliRunner().invoke(cli, ["export", "brats_unet3d", "--format", "caffe"])
+    assert bad.exit_code == 2 and "unknown export format 'caffe'" in bad.output
+    seg = CliRunner().invoke(cli, ["segment", str(phantom_root / "Phantom_000"), "--output", str(tmp_path / "o"), "--quiet", "--backend", "nope"])
+    assert seg.exit_code == 2 and "unknown inference backend 'nope'" in seg.output
