@@ -1,12 +1,16 @@
 """Seconds per BraTS case, load -> segment -> save, in one process and interleaved.
 
 Rows: the MONAI tutorial recipe (UNet 16..256, whole volume, roi 96^3, overlap 0.5, sw_batch 4,
-gaussian; random weights, so no Dice) and VolSeg's brats_unet3d with its shipped weights at the
-bundle's settings and at lighter sliding-window overlaps. Prints one table: min/median/max
-seconds over --runs after --warmup, peak resident memory sampled during the row's runs, and Dice
-per region against the case's label. Measures only; asserts nothing.
+gaussian), the Model Zoo brats_mri_segmentation recipe (SegResNet 16 filters, one 240x240x160
+window) - both with random weights, so no Dice - and VolSeg's BraTS bundles with their shipped
+weights: the unoptimised configuration (torch, sliding windows at overlap 0.5) and the faster
+ones (whole-crop forward, OpenVINO). Prints one table: min/median/max seconds over --runs after
+--warmup, GFLOP of the network per case (torch's FlopCounterMode) and GFLOP/s over the whole
+median time, peak resident memory sampled during the row's runs, and Dice per region against the
+case's label. With --dice-split, also the mean Dice per region of each VolSeg row over that split
+of the shared manifest. Measures only; asserts nothing.
 
-    python benchmarks/inference.py --runs 5
+    python benchmarks/inference.py --runs 5 --dice-split test
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from app.bundles import REPO_ROOT
 from app.data import default_brats_dir, find_case
 from app.evaluation import case_metrics
 from app.inference import Segmenter
+from app.inference.backends import openvino_available
 from app.io.save import save_label_map
 
 
@@ -76,15 +81,60 @@ def tutorial_recipe() -> Callable[[list[Path], Path], np.ndarray]:
     return run
 
 
-def volseg(overrides: dict) -> Callable[[list[Path], Path], np.ndarray]:
-    segmenter = Segmenter("brats_unet3d", device="cpu", overrides=overrides)
+def model_zoo_recipe() -> Callable[[list[Path], Path], np.ndarray]:
+    """The Model Zoo brats_mri_segmentation bundle's inference recipe (SegResNet, random weights):
+    RAS, 1 mm, z-score, one 240x240x160 window."""
+    from monai.inferers import SlidingWindowInferer
+    from monai.networks.nets import SegResNet
+    from monai.transforms import Compose, EnsureTyped, LoadImaged, NormalizeIntensityd, Orientationd, Spacingd
+
+    net = SegResNet(blocks_down=(1, 2, 2, 4), blocks_up=(1, 1, 1), init_filters=16, in_channels=4, out_channels=3, dropout_prob=0.2).eval()
+    pre = Compose([LoadImaged("image", ensure_channel_first=True), EnsureTyped("image", dtype=torch.float32),
+                   Orientationd("image", axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
+                   Spacingd("image", pixdim=(1.0, 1.0, 1.0), mode="bilinear"),
+                   NormalizeIntensityd("image", nonzero=True, channel_wise=True)])
+    inferer = SlidingWindowInferer((240, 240, 160), sw_batch_size=1, overlap=0.5)
+
+    def run(images: list[Path], out: Path) -> np.ndarray:
+        data = pre({"image": [str(p) for p in images]})
+        with torch.no_grad():
+            pred = torch.sigmoid(inferer(data["image"][None], net))[0] > 0.5
+        label = np.zeros(pred.shape[1:], dtype=np.uint8)
+        label[pred[1].numpy()], label[pred[0].numpy()], label[pred[2].numpy()] = 2, 1, 4
+        save_label_map(label[::-1, ::-1], images[0], out)
+        return label[::-1, ::-1]
+
+    run.net, run.inferer, run.pre = net, inferer, pre
+    return run
+
+
+def volseg(bundle: str, overrides: dict, backend: str) -> Callable[[list[Path], Path], np.ndarray]:
+    segmenter = Segmenter(bundle, device="cpu", overrides=overrides, backend=backend)
 
     def run(images: list[Path], out: Path) -> np.ndarray:
         label, _ = segmenter.predict(images)
         save_label_map(label, images[0], out)
         return label
 
+    run.segmenter = segmenter
     return run
+
+
+def network_gflop(fn: Callable, images: list[Path]) -> float:
+    """GFLOP of the network forward passes for one case (torch FlopCounterMode; torch rows only)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    if hasattr(fn, "segmenter"):
+        data = fn.segmenter.load(images)
+        data.pop("shape"), data.pop("affine")
+        with counter, torch.no_grad():
+            fn.segmenter.inferer(data["image"][None], fn.segmenter.network)
+    else:
+        data = fn.pre({"image": [str(p) for p in images]})
+        with counter, torch.no_grad():
+            fn.inferer(data["image"][None], fn.net)
+    return counter.get_total_flops() / 1e9
 
 
 def main() -> None:
@@ -94,38 +144,62 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=default_brats_dir())
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--bundles", nargs="+", default=["brats_unet3d", "brats_deeplab3d"])
+    parser.add_argument("--dice-split", choices=["validation", "test"], help="also score every VolSeg row on this manifest split")
     args = parser.parse_args()
     case = find_case(args.data_dir / args.case, require_label=True)
     ref = np.asarray(nib.load(case.label).dataobj).astype(np.uint8)
-    rows = {
-        "MONAI tutorial recipe (random weights, no crop, overlap 0.5)": (tutorial_recipe(), False),
-        "VolSeg brats_unet3d (crop, overlap 0.5, bundle default)": (volseg({}), True),
-        "VolSeg brats_unet3d (crop, overlap 0.25)": (volseg({"overlap": 0.25}), True),
-        "VolSeg brats_unet3d (crop, overlap 0.0)": (volseg({"overlap": 0.0}), True),
-    }
+    rows = {"MONAI tutorial recipe (random weights, no crop, overlap 0.5)": tutorial_recipe(),
+            "Model Zoo brats_mri_segmentation recipe (SegResNet, random weights)": model_zoo_recipe()}
+    for bundle in args.bundles:
+        short = bundle.replace("brats_", "")
+        rows[f"VolSeg {short} sliding window overlap 0.5, torch (unoptimised)"] = volseg(bundle, {"infer_mode": "sliding_window", "overlap": 0.5}, "torch")
+        rows[f"VolSeg {short} whole crop, torch"] = volseg(bundle, {"infer_mode": "whole_volume"}, "torch")
+        if openvino_available():
+            rows[f"VolSeg {short} sliding window overlap 0.5, openvino"] = volseg(bundle, {"infer_mode": "sliding_window", "overlap": 0.5}, "openvino")
+            rows[f"VolSeg {short} whole crop, openvino"] = volseg(bundle, {"infer_mode": "whole_volume"}, "openvino")
+    images = list(case.images)
+    gflop = {name: network_gflop(fn, images) for name, fn in rows.items() if "openvino" not in name}
+    for name in rows:  # an OpenVINO row runs the same network as its torch twin
+        if "openvino" in name:
+            twin = name.replace(", openvino", ", torch (unoptimised)" if "sliding" in name else ", torch")
+            gflop[name] = gflop[twin]
     times: dict[str, list[float]] = {name: [] for name in rows}
     peaks: dict[str, float] = dict.fromkeys(rows, 0.0)
     dice: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for run in range(args.warmup + args.runs):
-            for name, (fn, trained) in rows.items():
+            for name, fn in rows.items():
                 with PeakRSS() as rss:
                     start = time.perf_counter()
-                    label = fn(list(case.images), Path(tmp) / "seg.nii.gz")
+                    label = fn(images, Path(tmp) / "seg.nii.gz")
                     elapsed = time.perf_counter() - start
                 peaks[name] = max(peaks[name], rss.peak)
                 if run >= args.warmup:
                     times[name].append(elapsed)
-                if trained and name not in dice:
+                if name.startswith("VolSeg") and name not in dice:
                     dice[name] = case_metrics(label, ref)
+        split_dice = {}
+        if args.dice_split:
+            cases = [find_case(args.data_dir / item["case_id"], require_label=True) for item in manifest[args.dice_split]]
+            for name, fn in rows.items():
+                if name.startswith("VolSeg"):
+                    scores = [case_metrics(fn(list(c.images), Path(tmp) / "seg.nii.gz"), np.asarray(nib.load(c.label).dataobj).astype(np.uint8)) for c in cases]
+                    split_dice[name] = {r: float(np.mean([m[f"{r}_dice"] for m in scores])) for r in ("WT", "TC", "ET")}
     print(f"case {args.case}, torch {torch.__version__}, {torch.get_num_threads()} threads, {args.runs} runs after {args.warmup} warm-up")
-    print(f"{'configuration':<62} {'min s':>7} {'median s':>9} {'max s':>7} {'peak RSS MiB':>13} {'WT':>6} {'TC':>6} {'ET':>6}")
+    print(f"{'configuration':<66} {'min s':>6} {'median s':>8} {'max s':>6} {'GFLOP':>6} {'GFLOP/s':>7} {'peak MiB':>8} {'WT':>6} {'TC':>6} {'ET':>6}")
     for name in rows:
-        t = times[name]
-        d = dice.get(name)
+        t, d = times[name], dice.get(name)
         scores = " ".join(f"{d[f'{r}_dice']:>6.3f}" for r in ("WT", "TC", "ET")) if d else f"{'n/a':>6} {'n/a':>6} {'n/a':>6}"
-        print(f"{name:<62} {min(t):>7.2f} {statistics.median(t):>9.2f} {max(t):>7.2f} {peaks[name]:>13.0f} {scores}")
-
+        med = statistics.median(t)
+        print(f"{name:<66} {min(t):>6.2f} {med:>8.2f} {max(t):>6.2f} {gflop[name]:>6.0f} {gflop[name] / med:>7.1f} {peaks[name]:>8.0f} {scores}")
+    base = statistics.median(times[next(iter(rows))])
+    fastest = min((n for n in rows if n.startswith("VolSeg")), key=lambda n: statistics.median(times[n]))
+    print(f"fastest VolSeg row: {fastest}, {base / statistics.median(times[fastest]):.1f}x the tutorial recipe")
+    if split_dice:
+        print(f"mean Dice over the {args.dice_split} split ({len(manifest[args.dice_split])} cases)")
+        for name, d in split_dice.items():
+            print(f"{name:<66} " + " ".join(f"{r} {d[r]:.3f}" for r in ("WT", "TC", "ET")))
 
 if __name__ == "__main__":
     main()
