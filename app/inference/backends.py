@@ -152,7 +152,7 @@ class OpenVINONetwork(torch.nn.Module):
             logger.info("converting the network to OpenVINO once (cached in %s)", xml.parent)
             export_network(network, "openvino", xml, in_channels)
         core = ov.Core()
-        self.compiled = core.compile_model(str(xml), "CPU", {"CACHE_DIR": str(root / "openvino" / "kernels")})
+        self.compiled = core.compile_model(str(xml), "CPU", {"CACHE_DIR": str(root / "openvino" / "kernels"), "ENABLE_CPU_PINNING": False})
         self.xml = xml
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
