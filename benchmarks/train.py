@@ -46,13 +46,13 @@ def main() -> None:
     batch = config.get_parsed_content("batch_size")
     crops = batch * config.get_parsed_content("num_samples")
 
-    def measure(loader, channels_last: bool) -> list[float]:
+    def measure(loader, channels_last: bool) -> tuple[list[float], list[float]]:
         torch.manual_seed(0)
         net = config.get_parsed_content("network_def", instantiate=True, lazy=False)
         net = net.to(memory_format=torch.channels_last_3d) if channels_last else net
         loss_fn = config.get_parsed_content("loss", lazy=False)
         opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
-        times, it = [], iter(loader)
+        times, waits, it = [], [], iter(loader)
         for step in range(args.warmup + args.steps):
             start = time.perf_counter()
             try:
@@ -60,6 +60,7 @@ def main() -> None:
             except StopIteration:
                 it = iter(loader)
                 item = next(it)
+            fetched = time.perf_counter()
             if channels_last:
                 image, label = channels_last_prepare_batch(item, torch.device("cpu"))
             else:
@@ -69,25 +70,26 @@ def main() -> None:
             opt.step()
             if step >= args.warmup:
                 times.append(time.perf_counter() - start)
-        return times
+                waits.append(fetched - start)
+        return times, waits
 
     rows = {}
     naive = DataLoader(Dataset(data, transform), batch_size=batch, shuffle=True, num_workers=args.workers)
-    rows[f"naive: Dataset + DataLoader (workers {args.workers}), contiguous"] = (measure(naive, False), 0.0)
+    rows[f"naive: Dataset + DataLoader (workers {args.workers}), contiguous"] = (*measure(naive, False), 0.0)
     start = time.perf_counter()
     cached = CacheDataset(data, transform, cache_rate=1.0, copy_cache=False, num_workers=2, progress=False)
     build = time.perf_counter() - start
     threaded = ThreadDataLoader(cached, batch_size=batch, shuffle=True, num_workers=0)
-    rows["VolSeg: CacheDataset(copy_cache=False) + ThreadDataLoader, contiguous"] = (measure(threaded, False), build)
-    rows["VolSeg: CacheDataset(copy_cache=False) + ThreadDataLoader, channels-last"] = (measure(threaded, True), build)
+    rows["VolSeg: CacheDataset(copy_cache=False) + ThreadDataLoader, contiguous"] = (*measure(threaded, False), build)
+    rows["VolSeg: CacheDataset(copy_cache=False) + ThreadDataLoader, channels-last"] = (*measure(threaded, True), build)
 
     base = crops / statistics.median(next(iter(rows.values()))[0])
     print(f"bundle {args.bundle}, {args.cases} cases, {crops} crops of {config['roi_size']} per step, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, {args.steps} steps after {args.warmup} warm-up")
-    print(f"{'pipeline':<72} {'median s/step':>13} {'samples/s':>10} {'speed-up':>9} {'cache build s':>14}")
-    for name, (times, build_s) in rows.items():
+    print(f"{'pipeline':<72} {'median s/step':>13} {'of it data':>10} {'samples/s':>10} {'speed-up':>9} {'cache build s':>14}")
+    for name, (times, waits, build_s) in rows.items():
         rate = crops / statistics.median(times)
-        print(f"{name:<72} {statistics.median(times):>13.2f} {rate:>10.2f} {rate / base:>8.2f}x {build_s:>14.1f}")
+        print(f"{name:<72} {statistics.median(times):>13.2f} {statistics.median(waits):>10.2f} {rate:>10.2f} {rate / base:>8.2f}x {build_s:>14.1f}")
 
 
 if __name__ == "__main__":

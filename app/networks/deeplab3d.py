@@ -19,7 +19,7 @@ class _ImagePooling(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled = self.conv(F.adaptive_avg_pool3d(x, 1))
-        return pooled.expand(-1, -1, *x.shape[2:])
+        return pooled.expand(-1, -1, x.shape[2], x.shape[3], x.shape[4])
 
 
 class DeepLab3D(nn.Module):
@@ -103,12 +103,13 @@ class DeepLab3D(nn.Module):
         self.classifier = nn.Conv3d(aspp_channels, out_channels, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = x.shape[2:]
-        pad = [(-s) % self.output_stride for s in size]
-        if any(pad):
-            x = F.pad(x, [p for side in reversed(pad) for p in (0, side)])
+        h, w, d = x.shape[2], x.shape[3], x.shape[4]
+        stride = self.output_stride
+        ph, pw, pd = (stride - h % stride) % stride, (stride - w % stride) % stride, (stride - d % stride) % stride
+        if ph > 0 or pw > 0 or pd > 0:
+            x = F.pad(x, [0, pd, 0, pw, 0, ph])
         features = self.stem(x)
-        low = None
+        low = features
         for i, stage in enumerate(self.stages):
             features = stage(features)
             if i == 1:
@@ -117,4 +118,4 @@ class DeepLab3D(nn.Module):
         context = F.interpolate(context, size=low.shape[2:], mode="trilinear", align_corners=False)
         logits = self.classifier(self.decoder(torch.cat([context, self.low_level(low)], dim=1)))
         logits = F.interpolate(logits, size=x.shape[2:], mode="trilinear", align_corners=False)
-        return logits[(..., *[slice(0, s) for s in size])]
+        return logits[:, :, :h, :w, :d]

@@ -50,3 +50,16 @@ def test_shipped_weights_load_and_fit_the_size_limit(name: str):
     parser["bundle_root"] = str(bundle_dir(name))
     net = parser.get_parsed_content("network_def")
     net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+
+
+@pytest.mark.parametrize("name", sorted(n for n, info in BUNDLES.items() if info.ships_weights))
+def test_monai_ckpt_export_of_shipped_weights(name: str, tmp_path: Path):
+    import torch
+    from monai.bundle import ckpt_export
+
+    root = bundle_dir(name)
+    out = tmp_path / "model.ts"
+    ckpt_export(net_id="network_def", filepath=str(out), ckpt_file=str(root / "models" / "model.pt"), meta_file=str(root / "configs" / "metadata.json"),
+                config_file=str(root / "configs" / "common.yaml"), bundle_root=str(root))
+    scripted = torch.jit.load(str(out))
+    assert scripted(torch.zeros(1, 4, 32, 32, 32)).shape == (1, 3, 32, 32, 32)

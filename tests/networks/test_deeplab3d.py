@@ -37,3 +37,11 @@ def test_registered_default_fits_the_weight_size_limit():
     n_params = sum(p.numel() for p in net.parameters())
     print(f"deeplab3d default parameters: {n_params:,}")
     assert 1_000_000 < n_params and n_params * 4 < 25 * 1024 * 1024
+
+
+def test_torchscript_matches_eager():
+    torch.manual_seed(0)
+    net = DeepLab3D(4, 3, width=8).eval()
+    x = torch.randn(1, 4, 40, 50, 33)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.script(net)(x), net(x))
