@@ -78,6 +78,7 @@ def tutorial_recipe() -> Callable[[list[Path], Path], np.ndarray]:
         save_label_map(label[::-1, ::-1], images[0], out)  # RAS back to the files' L, P, S grid
         return label[::-1, ::-1]
 
+    run.net, run.inferer, run.pre = net, inferer, pre
     return run
 
 
