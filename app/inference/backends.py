@@ -128,7 +128,7 @@ class OpenVINONetwork(torch.nn.Module):
     """Run a torch network through OpenVINO on CPU: ``(B, C, H, W, D)`` float32 in, logits out.
 
     The network is converted once (``openvino.convert_model``, dynamic batch and spatial sizes)
-    and the IR is cached under ``cache_dir/openvino/<key>/`` (see :func:`network_key`); compiled
+    and the IR is cached under ``cache_dir/openvino/<key>-ov<version>/`` (see :func:`network_key`); compiled
     kernels are cached by OpenVINO itself (``CACHE_DIR``). Outputs match torch to about 1e-2 in
     logits (OpenVINO's instance norm sums in another order): compare labels, not bits.
 
@@ -146,7 +146,7 @@ class OpenVINONetwork(torch.nn.Module):
         import openvino as ov
 
         root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        key = network_key(network, in_channels)
+        key = f"{network_key(network, in_channels)}-ov{ov.__version__.split('-')[0]}"
         xml = root / "openvino" / key / "model.xml"
         if not xml.is_file():
             logger.info("converting the network to OpenVINO once (cached in %s)", xml.parent)
