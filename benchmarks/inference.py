@@ -57,17 +57,8 @@ class PeakRSS:
         self._thread.join()
 
 
-def tutorial_recipe() -> Callable[[list[Path], Path], np.ndarray]:
-    """The MONAI BraTS tutorial's inference recipe (random weights)."""
-    from monai.inferers import SlidingWindowInferer
-    from monai.networks.nets import UNet
-    from monai.transforms import Compose, EnsureTyped, LoadImaged, NormalizeIntensityd, Orientationd
-
-    net = UNet(3, 4, 3, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2), num_res_units=2).eval()
-    pre = Compose([LoadImaged("image", ensure_channel_first=True), EnsureTyped("image", dtype=torch.float32),
-                   Orientationd("image", axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
-                   NormalizeIntensityd("image", nonzero=True, channel_wise=True)])
-    inferer = SlidingWindowInferer((96, 96, 96), sw_batch_size=4, overlap=0.5, mode="gaussian")
+def recipe_runner(net: torch.nn.Module, pre: Callable, inferer: Callable) -> Callable[[list[Path], Path], np.ndarray]:
+    """load -> infer -> sigmoid > 0.5 -> BraTS codes -> save, as the MONAI recipes do (RAS grid)."""
 
     def run(images: list[Path], out: Path) -> np.ndarray:
         data = pre({"image": [str(p) for p in images]})
@@ -80,6 +71,20 @@ def tutorial_recipe() -> Callable[[list[Path], Path], np.ndarray]:
 
     run.net, run.inferer, run.pre = net, inferer, pre
     return run
+
+
+def tutorial_recipe() -> Callable[[list[Path], Path], np.ndarray]:
+    """The MONAI BraTS tutorial's inference recipe (random weights)."""
+    from monai.inferers import SlidingWindowInferer
+    from monai.networks.nets import UNet
+    from monai.transforms import Compose, EnsureTyped, LoadImaged, NormalizeIntensityd, Orientationd
+
+    net = UNet(3, 4, 3, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2), num_res_units=2).eval()
+    pre = Compose([LoadImaged("image", ensure_channel_first=True), EnsureTyped("image", dtype=torch.float32),
+                   Orientationd("image", axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
+                   NormalizeIntensityd("image", nonzero=True, channel_wise=True)])
+    inferer = SlidingWindowInferer((96, 96, 96), sw_batch_size=4, overlap=0.5, mode="gaussian")
+    return recipe_runner(net, pre, inferer)
 
 
 def model_zoo_recipe() -> Callable[[list[Path], Path], np.ndarray]:
@@ -95,18 +100,7 @@ def model_zoo_recipe() -> Callable[[list[Path], Path], np.ndarray]:
                    Spacingd("image", pixdim=(1.0, 1.0, 1.0), mode="bilinear"),
                    NormalizeIntensityd("image", nonzero=True, channel_wise=True)])
     inferer = SlidingWindowInferer((240, 240, 160), sw_batch_size=1, overlap=0.5)
-
-    def run(images: list[Path], out: Path) -> np.ndarray:
-        data = pre({"image": [str(p) for p in images]})
-        with torch.no_grad():
-            pred = torch.sigmoid(inferer(data["image"][None], net))[0] > 0.5
-        label = np.zeros(pred.shape[1:], dtype=np.uint8)
-        label[pred[1].numpy()], label[pred[0].numpy()], label[pred[2].numpy()] = 2, 1, 4
-        save_label_map(label[::-1, ::-1], images[0], out)
-        return label[::-1, ::-1]
-
-    run.net, run.inferer, run.pre = net, inferer, pre
-    return run
+    return recipe_runner(net, pre, inferer)
 
 
 def volseg(bundle: str, overrides: dict, backend: str) -> Callable[[list[Path], Path], np.ndarray]:
