@@ -91,6 +91,9 @@ def export_network(network: torch.nn.Module, fmt: str, path: str | Path, in_chan
         path: output file.
         in_channels: input channels ``C`` of ``(B, C, H, W, D)`` inputs.
         example_size: side of the cubic example input used for tracing (a multiple of 16).
+            Traced exports keep the branch the example took: feed them sides that are multiples
+            of the network's divisor (16 for the 4-level U-Net, 8 for DeepLab3D at output stride
+            8), as sliding windows and :class:`WholeVolumeInferer` do.
 
     Returns:
         ``path``.
