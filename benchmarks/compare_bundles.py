@@ -46,12 +46,14 @@ def main() -> None:
             for backend in args.backends:
                 out = Path(tmp) / f"{bundle}_{backend}"
                 start = time.perf_counter()
-                proc = subprocess.Popen([str(volseg), "segment", *map(str, cases), "--output", str(out), "--bundle", bundle, "--backend", backend,
-                                         "--device", "cpu", "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-                _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS (KiB)
+                log = Path(tmp) / f"{bundle}_{backend}.log"
+                with log.open("w") as sink:  # a file, not a pipe: a chatty child cannot block on a full pipe
+                    proc = subprocess.Popen([str(volseg), "segment", *map(str, cases), "--output", str(out), "--bundle", bundle, "--backend", backend,
+                                             "--device", "cpu", "--quiet"], stdout=sink, stderr=subprocess.STDOUT)
+                    _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS (KiB)
                 wall = time.perf_counter() - start
                 if status != 0:
-                    sys.exit(f"volseg segment failed for {bundle} / {backend}: {proc.stderr.read()[-2000:]}")
+                    sys.exit(f"volseg segment failed for {bundle} / {backend}: {log.read_text()[-2000:]}")
                 peak = usage.ru_maxrss
                 record = json.loads((out / "volseg_run.json").read_text())
                 seconds = [c["seconds"] for c in record["cases"]]

@@ -84,14 +84,14 @@ def export_network(network: torch.nn.Module, fmt: str, path: str | Path, in_chan
 
     Args:
         network: the torch module with its weights loaded.
-        fmt: ``"torchscript"`` (``torch.jit.trace``; a ``.pt``/``.ts`` file), ``"onnx"``
+        fmt: ``"torchscript"`` (MONAI ``convert_to_torchscript``, scripted; a ``.pt``/``.ts`` file), ``"onnx"``
             (``torch.onnx.export(dynamo=True, opset_version=18)`` with dynamic batch and spatial
             axes) or ``"openvino"`` (``openvino.convert_model`` IR: ``path`` is the ``.xml``, the
             weights go beside it in ``.bin``).
         path: output file.
         in_channels: input channels ``C`` of ``(B, C, H, W, D)`` inputs.
         example_size: side of the cubic example input used for tracing (a multiple of 16).
-            Traced exports keep the branch the example took: feed them sides that are multiples
+            The traced exports (ONNX, OpenVINO) keep the branch the example took: feed them sides that are multiples
             of the network's divisor (16 for the 4-level U-Net, 8 for DeepLab3D at output stride
             8), as sliding windows and :class:`WholeVolumeInferer` do.
 
@@ -111,8 +111,9 @@ def export_network(network: torch.nn.Module, fmt: str, path: str | Path, in_chan
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.tmp") as tmp:
         staged = Path(tmp) / path.name
         if fmt == "torchscript":
-            with torch.no_grad():
-                torch.jit.save(torch.jit.trace(net, example, check_trace=False), str(staged))
+            from monai.networks.utils import convert_to_torchscript
+
+            convert_to_torchscript(net, filename_or_obj=str(staged), use_trace=False)  # scripted: no size branch frozen
         elif fmt == "onnx":
             auto = torch.export.Dim.AUTO
             torch.onnx.export(net, (example,), str(staged), dynamo=True, opset_version=18, input_names=["image"], output_names=["pred"],
