@@ -1,17 +1,23 @@
 """Dictionary transforms that MONAI lacks; everything else comes from ``monai.transforms``."""
 
+from app.transforms.box import InForegroundBox, InForegroundBoxd
 from app.transforms.ct import HU_WINDOWS, HUWindow, HUWindowd
 from app.transforms.mri import N4BiasCorrection, N4BiasCorrectiond
 from app.transforms.regions import RegionsToBratsLabels, RegionsToBratsLabelsd
 from app.transforms.slices import slabs_to_volume, stack_slices, volume_to_slabs
 from app.transforms.spacing import is_anisotropic, target_spacing
+from app.transforms.zscore import NonzeroZScore, NonzeroZScored
 
 __all__ = [
     "HUWindow",
     "HUWindowd",
     "HU_WINDOWS",
+    "InForegroundBox",
+    "InForegroundBoxd",
     "N4BiasCorrection",
     "N4BiasCorrectiond",
+    "NonzeroZScore",
+    "NonzeroZScored",
     "RegionsToBratsLabels",
     "RegionsToBratsLabelsd",
     "is_anisotropic",
