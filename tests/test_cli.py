@@ -23,6 +23,18 @@ def test_help_does_not_import_torch():
     assert result.exit_code == 0 and "segment" in result.output and "evaluate" in result.output
 
 
+def test_segment_skips_unused_imports_only_for_segment():
+    code = ("import sys, os; from app.cli import skip_unused_imports, SEGMENT_SKIPPED_IMPORTS as S; "
+            "assert skip_unused_imports(['evaluate']) == []; "
+            "os.environ['VOLSEG_FULL_IMPORT'] = '1'; assert skip_unused_imports(['segment']) == []; "
+            "os.environ['VOLSEG_FULL_IMPORT'] = '0'; assert skip_unused_imports(['segment']) == list(S); "
+            "import monai; from monai.transforms import RemoveSmallObjectsd; "
+            "assert 'ignite.engine' not in sys.modules and 'sklearn.metrics' not in sys.modules; "
+            "import importlib; importlib.import_module('ignite')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT)
+    assert done.returncode == 1 and "ModuleNotFoundError: import of ignite halted" in done.stderr, done.stderr[-1500:]
+
+
 def test_manifest_command(phantom_root: Path, tmp_path: Path):
     out = tmp_path / "m.json"
     result = CliRunner().invoke(cli, ["manifest", "brats", str(phantom_root), "--out", str(out), "--seed", "1", "--folds", "2"])

@@ -1,0 +1,59 @@
+"""SimpleITKReader gives LoadImaged the arrays and RAS affines MONAI's own readers give."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from monai.transforms import LoadImage, LoadImaged
+
+from app.data.verify import InputError
+from app.io import SimpleITKReader
+from tests.io.dicom_util import write_dicom_series
+
+
+def _volume(path: Path, seed: int) -> Path:
+    """(24, 32, 40) voxels, spacing (0.8, 0.8, 2.5) mm, oblique direction, non-zero origin."""
+    rng = np.random.default_rng(seed)
+    image = sitk.GetImageFromArray(rng.integers(-100, 1000, size=(40, 32, 24)).astype(np.int16))
+    image.SetSpacing((0.8, 0.8, 2.5))
+    image.SetOrigin((-12.0, 30.5, 7.25))
+    c, s = np.cos(0.3), np.sin(0.3)
+    image.SetDirection((c, -s, 0.0, s, c, 0.0, 0.0, 0.0, 1.0))
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+@pytest.mark.parametrize("suffix,monai_reader", [(".nii.gz", "NibabelReader"), (".nrrd", "ITKReader"), (".mha", "ITKReader")])
+def test_same_arrays_and_affine_as_monai(tmp_path: Path, suffix: str, monai_reader: str):
+    files = [str(_volume(tmp_path / f"m{i}{suffix}", i)) for i in range(2)]
+    load = lambda reader: LoadImaged("image", ensure_channel_first=True, reader=reader)({"image": files})["image"]  # noqa: E731
+    ours, theirs = load("app.io.SimpleITKReader"), load(monai_reader)
+    assert ours.shape == theirs.shape == (2, 24, 32, 40)
+    np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
+    np.testing.assert_allclose(np.asarray(ours.affine), np.asarray(theirs.affine), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(ours.pixdim), (0.8, 0.8, 2.5), atol=1e-6)
+
+
+def test_dicom_series_folder(tmp_path: Path):
+    image = sitk.Clamp(sitk.ReadImage(str(_volume(tmp_path / "v.nii.gz", 3))), lowerBound=0)  # the test series is unsigned
+    write_dicom_series(image, tmp_path / "series", series_uid="1.2.826.0.1.3680043.2.1125.9.1", intercept=0.0)
+    data = LoadImage(reader=SimpleITKReader(), image_only=True)(str(tmp_path / "series"))
+    assert data.shape == (24, 32, 40)
+    np.testing.assert_array_equal(np.asarray(data), sitk.GetArrayFromImage(image).T)
+
+
+def test_bad_files_name_the_file(tmp_path: Path):
+    reader = SimpleITKReader()
+    assert reader.verify_suffix("a.nrrd") and not reader.verify_suffix("a.png")
+    with pytest.raises(InputError, match="missing.nii.gz': file does not exist"):
+        reader.read(str(tmp_path / "missing.nii.gz"))
+    with pytest.raises(RuntimeError, match="missing.nii.gz': file does not exist"):  # LoadImage wraps it, message kept
+        LoadImage(reader=reader)(str(tmp_path / "missing.nii.gz"))
+    other = sitk.ReadImage(str(_volume(tmp_path / "b.nii.gz", 1)))
+    other.SetSpacing((1.0, 1.0, 1.0))
+    sitk.WriteImage(other, str(tmp_path / "c.nii.gz"))
+    with pytest.raises(RuntimeError, match="affine matrix of all images should be the same"):
+        LoadImage(reader=reader)([str(_volume(tmp_path / "a.nii.gz", 0)), str(tmp_path / "c.nii.gz")])
