@@ -17,6 +17,9 @@ from app.data.phantom import make_brats_phantom, make_ct_phantom
 # converted models in a throwaway cache, not the user's ~/.cache/volseg.
 os.environ["VOLSEG_BACKEND"] = "torch"
 os.environ["VOLSEG_CACHE"] = tempfile.mkdtemp(prefix="volseg_cache_")
+# Eager training (a minute of torch.compile per throwaway run would dominate the suite), except
+# in tests/engines/test_compile.py, which runs a bundle's training with compile on.
+os.environ["VOLSEG_COMPILE"] = "0"
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_BRATS = REPO_ROOT.parent / "shared" / "data" / "brats2018"
