@@ -182,13 +182,13 @@ def main() -> None:
                     scores = [case_metrics(fn(list(c.images), Path(tmp) / "seg.nii.gz"), np.asarray(nib.load(c.label).dataobj).astype(np.uint8)) for c in cases]
                     split_dice[name] = {r: float(np.mean([m[f"{r}_dice"] for m in scores])) for r in ("WT", "TC", "ET")}
     print(f"case {args.case}, torch {torch.__version__}, {torch.get_num_threads()} threads, {args.runs} runs after {args.warmup} warm-up")
-    print(f"{'configuration':<66} {'min s':>6} {'median s':>8} {'max s':>6} {'GFLOP':>6} {'GFLOP/s':>7} {'peak MiB':>8} {'WT':>6} {'TC':>6} {'ET':>6}")
+    print(f"{'configuration':<66} {'min s':>6} {'median s':>8} {'max s':>6} {'x tutorial':>10} {'GFLOP':>6} {'GFLOP/s':>7} {'peak MiB':>8} {'WT':>6} {'TC':>6} {'ET':>6}")
+    base = statistics.median(times[next(iter(rows))])
     for name in rows:
         t, d = times[name], dice.get(name)
         scores = " ".join(f"{d[f'{r}_dice']:>6.3f}" for r in ("WT", "TC", "ET")) if d else f"{'n/a':>6} {'n/a':>6} {'n/a':>6}"
         med = statistics.median(t)
-        print(f"{name:<66} {min(t):>6.2f} {med:>8.2f} {max(t):>6.2f} {gflop[name]:>6.0f} {gflop[name] / med:>7.1f} {peaks[name]:>8.0f} {scores}")
-    base = statistics.median(times[next(iter(rows))])
+        print(f"{name:<66} {min(t):>6.2f} {med:>8.2f} {max(t):>6.2f} {base / med:>9.1f}x {gflop[name]:>6.0f} {gflop[name] / med:>7.1f} {peaks[name]:>8.0f} {scores}")
     fastest = min((n for n in rows if n.startswith("VolSeg")), key=lambda n: statistics.median(times[n]))
     print(f"fastest VolSeg row: {fastest}, {base / statistics.median(times[fastest]):.1f}x the tutorial recipe")
     if split_dice:
