@@ -3,6 +3,6 @@
 from app.engines.checkpoint import AtomicCheckpointer, latest_checkpoint
 from app.engines.compile import compile_supported
 from app.engines.metrics import RegionOutput, region_dice_metrics
-from app.engines.prepare import channels_last_prepare_batch
+from app.engines.prepare import channels_last_prepare_batch, without_meta
 
-__all__ = ["AtomicCheckpointer", "RegionOutput", "channels_last_prepare_batch", "compile_supported", "latest_checkpoint", "region_dice_metrics"]
+__all__ = ["AtomicCheckpointer", "RegionOutput", "channels_last_prepare_batch", "compile_supported", "latest_checkpoint", "region_dice_metrics", "without_meta"]
