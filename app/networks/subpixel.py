@@ -3,9 +3,9 @@
 A stride-2 ``ConvTranspose3d`` with kernel 3, padding 1 and output padding 1 (MONAI ``UNet``'s
 up-sampling layers) doubles each side. Each of its 8 output phases (odd or even along each axis)
 is a 2 x 2 x 2 convolution of the input at input resolution, so the layer equals one ``Conv3d``
-with ``8 * C_out`` channels followed by a 3D pixel shuffle (Shi et al. 2016, arXiv:1609.05158,
-"sub-pixel convolution"; the equivalence is their section 2.2). The result is the same to
-float rounding. OpenVINO runs transposed 3D convolutions with a slow float32 kernel (76 of
+with ``8 * C_out`` channels followed by a 3D pixel shuffle (MONAI's ``pixelshuffle``; sub-pixel
+convolution, Shi et al. 2016, arXiv:1609.05158, and "Is the deconvolution layer the same as a
+convolutional layer?", arXiv:1609.07009). The result is the same to float rounding. OpenVINO runs transposed 3D convolutions with a slow float32 kernel (76 of
 375 ms for the last MONAI ``UNet`` layer on 4 x 96^3 windows, 2 CPU cores) and ordinary
 convolutions with its fast bf16/int8 ones, so the rewrite pays off there.
 """
@@ -16,6 +16,7 @@ import copy
 
 import torch
 import torch.nn.functional as F
+from monai.networks.utils import pixelshuffle
 from torch import nn
 
 # taps of the transposed kernel (k=3, stride 2, padding 1) feeding output phase r from input offset d
@@ -39,12 +40,11 @@ class SubpixelConvTranspose3d(nn.Module):
             raise ValueError(f"only ConvTranspose3d(kernel 3, stride 2, padding 1, output_padding 1) converts; got {conv}")
         c_in, c_out = conv.in_channels, conv.out_channels
         w = conv.weight.detach()  # (C_in, C_out, 3, 3, 3)
-        weight = w.new_zeros(c_out, 2, 2, 2, c_in, 2, 2, 2)  # (C_out, r1, r2, r3, C_in, d1, d2, d3)
+        weight = w.new_zeros(c_out, 2, 2, 2, c_in, 2, 2, 2)  # (C_out, r1, r2, r3, C_in, d1, d2, d3): MONAI pixelshuffle's channel order
         for (r1, d1), t1 in _TAP.items():
             for (r2, d2), t2 in _TAP.items():
                 for (r3, d3), t3 in _TAP.items():
                     weight[:, r1, r2, r3, :, d1, d2, d3] = w[:, :, t1, t2, t3].T
-        self.out_channels = c_out
         self.conv = nn.Conv3d(c_in, 8 * c_out, kernel_size=2, bias=conv.bias is not None)
         with torch.no_grad():
             self.conv.weight.copy_(weight.reshape(8 * c_out, c_in, 2, 2, 2))
@@ -52,10 +52,7 @@ class SubpixelConvTranspose3d(nn.Module):
                 self.conv.bias.copy_(conv.bias.detach().repeat_interleave(8))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.conv(F.pad(x, (0, 1, 0, 1, 0, 1)))  # (B, 8 C_out, H, W, D)
-        b, _, h, w, d = z.shape
-        z = z.reshape(b, self.out_channels, 2, 2, 2, h, w, d).permute(0, 1, 5, 2, 6, 3, 7, 4)
-        return z.reshape(b, self.out_channels, 2 * h, 2 * w, 2 * d)
+        return pixelshuffle(self.conv(F.pad(x, (0, 1, 0, 1, 0, 1))), spatial_dims=3, scale_factor=2)  # (B, 8 C_out, H, W, D) -> (B, C_out, 2H, 2W, 2D)
 
 
 def is_convertible(module: nn.Module) -> bool:
