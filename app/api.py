@@ -27,13 +27,15 @@ logger = logging.getLogger(__name__)
 
 
 def segment(inputs: str | Path | Sequence[str | Path], bundle: str = DEFAULT_BUNDLE, device: str | None = None,
-            backend: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+            backend: str | None = None, mode: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Segment one BraTS case: a case folder, or its four modality files (T1, T1ce, T2, FLAIR).
 
     Returns:
         ``(label, affine)``: ``(H, W, D)`` uint8 label map with codes 0/1/2/4 in the input's
         grid, and the input's 4x4 affine (mm). ``backend`` is ``"auto"``, ``"torch"``,
-        ``"openvino"`` or None for the bundle's ``inference_backend``.
+        ``"openvino"`` or None for the bundle's ``inference_backend``. ``mode`` is ``"fast"``
+        (one model), ``"accurate"`` (the cross-validation fold models, each with mirroring
+        test-time augmentation) or None for the bundle's ``mode`` (fast).
 
     Raises:
         app.data.verify.InputError: missing, unreadable, non-3D or non-co-registered input.
@@ -43,7 +45,7 @@ def segment(inputs: str | Path | Sequence[str | Path], bundle: str = DEFAULT_BUN
     cases = resolve_inputs([inputs] if isinstance(inputs, (str, Path)) else list(inputs))
     if len(cases) != 1:
         raise ValueError(f"segment() takes one case, got {len(cases)}; use segment_cases() for several")
-    return Segmenter(bundle, device=device, backend=backend).predict(cases[0][1])
+    return Segmenter(bundle, device=device, backend=backend, mode=mode).predict(cases[0][1])
 
 
 def segment_cases(
@@ -55,6 +57,7 @@ def segment_cases(
     output_format: str = "same",
     dicom_seg: bool = False,
     backend: str | None = None,
+    mode: str | None = None,
 ) -> list[Any]:
     """Segment several cases, writing ``<output_dir>/<case_id>_seg.<ext>`` (uint8, input geometry;
     the input's format, NIfTI for DICOM input).
@@ -73,6 +76,7 @@ def segment_cases(
             referencing the source series (needs ``volseg[dicom]``).
         backend: ``"auto"`` (OpenVINO on CPU where installed), ``"torch"``, ``"openvino"``, or
             None for the bundle's ``inference_backend``.
+        mode: ``"fast"``, ``"accurate"`` or None for the bundle's ``mode`` (see :func:`segment`).
 
     Returns:
         One :class:`app.inference.CaseResult` per case. ``<output_dir>/volseg_run.json`` records
@@ -88,7 +92,7 @@ def segment_cases(
     if output_format not in ("same", "nifti"):
         raise ValueError(f"output_format must be 'same' or 'nifti', got '{output_format}'")
     cases = resolve_inputs(inputs)
-    segmenter = Segmenter(bundle, device=device, backend=backend)
+    segmenter = Segmenter(bundle, device=device, backend=backend, mode=mode)
     results = []
     with ThreadPoolExecutor(max_workers=1) as reader:  # reads the next case while this one computes
         pending = reader.submit(segmenter.load, cases[0][1]) if cases else None
@@ -114,8 +118,8 @@ def segment_cases(
 def _write_run_record(path: Path, segmenter: Any, bundle: str, results: list[Any]) -> None:
     from app.io.atomic import atomic_write_text
 
-    record = {**run_info(), "bundle": str(bundle), "device": str(segmenter.device), "backend": segmenter.backend,
-              "config": {k: segmenter.parser.get_parsed_content(k) for k in ("infer_mode", "roi_size", "sw_batch_size", "overlap", "spacing_mm", "ckpt_path")
+    record = {**run_info(), "bundle": str(bundle), "device": str(segmenter.device), "backend": segmenter.backend, "mode": segmenter.mode,
+              "config": {k: segmenter.parser.get_parsed_content(k) for k in ("infer_mode", "roi_size", "sw_batch_size", "overlap", "spacing_mm", "ckpt_path", *(("ensemble_ckpt_paths", "mirror_axes") if segmenter.mode == "accurate" else ()))
                          if k in segmenter.parser},
               "cases": [{"case_id": r.case_id, "output": str(r.output) if r.output else None, "seconds": round(r.seconds, 3), "error": r.error} for r in results]}
     atomic_write_text(path, json.dumps(record, indent=2, default=str) + "\n")
@@ -135,6 +139,41 @@ def evaluate(pred_dir: str | Path, manifest: str | Path, data_dir: str | Path | 
     root = Path(data_dir) if data_dir is not None else default_brats_dir()
     items = [item for split in splits for item in load_datalist(manifest, split, root)]
     return evaluate_predictions(pred_dir, items, csv_path=csv_path, png_dir=png_dir)
+
+
+def cv_folds(manifest: str | Path, out: str | Path, data_dir: str | Path | None = None, k: int = 5, seed: int = 0) -> dict[str, Any]:
+    """Write a k-fold cross-validation datalist over every labelled case of ``manifest``, stratified
+    by tumour volume (:func:`app.data.folds.build_cv_manifest`).
+
+    Raises:
+        FileNotFoundError: the manifest or a label is missing.
+        ValueError: fewer labelled cases than folds.
+    """
+    from app.data import default_brats_dir
+    from app.data.folds import build_cv_manifest
+
+    return build_cv_manifest(manifest, Path(data_dir) if data_dir is not None else default_brats_dir(), k=k, seed=seed, out=out)
+
+
+def cross_validate(bundle: str = DEFAULT_BUNDLE, cv_manifest: str | Path | None = None, weights: str | Path | None = None, out_dir: str | Path = "cv",
+                   data_dir: str | Path | None = None, mode: str = "fast", backend: str | None = None, device: str | None = None,
+                   overrides: dict[str, Any] | None = None, progress: Callable[[Any], Any] | None = None) -> dict[str, Any]:
+    """Cross-validation scores of a bundle: each case segmented by the fold model that never saw it
+    (:func:`app.evaluation.cv.cross_validate`); per-case Dice and HD95, mean and std per region.
+
+    ``cv_manifest`` defaults to the bundle's ``cv_data_list_file`` and ``weights`` to its
+    ``models/`` folder (``fold<k>.pt``); a ``runs/.../`` folder of ``fold<k>/model.pt`` also works.
+
+    Raises:
+        FileNotFoundError: the manifest, a fold's weights or a case's files are missing.
+    """
+    from app.bundles import bundle_path
+    from app.evaluation.cv import cross_validate as run_cv
+
+    root = bundle_path(bundle)
+    manifest = cv_manifest or root.parents[1] / "data_manifests" / "brats2018_cv5.json"
+    return run_cv(bundle, manifest, weights or root / "models", out_dir, data_dir, mode=mode,
+                  segmenter_kwargs={"backend": backend, "device": device, "overrides": overrides or {}}, progress=progress)
 
 
 def run_info() -> dict[str, str]:
@@ -158,14 +197,24 @@ def _train_args(root: Path, overrides: dict[str, Any] | None, manifest: str | Pa
 
 
 def train(bundle: str = DEFAULT_BUNDLE, manifest: str | Path | None = None, data_dir: str | Path | None = None,
-          output_dir: str | Path | None = None, overrides: dict[str, Any] | None = None, progress: bool = True) -> Path:
+          output_dir: str | Path | None = None, overrides: dict[str, Any] | None = None, progress: bool = True,
+          fold: int | None = None) -> Path:
     """Run a bundle's own ``[common, train]`` configs (the same path as ``python -m monai.bundle run``).
 
     The resolved config and package versions are saved in ``output_dir`` as ``run_config.json``
     and ``run_info.json``. Checkpoints: ``output_dir/last.pt`` (resumable) and ``model.pt`` (best).
 
+    With ``fold``, ``manifest`` is a cross-validation datalist (``volseg cv folds``): the run
+    trains on every other fold, writes the fold's datalist to ``output_dir/datalist.json``, and
+    validates once, after the last epoch, on the fold's own cases, so ``model.pt`` holds the
+    final weights: nothing is selected on the cases that cross-validation scores.
+
     Returns:
         The output folder.
+
+    Raises:
+        ValueError: ``fold`` without ``output_dir``, or a fold the manifest does not have.
+        FileNotFoundError: the manifest is missing.
     """
     from monai.bundle import ConfigWorkflow
 
@@ -174,6 +223,8 @@ def train(bundle: str = DEFAULT_BUNDLE, manifest: str | Path | None = None, data
 
     files = config_files(bundle, "train")
     root = Path(files[0]).parents[1]
+    if fold is not None:
+        manifest, overrides = _fold_run(manifest or root.parents[1] / "data_manifests" / "brats2018_cv5.json", fold, output_dir, overrides)
     args = _train_args(root, overrides, manifest, data_dir, output_dir)
     workflow = ConfigWorkflow(config_file=files, meta_file=str(root / "configs" / "metadata.json"), logging_file=str(root / "configs" / "logging.conf"), workflow_type="train", **args)
     workflow.initialize()
@@ -187,6 +238,20 @@ def train(bundle: str = DEFAULT_BUNDLE, manifest: str | Path | None = None, data
     workflow.run()
     workflow.finalize()
     return out
+
+
+def _fold_run(cv_manifest: str | Path, fold: int, output_dir: str | Path | None, overrides: dict[str, Any] | None) -> tuple[Path, dict[str, Any]]:
+    """Write one fold's datalist into ``output_dir`` and set validation to the last epoch only."""
+    from app.data.folds import fold_datalist
+
+    if output_dir is None:
+        raise ValueError("a cross-validation fold needs an output folder (--output-dir), one per fold")
+    datalist = Path(output_dir) / "datalist.json"
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    fold_datalist(cv_manifest, fold, out=datalist)
+    overrides = dict(overrides or {})
+    overrides.setdefault("val_interval", "@max_epochs")
+    return datalist, overrides
 
 
 def train_distributed(bundle: str = DEFAULT_BUNDLE, nproc: int = 2, manifest: str | Path | None = None, data_dir: str | Path | None = None,

@@ -51,6 +51,15 @@ def bundle_dir(name: str) -> Path:
     return REPO_ROOT / "bundles" / name
 
 
+def bundle_path(name_or_dir: str | Path) -> Path:
+    """Folder of a bundle given by shipped name or by folder.
+
+    Raises:
+        ValueError: neither a folder nor a shipped bundle name.
+    """
+    return Path(name_or_dir) if Path(name_or_dir).is_dir() else bundle_dir(str(name_or_dir))
+
+
 def default_root(name: str) -> str:
     """``bundle_root`` for a config that did not get one on the command line.
 
@@ -74,7 +83,7 @@ def config_files(name_or_dir: str | Path, *overlays: str) -> list[str]:
     Raises:
         FileNotFoundError: an overlay is missing; the message lists the bundle's configs.
     """
-    root = Path(name_or_dir) if Path(name_or_dir).is_dir() else bundle_dir(str(name_or_dir))
+    root = bundle_path(name_or_dir)
     files = [root / "configs" / "common.yaml"] + [root / "configs" / f"{o}.yaml" for o in overlays]
     for f in files:
         if not f.is_file():

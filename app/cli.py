@@ -17,10 +17,13 @@ app = typer.Typer(help="VolSeg: 3D segmentation of CT and MRI with MONAI bundles
                   context_settings={"help_option_names": ["-h", "--help"]})
 manifest_app = typer.Typer(help="Build Decathlon-format datalists (manifests).", no_args_is_help=True)
 app.add_typer(manifest_app, name="manifest")
+cv_app = typer.Typer(help="k-fold cross-validation: folds, per-fold training, scores over every case.", no_args_is_help=True)
+app.add_typer(cv_app, name="cv")
 
 BACKEND_HELP = "auto (OpenVINO on CPU where installed, else torch), torch or openvino (default: the bundle's inference_backend)"
 BUNDLE_HELP = "bundle name (brats_unet3d, brats_deeplab3d, ct_unet3d) or bundle folder"
 DEVICE_HELP = "cpu or cuda; default: cuda where available"
+MODE_HELP = "fast: one model; accurate: the 5 cross-validation fold models, each with mirroring TTA (default: the bundle's mode, fast)"
 
 
 def _setup(quiet: bool) -> None:
@@ -73,6 +76,84 @@ def manifest_decathlon(
     _write_manifest(build_decathlon_manifest, data_dir, out, seed, folds)
 
 
+@cv_app.command("folds")
+def cv_folds(
+    manifest: Path = typer.Argument(..., help="Decathlon datalist whose labelled cases (all splits) are pooled"),
+    out: Path = typer.Option(..., "--out", help="cross-validation datalist JSON to write"),
+    data_dir: Optional[Path] = typer.Option(None, help="data root of the manifest's paths (default $VOLSEG_BRATS_DIR or ../shared/data/brats2018)"),
+    folds: int = typer.Option(5, help="number of folds"),
+    seed: int = typer.Option(0, help="seed of the folds"),
+) -> None:
+    """Seeded k-fold split over every labelled case, stratified by tumour volume (each case in one fold)."""
+    _setup(True)
+    from app.api import cv_folds as cv_folds_api
+
+    try:
+        cv = cv_folds_api(manifest, out, data_dir, folds, seed)
+    except (FileNotFoundError, ValueError) as err:
+        _fail(err)
+    for fold in range(folds):
+        ids = [it["case_id"] for it in cv["training"] if it["fold"] == fold]
+        typer.echo(f"fold {fold}: {', '.join(ids)}")
+    typer.echo(f"wrote {out}")
+
+
+@cv_app.command("train")
+def cv_train(
+    bundle: str = typer.Option("brats_unet3d", help=BUNDLE_HELP),
+    manifest: Path = typer.Option(Path("data_manifests/brats2018_cv5.json"), help="cross-validation datalist (volseg cv folds)"),
+    data_dir: Optional[Path] = typer.Option(None, help="data root of the manifest's paths"),
+    output_dir: Path = typer.Option(..., help="runs go to <output-dir>/fold<k>/ (resumed from last.pt)"),
+    fold: list[int] = typer.Option([], help="folds to train (repeat the option; default: every fold without a model.pt)"),
+    max_epochs: Optional[int] = typer.Option(None, help="override the bundle's max_epochs"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+) -> None:
+    """Train one model per fold, one after another (same as `volseg train --fold k` for each k)."""
+    _setup(quiet)
+    import json
+
+    from app.api import train as train_api
+
+    try:
+        k = int(json.loads(manifest.read_text()).get("numFolds", 0))
+        overrides = {"max_epochs": max_epochs} if max_epochs is not None else {}
+        for f in fold or [f for f in range(k) if not (output_dir / f"fold{f}" / "model.pt").is_file()]:
+            typer.echo(f"fold {f}: training in {output_dir / f'fold{f}'}")
+            train_api(bundle, manifest, data_dir, output_dir / f"fold{f}", overrides, progress=not quiet, fold=f)
+    except (FileNotFoundError, ValueError) as err:
+        _fail(err)
+
+
+@cv_app.command("evaluate")
+def cv_evaluate(
+    bundle: str = typer.Option("brats_unet3d", help=BUNDLE_HELP),
+    manifest: Optional[Path] = typer.Option(None, help="cross-validation datalist (default data_manifests/brats2018_cv5.json)"),
+    weights: Optional[Path] = typer.Option(None, help="folder of fold<k>.pt or fold<k>/model.pt (default: the bundle's models/)"),
+    output: Path = typer.Option(Path("cv"), "--output", "-o", help="predictions, cv_cases.csv, cv_summary.json"),
+    data_dir: Optional[Path] = typer.Option(None, help="data root of the manifest's paths"),
+    mode: str = typer.Option("fast", help="fast: each fold model once; accurate: each fold model with mirroring TTA and the accurate settings"),
+    backend: Optional[str] = typer.Option(None, help=BACKEND_HELP),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
+    infer_mode: Optional[str] = typer.Option(None, help="override infer_mode: sliding_window or whole_volume"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+) -> None:
+    """Score every case with the fold model that never saw it: per-case Dice and HD95, mean and std per region."""
+    _setup(quiet)
+    from tqdm import tqdm
+
+    from app.api import cross_validate
+    from app.evaluation.cv import format_cv
+
+    overrides = {"infer_mode": infer_mode, "accurate_infer_mode": infer_mode} if infer_mode else {}
+    try:
+        result = cross_validate(bundle, manifest, weights, output, data_dir, mode=mode, backend=backend, device=device, overrides=overrides,
+                                progress=lambda it: tqdm(it, desc="cases", unit="case", disable=quiet))
+    except (FileNotFoundError, ValueError) as err:
+        _fail(err)
+    typer.echo(format_cv(result))
+    typer.echo(f"wrote {output / 'cv_cases.csv'} and {output / 'cv_summary.json'}")
+
+
 @app.command()
 def segment(
     inputs: list[Path] = typer.Argument(..., help="BraTS case folders, or the four modality files (t1 t1ce t2 flair) of one case"),
@@ -82,6 +163,7 @@ def segment(
     output_format: str = typer.Option("same", help="same: the input's format (NIfTI for DICOM input); nifti: always .nii.gz"),
     dicom_seg: bool = typer.Option(False, "--dicom-seg", help="for DICOM input, also write a DICOM SEG object (needs volseg[dicom])"),
     backend: Optional[str] = typer.Option(None, help=BACKEND_HELP),
+    mode: Optional[str] = typer.Option(None, help=MODE_HELP),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
     """Segment cases into uint8 label maps (codes 0/1/2/4) with the input's shape and affine.
@@ -94,7 +176,7 @@ def segment(
     from app.data.verify import InputError
 
     try:
-        results = segment_cases(inputs, output, bundle=bundle, device=device, progress=lambda it: tqdm(it, desc="cases", unit="case", disable=quiet), output_format=output_format, dicom_seg=dicom_seg, backend=backend)
+        results = segment_cases(inputs, output, bundle=bundle, device=device, progress=lambda it: tqdm(it, desc="cases", unit="case", disable=quiet), output_format=output_format, dicom_seg=dicom_seg, backend=backend, mode=mode)
     except ImportError as err:
         skipped = [name for name in SEGMENT_SKIPPED_IMPORTS if name in sys.modules and sys.modules[name] is None]
         _fail(ImportError(f"{err}" + (f" (volseg segment skips {', '.join(skipped)}; set VOLSEG_FULL_IMPORT=1 if the bundle needs them)" if skipped else "")))
@@ -143,6 +225,7 @@ def train(
     max_epochs: Optional[int] = typer.Option(None, help="override the bundle's max_epochs"),
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     nproc: int = typer.Option(1, help="processes (GPUs) for DistributedDataParallel via torchrun; 1: single process"),
+    fold: Optional[int] = typer.Option(None, help="cross-validation fold to hold out (--manifest: a `volseg cv folds` datalist, default data_manifests/brats2018_cv5.json); needs --output-dir"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
     """Train with the bundle's own train config (same code path as `python -m monai.bundle run`); resumes from last.pt."""
@@ -160,7 +243,7 @@ def train(
 
             out = train_distributed(bundle, nproc, manifest, data_dir, output_dir, overrides)
         else:
-            out = train_api(bundle, manifest, data_dir, output_dir, overrides, progress=not quiet)
+            out = train_api(bundle, manifest, data_dir, output_dir, overrides, progress=not quiet, fold=fold)
     except (FileNotFoundError, ValueError) as err:
         _fail(err)
     typer.echo(f"training outputs in {out}")

@@ -7,6 +7,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -14,6 +15,7 @@ from app.constants import MODALITIES
 from app.data.cases import find_case
 from app.data.verify import InputError, check_case_images
 from app.inference.backends import OpenVINONetwork, resolve_backend
+from app.inference.ensemble import MODES, MirrorEnsemble, ensemble_members
 
 logger = logging.getLogger(__name__)
 
@@ -99,15 +101,19 @@ class Segmenter:
         overrides: further config overrides, e.g. ``{"overlap": 0.25}`` or ``{"infer_mode": "sliding_window"}``.
         backend: ``"auto"``, ``"torch"`` or ``"openvino"`` (see :func:`app.inference.backends.resolve_backend`);
             None takes the bundle's ``inference_backend``.
+        mode: ``"fast"`` (one model, ``ckpt_path``) or ``"accurate"`` (the bundle's
+            ``ensemble_ckpt_paths``, the cross-validation fold models, each over every mirroring
+            of ``mirror_axes``, with the ``accurate_*`` inference settings); None takes the
+            bundle's ``mode``.
 
     Raises:
         FileNotFoundError: the bundle or its weights are missing.
-        ValueError, ImportError: an unknown backend, or OpenVINO asked for but not installed.
+        ValueError, ImportError: an unknown backend or mode, a bundle without an ensemble for
+            ``accurate``, or OpenVINO asked for but not installed.
     """
 
     def __init__(self, bundle: str | Path = "brats_unet3d", device: str | None = None, ckpt_path: str | Path | None = None, overrides: dict | None = None,
-                 backend: str | None = None) -> None:
-        import torch
+                 backend: str | None = None, mode: str | None = None) -> None:
         from monai.bundle import ConfigParser
 
         from app.bundles import config_files
@@ -126,26 +132,38 @@ class Segmenter:
             parser[key] = value
         if ckpt_path is not None:
             parser["ckpt_path"] = str(ckpt_path)
-        ckpt = Path(parser.get_parsed_content("ckpt_path"))
-        if not ckpt.is_file():
-            raise FileNotFoundError(f"bundle weights '{ckpt}' not found; train the bundle or pass ckpt_path")
+        self.mode = mode or parser.get("mode", "fast")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got '{self.mode}'")
+        if self.mode == "accurate" and "ensemble_ckpt_paths" not in parser:
+            raise ValueError(f"bundle '{bundle}' has no ensemble (ensemble_ckpt_paths) for --mode accurate; use --mode fast")
+        if self.mode == "accurate":
+            for key in ("infer_mode", "overlap", "sw_batch_size"):
+                if f"accurate_{key}" in parser:
+                    parser[key] = parser[f"accurate_{key}"]
         self.parser = parser
         self.device = parser.get_parsed_content("device")
-        self.network = parser.get_parsed_content("network")
-        state = torch.load(ckpt, map_location=self.device, weights_only=True)
-        if isinstance(state.get("model"), dict):  # a last.pt training checkpoint
-            state = state["model"]
-        self.network.load_state_dict(state)
-        self.network.eval()
         inputs = parser.get("_meta_", {}).get("network_data_format", {}).get("inputs", {})
         self.in_channels = int(next(iter(inputs.values()))["num_channels"]) if inputs else len(MODALITIES)
         self.backend = resolve_backend(backend or parser.get("inference_backend", "torch"), self.device)
-        if self.backend == "openvino":
-            self.network = OpenVINONetwork(self.network, self.in_channels)
+        self.network = self._build_network(parser)
         self.preprocessing = parser.get_parsed_content("preprocessing")
         self.inferer = parser.get_parsed_content("inferer")
         self.postprocessing = parser.get_parsed_content("postprocessing")
         self.amp = bool(parser.get_parsed_content("amp"))
+
+    def _build_network(self, parser) -> Any:
+        """``fast``: the network with ``ckpt_path``; ``accurate``: a :class:`MirrorEnsemble` of
+        ``ensemble_ckpt_paths`` over the mirrorings of ``mirror_axes``. On the OpenVINO backend
+        each member runs through OpenVINO."""
+        network = parser.get_parsed_content("network")
+        paths = parser.get_parsed_content("ensemble_ckpt_paths") if self.mode == "accurate" else [parser.get_parsed_content("ckpt_path")]
+        members = ensemble_members(network, paths, self.device)
+        if self.backend == "openvino":
+            members = [OpenVINONetwork(m, self.in_channels) for m in members]
+        if self.mode == "fast":
+            return members[0]
+        return MirrorEnsemble(members, parser.get_parsed_content("mirror_axes"))
 
     def load(self, images: Sequence[str | Path]) -> dict:
         """Check and preprocess one case (reading, RAS, spacing, crop, z-score): the CPU-side half

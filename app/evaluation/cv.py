@@ -1,0 +1,148 @@
+"""Cross-validation scoring: every case segmented once by the fold model that never saw it."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.evaluation.metrics import EVAL_REGIONS
+from app.io.atomic import atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+
+def fold_checkpoint(weights: str | Path, fold: int) -> Path:
+    """Weights of one fold: ``<weights>/fold<k>.pt`` (a bundle's ``models/``) or
+    ``<weights>/fold<k>/model.pt`` (a ``volseg train --fold`` run folder).
+
+    Raises:
+        FileNotFoundError: neither exists.
+    """
+    root = Path(weights)
+    for path in (root / f"fold{fold}.pt", root / f"fold{fold}" / "model.pt"):
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"no weights for fold {fold} in '{root}' (expected fold{fold}.pt or fold{fold}/model.pt)")
+
+
+def summarise(rows: Sequence[dict[str, Any]], metrics: Sequence[str] = ("dice", "hd95")) -> dict[str, dict[str, float]]:
+    """Mean and sample standard deviation over cases of ``<region>_<metric>``, NaNs left out
+    (``n`` counts the finite values: an HD95 is NaN where a region is predicted empty)."""
+    out: dict[str, dict[str, float]] = {}
+    for metric in metrics:
+        for region in EVAL_REGIONS:
+            values = np.array([r[f"{region}_{metric}"] for r in rows], dtype=float)
+            finite = values[np.isfinite(values)]
+            out[f"{region}_{metric}"] = {"mean": float(finite.mean()) if finite.size else math.nan,
+                                         "std": float(finite.std(ddof=1)) if finite.size > 1 else math.nan, "n": int(finite.size)}
+    return out
+
+
+def cross_validate(bundle: str | Path, cv_manifest: str | Path, weights: str | Path, out_dir: str | Path, data_dir: str | Path | None = None,
+                   mode: str = "fast", segmenter_kwargs: dict[str, Any] | None = None, folds: Sequence[int] | None = None,
+                   progress: Callable[[Any], Any] | None = None) -> dict[str, Any]:
+    """Score a bundle by k-fold cross-validation: each case is segmented by its fold's model only.
+
+    For fold ``k`` the model ``fold_checkpoint(weights, k)`` segments the cases whose ``fold`` is
+    ``k`` (the cases that model never trained on); ``mode="accurate"`` runs that one model with
+    the bundle's mirroring test-time augmentation (the part of ``--mode accurate`` that
+    cross-validation can score: the shipped ensemble averages all folds, so every shared case
+    has been seen by four of its five members). Labels are written in the input geometry to
+    ``out_dir/preds`` and scored with :func:`app.evaluation.case_metrics` (Dice, HD95 in mm, ...).
+
+    Args:
+        bundle: bundle name or folder (network, preprocessing, inference settings).
+        cv_manifest: cross-validation datalist (``volseg cv folds``), paths relative to ``data_dir``.
+        weights: folder of ``fold<k>.pt`` files or of ``fold<k>/model.pt`` training runs.
+        out_dir: output folder: ``preds/``, ``cv_cases.csv`` (one row per case, with its fold and
+            seconds) and ``cv_summary.json`` (mean and std over cases per region).
+        data_dir: data root (default: ``$VOLSEG_BRATS_DIR`` or ``../shared/data/brats2018``).
+        mode: ``"fast"`` or ``"accurate"``.
+        segmenter_kwargs: more :class:`app.inference.Segmenter` arguments (``backend``, ``device``,
+            ``overrides`` such as ``{"infer_mode": "whole_volume"}``).
+        folds: folds to run (default: all).
+        progress: wraps the case iterator (e.g. ``tqdm``).
+
+    Returns:
+        ``{"rows": [...], "summary": {...}, "mode": ..., "folds": k}``.
+
+    Raises:
+        FileNotFoundError: the manifest, a fold's weights or a case's files are missing.
+        ValueError: the manifest has no folds.
+    """
+    from app.data import default_brats_dir, load_datalist
+    from app.evaluation.metrics import case_metrics
+    from app.inference import Segmenter
+    from app.io.writers import write_label_like
+
+    content = json.loads(Path(cv_manifest).read_text())
+    k = int(content.get("numFolds", 0))
+    if k < 2:
+        raise ValueError(f"manifest '{cv_manifest}' has no cross-validation folds (numFolds); build one with `volseg cv folds`")
+    root = Path(data_dir) if data_dir is not None else default_brats_dir()
+    items = load_datalist(cv_manifest, "training", root)
+    fold_of = {it["case_id"]: it["fold"] for it in content["training"]}
+    out = Path(out_dir)
+    rows: list[dict[str, Any]] = []
+    for fold in folds if folds is not None else range(k):
+        ckpt = fold_checkpoint(weights, fold)
+        kwargs = dict(segmenter_kwargs or {})
+        if mode == "accurate":
+            kwargs["overrides"] = {**kwargs.get("overrides", {}), "ensemble_ckpt_paths": [str(ckpt)]}
+            segmenter = Segmenter(bundle, mode="accurate", **kwargs)
+        else:
+            segmenter = Segmenter(bundle, ckpt_path=ckpt, mode="fast", **kwargs)
+        cases = [it for it in items if fold_of[it["case_id"]] == fold]
+        for item in (progress or (lambda x: x))(cases):
+            start = time.perf_counter()
+            label, _ = segmenter.predict(item["image"])
+            seconds = time.perf_counter() - start
+            write_label_like(label, item["image"][0], out / "preds" / f"{item['case_id']}_seg.nii.gz")
+            ref, spacing = _read_label(item["label"])
+            rows.append({"case": item["case_id"], "fold": fold, "seconds": round(seconds, 2), **case_metrics(label, ref, spacing)})
+            logger.info("fold %d %s: Dice WT %.3f TC %.3f ET %.3f (%.1f s)", fold, item["case_id"], rows[-1]["WT_dice"], rows[-1]["TC_dice"], rows[-1]["ET_dice"], seconds)
+    summary = summarise(rows)
+    result = {"bundle": str(bundle), "mode": mode, "folds": k, "weights": str(weights), "cases": len(rows), "summary": summary, "rows": rows}
+    _write_outputs(out, result)
+    return result
+
+
+def _read_label(path: str | Path) -> tuple[np.ndarray, tuple[float, ...]]:
+    """A reference label map ``(H, W, D)`` in the voxel order of MONAI's readers, and its spacing in mm."""
+    import nibabel as nib
+
+    image = nib.load(str(path))
+    return np.asarray(image.dataobj).astype(np.uint8), tuple(float(z) for z in image.header.get_zooms()[:3])
+
+
+def _write_outputs(out: Path, result: dict[str, Any]) -> None:
+    rows = result["rows"]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out / "cv_cases.csv", buf.getvalue())
+    atomic_write_text(out / "cv_summary.json", json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=2) + "\n")
+
+
+def format_cv(result: dict[str, Any]) -> str:
+    """A Markdown table: one row per case (fold, Dice and HD95 per region), then mean and std."""
+    regions = list(EVAL_REGIONS)
+    head = "| case | fold | " + " | ".join(f"{r} Dice" for r in regions) + " | " + " | ".join(f"{r} HD95 mm" for r in regions) + " | s |"
+    lines = [head, "|" + " --- |" * (3 + 2 * len(regions))]
+    for row in result["rows"]:
+        lines.append(f"| {row['case']} | {row['fold']} | " + " | ".join(f"{row[f'{r}_dice']:.3f}" for r in regions) + " | "
+                     + " | ".join(f"{row[f'{r}_hd95']:.1f}" for r in regions) + f" | {row['seconds']:.1f} |")
+    s = result["summary"]
+    lines.append("| **mean** | | " + " | ".join(f"**{s[f'{r}_dice']['mean']:.3f}**" for r in regions) + " | " + " | ".join(f"{s[f'{r}_hd95']['mean']:.1f}" for r in regions) + " | |")
+    lines.append("| std | | " + " | ".join(f"{s[f'{r}_dice']['std']:.3f}" for r in regions) + " | " + " | ".join(f"{s[f'{r}_hd95']['std']:.1f}" for r in regions) + " | |")
+    return "\n".join(lines)

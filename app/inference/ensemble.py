@@ -1,0 +1,146 @@
+"""Model ensembles with mirroring test-time augmentation, as one network for MONAI's inferers."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+#: Inference modes of the BraTS bundles: ``fast`` runs ``models/model.pt`` once; ``accurate``
+#: averages the fold models of the cross-validation, each over every mirroring.
+MODES: tuple[str, ...] = ("fast", "accurate")
+
+
+def mirrorings(axes: Sequence[int]) -> list[tuple[int, ...]]:
+    """Every subset of the spatial ``axes`` (0, 1, 2 = H, W, D), as tensor dims of ``(B, C, H, W, D)``.
+
+    Example:
+        >>> mirrorings([0, 1])
+        [(), (2,), (3,), (2, 3)]
+    """
+    for axis in axes:
+        if axis not in (0, 1, 2):
+            raise ValueError(f"mirror axes are spatial axes 0, 1, 2 (H, W, D), got {axis}")
+    dims = sorted({a + 2 for a in axes})
+    return [combo for r in range(len(dims) + 1) for combo in itertools.combinations(dims, r)]
+
+
+class MirrorEnsemble(torch.nn.Module):
+    """Average the sigmoid probabilities of several networks over input mirrorings.
+
+    Test-time mirroring as in nnU-Net (Isensee et al. 2021, Nat. Methods 18:203): each member
+    sees the input and its flips along every subset of ``mirror_axes``; its outputs are flipped
+    back and the sigmoid probabilities of all members and mirrorings are averaged. The mirrored
+    copies of a batch of windows go through each member batched together, at most ``max_batch``
+    windows per forward. The result is returned as logits (``logit`` of the mean probability), so the
+    bundle's ``Activationsd(sigmoid=True)`` postprocessing is unchanged.
+
+    Args:
+        members: networks (torch modules or callables such as ``OpenVINONetwork``), each
+            ``(B, C_in, H, W, D)`` -> ``(B, C_out, H, W, D)`` logits of independent regions.
+        mirror_axes: spatial axes to mirror (0, 1, 2 = H, W, D); empty: no mirroring.
+        max_batch: most windows per member forward (bounds memory; at least one mirroring of the
+            whole input batch goes at once).
+
+    Raises:
+        ValueError: no members, or an axis outside 0..2.
+
+    Example:
+        >>> net = torch.nn.Conv3d(4, 3, 3, padding=1)
+        >>> MirrorEnsemble([net], mirror_axes=(0, 1, 2))(torch.zeros(1, 4, 8, 8, 8)).shape
+        torch.Size([1, 3, 8, 8, 8])
+    """
+
+    def __init__(self, members: Sequence[Callable[[torch.Tensor], torch.Tensor]], mirror_axes: Sequence[int] = (0, 1, 2), max_batch: int = 8) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member network")
+        self.members = list(members)
+        self._modules_list = torch.nn.ModuleList([m for m in members if isinstance(m, torch.nn.Module)])
+        self.flips = mirrorings(mirror_axes)
+        self.max_batch = max(1, int(max_batch))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        total: torch.Tensor | None = None
+        per_forward = max(1, self.max_batch // x.shape[0])
+        for member in self.members:
+            for start in range(0, len(self.flips), per_forward):
+                flips = self.flips[start : start + per_forward]
+                out = member(torch.cat([x.flip(dims) if dims else x for dims in flips]))
+                for index, dims in enumerate(flips):
+                    part = out[index * x.shape[0] : (index + 1) * x.shape[0]].float()
+                    prob = torch.sigmoid(part.flip(dims) if dims else part)
+                    total = prob if total is None else total + prob
+        mean = total / (len(self.members) * len(self.flips))
+        return torch.logit(mean.clamp(1e-6, 1 - 1e-6))
+
+
+def load_weights(network: torch.nn.Module, ckpt_path: str | Path, device: torch.device | str = "cpu") -> torch.nn.Module:
+    """Load a state dict (``model.pt``, a compact float16 ``fold*.pt``, or a ``last.pt`` training
+    checkpoint) into ``network``, in float32, and put it in eval mode.
+
+    Raises:
+        FileNotFoundError: ``ckpt_path`` does not exist.
+    """
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"VolSeg weights '{path}' not found; train the bundle (volseg train) or pass another checkpoint")
+    state = torch.load(path, map_location=device, weights_only=True)
+    if isinstance(state.get("model"), dict):  # a last.pt training checkpoint
+        state = state["model"]
+    network.load_state_dict({k: v.float() if torch.is_floating_point(v) else v for k, v in state.items()})
+    return network.eval()
+
+
+def ensemble_members(network: torch.nn.Module, ckpt_paths: Sequence[str | Path], device: torch.device | str = "cpu") -> list[torch.nn.Module]:
+    """One copy of ``network`` per checkpoint, each with its weights loaded (:func:`load_weights`).
+
+    Raises:
+        FileNotFoundError: a checkpoint is missing (the message names it).
+        ValueError: no checkpoints.
+    """
+    if not ckpt_paths:
+        raise ValueError("an ensemble needs at least one checkpoint")
+    return [load_weights(copy.deepcopy(network), p, device) for p in ckpt_paths]
+
+
+def save_compact(ckpt_path: str | Path, out: str | Path) -> Path:
+    """Write a state dict's floating-point tensors as float16 (half the bytes), atomically.
+
+    :func:`load_weights` turns them back into float32; outputs then differ from the float32
+    weights by about 1e-3 of a logit (tested), which changes labels only at the 0.5 boundary.
+
+    Returns:
+        ``out``.
+    """
+    from app.io.atomic import atomic_save_torch
+
+    state = torch.load(Path(ckpt_path), map_location="cpu", weights_only=True)
+    if isinstance(state.get("model"), dict):
+        state = state["model"]
+    compact = {k: v.half() if torch.is_floating_point(v) else v for k, v in state.items()}
+    atomic_save_torch(compact, Path(out))
+    return Path(out)
+
+
+def mode_network(mode: str, network: torch.nn.Module, ensemble_ckpt_paths: Sequence[str | Path], mirror_axes: Sequence[int] = (0, 1, 2),
+                 device: torch.device | str = "cpu") -> torch.nn.Module:
+    """The network of an inference ``mode``, for a bundle's ``inference.yaml``.
+
+    Returns:
+        ``network`` itself for ``"fast"`` (its weights are loaded by the workflow's
+        ``CheckpointLoader``); for ``"accurate"``, a :class:`MirrorEnsemble` of copies of it
+        loaded from ``ensemble_ckpt_paths``.
+
+    Raises:
+        ValueError: an unknown mode.
+        FileNotFoundError: a fold checkpoint is missing.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got '{mode}'")
+    if mode == "fast":
+        return network
+    return MirrorEnsemble(ensemble_members(network, ensemble_ckpt_paths, device), mirror_axes)
