@@ -1,0 +1,79 @@
+"""Cross-validation end to end on phantoms: fold training, and every case scored once by its fold's model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import pytest
+import torch
+
+from app import api
+from app.data.folds import build_cv_manifest
+from app.evaluation.cv import fold_checkpoint, format_cv, summarise
+from app.networks import create_network
+
+TINY = {"_meta_#network_def#channels": [8, 16, 32], "roi_size": [32, 32, 32], "sw_batch_size": 2}
+
+
+@pytest.fixture(scope="module")
+def cv_setup(phantom_root: Path, phantom_manifest: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A 5-fold datalist over the 5 phantoms and random tiny fold weights (float16, as shipped)."""
+    tmp = tmp_path_factory.mktemp("cv")
+    build_cv_manifest(phantom_manifest, phantom_root, k=5, seed=0, out=tmp / "cv.json")
+    weights = tmp / "models"
+    weights.mkdir()
+    for fold in range(5):
+        torch.manual_seed(fold)
+        net = create_network("unet3d", in_channels=4, out_channels=3, channels=[8, 16, 32], num_res_units=2)
+        torch.save({k: v.half() for k, v in net.state_dict().items()}, weights / f"fold{fold}.pt")
+    return tmp / "cv.json", weights
+
+
+@pytest.mark.parametrize("mode", ["fast", "accurate"])
+def test_every_case_is_scored_once_by_its_own_fold(cv_setup, phantom_root: Path, tmp_path: Path, mode: str):
+    manifest, weights = cv_setup
+    result = api.cross_validate("brats_unet3d", manifest, weights, tmp_path, phantom_root, mode=mode, backend="torch", device="cpu", overrides=TINY)
+    fold_of = {it["case_id"]: it["fold"] for it in json.loads(manifest.read_text())["training"]}
+    assert sorted(r["case"] for r in result["rows"]) == sorted(fold_of)
+    assert all(r["fold"] == fold_of[r["case"]] for r in result["rows"])
+    for row in result["rows"]:
+        pred = nib.load(tmp_path / "preds" / f"{row['case']}_seg.nii.gz")
+        ref = nib.load(phantom_root / row["case"] / f"{row['case']}_seg.nii.gz")
+        assert pred.shape == ref.shape and (pred.affine == ref.affine).all()
+        assert 0.0 <= row["WT_dice"] <= 1.0
+    summary = json.loads((tmp_path / "cv_summary.json").read_text())
+    assert summary["mode"] == mode and summary["cases"] == 5 and set(summary["summary"]) >= {"WT_dice", "TC_dice", "ET_dice", "WT_hd95"}
+    assert len((tmp_path / "cv_cases.csv").read_text().splitlines()) == 6
+    assert format_cv(result).count("\n") == 5 + 3
+
+
+def test_summary_is_mean_and_sample_std_without_nans():
+    rows = [{f"{r}_{m}": v for r in ("WT", "TC", "ET") for m in ("dice", "hd95")} for v in (0.5, 0.7, float("nan"))]
+    s = summarise(rows)
+    assert s["WT_dice"]["mean"] == pytest.approx(0.6) and s["WT_dice"]["std"] == pytest.approx(0.1414, abs=1e-4) and s["WT_dice"]["n"] == 2
+
+
+def test_fold_checkpoint_names_what_it_looked_for(tmp_path: Path):
+    (tmp_path / "fold1").mkdir()
+    (tmp_path / "fold1" / "model.pt").write_bytes(b"x")
+    assert fold_checkpoint(tmp_path, 1) == tmp_path / "fold1" / "model.pt"
+    with pytest.raises(FileNotFoundError, match="fold2.pt or fold2/model.pt"):
+        fold_checkpoint(tmp_path, 2)
+
+
+def test_train_fold_holds_out_the_fold_and_keeps_final_weights(cv_setup, phantom_root: Path, tmp_path: Path):
+    manifest, _ = cv_setup
+    small = {**TINY, "batch_size": 1, "num_samples": 1, "max_epochs": 2}
+    out = api.train("brats_unet3d", manifest, phantom_root, tmp_path / "fold3", small, progress=False, fold=3)
+    datalist = json.loads((out / "datalist.json").read_text())
+    assert [it["fold"] for it in datalist["validation"]] == [3]
+    assert all(it["fold"] != 3 for it in datalist["training"]) and len(datalist["training"]) == 4
+    assert (out / "model.pt").is_file()
+    last = torch.load(out / "last.pt", weights_only=False)
+    assert last["checkpointer"]["best_epoch"] == 2  # validated only after the last epoch: no selection on held-out cases
+    final = torch.load(out / "model.pt", weights_only=True)
+    assert all(torch.equal(final[k], last["model"][k]) for k in final)
+    with pytest.raises(ValueError, match="output folder"):
+        api.train("brats_unet3d", manifest, phantom_root, None, small, progress=False, fold=0)
