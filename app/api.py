@@ -118,7 +118,7 @@ def segment_cases(
 def _write_run_record(path: Path, segmenter: Any, bundle: str, results: list[Any]) -> None:
     from app.io.atomic import atomic_write_text
 
-    record = {**run_info(), "bundle": str(bundle), "device": str(segmenter.device), "backend": segmenter.backend, "mode": segmenter.mode,
+    record = {**run_info(), "bundle": str(bundle), "device": str(segmenter.device), "backend": segmenter.backend, "precision": segmenter.precision, "mode": segmenter.mode,
               "config": {k: segmenter.parser.get_parsed_content(k) for k in ("infer_mode", "roi_size", "sw_batch_size", "overlap", "spacing_mm", "ckpt_path", *(("ensemble_ckpt_paths", "mirror_axes") if segmenter.mode == "accurate" else ()))
                          if k in segmenter.parser},
               "cases": [{"case_id": r.case_id, "output": str(r.output) if r.output else None, "seconds": round(r.seconds, 3), "error": r.error} for r in results]}

@@ -103,8 +103,8 @@ def model_zoo_recipe() -> Callable[[list[Path], Path], np.ndarray]:
     return recipe_runner(net, pre, inferer)
 
 
-def volseg(bundle: str, overrides: dict, backend: str) -> Callable[[list[Path], Path], np.ndarray]:
-    segmenter = Segmenter(bundle, device="cpu", overrides=overrides, backend=backend)
+def volseg(bundle: str, overrides: dict, backend: str | None, mode: str = "fast") -> Callable[[list[Path], Path], np.ndarray]:
+    segmenter = Segmenter(bundle, device="cpu", overrides=overrides, backend=backend, mode=mode)
 
     def run(images: list[Path], out: Path) -> np.ndarray:
         label, _ = segmenter.predict(images)
@@ -141,20 +141,31 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--bundles", nargs="+", default=["brats_unet3d", "brats_deeplab3d"])
     parser.add_argument("--dice-split", choices=["validation", "test"], help="also score every VolSeg row on this manifest split")
+    parser.add_argument("--modes-only", action="store_true", help="only the tutorial row and each bundle's --mode fast / --mode accurate as shipped")
     args = parser.parse_args()
     case = find_case(args.data_dir / args.case, require_label=True)
     ref = np.asarray(nib.load(case.label).dataobj).astype(np.uint8)
     rows = {"MONAI tutorial recipe (random weights, no crop, overlap 0.5)": tutorial_recipe(),
             "Model Zoo brats_mri_segmentation recipe (SegResNet, random weights)": model_zoo_recipe()}
+    if args.modes_only:
+        rows = {k: v for k, v in rows.items() if k.startswith("MONAI tutorial")}
     for bundle in args.bundles:
         short = bundle.replace("brats_", "")
+        for mode in ("fast", "accurate"):  # the shipped settings of each mode, default backend
+            try:
+                rows[f"VolSeg {short} --mode {mode} (as shipped)"] = volseg(bundle, {}, None, mode)
+            except FileNotFoundError as err:
+                print(f"skipping {bundle} --mode {mode}: {err}")
+        if args.modes_only:
+            continue
         rows[f"VolSeg {short} sliding window overlap 0.5, torch (unoptimised)"] = volseg(bundle, {"infer_mode": "sliding_window", "overlap": 0.5}, "torch")
         rows[f"VolSeg {short} whole crop, torch"] = volseg(bundle, {"infer_mode": "whole_volume"}, "torch")
         if openvino_available():
             rows[f"VolSeg {short} sliding window overlap 0.5, openvino"] = volseg(bundle, {"infer_mode": "sliding_window", "overlap": 0.5}, "openvino")
             rows[f"VolSeg {short} whole crop, openvino"] = volseg(bundle, {"infer_mode": "whole_volume"}, "openvino")
     images = list(case.images)
-    gflop = {name: network_gflop(fn, images) for name, fn in rows.items() if "openvino" not in name}
+    gflop = {name: network_gflop(fn, images) if not (hasattr(fn, "segmenter") and fn.segmenter.backend == "openvino") else float("nan")
+             for name, fn in rows.items() if "openvino" not in name}
     for name in rows:  # an OpenVINO row runs the same network as its torch twin
         if "openvino" in name:
             twin = name.replace(", openvino", ", torch (unoptimised)" if "sliding" in name else ", torch")

@@ -145,12 +145,16 @@ class OpenVINONetwork(torch.nn.Module):
         network: the torch network with its weights loaded.
         in_channels: input channels.
         cache_dir: cache root (default :func:`default_cache_dir`).
+        precision: OpenVINO ``INFERENCE_PRECISION_HINT``. Explicitly ``"f32"`` by default: on a
+            CPU with AVX-512 BF16 OpenVINO would otherwise run in bf16 and give labels that differ
+            by a few hundred voxels per case from the same model on another CPU. The precision
+            used is in ``self.precision`` (and in the run record).
 
     Raises:
         ImportError: OpenVINO is not installed.
     """
 
-    def __init__(self, network: torch.nn.Module, in_channels: int, cache_dir: str | Path | None = None) -> None:
+    def __init__(self, network: torch.nn.Module, in_channels: int, cache_dir: str | Path | None = None, precision: str = "f32") -> None:
         super().__init__()
         import openvino as ov
 
@@ -161,7 +165,10 @@ class OpenVINONetwork(torch.nn.Module):
             logger.info("converting the network to OpenVINO once (cached in %s)", xml.parent)
             export_network(network, "openvino", xml, in_channels)
         core = ov.Core()
-        self.compiled = core.compile_model(str(xml), "CPU", {"CACHE_DIR": str(root / "openvino" / "kernels"), "ENABLE_CPU_PINNING": False})
+        config = {"CACHE_DIR": str(root / "openvino" / "kernels"), "ENABLE_CPU_PINNING": False, "INFERENCE_PRECISION_HINT": precision}
+        self.compiled = core.compile_model(str(xml), "CPU", config)
+        hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
+        self.precision = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)  # "f32", "bf16"
         self.xml = xml
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

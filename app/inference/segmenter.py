@@ -161,6 +161,7 @@ class Segmenter:
         members = ensemble_members(network, paths, self.device)
         if self.backend == "openvino":
             members = [OpenVINONetwork(m, self.in_channels) for m in members]
+        self.precision = members[0].precision if self.backend == "openvino" else "f32"
         if self.mode == "fast":
             return members[0]
         return MirrorEnsemble(members, parser.get_parsed_content("mirror_axes"))

@@ -88,9 +88,10 @@ def test_shipped_bundle_openvino_and_whole_volume_agree_with_torch(phantom_root:
     assert ov_seg.backend == "openvino"
     label, ov_affine = ov_seg.predict(images)
     np.testing.assert_array_equal(affine, ov_affine)
-    # OpenVINO runs bf16 by default on CPUs with bf16 units; on the phantom, where the network is
-    # unsure of many voxels, about 1e-3 of labels flip (on real BraTS cases Dice moves <= 0.001)
-    assert (label == ref).mean() > 0.998
+    # float32 explicitly (OpenVINO's CPU default is bf16 where the CPU has bf16 units); instance
+    # norm sums in another order, so a few voxels at the 0.5 boundary may still differ
+    assert ov_seg.precision == "f32"
+    assert (label == ref).mean() > 0.9999
     whole, _ = Segmenter("brats_unet3d", device="cpu", backend="torch", overrides={"infer_mode": "whole_volume"}).predict(images)
     assert whole.shape == ref.shape and set(np.unique(whole)) <= {0, 1, 2, 4}
 
