@@ -76,6 +76,22 @@ def manifest_decathlon(
     _write_manifest(build_decathlon_manifest, data_dir, out, seed, folds)
 
 
+def _parse_overrides(items: list[str]) -> dict:
+    """``["overlap=0.25", "infer_mode=whole_volume"]`` -> ``{"overlap": 0.25, "infer_mode": "whole_volume"}``."""
+    import json
+
+    out: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set takes KEY=VALUE, got '{item}'")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
 @cv_app.command("folds")
 def cv_folds(
     manifest: Path = typer.Argument(..., help="Decathlon datalist whose labelled cases (all splits) are pooled"),
@@ -134,7 +150,8 @@ def cv_evaluate(
     mode: str = typer.Option("fast", help="fast: each fold model once; accurate: each fold model with mirroring TTA and the accurate settings"),
     backend: Optional[str] = typer.Option(None, help=BACKEND_HELP),
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
-    infer_mode: Optional[str] = typer.Option(None, help="override infer_mode: sliding_window or whole_volume"),
+    infer_mode: Optional[str] = typer.Option(None, help="override infer_mode (both modes): sliding_window or whole_volume"),
+    set_: list[str] = typer.Option([], "--set", help="config override KEY=VALUE, VALUE as JSON where it parses (repeat), e.g. --set min_component_mm3=0"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
     """Score every case with the fold model that never saw it: per-case Dice and HD95, mean and std per region."""
@@ -144,7 +161,12 @@ def cv_evaluate(
     from app.api import cross_validate
     from app.evaluation.cv import format_cv
 
-    overrides = {"infer_mode": infer_mode, "accurate_infer_mode": infer_mode} if infer_mode else {}
+    try:
+        overrides = _parse_overrides(set_)
+    except ValueError as err:
+        _fail(err)
+    if infer_mode:
+        overrides.update(infer_mode=infer_mode, accurate_infer_mode=infer_mode)
     try:
         result = cross_validate(bundle, manifest, weights, output, data_dir, mode=mode, backend=backend, device=device, overrides=overrides,
                                 progress=lambda it: tqdm(it, desc="cases", unit="case", disable=quiet))

@@ -77,3 +77,18 @@ def test_train_fold_holds_out_the_fold_and_keeps_final_weights(cv_setup, phantom
     assert all(torch.equal(final[k], last["model"][k]) for k in final)
     with pytest.raises(ValueError, match="output folder"):
         api.train("brats_unet3d", manifest, phantom_root, None, small, progress=False, fold=0)
+
+
+def test_cli_cv_evaluate_prints_the_table(cv_setup, phantom_root: Path, tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from app.cli import app as cli
+
+    manifest, weights = cv_setup
+    sets = [arg for key, value in {**TINY, "min_component_mm3": 0}.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
+    result = CliRunner().invoke(cli, ["cv", "evaluate", "--manifest", str(manifest), "--weights", str(weights), "--output", str(tmp_path),
+                                      "--data-dir", str(phantom_root), "--backend", "torch", "--device", "cpu", "--quiet", *sets])
+    assert result.exit_code == 0, result.output
+    assert "| **mean** |" in result.output and result.output.count("| Phantom_") == 5
+    bad = CliRunner().invoke(cli, ["cv", "evaluate", "--weights", str(tmp_path / "none"), "--output", str(tmp_path), "--set", "novalue"])
+    assert bad.exit_code == 2 and "KEY=VALUE" in bad.output

@@ -83,3 +83,27 @@ def test_members_name_a_missing_checkpoint(tmp_path: Path):
         ensemble_members(_net(0), [tmp_path / "fold9.pt"])
     with pytest.raises(ValueError, match="at least one"):
         MirrorEnsemble([])
+
+
+@pytest.mark.slow
+def test_segment_accurate_mode_cli_and_api_agree(phantom_root: Path, tmp_path: Path):
+    """`volseg segment --mode accurate` runs the shipped fold ensemble with mirroring, like the API."""
+    import json
+
+    import nibabel as nib
+    from typer.testing import CliRunner
+
+    from app import api
+    from app.cli import app as cli
+
+    case = phantom_root / "Phantom_002"
+    result = CliRunner().invoke(cli, ["segment", str(case), "--output", str(tmp_path), "--mode", "accurate", "--backend", "torch", "--device", "cpu", "--quiet"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "volseg_run.json").read_text())
+    assert record["mode"] == "accurate" and len(record["config"]["ensemble_ckpt_paths"]) == 5 and record["config"]["mirror_axes"] == [0, 1, 2]
+    written = nib.load(tmp_path / "Phantom_002_seg.nii.gz")
+    label, affine = api.segment(case, device="cpu", backend="torch", mode="accurate")
+    assert written.shape == label.shape == (40, 48, 36)
+    np.testing.assert_array_equal(np.asarray(written.dataobj), label)
+    bad = CliRunner().invoke(cli, ["segment", str(case), "--output", str(tmp_path), "--mode", "best"])
+    assert bad.exit_code == 2 and "mode must be one of fast, accurate" in bad.output
