@@ -127,7 +127,7 @@ def save_compact(ckpt_path: str | Path, out: str | Path) -> Path:
 
 
 def mode_network(mode: str, network: torch.nn.Module, ensemble_ckpt_paths: Sequence[str | Path], mirror_axes: Sequence[int] = (0, 1, 2),
-                 device: torch.device | str = "cpu") -> torch.nn.Module:
+                 device: torch.device | str = "cpu", max_batch: int = 8) -> torch.nn.Module:
     """The network of an inference ``mode``, for a bundle's ``inference.yaml``.
 
     Returns:
@@ -143,4 +143,4 @@ def mode_network(mode: str, network: torch.nn.Module, ensemble_ckpt_paths: Seque
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got '{mode}'")
     if mode == "fast":
         return network
-    return MirrorEnsemble(ensemble_members(network, ensemble_ckpt_paths, device), mirror_axes)
+    return MirrorEnsemble(ensemble_members(network, ensemble_ckpt_paths, device), mirror_axes, max_batch)

@@ -164,7 +164,7 @@ class Segmenter:
         self.precision = members[0].precision if self.backend == "openvino" else "f32"
         if self.mode == "fast":
             return members[0]
-        return MirrorEnsemble(members, parser.get_parsed_content("mirror_axes"))
+        return MirrorEnsemble(members, parser.get_parsed_content("mirror_axes"), int(parser.get("ensemble_max_batch", 8)))
 
     def load(self, images: Sequence[str | Path]) -> dict:
         """Check and preprocess one case (reading, RAS, spacing, crop, z-score): the CPU-side half
