@@ -88,6 +88,7 @@ class AtomicCheckpointer:
             CheckpointLoader(last, self.save_dict, map_location=self.map_location).attach(trainer)
         trainer.add_event_handler(Events.EPOCH_COMPLETED(every=self.save_interval), self.save_last)
         trainer.add_event_handler(Events.COMPLETED, self.save_last)
+        trainer.add_event_handler(Events.COMPLETED, self.save_final_if_missing)
 
     def best_handler(self) -> _BestHandler:
         """A handler for the evaluator's ``val_handlers`` that writes ``model.pt`` on improvement."""
@@ -98,6 +99,14 @@ class AtomicCheckpointer:
             return
         state = {k: _unwrap(v).state_dict() for k, v in self.save_dict.items()}
         atomic_save_torch(state, self.save_dir / LAST_NAME)
+
+    def save_final_if_missing(self, engine: Engine) -> None:
+        """A run that never validated (shorter than ``val_interval``) still leaves ``model.pt``:
+        the final weights, so every finished run can be used as the bundle's weights."""
+        path = self.save_dir / self.best_filename
+        if self.enabled and not path.is_file():
+            atomic_save_torch(_unwrap(self.model).state_dict(), path)
+            logger.info(f"no validation ran: saved the final weights (epoch {engine.state.epoch}) to {path}")
 
     def save_best(self, evaluator: Engine) -> None:
         score = float(evaluator.state.metrics[self.key_metric])

@@ -1,0 +1,18 @@
+"""A training run shorter than its validation interval still writes model.pt (its final weights)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from app import api
+
+
+def test_run_shorter_than_val_interval_writes_final_weights(phantom_root: Path, phantom_manifest: Path, tmp_path: Path):
+    small = {"_meta_#network_def#channels": [8, 16, 32], "roi_size": [32, 32, 32], "batch_size": 1, "num_samples": 1, "max_epochs": 1, "val_interval": 10}
+    out = api.train("brats_unet3d", phantom_manifest, phantom_root, tmp_path, small, progress=False)
+    last = torch.load(out / "last.pt", weights_only=False)
+    assert last["checkpointer"]["best_epoch"] == -1  # no validation ran
+    final = torch.load(out / "model.pt", weights_only=True)
+    assert final.keys() == last["model"].keys() and all(torch.equal(final[k], last["model"][k]) for k in final)
