@@ -3,6 +3,10 @@
 Endpoints: ``/info/``, ``/infer/{model}``, ``/datastore/`` (+ ``image``, ``label``),
 ``/activelearning/{strategy}``, ``/auth/``, ``/train/``. Errors answer JSON ``{"error": ...}``
 with a 4xx/5xx status and the server keeps serving.
+
+The bearer token and the body size are checked by ASGI middleware (``app.serve.guard``) before
+any body byte is read; uploads are checked before their voxels are read (``app.serve.uploads``);
+a training run still going when the server stops is stopped with it.
 """
 
 from __future__ import annotations
@@ -14,22 +18,31 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI, File, Form, Header, Request, UploadFile
+from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 import app as volseg
 from app.bundles import BUNDLES, DEFAULT_BUNDLE, label_names
 from app.constants import MODALITIES
 from app.data.verify import InputError
-from app.serve.datastore import LABEL_SUFFIXES, Datastore, DatastoreError, check_id
+from app.serve.datastore import LABEL_SUFFIXES, Datastore, check_id
+from app.serve.errors import DatastoreError
+from app.serve.guard import RequestGuard
 from app.serve.training import TrainingRunner
+from app.serve.uploads import UploadLimits
 
 logger = logging.getLogger(__name__)
 
+#: Paths answered without the bearer token (how a client learns that a token is needed, and logs in).
+OPEN_PATHS = ("/auth/", "/auth/token")
+#: Room for the multipart envelope and form fields around an upload of ``max_upload_mb``.
+ENVELOPE_BYTES = 2**20
 STRATEGIES = {"random": "a random study without a final label", "first": "the first study (by ID) without a final label"}
 
 
@@ -43,7 +56,10 @@ class ServerConfig:
         bundles: bundles served as models (one model instance each).
         device: ``"cpu"``, ``"cuda"`` or None (CUDA where available).
         token: bearer token required on every endpoint but ``/auth/``; None for no auth.
-        max_upload_mb: largest accepted upload, in MiB.
+        max_upload_mb: largest accepted upload, in MiB; a request body may be 1 MiB larger
+            (multipart envelope), counted as it streams.
+        max_inflated_mb: largest size, in MiB, a gzip upload (``.nii.gz``) may inflate to.
+        max_voxels: most voxels (all channels) an uploaded header may declare.
     """
 
     store_dir: Path
@@ -52,6 +68,8 @@ class ServerConfig:
     device: str | None = None
     token: str | None = None
     max_upload_mb: float = 512.0
+    max_inflated_mb: float = 2048.0
+    max_voxels: int = 2**28
 
 
 class _Models:
@@ -105,17 +123,19 @@ def create_app(config: ServerConfig) -> FastAPI:
         raise ValueError(f"unknown bundle(s) {unknown}; shipped: {', '.join(sorted(BUNDLES))}")
     names = {b: label_names(b) for b in config.bundles}
     codes = {code for n in names.values() for code in n}
-    store = Datastore(config.store_dir, config.studies_dir, codes)
+    limits = UploadLimits(max_voxels=config.max_voxels, max_inflated_bytes=int(config.max_inflated_mb * 2**20))
+    store = Datastore(config.store_dir, config.studies_dir, codes, limits)
     models = _Models(config.bundles, config.device)
     runner = TrainingRunner(store, Path(config.store_dir) / "train", config.device)
     limit = int(config.max_upload_mb * 2**20)
 
-    def authorise(authorization: str | None = Header(default=None)) -> None:
-        if config.token and authorization != f"Bearer {config.token}":
-            raise DatastoreError("missing or wrong bearer token", 401)
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        runner.shutdown()
 
-    api = FastAPI(title="VolSeg (MONAI Label protocol)", version=volseg.__version__)
-    secured = [Depends(authorise)]
+    api = FastAPI(title="VolSeg (MONAI Label protocol)", version=volseg.__version__, lifespan=lifespan)
+    api.add_middleware(RequestGuard, token=config.token, max_body_bytes=limit + ENVELOPE_BYTES, open_paths=OPEN_PATHS)
 
     @api.exception_handler(DatastoreError)
     async def _datastore_error(request: Request, err: DatastoreError) -> JSONResponse:
@@ -130,15 +150,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         logger.exception(f"{request.method} {request.url.path} failed")
         return JSONResponse({"error": f"{type(err).__name__}: {err}", "detail": str(err)}, status_code=500)
 
-    @api.middleware("http")
-    async def _size_guard(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > limit + 2**20:
-            msg = f"request of {int(length) / 2**20:.0f} MiB is larger than the server's limit of {limit / 2**20:.0f} MiB"
-            return JSONResponse({"error": msg, "detail": msg}, status_code=413)
-        return await call_next(request)
-
-    @api.get("/info/", dependencies=secured)
+    @api.get("/info/")
     def info() -> dict[str, Any]:
         labels = {name: code for n in names.values() for code, name in sorted(n.items())}
         return {
@@ -151,7 +163,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             "scoring": {}, "train_stats": runner.stats(), "datastore": store.stats(),
         }
 
-    @api.post("/infer/{model}", dependencies=secured)
+    @api.post("/infer/{model}")
     def infer(model: str, image: str, params: str | None = Form(default=None), output: str | None = None) -> Response:
         if model not in config.bundles:
             raise DatastoreError(f"unknown model '{model}'; models: {', '.join(config.bundles)}", 404)
@@ -180,7 +192,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             return Response(content=data, media_type="application/octet-stream", headers={"Content-Disposition": f'attachment; filename="{image}_seg{ext}"'})
         return _multipart(result, f"{image}_seg{ext}", data)
 
-    @api.get("/datastore/", dependencies=secured)
+    @api.get("/datastore/")
     def datastore(output: str = "stats") -> Any:
         if output == "all":
             return store.describe()
@@ -190,7 +202,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             return store.stats()
         raise DatastoreError(f"output must be all, train or stats, got '{output}'")
 
-    @api.api_route("/datastore/image", methods=["GET", "HEAD"], dependencies=secured)
+    @api.api_route("/datastore/image", methods=["GET", "HEAD"])
     def get_image(image: str) -> FileResponse:
         path = store.image_file(image)
         return FileResponse(path, filename=path.name, media_type="application/octet-stream")
@@ -201,27 +213,27 @@ def create_app(config: ServerConfig) -> FastAPI:
         store.add_image(image_id, file.filename or "upload.nii.gz", _read_upload(file, limit))
         return {"image": image_id}
 
-    @api.put("/datastore/image", dependencies=secured)
+    @api.put("/datastore/image")
     def put_image(file: UploadFile = File(...), image: str | None = None, params: str | None = Form(default=None)) -> dict[str, Any]:
         return _put_image(image, file)
 
-    @api.put("/datastore/", dependencies=secured)
+    @api.put("/datastore/")
     def put_image_client(file: UploadFile = File(...), image: str | None = None, params: str | None = Form(default=None)) -> dict[str, Any]:
         return _put_image(image, file)
 
-    @api.put("/datastore/label", dependencies=secured)
+    @api.put("/datastore/label")
     def put_label(image: str, label: UploadFile = File(...), tag: str = "final", params: str | None = Form(default=None)) -> dict[str, Any]:
         path = store.save_label(image, label.filename or "label.nii.gz", _read_upload(label, limit), tag, {"params": _params(params)})
         return {"image": image, "label": image, "tag": tag, "ext": next(s for s in LABEL_SUFFIXES if path.name.endswith(s))}
 
-    @api.get("/datastore/label", dependencies=secured)
+    @api.get("/datastore/label")
     def get_label(label: str, tag: str = "final") -> FileResponse:
         path = store.label_file(label, tag)
         if path is None:
             raise DatastoreError(f"no '{tag}' label for image '{label}'", 404)
         return FileResponse(path, filename=path.name, media_type="application/octet-stream")
 
-    @api.post("/activelearning/{strategy}", dependencies=secured)
+    @api.post("/activelearning/{strategy}")
     def activelearning(strategy: str) -> dict[str, Any]:
         if strategy not in STRATEGIES:
             raise DatastoreError(f"unknown strategy '{strategy}'; strategies: {', '.join(STRATEGIES)}", 404)
@@ -243,19 +255,19 @@ def create_app(config: ServerConfig) -> FastAPI:
             raise DatastoreError("wrong password (use the server's token)", 401)
         return {"access_token": config.token, "token_type": "bearer"}
 
-    @api.get("/auth/token/valid", dependencies=secured)
+    @api.get("/auth/token/valid")
     def auth_valid() -> dict[str, Any]:
         return {"valid": True}
 
-    @api.get("/train/", dependencies=secured)
+    @api.get("/train/")
     def train_status(check_if_running: bool = False) -> Any:
         status = runner.status()
         if check_if_running and status.get("status") != "RUNNING":
             return JSONResponse({"error": "no training running", "detail": "no training running"}, status_code=404)
         return status
 
-    @api.post("/train/", dependencies=secured)
-    @api.post("/train/{model}", dependencies=secured)
+    @api.post("/train/")
+    @api.post("/train/{model}")
     async def train_start(request: Request, model: str | None = None) -> Any:
         body = await request.body()
         p = _params(body.decode() if body else None)
@@ -264,7 +276,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             raise DatastoreError(f"unknown model '{bundle}'; models: {', '.join(config.bundles)}", 404)
         return runner.start(bundle, p)
 
-    @api.delete("/train/", dependencies=secured)
+    @api.delete("/train/")
     def train_stop() -> Any:
         return runner.stop()
 
