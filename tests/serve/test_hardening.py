@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import sys
 import threading
 import time
@@ -34,6 +35,7 @@ from app.serve import Datastore, DatastoreError, ServerConfig, create_app
 from app.serve.datastore import check_id
 from app.serve.training import TrainingRunner
 from tests.conftest import case_files
+from tests.serve.live import LiveServer
 
 SECRET = b"TOPSECRET"
 
@@ -126,6 +128,14 @@ def test_token_is_checked_before_any_body_byte_is_read(studies: Path, tmp_path: 
     sent, read = asyncio.run(_asgi_request(api, "/datastore/label", wrong, _multipart_stream(2**20), b"image=Phantom_000"))
     assert sent[0]["status"] == 401 and read["calls"] == 0
     assert TestClient(api).get("/auth/").status_code == 200  # how a client learns that a token is needed
+
+
+def test_unauthenticated_chunked_upload_is_answered_while_the_client_is_still_sending(studies: Path, tmp_path: Path):
+    with LiveServer(_config(tmp_path, studies, token="s3cret")) as url, socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=10) as sock:
+        sock.sendall(b"PUT /datastore/label?image=Phantom_000 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                     b"Content-Type: multipart/form-data; boundary=b\r\n\r\n")  # headers sent, body not (yet)
+        answer = sock.recv(4096)  # the earlier server waited for the body here until the timeout
+    assert answer.startswith(b"HTTP/1.1 401")
 
 
 # 2. sizes: chunked bodies, gzip bombs, header voxel budget -----------------------------------

@@ -10,10 +10,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import threading
 import time
 import zipfile
 from pathlib import Path
@@ -22,8 +20,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from app.serve import ServerConfig, create_app
+from app.serve import ServerConfig
 from tests.conftest import SHARED_BRATS, case_files
+from tests.serve.live import LiveServer, free_port
 
 WHEEL = "monailabel==0.8.5"
 SLICER_CLIENT = "plugins/slicer/MONAILabel/MONAILabelLib/client.py"
@@ -60,34 +59,6 @@ def client_classes():
     return _clients()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class _LiveServer:
-    def __init__(self, config: ServerConfig) -> None:
-        import uvicorn
-
-        self.port = _free_port()
-        self.server = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        deadline = time.time() + 30
-        while not self.server.started:
-            if time.time() > deadline:
-                raise RuntimeError("server did not start in 30 s")
-            time.sleep(0.05)
-        return f"http://127.0.0.1:{self.port}"
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-
 def _slicer_flow(client_cls, url: str, tmp_path: Path, studies: Path) -> str:
     client = client_cls(url, tmpdir=str(tmp_path))
     assert client.auth_enabled() is False
@@ -115,7 +86,7 @@ def test_slicer_and_python_clients_against_live_server(client_classes, phantom_r
     studies = tmp_path / "studies"
     for case in ("Phantom_000", "Phantom_001"):
         shutil.copytree(phantom_root / case, studies / case)
-    with _LiveServer(ServerConfig(tmp_path / "store", studies, device="cpu")) as url:
+    with LiveServer(ServerConfig(tmp_path / "store", studies, device="cpu")) as url:
         first = _slicer_flow(slicer_cls, url, tmp_path, studies)
         second = _slicer_flow(python_cls, url, tmp_path, studies)
     assert {first, second} == {"Phantom_000", "Phantom_001"}  # next_sample skips labelled studies
@@ -128,7 +99,7 @@ def test_slicer_client_segments_a_real_brats_case(client_classes, tmp_path: Path
     slicer_cls, _ = client_classes
     studies = tmp_path / "studies"
     shutil.copytree(SHARED_BRATS / "Brats18_CBICA_AME_1", studies / "Brats18_CBICA_AME_1")  # a link out of --studies is not served
-    with _LiveServer(ServerConfig(tmp_path / "store", studies, device="cpu")) as url:
+    with LiveServer(ServerConfig(tmp_path / "store", studies, device="cpu")) as url:
         image_id = _slicer_flow(slicer_cls, url, tmp_path, studies)
     assert image_id == "Brats18_CBICA_AME_1"
 
@@ -138,7 +109,7 @@ def test_volseg_serve_command_starts_and_answers(phantom_root: Path, tmp_path: P
     import json
     import urllib.request
 
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--studies", str(phantom_root), "--store", str(tmp_path / "store"),
                              "--port", str(port), "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
