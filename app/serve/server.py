@@ -55,7 +55,8 @@ class ServerConfig:
         studies_dir: optional read-only folder of BraTS case folders.
         bundles: bundles served as models (one model instance each).
         device: ``"cpu"``, ``"cuda"`` or None (CUDA where available).
-        token: bearer token required on every endpoint but ``/auth/``; None for no auth.
+        token: bearer token required on every path but ``OPEN_PATHS`` (``/auth/``, ``/auth/token``),
+            checked before the body is read; None for no auth.
         max_upload_mb: largest accepted upload, in MiB; a request body may be 1 MiB larger
             (multipart envelope), counted as it streams.
         max_inflated_mb: largest size, in MiB, a gzip upload (``.nii.gz``) may inflate to.

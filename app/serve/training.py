@@ -108,7 +108,7 @@ class TrainingRunner:
             return
         self._run = run
         if run.get("status") == "RUNNING":
-            if pid is not None and process_start_time(int(pid)) == start_time:
+            if pid is not None and start_time is not None and process_start_time(int(pid)) == start_time:
                 self._pid, self._start_time = int(pid), start_time
                 logger.warning(f"training run '{run.get('id')}' (pid {pid}) of an earlier server is still running; DELETE /train/ stops it")
             else:
@@ -117,7 +117,7 @@ class TrainingRunner:
     def _alive(self) -> bool:
         if self._proc is not None:
             return self._proc.poll() is None
-        return self._pid is not None and process_start_time(self._pid) == self._start_time
+        return self._pid is not None and self._start_time is not None and process_start_time(self._pid) == self._start_time
 
     def _finish(self, status: str | None = None) -> None:
         """Record the end of the run: ``status``, or DONE/FAILED from the wrapper's exit status."""
