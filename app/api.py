@@ -319,11 +319,25 @@ def export(bundle: str = DEFAULT_BUNDLE, fmt: str = "torchscript", out: str | Pa
     return export_network(segmenter.network, fmt, target, segmenter.in_channels)
 
 
+def _unseen_case_ids(bundle: str | Path) -> list[str]:
+    """Shared BraTS cases that a bundle's ``models/model.pt`` never trained on: its held-out CV fold."""
+    from app.bundles import REPO_ROOT, bundle_path
+
+    meta = json.loads((bundle_path(bundle) / "configs" / "metadata.json").read_text())
+    fold = meta.get("training", {}).get("fast_model_fold")
+    cv = REPO_ROOT / "data_manifests" / "brats2018_cv5.json"
+    if fold is None or not cv.is_file():
+        return []
+    return [item["case_id"] for item in json.loads(cv.read_text())["training"] if item["fold"] == fold]
+
+
 def demo(data_dir: str | Path | None = None, output_dir: str | Path = "volseg_demo", bundle: str = DEFAULT_BUNDLE, device: str | None = None) -> dict[str, Any]:
     """The README's first command: segment one real BraTS case with the shipped weights and score it.
 
-    The case is the first of the shipped manifest's test split found in ``data_dir``
-    (default ``$VOLSEG_BRATS_DIR`` or ``../shared/data/brats2018``), else the first case there.
+    The case is the first case found in ``data_dir`` (default ``$VOLSEG_BRATS_DIR`` or
+    ``../shared/data/brats2018``) that the shipped fast model never trained on (the held-out fold
+    of ``models/model.pt``, ``training#fast_model_fold`` in the bundle's metadata), else the
+    first case there.
     Where no BraTS data is found, a synthetic phantom is generated and used instead, and the
     result says so (``synthetic: True``).
 
@@ -333,7 +347,6 @@ def demo(data_dir: str | Path | None = None, output_dir: str | Path = "volseg_de
     """
     import nibabel as nib
 
-    from app.bundles import REPO_ROOT
     from app.data import default_brats_dir, scan_brats
     from app.data.phantom import make_brats_phantom
     from app.evaluation import case_metrics
@@ -349,9 +362,8 @@ def demo(data_dir: str | Path | None = None, output_dir: str | Path = "volseg_de
         root, synthetic = out_dir / "phantom", True
         make_brats_phantom(root, "Phantom_001")
         cases = {c.case_id: c for c in scan_brats(root)}
-    shipped = REPO_ROOT / "data_manifests" / "brats2018_shared.json"
-    test_ids = [item["case_id"] for item in json.loads(shipped.read_text())["test"]] if shipped.is_file() else []
-    case = next((cases[c] for c in test_ids if c in cases), next(iter(cases.values())))
+    unseen = _unseen_case_ids(bundle)
+    case = next((cases[c] for c in unseen if c in cases), next(iter(cases.values())))
     start = time.perf_counter()
     result = segment_cases([case.images[0].parent], out_dir, bundle=bundle, device=device)[0]
     if result.error:
