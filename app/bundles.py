@@ -7,8 +7,16 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-#: Repository root (the folder holding ``app/``, ``bundles/`` and ``data_manifests/``).
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from app.resources import bundles_root, manifest_path, resource_root
+
+__all__ = ["BUNDLES", "DEFAULT_BUNDLE", "REPO_ROOT", "BundleInfo", "bundle_dir", "bundle_path", "bundles_root",
+           "config_files", "default_root", "installed_bundles", "label_names", "manifest_path"]
+
+#: The folder holding ``bundles/`` and ``data_manifests/``: the repository root in a source
+#: checkout, ``app/_shipped`` when installed from a wheel (see :mod:`app.resources`). Kept for
+#: callers written before the wheel carried bundles; new code calls :func:`bundles_root`,
+#: :func:`bundle_dir` or :func:`manifest_path`.
+REPO_ROOT = resource_root()
 
 @dataclass(frozen=True)
 class BundleInfo:
@@ -41,14 +49,38 @@ def label_names(bundle: str | Path) -> dict[int, str]:
 
 
 def bundle_dir(name: str) -> Path:
-    """Folder of a shipped bundle.
+    """Folder of a shipped bundle, in the installed package or the source checkout
+    (:func:`app.resources.bundles_root`).
 
     Raises:
         ValueError: unknown bundle name; the message lists the shipped ones.
+        FileNotFoundError: a registered bundle whose folder is missing (a wheel built without
+            ``setup.py``'s copy step); the message says where it looked.
+
+    Example:
+        >>> (bundle_dir("brats_unet3d") / "configs" / "common.yaml").is_file()
+        True
     """
     if name not in BUNDLES:
         raise ValueError(f"unknown bundle '{name}'; shipped bundles: {', '.join(sorted(BUNDLES))}")
-    return REPO_ROOT / "bundles" / name
+    folder = bundles_root() / name
+    if not (folder / "configs").is_dir():
+        raise FileNotFoundError(f"bundle '{name}' is registered but '{folder / 'configs'}' is missing; "
+                                "reinstall VolSeg from a wheel built with `pip wheel .`, or run from a source checkout")
+    return folder
+
+
+def installed_bundles() -> dict[str, Path]:
+    """Name -> folder of every bundle present on disk (a folder of :func:`bundles_root` with
+    ``configs/metadata.json``), sorted by name; registered or not (see :data:`BUNDLES`).
+
+    Example:
+        >>> "brats_unet3d" in installed_bundles()
+        True
+    """
+    root = bundles_root()
+    found = sorted(p for p in root.iterdir() if (p / "configs" / "metadata.json").is_file()) if root.is_dir() else []
+    return {p.name: p for p in found}
 
 
 def bundle_path(name_or_dir: str | Path) -> Path:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.constants import DATA_DIR_ENV, MODALITIES
+from app.resources import source_root
 
 _SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
@@ -91,12 +92,14 @@ def scan_brats(data_dir: str | Path, require_label: bool = True) -> list[BratsCa
 
 
 def default_brats_dir() -> Path:
-    """The BraTS data folder: ``$VOLSEG_BRATS_DIR`` or ``../shared/data/brats2018`` beside the repository.
+    """The BraTS data folder: ``$VOLSEG_BRATS_DIR``, else ``../shared/data/brats2018`` beside the
+    repository in a source checkout, else (installed from a wheel, no repository) beside the
+    current folder.
 
     The path is returned whether or not it exists; callers check.
     """
     env = os.environ.get(DATA_DIR_ENV)
     if env:
         return Path(env)
-    repo_root = Path(__file__).resolve().parents[2]
-    return (repo_root.parent / "shared" / "data" / "brats2018").resolve()
+    base = source_root() or Path.cwd()
+    return (base.parent / "shared" / "data" / "brats2018").resolve()
