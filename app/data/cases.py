@@ -91,15 +91,22 @@ def scan_brats(data_dir: str | Path, require_label: bool = True) -> list[BratsCa
     return cases
 
 
+def shared_data_dir(name: str) -> Path:
+    """``../shared/data/<name>``: beside the repository in a source checkout, else (installed from
+    a wheel, no repository) beside the current folder. Returned whether or not it exists.
+
+    Example:
+        >>> shared_data_dir("msd_spleen").name
+        'msd_spleen'
+    """
+    base = source_root() or Path.cwd()
+    return (base.parent / "shared" / "data" / name).resolve()
+
+
 def default_brats_dir() -> Path:
-    """The BraTS data folder: ``$VOLSEG_BRATS_DIR``, else ``../shared/data/brats2018`` beside the
-    repository in a source checkout, else (installed from a wheel, no repository) beside the
-    current folder.
+    """The BraTS data folder: ``$VOLSEG_BRATS_DIR``, else :func:`shared_data_dir` ``("brats2018")``.
 
     The path is returned whether or not it exists; callers check.
     """
     env = os.environ.get(DATA_DIR_ENV)
-    if env:
-        return Path(env)
-    base = source_root() or Path.cwd()
-    return (base.parent / "shared" / "data" / "brats2018").resolve()
+    return Path(env) if env else shared_data_dir("brats2018")
