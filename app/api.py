@@ -167,11 +167,11 @@ def cross_validate(bundle: str = DEFAULT_BUNDLE, cv_manifest: str | Path | None 
     Raises:
         FileNotFoundError: the manifest, a fold's weights or a case's files are missing.
     """
-    from app.bundles import bundle_path
+    from app.bundles import bundle_path, manifest_path
     from app.evaluation.cv import cross_validate as run_cv
 
     root = bundle_path(bundle)
-    manifest = cv_manifest or root.parents[1] / "data_manifests" / "brats2018_cv5.json"
+    manifest = cv_manifest or manifest_path("brats2018_cv5")
     return run_cv(bundle, manifest, weights or root / "models", out_dir, data_dir, mode=mode,
                   segmenter_kwargs={"backend": backend, "device": device, "overrides": overrides or {}}, progress=progress)
 
@@ -218,13 +218,13 @@ def train(bundle: str = DEFAULT_BUNDLE, manifest: str | Path | None = None, data
     """
     from monai.bundle import ConfigWorkflow
 
-    from app.bundles import config_files
+    from app.bundles import config_files, manifest_path
     from app.io.atomic import atomic_write_text
 
     files = config_files(bundle, "train")
     root = Path(files[0]).parents[1]
     if fold is not None:
-        manifest, overrides = _fold_run(manifest or root.parents[1] / "data_manifests" / "brats2018_cv5.json", fold, output_dir, overrides)
+        manifest, overrides = _fold_run(manifest or manifest_path("brats2018_cv5"), fold, output_dir, overrides)
     args = _train_args(root, overrides, manifest, data_dir, output_dir)
     workflow = ConfigWorkflow(config_file=files, meta_file=str(root / "configs" / "metadata.json"), logging_file=str(root / "configs" / "logging.conf"), workflow_type="train", **args)
     workflow.initialize()
@@ -321,11 +321,12 @@ def export(bundle: str = DEFAULT_BUNDLE, fmt: str = "torchscript", out: str | Pa
 
 def _unseen_case_ids(bundle: str | Path) -> list[str]:
     """Shared BraTS cases that a bundle's ``models/model.pt`` never trained on: its held-out CV fold."""
-    from app.bundles import REPO_ROOT, bundle_path
+    from app.bundles import bundle_path
+    from app.resources import manifests_root
 
     meta = json.loads((bundle_path(bundle) / "configs" / "metadata.json").read_text())
     fold = meta.get("training", {}).get("fast_model_fold")
-    cv = REPO_ROOT / "data_manifests" / "brats2018_cv5.json"
+    cv = manifests_root() / "brats2018_cv5.json"
     if fold is None or not cv.is_file():
         return []
     return [item["case_id"] for item in json.loads(cv.read_text())["training"] if item["fold"] == fold]

@@ -92,6 +92,18 @@ def _parse_overrides(items: list[str]) -> dict:
     return out
 
 
+@app.command("bundles")
+def list_bundles() -> None:
+    """List the installed bundles: name, folder, weights present (models/*.pt) and description."""
+    from app.bundles import BUNDLES, installed_bundles
+
+    for name, folder in installed_bundles().items():
+        weights = sorted(p.name for p in (folder / "models").glob("*.pt"))
+        info = BUNDLES.get(name)
+        typer.echo(f"{name}\n  folder:  {folder}\n  weights: {', '.join(weights) or 'none'}"
+                   f"\n  {info.description if info else '(not registered in app.bundles.BUNDLES)'}")
+
+
 @cv_app.command("folds")
 def cv_folds(
     manifest: Path = typer.Argument(..., help="Decathlon datalist whose labelled cases (all splits) are pooled"),
@@ -117,7 +129,7 @@ def cv_folds(
 @cv_app.command("train")
 def cv_train(
     bundle: str = typer.Option("brats_unet3d", help=BUNDLE_HELP),
-    manifest: Path = typer.Option(Path("data_manifests/brats2018_cv5.json"), help="cross-validation datalist (volseg cv folds)"),
+    manifest: Optional[Path] = typer.Option(None, help="cross-validation datalist (volseg cv folds; default: the shipped brats2018_cv5.json)"),
     data_dir: Optional[Path] = typer.Option(None, help="data root of the manifest's paths"),
     output_dir: Path = typer.Option(..., help="runs go to <output-dir>/fold<k>/ (resumed from last.pt)"),
     fold: list[int] = typer.Option([], help="folds to train (repeat the option; default: every fold without a model.pt)"),
@@ -130,7 +142,10 @@ def cv_train(
 
     from app.api import train as train_api
 
+    from app.bundles import manifest_path
+
     try:
+        manifest = manifest or manifest_path("brats2018_cv5")
         k = int(json.loads(manifest.read_text()).get("numFolds", 0))
         overrides = {"max_epochs": max_epochs} if max_epochs is not None else {}
         for f in fold or [f for f in range(k) if not (output_dir / f"fold{f}" / "model.pt").is_file()]:

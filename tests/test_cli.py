@@ -72,3 +72,13 @@ def test_ci_runs_the_readme_test_command():
     blocks = [b.split("```", 1)[0].strip() for b in readme.split("```bash\n")[1:3]]
     assert len(blocks) == 2
     assert blocks[1] in (REPO_ROOT / ".ci" / "run").read_text()
+
+
+def test_bundles_lists_every_installed_bundle_with_its_weights():
+    from app.bundles import BUNDLES
+
+    result = CliRunner().invoke(cli, ["bundles"])
+    assert result.exit_code == 0, result.output
+    for name in BUNDLES:
+        assert f"{name}\n  folder:" in result.output
+    assert "fold0.pt" in result.output and "model.pt" in result.output
