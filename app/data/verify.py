@@ -1,4 +1,5 @@
-"""Checks on input volumes before they reach a model: readable, 3D, and co-registered."""
+"""Checks on input volumes before they reach a model: readable, 3D, co-registered and verified
+(complete data, within the voxel budget, finite, not all zero: :mod:`app.io.integrity`)."""
 
 from __future__ import annotations
 
@@ -57,7 +58,11 @@ def read_geometry(path: str | Path) -> tuple[tuple[int, ...], np.ndarray]:
 
 
 def check_case_images(paths: Sequence[str | Path], atol_mm: float = 1e-3) -> tuple[tuple[int, ...], np.ndarray]:
-    """Check that the modality volumes of a case are readable, 3D, same shape, same affine.
+    """Check that the modality volumes of a case are readable, 3D, same shape, same affine, and
+    hold complete, finite, non-zero data (:func:`app.io.integrity.verify_volume`).
+
+    Headers are compared first; then each volume's data is streamed through once (gzip CRC and
+    length, NaN, infinite and all-zero voxels), one volume at a time, before any model sees it.
 
     Args:
         paths: the image files or DICOM series folders (T1, T1ce, T2, FLAIR for BraTS), in any
@@ -68,9 +73,16 @@ def check_case_images(paths: Sequence[str | Path], atol_mm: float = 1e-3) -> tup
         ``(shape, affine)`` of the first file: the geometry outputs must match.
 
     Raises:
-        InputError: a missing or unreadable file, a 2D or 4D image, or files whose shapes or
-            affines disagree; the message names the file and both values.
+        InputError: a missing or unreadable file, a 2D or 4D image, files whose shapes or
+            affines disagree (the message names the file and both values), a header declaring
+            more voxels than ``VOLSEG_MAX_VOXELS``, a truncated or corrupt file, NaN or infinite
+            voxels, or an all-zero sequence (the message names case, sequence and file).
+
+    Example:
+        >>> shape, affine = check_case_images(case.images)  # doctest: +SKIP
     """
+    from app.io.integrity import verify_volume
+
     ref_path, ref_shape, ref_affine = None, None, None
     for path in paths:
         shape, affine = read_geometry(path)
@@ -90,4 +102,6 @@ def check_case_images(paths: Sequence[str | Path], atol_mm: float = 1e-3) -> tup
                              f"{np.abs(affine - ref_affine).max():.4g} mm); the modalities must be co-registered")
     if ref_shape is None:
         raise InputError("no image file given")
+    for path in paths:
+        verify_volume(path)
     return ref_shape, np.asarray(ref_affine)

@@ -31,9 +31,15 @@ class SimpleITKReader(ImageReader):
     stacked as channels ``(C, H, W, D)`` and must share affine and shape. In a config:
     ``LoadImaged(keys, reader="app.io.SimpleITKReader")``.
 
+    Every file is verified before its voxels are read (:mod:`app.io.integrity`): within the
+    ``VOLSEG_MAX_VOXELS`` budget, gzip stream complete with its CRC checked, as long as its
+    header says; then no NaN or infinite voxel, and a BraTS-named sequence not all zero.
+
     Raises:
-        app.data.verify.InputError: a file that is missing, unreadable, not 3D or has NaN voxels
-            (see :func:`app.io.read_volume`); the message names the file.
+        app.data.verify.InputError: a file that is missing, unreadable, not 3D, over the voxel
+            budget, truncated or corrupt, has NaN or infinite voxels, or is an all-zero sequence
+            (see :func:`app.io.read_volume`); the message names the file. ``LoadImage`` wraps it
+            in a ``RuntimeError`` that keeps the message.
         RuntimeError: stacked files whose affines or shapes differ (MONAI's message).
     """
 

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from app.data.verify import InputError
+from app.io.integrity import VoxelCounts, check_voxel_budget, describe, read_file_information, sequence_of, verify_file
 
 #: File endings read as single-file volumes.
 VOLUME_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -54,13 +53,22 @@ def dicom_series(folder: str | Path) -> dict[str, list[str]]:
     return {uid: list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)) for uid in uids}
 
 
-def read_volume(path: str | Path, series_uid: str | None = None, check_finite: bool = True):
-    """Read a 3D volume as a ``SimpleITK.Image`` (geometry: spacing in mm, origin, direction, LPS).
+def read_volume(path: str | Path, series_uid: str | None = None, check_finite: bool = True,
+                refuse_all_zero: bool | None = None):
+    """Read a 3D volume as a ``SimpleITK.Image`` (geometry: spacing in mm, origin, direction, LPS),
+    verified first (:mod:`app.io.integrity`): never a truncated file read as zeros.
+
+    Before any voxel is read, the header's voxel count is checked against the budget
+    (``VOLSEG_MAX_VOXELS``) and a NIfTI file's data against its header (gzip stream to its
+    end-of-stream marker, CRC-32 and length; file size for ``.nii``).
 
     Args:
         path: a NIfTI, NRRD or MetaImage file, or a folder holding a DICOM series.
         series_uid: which series of a DICOM folder holding several.
         check_finite: reject volumes with NaN or infinite voxels.
+        refuse_all_zero: reject a volume whose voxels are all zero; None (the default) does so
+            where the file name names an MRI sequence (``<case>_{t1,t1ce,t2,flair}``), so a
+            label map (``_seg``, all zero in a tumour-free case) still reads.
 
     Returns:
         The image; DICOM CT in HU (rescale slope/intercept applied).
@@ -68,37 +76,66 @@ def read_volume(path: str | Path, series_uid: str | None = None, check_finite: b
     Raises:
         InputError: missing or unreadable file, unsupported type, empty DICOM folder, several
             DICOM series and no ``series_uid`` (the message lists them), a volume that is not 3D,
-            NaN or infinite voxels. The message names the file.
+            over the voxel budget, truncated or corrupt data, NaN or infinite voxels, an
+            all-zero sequence. The message names the file.
+
+    Example:
+        >>> image = read_volume("Brats18_X/Brats18_X_flair.nii.gz")  # doctest: +SKIP
+        >>> image.GetSize(), image.GetSpacing()  # doctest: +SKIP
+        ((240, 240, 155), (1.0, 1.0, 1.0))
     """
     import SimpleITK as sitk
 
     path = Path(path)
     fmt = volume_format(path)
+    refuse_zero = sequence_of(path) is not None if refuse_all_zero is None else refuse_all_zero
+    counts, header_read = None, False
     try:
         if fmt == "dicom":
-            series = dicom_series(path)
-            if series_uid is None and len(series) > 1:
-                listing = "; ".join(f"{uid} ({len(files)} slices)" for uid, files in series.items())
-                raise InputError(f"'{path}': {len(series)} DICOM series found, choose one by series UID: {listing}")
-            uid = series_uid or next(iter(series))
-            if uid not in series:
-                raise InputError(f"'{path}': no DICOM series with UID {uid}; found {', '.join(series)}")
-            reader = sitk.ImageSeriesReader()
-            reader.SetFileNames(series[uid])
+            reader = _dicom_reader(path, series_uid)
+            header_read = True
             image = reader.Execute()
         else:
             if not path.is_file():
                 raise InputError(f"'{path}': file does not exist")
+            counts = verify_file(path, scan_voxels=check_finite or refuse_zero)  # NIfTI: stored values
+            if counts is not None:  # refused before ITK reads it (ITK reads a NIfTI NaN as 0)
+                counts.check(path, refuse_zero, check_finite)
+            header_read = True
             image = sitk.ReadImage(str(path))
     except RuntimeError as err:  # SimpleITK reports unreadable files as RuntimeError
-        raise InputError(f"'{path}': not a readable {fmt} image ({str(err).strip().splitlines()[-1]})") from err
+        reason = str(err).strip().splitlines()[-1]
+        if header_read:  # ITK's NRRD and MetaImage readers refuse data shorter than the header says
+            raise InputError(f"{describe(path)}: header is readable but its voxel data is not (truncated file, or "
+                             f"a missing data file): {reason}") from err
+        raise InputError(f"'{path}': not a readable {fmt} image ({reason})") from err
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(f"'{path}': expected a 3D single-channel volume, got {image.GetDimension()}D with "
                          f"{image.GetNumberOfComponentsPerPixel()} component(s), size {image.GetSize()}")
-    if check_finite and image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
-        if not np.isfinite(sitk.GetArrayViewFromImage(image)).all():
-            raise InputError(f"'{path}': NaN or infinite voxel values")
+    if counts is None and (check_finite or refuse_zero):
+        counts = VoxelCounts()
+        counts.add(sitk.GetArrayViewFromImage(image))
+        counts.check(path, refuse_zero, check_finite)
     return image
+
+
+def _dicom_reader(folder: Path, series_uid: str | None):
+    """An ``ImageSeriesReader`` for one series of ``folder``, its voxel count within budget."""
+    import SimpleITK as sitk
+
+    series = dicom_series(folder)
+    if series_uid is None and len(series) > 1:
+        listing = "; ".join(f"{uid} ({len(files)} slices)" for uid, files in series.items())
+        raise InputError(f"'{folder}': {len(series)} DICOM series found, choose one by series UID: {listing}")
+    uid = series_uid or next(iter(series))
+    if uid not in series:
+        raise InputError(f"'{folder}': no DICOM series with UID {uid}; found {', '.join(series)}")
+    first = read_file_information(series[uid][0])
+    width, height = first.GetSize()[:2]
+    check_voxel_budget(folder, (width, height, len(series[uid])), first.GetNumberOfComponents())
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(series[uid])
+    return reader
 
 
 def read_image_information(path: str | Path):
@@ -112,18 +149,9 @@ def read_image_information(path: str | Path):
     Raises:
         InputError: missing, unreadable or unsupported input.
     """
-    import SimpleITK as sitk
-
     path = Path(path)
-    fmt = volume_format(path)
-    if fmt == "dicom":
-        return read_volume(path, check_finite=False)
+    if volume_format(path) == "dicom":
+        return read_volume(path, check_finite=False, refuse_all_zero=False)
     if not path.is_file():
         raise InputError(f"'{path}': file does not exist")
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as err:
-        raise InputError(f"'{path}': not a readable {fmt} image ({str(err).strip().splitlines()[-1]})") from err
-    return reader
+    return read_file_information(path)

@@ -81,3 +81,49 @@ def test_cli_missing_input_exits_non_zero(tmp_path: Path):
     result = CliRunner().invoke(cli, ["segment", str(tmp_path / "nope"), "--output", str(tmp_path / "out")])
     assert result.exit_code == 2 and "input not found" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_truncated_flair_is_refused_not_zero_filled(case: Path):
+    flair = case / "Phantom_000_flair.nii.gz"
+    flair.write_bytes(flair.read_bytes()[: flair.stat().st_size // 2])
+    with pytest.raises(InputError, match=r"^case 'Phantom_000': FLAIR file '.*Phantom_000_flair.nii.gz' is truncated "
+                                         r"\(gzip stream ends before its end-of-stream marker"):
+        check_case_images(case_files(case))
+
+
+def test_nan_voxels_are_refused_by_the_case_check(case: Path):
+    t2 = case / "Phantom_000_t2.nii.gz"
+    img = nib.load(t2)
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    data[3, 4, 5] = np.nan
+    nib.save(nib.Nifti1Image(data, img.affine), t2)
+    with pytest.raises(InputError, match=r"case 'Phantom_000': T2 file .*: 1 NaN and 0 infinite voxel values"):
+        check_case_images(case_files(case))
+
+
+def _header_bomb_case(folder: Path) -> Path:
+    """The issue's case: four ~97-byte gzip NIfTI headers, each declaring 1000^3 int16 voxels."""
+    import gzip
+
+    folder.mkdir()
+    header = nib.Nifti1Header()
+    header.set_data_shape((1000, 1000, 1000))
+    header.set_data_dtype(np.int16)
+    header["vox_offset"] = 352
+    for modality in ("t1", "t1ce", "t2", "flair"):
+        (folder / f"Bomb_000_{modality}.nii.gz").write_bytes(gzip.compress(header.binaryblock + b"\0" * 4))
+    return folder
+
+
+@pytest.mark.parametrize("damage", ["truncated", "header_bomb"])
+def test_cli_refuses_damaged_case_with_exit_1(case: Path, tmp_path: Path, damage: str):
+    if damage == "truncated":
+        flair = case / "Phantom_000_flair.nii.gz"
+        flair.write_bytes(flair.read_bytes()[: flair.stat().st_size // 2])
+    else:
+        case = _header_bomb_case(tmp_path / "Bomb_000")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["segment", str(case), "--output", str(out), "--quiet"])
+    assert result.exit_code == 1, result.output
+    assert "1 of 1 case(s) failed" in result.output and "is truncated" in result.output
+    assert not list(out.glob("*_seg.nii.gz"))  # no label map from zero-filled or unallocated voxels
