@@ -16,6 +16,7 @@ import numpy as np
 from monai.data import ImageReader
 from monai.data.image_reader import _copy_compatible_dict, _stack_images
 from monai.data.utils import orientation_ras_lps
+from monai.transforms import LoadImaged
 from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
 
 from app.data.verify import InputError
@@ -68,3 +69,29 @@ class SimpleITKReader(ImageReader):
             arrays.append(array)
         stacked = _stack_images(arrays, meta)  # a copy where there are several
         return (stacked if len(arrays) > 1 else stacked.copy()), meta  # never a view into SimpleITK's buffer
+
+
+class LoadVolumed(LoadImaged):
+    """``LoadImaged`` that reads with :class:`SimpleITKReader` alone: a volume it refuses stops
+    the load with its :class:`~app.data.verify.InputError`.
+
+    ``LoadImaged(keys, reader="app.io.SimpleITKReader")`` registers MONAI's own readers too and
+    falls back to them when the named reader raises, so a NIfTI with NaN voxels or a blank
+    sequence that :mod:`app.io.integrity` refuses is then read by nibabel without a word. In a
+    config: ``{_target_: app.io.LoadVolumed, keys: [image, label], ensure_channel_first: true}``.
+
+    Args:
+        keys: keys of the data dict holding file paths (one file or a list stacked as channels).
+        **kwargs: any other ``LoadImaged`` argument except ``reader``.
+
+    Example:
+        >>> data = LoadVolumed("image", ensure_channel_first=True)({"image": files})  # doctest: +SKIP
+        >>> data["image"].shape  # (C, H, W, D)  # doctest: +SKIP
+    """
+
+    def __init__(self, keys, **kwargs) -> None:
+        self.volume_reader = SimpleITKReader()
+        super().__init__(keys, reader=self.volume_reader, **kwargs)
+
+    def __call__(self, data, reader: ImageReader | None = None):
+        return super().__call__(data, reader=reader or self.volume_reader)  # no fallback to other readers

@@ -57,3 +57,22 @@ def test_bad_files_name_the_file(tmp_path: Path):
     sitk.WriteImage(other, str(tmp_path / "c.nii.gz"))
     with pytest.raises(RuntimeError, match="affine matrix of all images should be the same"):
         LoadImage(reader=reader)([str(_volume(tmp_path / "a.nii.gz", 0)), str(tmp_path / "c.nii.gz")])
+
+
+def test_load_volumed_refuses_instead_of_falling_back(tmp_path: Path):
+    import nibabel as nib
+
+    from app.io import LoadVolumed
+
+    files = [str(_volume(tmp_path / f"m{i}.nii.gz", i)) for i in range(2)]
+    ours = LoadVolumed("image", ensure_channel_first=True)({"image": files})["image"]
+    theirs = LoadImaged("image", ensure_channel_first=True, reader="NibabelReader")({"image": files})["image"]
+    np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
+    np.testing.assert_allclose(np.asarray(ours.affine), np.asarray(theirs.affine), atol=1e-5)
+    array = np.ones((24, 32, 40), np.float32)
+    array[3, 4, 5] = np.nan
+    nib.save(nib.Nifti1Image(array, np.diag([0.8, 0.8, 2.5, 1.0])), str(tmp_path / "Case_1_flair.nii.gz"))
+    named = LoadImaged("image", reader="app.io.SimpleITKReader")({"image": str(tmp_path / "Case_1_flair.nii.gz")})["image"]
+    assert np.isnan(np.asarray(named)).sum() == 1  # MONAI fell back to nibabel after SimpleITKReader refused
+    with pytest.raises(InputError, match=r"case 'Case_1': FLAIR file .*: 1 NaN and 0 infinite voxel values"):
+        LoadVolumed("image")({"image": str(tmp_path / "Case_1_flair.nii.gz")})
