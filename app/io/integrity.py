@@ -17,6 +17,8 @@ the budget here and the value checks after reading (:func:`app.io.read_volume`).
 
 from __future__ import annotations
 
+import functools
+
 import gzip
 import os
 import re
@@ -242,12 +244,21 @@ def verify_file(path: str | Path, scan_voxels: bool = False) -> VoxelCounts | No
     from app.io.readers import volume_format
 
     if volume_format(path) == "nifti":
-        counts = verify_nifti_data(path, scan_voxels)  # budget from nibabel's header first
-        read_file_information(path)  # and ITK reads the header too
-        return counts
+        stat = Path(path).stat()
+        return _verified_nifti(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, scan_voxels)
     reader = read_file_information(path)
     check_voxel_budget(path, reader.GetSize(), reader.GetNumberOfComponents())
     return None
+
+
+@functools.lru_cache(maxsize=64)
+def _verified_nifti(path: str, size: int, mtime_ns: int, scan_voxels: bool) -> VoxelCounts | None:
+    """:func:`verify_file` of a NIfTI file, remembered by path, size and modification time: the
+    case check and the reader of the same file a moment later stream it once, not twice (a
+    refused file raises and is not remembered)."""
+    counts = verify_nifti_data(path, scan_voxels)  # budget from nibabel's header first
+    read_file_information(path)  # and ITK reads the header too
+    return counts
 
 
 def verify_volume(path: str | Path, refuse_all_zero: bool = True) -> None:
