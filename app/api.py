@@ -157,7 +157,8 @@ def cv_folds(manifest: str | Path, out: str | Path, data_dir: str | Path | None 
 
 def cross_validate(bundle: str = DEFAULT_BUNDLE, cv_manifest: str | Path | None = None, weights: str | Path | None = None, out_dir: str | Path = "cv",
                    data_dir: str | Path | None = None, mode: str = "fast", backend: str | None = None, device: str | None = None,
-                   overrides: dict[str, Any] | None = None, progress: Callable[[Any], Any] | None = None) -> dict[str, Any]:
+                   overrides: dict[str, Any] | None = None, progress: Callable[[Any], Any] | None = None,
+                   folds: Sequence[int] | None = None) -> dict[str, Any]:
     """Cross-validation scores of a bundle: each case segmented by the fold model that never saw it
     (:func:`app.evaluation.cv.cross_validate`); per-case Dice and HD95, mean and std per region.
 
@@ -173,7 +174,7 @@ def cross_validate(bundle: str = DEFAULT_BUNDLE, cv_manifest: str | Path | None 
     root = bundle_path(bundle)
     manifest = cv_manifest or manifest_path("brats2018_cv5")
     return run_cv(bundle, manifest, weights or root / "models", out_dir, data_dir, mode=mode,
-                  segmenter_kwargs={"backend": backend, "device": device, "overrides": overrides or {}}, progress=progress)
+                  segmenter_kwargs={"backend": backend, "device": device, "overrides": overrides or {}}, folds=folds, progress=progress)
 
 
 def run_info() -> dict[str, str]:

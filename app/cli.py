@@ -167,6 +167,7 @@ def cv_evaluate(
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     infer_mode: Optional[str] = typer.Option(None, help="override infer_mode (both modes): sliding_window or whole_volume"),
     set_: list[str] = typer.Option([], "--set", help="config override KEY=VALUE, VALUE as JSON where it parses (repeat), e.g. --set min_component_mm3=0"),
+    fold: list[int] = typer.Option([], help="folds to score (repeat the option; default: every fold)"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
     """Score every case with the fold model that never saw it: per-case Dice and HD95, mean and std per region."""
@@ -184,7 +185,7 @@ def cv_evaluate(
         overrides.update(infer_mode=infer_mode, accurate_infer_mode=infer_mode)
     try:
         result = cross_validate(bundle, manifest, weights, output, data_dir, mode=mode, backend=backend, device=device, overrides=overrides,
-                                progress=lambda it: tqdm(it, desc="cases", unit="case", disable=quiet))
+                                progress=lambda it: tqdm(it, desc="cases", unit="case", disable=quiet), folds=fold or None)
     except (FileNotFoundError, ValueError) as err:
         _fail(err)
     typer.echo(format_cv(result))
