@@ -23,7 +23,7 @@ app.add_typer(cv_app, name="cv")
 BACKEND_HELP = "auto (OpenVINO on CPU where installed, else torch), torch or openvino (default: the bundle's inference_backend)"
 BUNDLE_HELP = "bundle name (brats_unet3d, brats_deeplab3d, ct_unet3d) or bundle folder"
 DEVICE_HELP = "cpu or cuda; default: cuda where available"
-MODE_HELP = "fast: one model; accurate: the 5 cross-validation fold models, each also on the left-right mirrored input (default: the bundle's mode, fast)"
+MODE_HELP = "fast: one model; accurate: the average of the 5 cross-validation fold models (default: the bundle's mode, fast)"
 
 
 def _setup(quiet: bool) -> None:
