@@ -88,11 +88,15 @@ def load_weights(network: torch.nn.Module, ckpt_path: str | Path, device: torch.
     path = Path(ckpt_path)
     if not path.is_file():
         raise FileNotFoundError(f"VolSeg weights '{path}' not found; train the bundle (volseg train) or pass another checkpoint")
-    state = torch.load(path, map_location=device, weights_only=True)
-    if isinstance(state.get("model"), dict):  # a last.pt training checkpoint
-        state = state["model"]
+    state = _state_dict(path, device)
     network.load_state_dict({k: v.float() if torch.is_floating_point(v) else v for k, v in state.items()})
     return network.eval()
+
+
+def _state_dict(path: Path, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """The network weights in ``path``: a state dict, or the ``model`` entry of a ``last.pt`` checkpoint."""
+    state = torch.load(path, map_location=device, weights_only=True)
+    return state["model"] if isinstance(state.get("model"), dict) else state
 
 
 def ensemble_members(network: torch.nn.Module, ckpt_paths: Sequence[str | Path], device: torch.device | str = "cpu") -> list[torch.nn.Module]:
@@ -110,18 +114,15 @@ def ensemble_members(network: torch.nn.Module, ckpt_paths: Sequence[str | Path],
 def save_compact(ckpt_path: str | Path, out: str | Path) -> Path:
     """Write a state dict's floating-point tensors as float16 (half the bytes), atomically.
 
-    :func:`load_weights` turns them back into float32; outputs then differ from the float32
-    weights by about 1e-3 of a logit (tested), which changes labels only at the 0.5 boundary.
+    :func:`load_weights` turns them back into float32; outputs then stay within 2e-2 of a logit
+    of the float32 weights' and over 99.9 % of thresholded labels agree (tested).
 
     Returns:
         ``out``.
     """
     from app.io.atomic import atomic_save_torch
 
-    state = torch.load(Path(ckpt_path), map_location="cpu", weights_only=True)
-    if isinstance(state.get("model"), dict):
-        state = state["model"]
-    compact = {k: v.half() if torch.is_floating_point(v) else v for k, v in state.items()}
+    compact = {k: v.half() if torch.is_floating_point(v) else v for k, v in _state_dict(Path(ckpt_path)).items()}
     atomic_save_torch(compact, Path(out))
     return Path(out)
 
