@@ -4,13 +4,14 @@ The package is grouped by concern: ``app.data`` (manifests, splits, case checks)
 ``app.io`` (reading and atomic writing), ``app.transforms`` (dictionary transforms MONAI
 lacks), ``app.networks`` (network registry), ``app.engines`` (Ignite handlers),
 ``app.inference`` (bundle-driven segmentation), ``app.evaluation`` (metrics and overlays),
-``app.resources`` (where the shipped bundles and datalists are), ``app.api`` (the Python API)
-and ``app.cli`` (the ``volseg`` command, a thin front over the API).
+``app.resources`` (where the shipped bundles and datalists are), ``app.errors`` (the shared
+error types, lowest of all), ``app.bundle_tools`` (generated bundle copies and weight hashes),
+``app.api`` (the Python API) and ``app.cli`` (the ``volseg`` command, a thin front over the API).
 """
 
 __version__ = "0.1.0"
 
-_SUBMODULES = {"api", "bundles", "constants", "data", "engines", "evaluation", "inference", "io", "networks", "resources", "transforms"}
+_SUBMODULES = {"api", "bundle_tools", "bundles", "constants", "data", "engines", "errors", "evaluation", "inference", "io", "networks", "resources", "transforms"}
 
 
 def __getattr__(name: str):

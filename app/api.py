@@ -14,7 +14,6 @@ import logging
 import platform
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +27,13 @@ logger = logging.getLogger(__name__)
 
 def segment(inputs: str | Path | Sequence[str | Path], bundle: str = DEFAULT_BUNDLE, device: str | None = None,
             backend: str | None = None, mode: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Segment one BraTS case: a case folder, or its four modality files (T1, T1ce, T2, FLAIR).
+    """Segment one case: for a BraTS bundle a case folder or its modality files (T1, T1ce, T2,
+    FLAIR); for a one-channel bundle (``ct_unet3d``, or a ``volseg train`` output of it) one CT
+    volume or DICOM series. The bundle's metadata says which (:class:`app.labels.LabelManager`).
 
     Returns:
-        ``(label, affine)``: ``(H, W, D)`` uint8 label map with codes 0/1/2/4 in the input's
-        grid, and the input's 4x4 affine (mm). ``backend`` is ``"auto"``, ``"torch"``,
+        ``(label, affine)``: ``(H, W, D)`` uint8 label map with the bundle's codes (BraTS 0/1/2/4,
+        CT 0/1) in the input's grid, and the input's 4x4 affine (mm). ``backend`` is ``"auto"``, ``"torch"``,
         ``"openvino"`` or None for the bundle's ``inference_backend``. ``mode`` is ``"fast"``
         (one model), ``"accurate"`` (the cross-validation fold models, each with mirroring
         test-time augmentation) or None for the bundle's ``mode`` (fast).
@@ -41,8 +42,9 @@ def segment(inputs: str | Path | Sequence[str | Path], bundle: str = DEFAULT_BUN
         app.data.verify.InputError: missing, unreadable, non-3D or non-co-registered input.
     """
     from app.inference import Segmenter, resolve_inputs
+    from app.labels import labels_of
 
-    cases = resolve_inputs([inputs] if isinstance(inputs, (str, Path)) else list(inputs))
+    cases = resolve_inputs([inputs] if isinstance(inputs, (str, Path)) else list(inputs), channels=labels_of(bundle).channels)
     if len(cases) != 1:
         raise ValueError(f"segment() takes one case, got {len(cases)}; use segment_cases() for several")
     return Segmenter(bundle, device=device, backend=backend, mode=mode).predict(cases[0][1])
@@ -58,12 +60,21 @@ def segment_cases(
     dicom_seg: bool = False,
     backend: str | None = None,
     mode: str | None = None,
+    uncertainty: bool = False,
+    sequences: Sequence[str] | None = None,
+    overwrite: bool = True,
+    nproc: int = 1,
+    report: bool = False,
 ) -> list[Any]:
     """Segment several cases, writing ``<output_dir>/<case_id>_seg.<ext>`` (uint8, input geometry;
     the input's format, NIfTI for DICOM input).
 
-    A case that fails is reported in its result (``error``) and the others still run; nothing
-    is written for it.
+    Everything that needs no model is checked first (:func:`app.inference.batch.plan_batch`):
+    settings, input paths, and the output folder (created, and proven writable), so an output
+    problem stops the run before any model loads. A case that fails (unreadable, truncated,
+    corrupt, or a folder that is no case) is reported in its result (``error``) and the others
+    still run; nothing is written for it. The same case given twice (also through another path
+    or a symbolic link) is segmented once, with a note.
 
     Args:
         inputs: case folders and/or the four modality files of one case.
@@ -77,68 +88,123 @@ def segment_cases(
         backend: ``"auto"`` (OpenVINO on CPU where installed), ``"torch"``, ``"openvino"``, or
             None for the bundle's ``inference_backend``.
         mode: ``"fast"``, ``"accurate"`` or None for the bundle's ``mode`` (see :func:`segment`).
+        uncertainty: also write ``<case_id>_uncertainty.nii.gz`` (float32, input geometry: the
+            entropy in bits of the whole-tumour probability) and record the case's ``quality``
+            (expected whole-tumour Dice, :mod:`app.inference.uncertainty`).
+        sequences: the sequence of each loose input file, in order (default: from file names).
+        overwrite: segment a case whose output exists again; False skips it (a note in its
+            result and the run record), so an interrupted batch resumes (``volseg segment``
+            skips unless ``--overwrite``).
+        nproc: processes, ``torchrun`` with one GPU each on CUDA, gloo on CPU
+            (:mod:`app.inference.distributed`); results then carry no ``label`` (it is on disk).
+        report: also write ``<output_dir>/report.html`` (see :func:`report`).
+
+    A case may lack sequences (any non-empty subset of T1, T1ce, T2, FLAIR): they are fed as
+    zero channels to the modality-dropout model, and the case's record names them under
+    ``missing_sequences``.
 
     Returns:
         One :class:`app.inference.CaseResult` per case. ``<output_dir>/volseg_run.json`` records
         the package versions, the bundle settings and each case's outcome.
 
     Raises:
-        app.data.verify.InputError: inputs that name no case (not found, wrong file count).
+        app.errors.InputError: inputs that name no case (not found, loose files that form no case).
+        app.errors.OutputError: an output folder that is a file, cannot be created or is not
+            writable (found before any model loads).
+        ValueError: an unknown output format or device, CUDA asked for where there is none,
+            ``nproc < 1``, or more processes than GPUs.
     """
-    from app.inference import CaseResult, Segmenter, resolve_inputs
-    from app.io.readers import volume_format
-    from app.io.writers import output_suffix, write_label_like
+    from app.inference.batch import SegmentSettings, plan_batch, run_batch
 
-    if output_format not in ("same", "nifti"):
-        raise ValueError(f"output_format must be 'same' or 'nifti', got '{output_format}'")
-    cases = resolve_inputs(inputs)
-    segmenter = Segmenter(bundle, device=device, backend=backend, mode=mode)
-    results = []
-    with ThreadPoolExecutor(max_workers=1) as reader:  # reads the next case while this one computes
-        pending = reader.submit(segmenter.load, cases[0][1]) if cases else None
-        for index, (case_id, images) in enumerate((progress or (lambda x: x))(cases)):
-            start = time.perf_counter()
-            try:
-                loading, pending = pending, (reader.submit(segmenter.load, cases[index + 1][1]) if index + 1 < len(cases) else None)
-                label, affine = segmenter.run(loading.result())
-                out = write_label_like(label, images[0], Path(output_dir) / f"{case_id}_seg{output_suffix(images[0], output_format)}")
-                if dicom_seg and volume_format(images[0]) == "dicom":
-                    from app.bundles import label_names
-                    from app.io.dicom_seg import write_dicom_seg
+    settings = SegmentSettings(str(bundle), device, backend, mode, output_format, dicom_seg, uncertainty, tuple(sequences) if sequences else None)
+    if nproc < 1:
+        raise ValueError(f"--nproc must be >= 1, got {nproc}")
+    plan = plan_batch(inputs, output_dir, settings, overwrite=overwrite)
+    if nproc > 1:
+        from app.inference.distributed import segment_distributed
 
-                    write_dicom_seg(label, images[0], Path(output_dir) / f"{case_id}_seg.dcm", label_names(bundle), model_name=Path(str(bundle)).name)
-                results.append(CaseResult(case_id, label, affine, out, time.perf_counter() - start))
-            except Exception as err:  # one bad case must not abort the batch
-                logger.error(f"case '{case_id}' failed: {err}")
-                results.append(CaseResult(case_id, seconds=time.perf_counter() - start, error=str(err)))
-    _write_run_record(Path(output_dir) / "volseg_run.json", segmenter, bundle, results)
+        results = segment_distributed(plan, settings, nproc, run_info())
+    else:
+        results = run_batch(plan, settings, run_info(), progress)
+    if report:
+        from app.evaluation.case_report import write_report
+
+        write_report(plan.output_dir, images={c.case_id: c.images for c in plan.cases})
     return results
 
 
-def _write_run_record(path: Path, segmenter: Any, bundle: str, results: list[Any]) -> None:
-    from app.io.atomic import atomic_write_text
+def report(run_dir: str | Path, inputs: Sequence[str | Path] = (), out: str | Path | None = None) -> Path:
+    """Write the HTML report of a ``volseg segment`` output folder (:mod:`app.evaluation.case_report`):
+    per case, the label over the input on three planes through the tumour centre, the volumes
+    (mL), missing sequences and quality score of ``volseg_run.json``, and the bundle with its
+    cross-validation figures.
 
-    record = {**run_info(), "bundle": str(bundle), "device": str(segmenter.device), "backend": segmenter.backend, "precision": segmenter.precision, "mode": segmenter.mode,
-              "config": {k: segmenter.parser.get_parsed_content(k) for k in ("infer_mode", "roi_size", "sw_batch_size", "overlap", "spacing_mm", "ckpt_path", *(("ensemble_ckpt_paths", "mirror_axes") if segmenter.mode == "accurate" else ()))
-                         if k in segmenter.parser},
-              "cases": [{"case_id": r.case_id, "output": str(r.output) if r.output else None, "seconds": round(r.seconds, 3), "error": r.error} for r in results]}
-    atomic_write_text(path, json.dumps(record, indent=2, default=str) + "\n")
+    Args:
+        run_dir: the ``volseg segment`` output folder.
+        inputs: the case folders (or files) that were segmented, for the images under the
+            labels; without them the labels are drawn on black.
+        out: the HTML file (default ``<run_dir>/report.html``).
+
+    Returns:
+        The HTML path.
+
+    Raises:
+        FileNotFoundError: ``run_dir`` has no ``volseg_run.json``.
+        app.errors.InputError: ``inputs`` that name no case.
+
+    Example:
+        >>> report("out", ["../shared/data/brats2018/Brats18_CBICA_AME_1"])  # doctest: +SKIP
+        PosixPath('out/report.html')
+    """
+    from app.evaluation.case_report import write_report
+    from app.inference import resolve_inputs
+
+    images = {case_id: files for case_id, files in resolve_inputs(list(inputs))} if inputs else None
+    return write_report(run_dir, images=images, out=out)
 
 
-def evaluate(pred_dir: str | Path, manifest: str | Path, data_dir: str | Path | None = None, splits: Sequence[str] = ("training", "validation", "test"),
-             csv_path: str | Path | None = None, png_dir: str | Path | None = None) -> list[dict[str, Any]]:
-    """Score predicted label maps against a manifest's labels: per case and mean Dice, HD95 (mm),
-    sensitivity, specificity and precision for WT, TC and ET. See ``app.evaluation``.
+def evaluate(pred_dir: str | Path, manifest: str | Path | None = None, data_dir: str | Path | None = None, splits: Sequence[str] = ("training", "validation", "test"),
+             csv_path: str | Path | None = None, png_dir: str | Path | None = None, bundle: str | Path | None = None,
+             lesion_wise: bool = False) -> list[dict[str, Any]]:
+    """Score predicted label maps (``<case>_seg.nii.gz``, ``.nrrd`` or ``.mha``) against a manifest's
+    labels: per case and mean Dice, HD95 (mm), sensitivity, specificity and precision per
+    evaluation region of the bundle (:class:`app.labels.LabelManager`: WT, TC, ET for BraTS,
+    ``spleen`` for ``ct_unet3d``). See ``app.evaluation``.
+
+    Args:
+        pred_dir: folder of predictions.
+        manifest: Decathlon datalist with the reference labels; default: the bundle's
+            ``data_list_file``.
+        data_dir: root of the manifest's paths; default: the bundle's ``dataset_dir``, or without
+            a bundle ``$VOLSEG_BRATS_DIR`` / ``../shared/data/brats2018``.
+        splits: manifest lists to score.
+        csv_path, png_dir: where to write the table and the overlays (None: not written).
+        bundle: shipped bundle name or folder (a ``volseg train`` output too); None: BraTS.
+        lesion_wise: also BraTS 2023+ lesion-wise Dice, HD95 and detection F1 per region, from the
+            official ``brats-evaluation`` package (``volseg[lesion]``; :mod:`app.evaluation.lesionwise`).
 
     Raises:
         FileNotFoundError: manifest missing, or no case of ``splits`` has a prediction.
+        ValueError: no manifest and no bundle, splits that hold no case, or a prediction off
+            its reference's grid.
     """
     from app.data import default_brats_dir, load_datalist
     from app.evaluation import evaluate_predictions
+    from app.labels import labels_of
 
+    labels = labels_of(bundle)
+    if bundle is not None and (manifest is None or data_dir is None):
+        from app.bundle_config import bundle_settings
+
+        settings = bundle_settings(bundle, ("data_list_file", "dataset_dir"))
+        manifest, data_dir = manifest or settings.get("data_list_file"), data_dir or settings.get("dataset_dir")
+    if manifest is None:
+        raise ValueError("evaluate needs a manifest (--manifest) or a bundle (--bundle) whose data_list_file names one")
     root = Path(data_dir) if data_dir is not None else default_brats_dir()
     items = [item for split in splits for item in load_datalist(manifest, split, root)]
-    return evaluate_predictions(pred_dir, items, csv_path=csv_path, png_dir=png_dir)
+    if not items:
+        raise ValueError(f"manifest '{manifest}': the split(s) {', '.join(splits)} hold no case; choose others with --split")
+    return evaluate_predictions(pred_dir, items, csv_path=csv_path, png_dir=png_dir, labels=labels, lesion_wise=lesion_wise)
 
 
 def cv_folds(manifest: str | Path, out: str | Path, data_dir: str | Path | None = None, k: int = 5, seed: int = 0) -> dict[str, Any]:
@@ -158,12 +224,14 @@ def cv_folds(manifest: str | Path, out: str | Path, data_dir: str | Path | None 
 def cross_validate(bundle: str = DEFAULT_BUNDLE, cv_manifest: str | Path | None = None, weights: str | Path | None = None, out_dir: str | Path = "cv",
                    data_dir: str | Path | None = None, mode: str = "fast", backend: str | None = None, device: str | None = None,
                    overrides: dict[str, Any] | None = None, progress: Callable[[Any], Any] | None = None,
-                   folds: Sequence[int] | None = None) -> dict[str, Any]:
+                   folds: Sequence[int] | None = None, sequences: Sequence[str] | None = None, uncertainty: bool = False) -> dict[str, Any]:
     """Cross-validation scores of a bundle: each case segmented by the fold model that never saw it
     (:func:`app.evaluation.cv.cross_validate`); per-case Dice and HD95, mean and std per region.
 
     ``cv_manifest`` defaults to the bundle's ``cv_data_list_file`` and ``weights`` to its
     ``models/`` folder (``fold<k>.pt``); a ``runs/.../`` folder of ``fold<k>/model.pt`` also works.
+    ``sequences`` keeps only those sequences of every case (the rest missing, zero-filled);
+    ``uncertainty`` also scores the uncertainty map and case quality score.
 
     Raises:
         FileNotFoundError: the manifest, a fold's weights or a case's files are missing.
@@ -174,7 +242,8 @@ def cross_validate(bundle: str = DEFAULT_BUNDLE, cv_manifest: str | Path | None 
     root = bundle_path(bundle)
     manifest = cv_manifest or manifest_path("brats2018_cv5")
     return run_cv(bundle, manifest, weights or root / "models", out_dir, data_dir, mode=mode,
-                  segmenter_kwargs={"backend": backend, "device": device, "overrides": overrides or {}}, folds=folds, progress=progress)
+                  segmenter_kwargs={"backend": backend, "device": device, "overrides": overrides or {}}, folds=folds, progress=progress,
+                  sequences=sequences, uncertainty=uncertainty)
 
 
 def run_info() -> dict[str, str]:
@@ -199,23 +268,35 @@ def _train_args(root: Path, overrides: dict[str, Any] | None, manifest: str | Pa
 
 def train(bundle: str = DEFAULT_BUNDLE, manifest: str | Path | None = None, data_dir: str | Path | None = None,
           output_dir: str | Path | None = None, overrides: dict[str, Any] | None = None, progress: bool = True,
-          fold: int | None = None) -> Path:
+          fold: int | None = None, init_from: str | Path | None = None, freeze_encoder: bool = False) -> Path:
     """Run a bundle's own ``[common, train]`` configs (the same path as ``python -m monai.bundle run``).
 
     The resolved config and package versions are saved in ``output_dir`` as ``run_config.json``
-    and ``run_info.json``. Checkpoints: ``output_dir/last.pt`` (resumable) and ``model.pt`` (best).
+    and ``run_info.json``. Checkpoints: ``output_dir/last.pt`` (resumable) and ``model.pt`` (best,
+    or the final weights where no validation ran). The finished ``output_dir`` is a complete
+    bundle (``configs/`` with the run's overrides, ``metadata.json`` with its figures under
+    ``training_run``, ``models/model.pt``, ``docs/README.md``: :mod:`app.engines.trained_bundle`),
+    so ``--bundle <output_dir>`` works in ``segment``, ``evaluate`` and ``serve``.
 
     With ``fold``, ``manifest`` is a cross-validation datalist (``volseg cv folds``): the run
     trains on every other fold, writes the fold's datalist to ``output_dir/datalist.json``, and
     validates once, after the last epoch, on the fold's own cases, so ``model.pt`` holds the
     final weights: nothing is selected on the cases that cross-validation scores.
 
+    With ``init_from`` (a bundle name or folder, whose ``models/model.pt`` is taken, or a
+    checkpoint file: ``model.pt``, a float16 ``fold*.pt`` or a ``last.pt``), the network starts
+    from those weights (transfer learning / fine-tuning) with a fresh optimizer and learning-rate
+    schedule; a run that resumes from its own ``last.pt`` ignores it. ``freeze_encoder`` then
+    keeps the encoder's weights fixed (:func:`app.networks.freeze_encoder`).
+
     Returns:
         The output folder.
 
     Raises:
-        ValueError: ``fold`` without ``output_dir``, or a fold the manifest does not have.
-        FileNotFoundError: the manifest is missing.
+        ValueError: ``fold`` without ``output_dir``, a fold the manifest does not have,
+            ``freeze_encoder`` without ``init_from``, an empty training split, or an empty
+            validation split while validation is due (:func:`app.engines.preflight.check_training_splits`).
+        FileNotFoundError: the manifest or the ``init_from`` weights are missing.
     """
     from monai.bundle import ConfigWorkflow
 
@@ -228,17 +309,57 @@ def train(bundle: str = DEFAULT_BUNDLE, manifest: str | Path | None = None, data
         manifest, overrides = _fold_run(manifest or manifest_path("brats2018_cv5"), fold, output_dir, overrides)
     args = _train_args(root, overrides, manifest, data_dir, output_dir)
     workflow = ConfigWorkflow(config_file=files, meta_file=str(root / "configs" / "metadata.json"), logging_file=str(root / "configs" / "logging.conf"), workflow_type="train", **args)
+    if freeze_encoder and init_from is None:
+        raise ValueError("--freeze-encoder needs --init-from: a frozen random encoder learns nothing")
+    init_ckpt = _init_checkpoint(init_from) if init_from is not None else None
     workflow.initialize()
+    from app.engines.preflight import check_training_splits
+
+    check_training_splits(workflow.parser)  # an empty training (or due validation) split: one clear ValueError
     out = Path(workflow.parser.get_parsed_content("output_dir"))
+    if init_ckpt is not None and not (out / "last.pt").is_file():
+        from app.inference.ensemble import load_weights
+
+        network = workflow.parser.get_parsed_content("network")
+        load_weights(network, init_ckpt).train()
+        if freeze_encoder:
+            from app.networks import freeze_encoder as freeze
+
+            freeze(network)
+        logging.getLogger("volseg").info("initialised the network from %s%s", init_ckpt, " (encoder frozen)" if freeze_encoder else "")
     atomic_write_text(out / "run_config.json", json.dumps(workflow.parser.get(), indent=2, default=str))
-    atomic_write_text(out / "run_info.json", json.dumps({**run_info(), "bundle": str(bundle), "overrides": {k: str(v) for k, v in args.items()}}, indent=2))
+    atomic_write_text(out / "run_info.json", json.dumps({**run_info(), "bundle": str(bundle), "overrides": {k: str(v) for k, v in args.items()},
+                                                            "init_from": str(init_ckpt) if init_ckpt else None, "freeze_encoder": freeze_encoder}, indent=2))
     if progress:
         from ignite.handlers import ProgressBar
 
         ProgressBar(persist=False).attach(workflow.parser.get_parsed_content("train#trainer"), output_transform=lambda out: {"loss": float(out[0]["loss"])})
+    start = time.perf_counter()
     workflow.run()
+    _write_trained_bundle(root, out, workflow.parser, args, time.perf_counter() - start, init_ckpt)
     workflow.finalize()
     return out
+
+
+def _write_trained_bundle(root: Path, out: Path, parser: Any, args: dict[str, Any], seconds: float, init_ckpt: Path | None) -> None:
+    """Make the run's output folder a complete bundle (:mod:`app.engines.trained_bundle`)."""
+    from app.engines.trained_bundle import run_figures, write_trained_bundle
+
+    datalist, data_dir = (parser.get_parsed_content(k) if k in parser else None for k in ("data_list_file", "dataset_dir"))
+    write_trained_bundle(root, out, args, run_figures(parser, seconds, datalist, init_ckpt), datalist, data_dir)
+
+
+def _init_checkpoint(init_from: str | Path) -> Path:
+    """The weights file that ``init_from`` names: a checkpoint file, or a bundle's ``models/model.pt``."""
+    path = Path(init_from)
+    if path.is_file():
+        return path
+    from app.bundles import bundle_path
+
+    ckpt = bundle_path(init_from) / "models" / "model.pt"
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"--init-from '{init_from}': no weights at {ckpt}")
+    return ckpt
 
 
 def _fold_run(cv_manifest: str | Path, fold: int, output_dir: str | Path | None, overrides: dict[str, Any] | None) -> tuple[Path, dict[str, Any]]:
@@ -260,6 +381,7 @@ def train_distributed(bundle: str = DEFAULT_BUNDLE, nproc: int = 2, manifest: st
     """Train on ``nproc`` processes: ``torchrun --standalone --nproc_per_node=N -m monai.bundle run``
     with the bundle's ``[common, train, multi_gpu_train]`` configs (DistributedDataParallel; NCCL on
     GPUs, gloo on CPU). For several nodes, run the torchrun command in the bundle's README instead.
+    The finished output folder is a complete bundle, as with :func:`train`.
 
     Returns:
         The output folder.
@@ -286,7 +408,13 @@ def train_distributed(bundle: str = DEFAULT_BUNDLE, nproc: int = 2, manifest: st
         cmd += [f"--{key}", json.dumps(value) if not isinstance(value, str) else value]
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "run_info.json", json.dumps({**run_info(), "bundle": str(bundle), "nproc": nproc, "command": cmd}, indent=2))
+    start = time.perf_counter()
     subprocess.run(cmd, check=True)
+    from app.bundle_config import bundle_settings
+    from app.engines.trained_bundle import checkpoint_figures, write_trained_bundle
+
+    data = {**bundle_settings(root, ("data_list_file", "dataset_dir")), **{k: args[k] for k in ("data_list_file", "dataset_dir") if k in args}}
+    write_trained_bundle(root, out, args, checkpoint_figures(out, time.perf_counter() - start, data.get("data_list_file")), data.get("data_list_file"), data.get("dataset_dir"))
     return out
 
 

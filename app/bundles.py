@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,30 +23,58 @@ REPO_ROOT = resource_root()
 class BundleInfo:
     """What a shipped bundle is: a one-line description, the kind of data it reads
     (``"brats"``: 4 MRI modalities -> TC/WT/ET; ``"ct"``: one CT volume -> organ labels), and
-    whether it ships trained weights in ``models/model.pt``, and the names of the label values
-    its inference workflow writes."""
+    whether it ships trained weights in ``models/model.pt``. Label values, names and evaluation
+    regions are in each bundle's ``configs/metadata.json`` (read by :class:`app.labels.LabelManager`)."""
 
     description: str
     data_kind: str
     ships_weights: bool
-    label_names: dict[int, str]
 
 
 #: Bundles shipped with VolSeg: the single table that the CLI, API and tests read.
 BUNDLES: dict[str, BundleInfo] = {
-    "brats_unet3d": BundleInfo("3D residual U-Net, BraTS MRI (T1, T1ce, T2, FLAIR) -> TC, WT, ET", "brats", True, {1: "NCR/NET", 2: "ED", 4: "ET"}),
-    "brats_deeplab3d": BundleInfo("DeepLabV3+-style 3D network (atrous encoder, ASPP), BraTS MRI (T1, T1ce, T2, FLAIR) -> TC, WT, ET; shares brats_unet3d's configs", "brats", True, {1: "NCR/NET", 2: "ED", 4: "ET"}),
-    "ct_unet3d": BundleInfo("3D residual U-Net template for single-organ CT (Decathlon format), HU window, 1.5 mm", "ct", False, {1: "spleen"}),
+    "brats_unet3d": BundleInfo("3D residual U-Net, BraTS MRI (T1, T1ce, T2, FLAIR) -> TC, WT, ET", "brats", True),
+    "brats_deeplab3d": BundleInfo("DeepLabV3+-style 3D network (atrous encoder, ASPP), BraTS MRI (T1, T1ce, T2, FLAIR) -> TC, WT, ET; shares brats_unet3d's configs", "brats", True),
+    "ct_unet3d": BundleInfo("3D residual U-Net template for single-organ CT (Decathlon format), HU window, 1.5 mm", "ct", False),
 }
 
 DEFAULT_BUNDLE = "brats_unet3d"
 
 
 def label_names(bundle: str | Path) -> dict[int, str]:
-    """Label value -> name for a shipped bundle (by name or folder); ``{v: "label v"}`` style
-    names are not invented for unknown bundles: an empty dict is returned."""
-    info = BUNDLES.get(Path(bundle).name)
-    return dict(info.label_names) if info else {}
+    """Label value -> name of the label map a bundle writes (shipped name or bundle folder), from
+    its metadata (:class:`app.labels.LabelManager`); ``{}`` for an unknown bundle or metadata
+    without labels (names are not invented).
+
+    Example:
+        >>> label_names("ct_unet3d")
+        {1: 'spleen'}
+    """
+    from app.labels import LabelManager
+
+    try:
+        return dict(LabelManager.from_bundle(bundle).labels)
+    except (ValueError, FileNotFoundError):
+        return {}
+
+
+def missing_sequence_cv(bundle: str | Path, missing: Sequence[str]) -> dict[str, float]:
+    """Cross-validation Dice per region of a bundle for cases that lack ``missing`` sequences.
+
+    Read from ``missing_sequences_cv`` in the bundle's ``configs/metadata.json``, keyed by the
+    sequences present joined with ``+`` in channel order (``"t1ce+flair"``).
+
+    Returns:
+        ``{"WT": ..., "TC": ..., "ET": ...}``, or ``{}`` where the bundle has no figure for it.
+    """
+    from app.constants import MODALITIES
+
+    try:
+        meta = json.loads((bundle_path(bundle) / "configs" / "metadata.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    key = "+".join(m for m in MODALITIES if m not in set(missing))
+    return dict(meta.get("missing_sequences_cv", {}).get(key, {}))
 
 
 def bundle_dir(name: str) -> Path:

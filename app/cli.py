@@ -38,6 +38,19 @@ def _fail(err: Exception, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _checked_device(device: Optional[str]) -> Optional[str]:
+    """``--device`` callback: a device this machine cannot run on (``cuda`` without CUDA) fails
+    here, in one line, before any data or model is loaded (:func:`app.devices.check_device`)."""
+    if device is not None:
+        from app.devices import check_device
+
+        try:
+            check_device(device)
+        except ValueError as err:
+            _fail(err)
+    return device
+
+
 @manifest_app.command("brats")
 def manifest_brats(
     data_dir: Path = typer.Argument(..., help="folder of <case>/<case>_{t1,t1ce,t2,flair,seg}.nii.gz"),
@@ -134,6 +147,8 @@ def cv_train(
     output_dir: Path = typer.Option(..., help="runs go to <output-dir>/fold<k>/ (resumed from last.pt)"),
     fold: list[int] = typer.Option([], help="folds to train (repeat the option; default: every fold without a model.pt)"),
     max_epochs: Optional[int] = typer.Option(None, help="override the bundle's max_epochs"),
+    init_from: Optional[str] = typer.Option(None, help="start each fold from these weights; '{fold}' is replaced by the fold, e.g. bundles/brats_unet3d/models/fold{fold}.pt"),
+    set_: list[str] = typer.Option([], "--set", help="config override KEY=VALUE, VALUE as JSON where it parses (repeat)"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
     """Train one model per fold, one after another (same as `volseg train --fold k` for each k)."""
@@ -147,10 +162,13 @@ def cv_train(
     try:
         manifest = manifest or manifest_path("brats2018_cv5")
         k = int(json.loads(manifest.read_text()).get("numFolds", 0))
-        overrides = {"max_epochs": max_epochs} if max_epochs is not None else {}
+        overrides = _parse_overrides(set_)
+        if max_epochs is not None:
+            overrides["max_epochs"] = max_epochs
         for f in fold or [f for f in range(k) if not (output_dir / f"fold{f}" / "model.pt").is_file()]:
             typer.echo(f"fold {f}: training in {output_dir / f'fold{f}'}")
-            train_api(bundle, manifest, data_dir, output_dir / f"fold{f}", overrides, progress=not quiet, fold=f)
+            train_api(bundle, manifest, data_dir, output_dir / f"fold{f}", overrides, progress=not quiet, fold=f,
+                      init_from=init_from.replace("{fold}", str(f)) if init_from else None)
     except (FileNotFoundError, ValueError) as err:
         _fail(err)
 
@@ -164,10 +182,12 @@ def cv_evaluate(
     data_dir: Optional[Path] = typer.Option(None, help="data root of the manifest's paths"),
     mode: str = typer.Option("fast", help="fast: each fold model once; accurate: each fold model with mirroring TTA and the accurate settings"),
     backend: Optional[str] = typer.Option(None, help=BACKEND_HELP),
-    device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP, callback=_checked_device),
     infer_mode: Optional[str] = typer.Option(None, help="override infer_mode (both modes): sliding_window or whole_volume"),
     set_: list[str] = typer.Option([], "--set", help="config override KEY=VALUE, VALUE as JSON where it parses (repeat), e.g. --set min_component_mm3=0"),
     fold: list[int] = typer.Option([], help="folds to score (repeat the option; default: every fold)"),
+    sequences: Optional[str] = typer.Option(None, help="keep only these sequences of every case, comma-separated (e.g. t1ce,flair); the others are scored as missing"),
+    uncertainty: bool = typer.Option(False, "--uncertainty", help="also score the uncertainty map (AUROC of wrong vs right WT voxels) and the case quality score"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
     """Score every case with the fold model that never saw it: per-case Dice and HD95, mean and std per region."""
@@ -185,26 +205,36 @@ def cv_evaluate(
         overrides.update(infer_mode=infer_mode, accurate_infer_mode=infer_mode)
     try:
         result = cross_validate(bundle, manifest, weights, output, data_dir, mode=mode, backend=backend, device=device, overrides=overrides,
-                                progress=lambda it: tqdm(it, desc="cases", unit="case", disable=quiet), folds=fold or None)
+                                progress=lambda it: tqdm(it, desc="cases", unit="case", disable=quiet), folds=fold or None,
+                                sequences=sequences.split(",") if sequences else None, uncertainty=uncertainty)
     except (FileNotFoundError, ValueError) as err:
         _fail(err)
     typer.echo(format_cv(result))
+    if "uncertainty" in result["summary"]:
+        u = result["summary"]["uncertainty"]
+        typer.echo(f"uncertainty: WT AUROC pooled {u['WT_auroc_pooled']:.3f}, per-case mean {u['WT_auroc_case_mean']:.3f}; "
+                   f"quality score vs WT Dice: Spearman {u['quality_vs_WT_dice_spearman']:.3f}")
     typer.echo(f"wrote {output / 'cv_cases.csv'} and {output / 'cv_summary.json'}")
 
 
 @app.command()
 def segment(
-    inputs: list[Path] = typer.Argument(..., help="BraTS case folders, or the four modality files (t1 t1ce t2 flair) of one case"),
+    inputs: list[Path] = typer.Argument(..., help="BraTS case folders, or modality files named <case>_t1|_t1ce|_t2|_flair (BraTS 2023+: -t1n|-t1c|-t2w|-t2f); any non-empty subset of the four sequences; for a one-channel bundle (ct_unet3d): CT volumes, DICOM series or folders of them, one case each"),
     output: Path = typer.Option(..., "--output", "-o", help="output folder for <case>_seg.nii.gz"),
     bundle: str = typer.Option("brats_unet3d", help=BUNDLE_HELP),
-    device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP, callback=_checked_device),
     output_format: str = typer.Option("same", help="same: the input's format (NIfTI for DICOM input); nifti: always .nii.gz"),
     dicom_seg: bool = typer.Option(False, "--dicom-seg", help="for DICOM input, also write a DICOM SEG object (needs volseg[dicom])"),
     backend: Optional[str] = typer.Option(None, help=BACKEND_HELP),
     mode: Optional[str] = typer.Option(None, help=MODE_HELP),
+    uncertainty: bool = typer.Option(False, "--uncertainty", help="also write <case>_uncertainty.nii.gz (whole-tumour entropy, bits) and a case quality score"),
+    sequences: Optional[str] = typer.Option(None, help="sequence of each loose file, in order, comma-separated (e.g. flair,t1ce); default: from the file names"),
+    nproc: int = typer.Option(1, help="processes via torchrun, each segmenting its share of the cases (one GPU each on CUDA, gloo on CPU); 1: this process"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="segment cases whose label map is already in the output folder again (default: skip them, so a stopped batch resumes)"),
+    report: bool = typer.Option(False, "--report", help="also write <output>/report.html: per case, overlays on three planes, volumes (mL), missing sequences, quality score, the bundle's CV figures"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
-    """Segment cases into uint8 label maps (codes 0/1/2/4) with the input's shape and affine.
+    """Segment cases into uint8 label maps (the bundle's codes: BraTS 0/1/2/4, ct_unet3d 0/1) with the input's shape and affine.
 
     Inputs may be NIfTI, NRRD or MetaImage files or DICOM series folders."""
     _setup(quiet)
@@ -212,18 +242,30 @@ def segment(
 
     from app.api import segment_cases
     from app.data.verify import InputError
+    from app.inference.distributed import RankError
 
     try:
-        results = segment_cases(inputs, output, bundle=bundle, device=device, progress=lambda it: tqdm(it, desc="cases", unit="case", disable=quiet), output_format=output_format, dicom_seg=dicom_seg, backend=backend, mode=mode)
+        results = segment_cases(inputs, output, bundle=bundle, device=device, progress=lambda it: tqdm(it, desc="cases", unit="case", disable=quiet), output_format=output_format, dicom_seg=dicom_seg, backend=backend, mode=mode,
+                                uncertainty=uncertainty, sequences=sequences.split(",") if sequences else None, overwrite=overwrite, nproc=nproc, report=report)
     except ImportError as err:
         skipped = [name for name in SEGMENT_SKIPPED_IMPORTS if name in sys.modules and sys.modules[name] is None]
         _fail(ImportError(f"{err}" + (f" (volseg segment skips {', '.join(skipped)}; set VOLSEG_FULL_IMPORT=1 if the bundle needs them)" if skipped else "")))
-    except (InputError, FileNotFoundError, ValueError) as err:
+    except (InputError, FileNotFoundError, ValueError) as err:  # OutputError is a ValueError
         _fail(err)
+    except RankError as err:  # a rank of --nproc failed (its own traceback is above)
+        _fail(err, code=1)
     failed = [r for r in results if r.error]
     for r in results:
-        if not r.error:
+        if r.note:
+            typer.echo(f"{r.case_id}: {r.note}")
+        elif not r.error:
             typer.echo(f"{r.case_id}: {r.output} ({r.seconds:.1f} s)")
+            if r.extra.get("missing_sequences"):
+                typer.echo(f"  {_missing_line(bundle, r.extra['missing_sequences'])}")
+            if "quality" in r.extra:
+                typer.echo(f"  uncertainty: {r.extra['uncertainty']} (quality score {r.extra['quality']:.3f}: expected WT Dice)")
+    if (output / "volumes.csv").is_file():
+        typer.echo(f"volumes (mL): {output / 'volumes.csv'}" + (f"; report: {output / 'report.html'}" if report else ""))
     if failed:
         typer.secho(f"{len(failed)} of {len(results)} case(s) failed:", err=True, fg="red")
         for r in failed:
@@ -231,26 +273,41 @@ def segment(
         raise typer.Exit(1)
 
 
+def _missing_line(bundle: str, missing: list[str]) -> str:
+    """``missing sequences: t2 (5-fold CV Dice without them: WT 0.80 TC 0.70 ET 0.60)``."""
+    from app.bundles import missing_sequence_cv
+
+    cv = missing_sequence_cv(bundle, missing)
+    cost = ("; 5-fold CV Dice with this subset: " + "  ".join(f"{r} {cv[r]:.3f}" for r in ("WT", "TC", "ET") if r in cv)) if cv else "; no CV figure for this subset"
+    return f"missing sequences: {', '.join(missing)} (zero-filled{cost})"
+
+
 @app.command()
 def evaluate(
-    pred: Path = typer.Option(..., "--pred", help="folder of <case>_seg.nii.gz predictions"),
-    manifest: Path = typer.Option(..., "--manifest", help="Decathlon datalist with the reference labels"),
-    data_dir: Optional[Path] = typer.Option(None, help="data root of the manifest's paths (default $VOLSEG_BRATS_DIR or ../shared/data/brats2018)"),
+    pred: Path = typer.Option(..., "--pred", help="folder of <case>_seg.nii.gz (or .nrrd, .mha) predictions"),
+    manifest: Optional[Path] = typer.Option(None, "--manifest", help="Decathlon datalist with the reference labels (default: the bundle's data_list_file)"),
+    bundle: Optional[str] = typer.Option(None, help="bundle whose labels and evaluation regions are scored (name or folder, e.g. a `volseg train` output); default: BraTS WT, TC, ET"),
+    data_dir: Optional[Path] = typer.Option(None, help="data root of the manifest's paths (default: the bundle's dataset_dir; without --bundle $VOLSEG_BRATS_DIR or ../shared/data/brats2018)"),
     split: list[str] = typer.Option(["training", "validation", "test"], help="manifest lists to score (repeat the option)"),
     csv: Optional[Path] = typer.Option(None, help="CSV to write (default <pred>/metrics.csv)"),
-    png: bool = typer.Option(False, "--png", help="write <pred>/<case>_overlay.png on the slice with the largest tumour"),
+    png: bool = typer.Option(False, "--png", help="write <pred>/<case>_overlay.png on the slice with the largest labelled area"),
+    lesion_wise: bool = typer.Option(False, "--lesion-wise", help="also BraTS 2023+ lesion-wise Dice, HD95 and detection F1 per region (official brats-evaluation package, volseg[lesion]; seconds per case)"),
     quiet: bool = typer.Option(False, "--quiet", help="less output"),
 ) -> None:
-    """Per-case and mean Dice, HD95 (mm), sensitivity, specificity and precision for WT, TC, ET."""
+    """Per-case and mean Dice, HD95 (mm), sensitivity, specificity and precision per evaluation region of the bundle (BraTS: WT, TC, ET)."""
     _setup(quiet)
     from app.api import evaluate as evaluate_api
     from app.evaluation import format_table
 
     try:
-        rows = evaluate_api(pred, manifest, data_dir, split, csv_path=csv or pred / "metrics.csv", png_dir=pred if png else None)
-    except (FileNotFoundError, ValueError) as err:
+        rows = evaluate_api(pred, manifest, data_dir, split, csv_path=csv or pred / "metrics.csv", png_dir=pred if png else None, bundle=bundle, lesion_wise=lesion_wise)
+    except (FileNotFoundError, ValueError, ImportError) as err:
         _fail(err)
     typer.echo(format_table(rows))
+    if lesion_wise:
+        from app.evaluation.lesionwise import LESION_METRICS, package_version
+
+        typer.echo(f"lesion-wise ({package_version()}):\n" + format_table(rows, tuple(LESION_METRICS)))
     typer.echo(f"wrote {csv or pred / 'metrics.csv'}")
 
 
@@ -261,16 +318,22 @@ def train(
     data_dir: Optional[Path] = typer.Option(None, help="data root of the manifest's paths"),
     output_dir: Optional[Path] = typer.Option(None, help="checkpoints, TensorBoard logs and the resolved config (default <bundle>/runs/train)"),
     max_epochs: Optional[int] = typer.Option(None, help="override the bundle's max_epochs"),
-    device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP, callback=_checked_device),
     nproc: int = typer.Option(1, help="processes (GPUs) for DistributedDataParallel via torchrun; 1: single process"),
     fold: Optional[int] = typer.Option(None, help="cross-validation fold to hold out (--manifest: a `volseg cv folds` datalist, default data_manifests/brats2018_cv5.json); needs --output-dir"),
+    init_from: Optional[str] = typer.Option(None, help="start from these weights (fine-tuning): a bundle name or folder (its models/model.pt) or a checkpoint file"),
+    freeze_encoder: bool = typer.Option(False, "--freeze-encoder", help="with --init-from: keep the encoder's weights fixed"),
+    set_: list[str] = typer.Option([], "--set", help="config override KEY=VALUE, VALUE as JSON where it parses (repeat), e.g. --set learning_rate=0.003"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
     """Train with the bundle's own train config (same code path as `python -m monai.bundle run`); resumes from last.pt."""
     _setup(quiet)
     from app.api import train as train_api
 
-    overrides: dict = {}
+    try:
+        overrides: dict = _parse_overrides(set_)
+    except ValueError as err:
+        _fail(err)
     if max_epochs is not None:
         overrides["max_epochs"] = max_epochs
     if device is not None:
@@ -281,7 +344,8 @@ def train(
 
             out = train_distributed(bundle, nproc, manifest, data_dir, output_dir, overrides)
         else:
-            out = train_api(bundle, manifest, data_dir, output_dir, overrides, progress=not quiet, fold=fold)
+            out = train_api(bundle, manifest, data_dir, output_dir, overrides, progress=not quiet, fold=fold,
+                            init_from=init_from, freeze_encoder=freeze_encoder)
     except (FileNotFoundError, ValueError) as err:
         _fail(err)
     typer.echo(f"training outputs in {out}")
@@ -291,7 +355,7 @@ def train(
 def demo(
     data_dir: Optional[Path] = typer.Option(None, help="BraTS data folder (default $VOLSEG_BRATS_DIR or ../shared/data/brats2018)"),
     output_dir: Path = typer.Option(Path("volseg_demo"), help="where the label map and overlay go"),
-    device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP, callback=_checked_device),
     quiet: bool = typer.Option(False, "--quiet", help="less output"),
 ) -> None:
     """Segment one BraTS case with the shipped weights and print its Dice per region (a synthetic phantom if no data)."""
@@ -315,7 +379,7 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="address to bind; the default serves this machine only"),
     port: int = typer.Option(8000, help="TCP port"),
     bundle: list[str] = typer.Option(["brats_unet3d"], help="bundles to serve as models (repeat the option)"),
-    device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP, callback=_checked_device),
     token: Optional[str] = typer.Option(None, envvar="VOLSEG_TOKEN", help="require 'Authorization: Bearer TOKEN' (default: $VOLSEG_TOKEN; none: no auth)"),
     max_upload_mb: float = typer.Option(512.0, help="largest accepted upload in MiB"),
     quiet: bool = typer.Option(False, "--quiet", help="less output"),
@@ -378,14 +442,15 @@ SEGMENT_SKIPPED_IMPORTS = ("ignite", "sklearn", "matplotlib", "scipy.signal")
 
 def skip_unused_imports(argv: list[str]) -> list[str]:
     """For a ``segment`` command (and unless ``$VOLSEG_FULL_IMPORT`` is 1), mark the packages of
-    :data:`SEGMENT_SKIPPED_IMPORTS` that are not yet imported as absent in this process.
+    :data:`SEGMENT_SKIPPED_IMPORTS` that are not yet imported as absent in this process
+    (matplotlib stays importable for ``--report``, which draws with it).
 
     Returns:
         The names marked absent.
     """
     if argv[:1] != ["segment"] or os.environ.get("VOLSEG_FULL_IMPORT", "0") == "1":
         return []
-    skipped = [name for name in SEGMENT_SKIPPED_IMPORTS if name not in sys.modules]
+    skipped = [name for name in SEGMENT_SKIPPED_IMPORTS if name not in sys.modules and not (name == "matplotlib" and "--report" in argv)]
     for name in skipped:
         sys.modules[name] = None  # Python's documented marker: importing it raises ImportError
     return skipped

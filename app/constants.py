@@ -1,16 +1,14 @@
-"""Names shared across VolSeg: BraTS modalities, label codes and evaluation regions."""
+"""Names shared across VolSeg: BraTS modalities and the BraTS models' output channels.
+
+Label values, their names and evaluation regions are owned by :mod:`app.labels`."""
 
 from __future__ import annotations
 
 #: Input channel order of every BraTS model, fixed and documented in the manifests.
 MODALITIES: tuple[str, ...] = ("t1", "t1ce", "t2", "flair")
 
-#: BraTS label codes: 1 necrotic / non-enhancing core (NCR/NET), 2 peritumoral edema (ED),
-#: 4 enhancing tumour (ET). There is no label 3 in BraTS 2018.
-BRATS_LABELS: dict[int, str] = {0: "background", 1: "NCR/NET", 2: "ED", 4: "ET"}
-
-#: Output channel order of every BraTS model (MONAI's ``ConvertToMultiChannelBasedOnBratsClasses``):
-#: TC = {1, 4}, WT = {1, 2, 4}, ET = {4}.
+#: Output channel order of every BraTS model (MONAI's ``ConvertToMultiChannelBasedOnBratsClasses``);
+#: the label values of each region: :data:`app.labels.BRATS`.
 REGIONS: tuple[str, ...] = ("TC", "WT", "ET")
 
 #: Environment variable that points VolSeg at a BraTS-style data folder.

@@ -2,8 +2,9 @@
 
 The repository's top-level ``bundles/`` and ``data_manifests/`` are the source of truth. A wheel
 built from it (``pip wheel .``; ``setup.py`` does the copying) carries them as package data under
-``app/_shipped/bundles`` and ``app/_shipped/data_manifests``. Both layouts keep the two folders
-side by side, so ``<bundle>/../../data_manifests/`` (used by the bundle configs) works in either.
+``app/_shipped/bundles`` and ``app/_shipped/data_manifests``, side by side as in the checkout. The
+bundle configs name their default datalist through :func:`manifest_path`, never by a path that
+leaves the bundle folder, so a bundle folder copied anywhere finds it too.
 
 Nothing here imports torch or MONAI.
 

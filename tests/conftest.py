@@ -66,6 +66,22 @@ def bundle_data(phantom_root: Path, phantom_manifest: Path, ct_phantom_root: Pat
     return {"brats": (phantom_root, phantom_manifest, {0, 1, 2, 4}), "ct": (ct_phantom_root, ct_phantom_manifest, {0, 1})}
 
 
+@pytest.fixture(scope="session")
+def volseg_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """VolSeg's wheel, built once per session offline (``pip wheel . --no-deps --no-build-isolation``
+    with this environment's setuptools; about 15 s on 2 cores); used by the slow wheel tests."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("setuptools")
+    out = tmp_path_factory.mktemp("wheel")
+    cmd = [sys.executable, "-m", "pip", "wheel", str(REPO_ROOT), "--no-deps", "--no-build-isolation", "--no-index", "-q", "-w", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=out, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (path,) = out.glob("volseg-*.whl")
+    return path
+
+
 def case_files(case_dir: Path) -> list[Path]:
     """The four modality files of a case folder, in ``MODALITIES`` order."""
     return [case_dir / f"{case_dir.name}_{m}.nii.gz" for m in MODALITIES]

@@ -38,7 +38,7 @@ def test_installed_layout_is_used(installed_layout: Path) -> None:
 
 
 def test_installed_layout_keeps_configs_relative_paths(installed_layout: Path) -> None:
-    """Bundle configs read ``<bundle_root>/../../data_manifests/``: the wheel keeps that layout."""
+    """The wheel keeps the checkout's layout: ``data_manifests/`` beside ``bundles/``."""
     relative = bundle_dir("brats_unet3d") / ".." / ".." / "data_manifests" / "brats2018_cv5.json"
     assert relative.resolve() == manifest_path("brats2018_cv5").resolve()
 

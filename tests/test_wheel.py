@@ -1,14 +1,11 @@
 """The wheel carries every shipped bundle (configs, weights) and datalist as real files.
 
-Builds the wheel offline (``pip wheel . --no-deps --no-build-isolation``, with the setuptools
-of this environment), about 15 s on 2 cores.
+The wheel is built once per session by the ``volseg_wheel`` fixture (tests/conftest.py).
 """
 
 from __future__ import annotations
 
 import stat
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -23,14 +20,8 @@ GENERATED = ("model.ts", "model.onnx", "model.xml", "model.bin")
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
-    pytest.importorskip("setuptools")
-    out = tmp_path_factory.mktemp("wheel")
-    cmd = [sys.executable, "-m", "pip", "wheel", str(REPO_ROOT), "--no-deps", "--no-build-isolation", "--no-index", "-q", "-w", str(out)]
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=out, timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
-    (path,) = out.glob("volseg-*.whl")
-    with zipfile.ZipFile(path) as zf:
+def wheel(volseg_wheel: Path) -> zipfile.ZipFile:
+    with zipfile.ZipFile(volseg_wheel) as zf:
         yield zf
 
 
@@ -44,6 +35,7 @@ def test_wheel_ships_each_bundle(wheel: zipfile.ZipFile, name: str) -> None:
     src = REPO_ROOT / "bundles" / name
     wanted = [p for p in src.glob("configs/*") if p.suffix in (".yaml", ".json", ".conf")]
     wanted += [p for p in src.glob("models/*.pt") if not p.name.startswith(".")]  # model.pt and fold<k>.pt
+    wanted += [src / "large_files.yml", src / "LICENSE"]
     assert {"configs/common.yaml", "configs/inference.yaml", "configs/metadata.json"} <= {p.relative_to(src).as_posix() for p in wanted}
     missing = [p.relative_to(REPO_ROOT).as_posix() for p in wanted if p.relative_to(REPO_ROOT).as_posix() not in files]
     assert not missing, f"not in the wheel: {missing}"
@@ -57,7 +49,7 @@ def test_wheel_ships_each_bundle(wheel: zipfile.ZipFile, name: str) -> None:
 
 
 def test_wheel_ships_manifests_beside_bundles(wheel: zipfile.ZipFile) -> None:
-    """``data_manifests/`` sits beside ``bundles/``, as configs' ``<bundle_root>/../../data_manifests`` expects."""
+    """``data_manifests/`` ships beside ``bundles/``: the configs' default datalists (``app.resources.manifest_path``)."""
     files = _shipped(wheel)
     manifests = sorted((REPO_ROOT / "data_manifests").glob("*.json"))
     assert manifests

@@ -1,8 +1,10 @@
-"""Discovery of BraTS-style cases: ``<case>/<case>_{t1,t1ce,t2,flair,seg}.nii.gz``."""
+"""Discovery of BraTS-style cases: ``<case>/<case>_{t1,t1ce,t2,flair,seg}.nii.gz`` (BraTS
+2012-2021 names) or ``<case>/<case>-{t1n,t1c,t2w,t2f,seg}.nii.gz`` (BraTS 2023+ names)."""
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,51 +13,121 @@ from app.resources import source_root
 
 _SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
+#: File-name keys of each MRI sequence: BraTS 2012-2021 (``<case>_t1ce.nii.gz``) and BraTS 2023+
+#: (``<case>-t1c.nii.gz``: t1n native T1, t1c contrast-enhanced T1, t2w T2, t2f T2-FLAIR).
+SEQUENCE_ALIASES: dict[str, tuple[str, ...]] = {"t1": ("t1", "t1n"), "t1ce": ("t1ce", "t1c"), "t2": ("t2", "t2w"), "flair": ("flair", "t2f"),
+                                                "seg": ("seg",)}
+_ALIAS = {alias: key for key, aliases in SEQUENCE_ALIASES.items() for alias in aliases}
+_NAME = re.compile(r"^(?:(?P<case>.+?)[_-])?(?P<key>" + "|".join(sorted(_ALIAS, key=len, reverse=True)) + r")$", re.IGNORECASE)
+
+
+def strip_suffix(name: str) -> str:
+    """``"x_t1.nii.gz"`` -> ``"x_t1"``: the file name without its volume suffix (if any)."""
+    for suffix in _SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def split_sequence_name(path: str | Path) -> tuple[str | None, str] | None:
+    """The case ID and sequence a file's name gives, or None when the name holds no sequence key.
+
+    Sequence keys come back in VolSeg's names (``MODALITIES`` and ``"seg"``), whichever BraTS
+    naming the file uses (:data:`SEQUENCE_ALIASES`). A bare name (``flair.nii.gz``, a DICOM
+    folder ``T1ce/``) gives no case ID.
+
+    Example:
+        >>> split_sequence_name("Brats18_2013_11_1_t1ce.nii.gz")
+        ('Brats18_2013_11_1', 't1ce')
+        >>> split_sequence_name("BraTS-GLI-00000-000-t2f.nii.gz")
+        ('BraTS-GLI-00000-000', 'flair')
+        >>> split_sequence_name("scan.nii.gz") is None
+        True
+    """
+    match = _NAME.match(strip_suffix(Path(path).name))
+    if match is None:
+        return None
+    return match.group("case"), _ALIAS[match.group("key").lower()]
+
+
+def case_id_from_path(path: str | Path) -> str:
+    """The case ID a volume's name gives: the name without its volume ending and sequence key.
+
+    ``.../Brats18_X/Brats18_X_t1.nii.gz`` -> ``Brats18_X``, ``BraTS-GLI-00000-000-t2f.nii.gz`` ->
+    ``BraTS-GLI-00000-000`` (:data:`SEQUENCE_ALIASES`); a name without a sequence key (a CT
+    ``spleen_8.nii.gz``, a DICOM series folder, a bare ``flair.nii.gz``) gives itself without its
+    ending. The one place that turns file names into case IDs: inference, the bundles' label
+    writer (:class:`app.transforms.SaveLabelMapd`) and the CLI ask it.
+
+    Example:
+        >>> case_id_from_path("Brats18_X/Brats18_X_t1.nii.gz"), case_id_from_path("spleen_8.nii.gz")
+        ('Brats18_X', 'spleen_8')
+    """
+    parsed = split_sequence_name(path)
+    return parsed[0] if parsed is not None and parsed[0] else strip_suffix(Path(path).name)
+
 
 @dataclass(frozen=True)
 class BratsCase:
-    """One BraTS case: four modality files in ``MODALITIES`` order and an optional label.
+    """One BraTS case: its modality files in ``MODALITIES`` order and an optional label.
 
     Attributes:
         case_id: the case folder name, e.g. ``"Brats18_2013_11_1"``.
-        images: paths of the T1, T1ce, T2 and FLAIR volumes, in that order.
+        images: paths of the T1, T1ce, T2 and FLAIR volumes, in that order; None for a sequence
+            the case lacks (only from ``find_case(..., allow_missing=True)``).
         label: path of the ``_seg`` label map (codes 0/1/2/4), or None where absent.
     """
 
     case_id: str
-    images: tuple[Path, ...]
+    images: tuple[Path | None, ...]
     label: Path | None = None
 
-
-def _find_file(folder: Path, case_id: str, key: str) -> Path | None:
-    for suffix in _SUFFIXES:
-        path = folder / f"{case_id}_{key}{suffix}"
-        if path.is_file():
-            return path
-    return None
+    @property
+    def missing(self) -> tuple[str, ...]:
+        """Names of the sequences the case lacks, e.g. ``("t2",)``."""
+        return tuple(key for key, path in zip(MODALITIES, self.images) if path is None)
 
 
-def find_case(folder: str | Path, require_label: bool = False) -> BratsCase:
-    """Read one BraTS case folder.
+def _case_files(folder: Path, case_id: str) -> dict[str, Path]:
+    """Sequence key -> file of ``case_id`` in ``folder`` (either BraTS naming; for one key the
+    first format of ``_SUFFIXES`` wins)."""
+    found: dict[str, tuple[int, Path]] = {}
+    for path in folder.iterdir():
+        parsed = split_sequence_name(path)
+        suffix = next((i for i, s in enumerate(_SUFFIXES) if path.name.lower().endswith(s)), None)
+        if parsed is None or suffix is None or parsed[0] != case_id or not path.is_file():
+            continue
+        if parsed[1] not in found or suffix < found[parsed[1]][0]:
+            found[parsed[1]] = (suffix, path)
+    return {key: path for key, (_, path) in found.items()}
+
+
+def find_case(folder: str | Path, require_label: bool = False, allow_missing: bool = False) -> BratsCase:
+    """Read one BraTS case folder (BraTS 2012-2021 or 2023+ file names, :data:`SEQUENCE_ALIASES`).
 
     Args:
         folder: the case folder; its name is the case ID.
         require_label: raise when the ``_seg`` file is missing.
+        allow_missing: accept any non-empty subset of the four sequences (None in ``images``
+            for the others), for models trained with modality dropout.
 
     Returns:
         The case with its files.
 
     Raises:
         FileNotFoundError: the folder is missing, or a modality (or the required label) is
-            absent; the message lists every missing file.
+            absent (with ``allow_missing``: all four are); the message lists every missing file.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"case folder '{folder}' does not exist or is not a folder")
     case_id = folder.name
-    images = {key: _find_file(folder, case_id, key) for key in MODALITIES}
-    label = _find_file(folder, case_id, "seg")
+    files = _case_files(folder, case_id)
+    images = {key: files.get(key) for key in MODALITIES}
+    label = files.get("seg")
     missing = [key for key, path in images.items() if path is None]
+    if allow_missing and len(missing) < len(MODALITIES) and not (require_label and label is None):
+        return BratsCase(case_id, tuple(images[key] for key in MODALITIES), label)
     if require_label and label is None:
         missing.append("seg")
     if missing:
@@ -63,7 +135,7 @@ def find_case(folder: str | Path, require_label: bool = False) -> BratsCase:
         raise FileNotFoundError(
             f"case '{case_id}' in '{folder}': expected 4 modalities ({', '.join(MODALITIES)})"
             f"{' and a seg label' if require_label else ''}, found {found}: missing {', '.join(missing)}"
-            f" (file names must be {case_id}_<key>.nii.gz, or .nii, .nrrd, .mha)"
+            f" (file names must be {case_id}_<key>.nii.gz or {case_id}-<t1n|t1c|t2w|t2f>.nii.gz, or .nii, .nrrd, .mha)"
         )
     return BratsCase(case_id, tuple(images[key] for key in MODALITIES), label)
 

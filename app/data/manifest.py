@@ -7,9 +7,10 @@ import random
 from pathlib import Path
 from typing import Any
 
-from app.constants import BRATS_LABELS, MODALITIES
+from app.constants import MODALITIES, REGIONS
 from app.data.cases import BratsCase, scan_brats
 from app.io.atomic import atomic_write_text
+from app.labels import BRATS
 
 
 def split_cases(
@@ -94,8 +95,8 @@ def build_manifest(
         "description": f"BraTS-style datalist of {root.name}, seeded split (seed={seed}, fractions={list(fractions)})",
         "tensorImageSize": "4D",
         "modality": {str(i): m.upper() if m != "t1ce" else "T1ce" for i, m in enumerate(MODALITIES)},
-        "labels": {str(k): v for k, v in BRATS_LABELS.items()},
-        "regions": {"TC": [1, 4], "WT": [1, 2, 4], "ET": [4]},
+        "labels": BRATS.to_metadata()["labels"],
+        "regions": {name: list(BRATS.regions[name]) for name in REGIONS},
     }
     return _split_and_write(header, cases, out, seed, folds, fractions)
 
@@ -167,6 +168,8 @@ def load_datalist(manifest: str | Path, key: str, data_dir: str | Path) -> list[
         content = json.load(f)
     if key not in content:
         raise ValueError(f"manifest '{manifest}' has no '{key}' list; it has {sorted(k for k, v in content.items() if isinstance(v, list))}")
+    if not content[key]:
+        return []  # MONAI's loader raises IndexError on an empty "test" list
     items = load_decathlon_datalist(manifest, is_segmentation=True, data_list_key=key, base_dir=data_dir)
     for item, original in zip(items, content[key]):  # MONAI joins any key naming an existing path
         if "case_id" in original:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from app.errors import InputError  # defined in the low module app.errors; re-exported here
 
-class InputError(ValueError):
-    """Bad input: the message names the file and the problem."""
+__all__ = ["InputError", "check_case_images", "read_geometry", "read_header", "sitk_affine_ras"]
 
 
 def read_header(path: str | Path):
@@ -59,7 +59,7 @@ def read_geometry(path: str | Path) -> tuple[tuple[int, ...], np.ndarray]:
 
 def check_case_images(paths: Sequence[str | Path], atol_mm: float = 1e-3) -> tuple[tuple[int, ...], np.ndarray]:
     """Check that the modality volumes of a case are readable, 3D, same shape, same affine, and
-    hold complete, finite, non-zero data (:func:`app.io.integrity.verify_volume`).
+    hold complete, finite, non-zero data (:func:`app.io.readers.verify_volume`).
 
     Headers are compared first; then each volume's data is streamed through once (gzip CRC and
     length, NaN, infinite and all-zero voxels), one volume at a time, before any model sees it.
@@ -81,7 +81,7 @@ def check_case_images(paths: Sequence[str | Path], atol_mm: float = 1e-3) -> tup
     Example:
         >>> shape, affine = check_case_images(case.images)  # doctest: +SKIP
     """
-    from app.io.integrity import verify_volume
+    from app.io.readers import verify_volume
 
     ref_path, ref_shape, ref_affine = None, None, None
     for path in paths:

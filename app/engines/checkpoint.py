@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 
+from app.engines.rng import capture, data_transform, restore
 from app.io.atomic import atomic_save_torch
 
 logger = logging.getLogger(__name__)
@@ -27,7 +28,8 @@ class AtomicCheckpointer:
     through :meth:`best_handler`, to the evaluator (``model.pt`` whenever ``key_metric``
     improves). With ``resume``, a ``last.pt`` left by an interrupted run is loaded when the
     trainer starts (MONAI ``CheckpointLoader``): weights, optimizer, scheduler, epoch and
-    iteration, and the best score, so a resumed run keeps comparing against it. The trainer
+    iteration, and the best score, so a resumed run keeps comparing against it, and the random
+    state (:mod:`app.engines.rng`), so it ends with the weights of an uninterrupted run. The trainer
     itself is taken at ``attach`` time, so configs need no circular reference to it. Writers
     are inert where ``enabled`` is False (ranks other than 0 under torchrun).
 
@@ -86,6 +88,7 @@ class AtomicCheckpointer:
         if self.resume and last is not None:
             logger.info(f"resuming from {last}")
             CheckpointLoader(last, self.save_dict, map_location=self.map_location).attach(trainer)
+            trainer.add_event_handler(Events.STARTED, self._restore_random_state, last)
         trainer.add_event_handler(Events.EPOCH_COMPLETED(every=self.save_interval), self.save_last)
         trainer.add_event_handler(Events.COMPLETED, self.save_last)
         trainer.add_event_handler(Events.COMPLETED, self.save_final_if_missing)
@@ -98,7 +101,16 @@ class AtomicCheckpointer:
         if not self.enabled:
             return
         state = {k: _unwrap(v).state_dict() for k, v in self.save_dict.items()}
+        state["rng"] = capture(data_transform(engine))
         atomic_save_torch(state, self.save_dir / LAST_NAME)
+
+    def _restore_random_state(self, engine: Engine, path: str) -> None:
+        """After ``CheckpointLoader`` (both on ``STARTED``): the random state saved in ``last.pt``."""
+        state = torch.load(path, map_location="cpu", weights_only=True).get("rng")
+        if state is None:
+            logger.warning(f"{path} holds no random state (an older checkpoint): the resumed run draws other augmentations than an uninterrupted one")
+            return
+        restore(state, data_transform(engine))
 
     def save_final_if_missing(self, engine: Engine) -> None:
         """A run that never validated (shorter than ``val_interval``) still leaves ``model.pt``:

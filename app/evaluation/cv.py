@@ -49,7 +49,8 @@ def summarise(rows: Sequence[dict[str, Any]], metrics: Sequence[str] = ("dice", 
 
 def cross_validate(bundle: str | Path, cv_manifest: str | Path, weights: str | Path, out_dir: str | Path, data_dir: str | Path | None = None,
                    mode: str = "fast", segmenter_kwargs: dict[str, Any] | None = None, folds: Sequence[int] | None = None,
-                   progress: Callable[[Any], Any] | None = None) -> dict[str, Any]:
+                   progress: Callable[[Any], Any] | None = None, sequences: Sequence[str] | None = None,
+                   uncertainty: bool = False) -> dict[str, Any]:
     """Score a bundle by k-fold cross-validation: each case is segmented by its fold's model only.
 
     For fold ``k`` the model ``fold_checkpoint(weights, k)`` segments the cases whose ``fold`` is
@@ -71,14 +72,24 @@ def cross_validate(bundle: str | Path, cv_manifest: str | Path, weights: str | P
             ``overrides`` such as ``{"infer_mode": "whole_volume"}``).
         folds: folds to run (default: all).
         progress: wraps the case iterator (e.g. ``tqdm``).
+        sequences: the sequences each case keeps (e.g. ``["t1ce", "flair"]``); the others are
+            treated as missing (zero-filled, as ``volseg segment`` does for such a case).
+            Default: all.
+        uncertainty: also score the whole-tumour uncertainty map: per case ``WT_unc_auroc``
+            (AUROC of wrong vs right whole-tumour voxels inside the brain, i.e. the non-zero
+            voxels of the given sequences) and ``quality`` (the case score); the summary adds
+            the pooled AUROC over all cases and Spearman's correlation of quality with WT Dice.
 
     Returns:
         ``{"rows": [...], "summary": {...}, "mode": ..., "folds": k}``.
 
     Raises:
         FileNotFoundError: the manifest, a fold's weights or a case's files are missing.
-        ValueError: the manifest has no folds.
+        ValueError: the manifest has no folds, or ``sequences`` names no known sequence.
     """
+    from app.constants import MODALITIES
+    from app.evaluation.uncertainty import auroc, error_histograms, spearman
+
     from app.data import default_brats_dir, load_datalist
     from app.evaluation.metrics import case_metrics
     from app.inference import Segmenter
@@ -92,28 +103,52 @@ def cross_validate(bundle: str | Path, cv_manifest: str | Path, weights: str | P
     items = load_datalist(cv_manifest, "training", root)
     fold_of = {it["case_id"]: it["fold"] for it in content["training"]}
     out = Path(out_dir)
+    keep = list(MODALITIES) if sequences is None else [m for m in MODALITIES if m in {str(x).lower() for x in sequences}]
+    if not keep:
+        raise ValueError(f"sequences must name some of {', '.join(MODALITIES)}, got {', '.join(map(str, sequences or []))}")
     rows: list[dict[str, Any]] = []
+    pooled = np.zeros((2, 1000), np.int64)
     for fold in folds if folds is not None else range(k):
         ckpt = fold_checkpoint(weights, fold)
         kwargs = dict(segmenter_kwargs or {})
         if mode == "accurate":
             kwargs["overrides"] = {**kwargs.get("overrides", {}), "ensemble_ckpt_paths": [str(ckpt)]}
-            segmenter = Segmenter(bundle, mode="accurate", **kwargs)
+            segmenter = Segmenter(bundle, mode="accurate", uncertainty=uncertainty, **kwargs)
         else:
-            segmenter = Segmenter(bundle, ckpt_path=ckpt, mode="fast", **kwargs)
+            segmenter = Segmenter(bundle, ckpt_path=ckpt, mode="fast", uncertainty=uncertainty, **kwargs)
         cases = [it for it in items if fold_of[it["case_id"]] == fold]
         for item in (progress or (lambda x: x))(cases):
             start = time.perf_counter()
-            label, _ = segmenter.predict(item["image"])
+            images = [path if name in keep else None for name, path in zip(MODALITIES, item["image"])]
+            case = segmenter.run_case(segmenter.load(images))
+            label = case["label"]
             seconds = time.perf_counter() - start
             write_label_like(label, item["image"][0], out / "preds" / f"{item['case_id']}_seg.nii.gz")
             ref, spacing = _read_label(item["label"])
             rows.append({"case": item["case_id"], "fold": fold, "seconds": round(seconds, 2), **case_metrics(label, ref, spacing)})
+            if uncertainty:
+                brain = np.any([_nonzero(p) for p in images if p is not None], axis=0)
+                hist = error_histograms(case["uncertainty"], label > 0, ref > 0, brain)
+                pooled += hist
+                rows[-1].update(WT_unc_auroc=round(auroc(hist), 4), quality=case["quality"])
             logger.info("fold %d %s: Dice WT %.3f TC %.3f ET %.3f (%.1f s)", fold, item["case_id"], rows[-1]["WT_dice"], rows[-1]["TC_dice"], rows[-1]["ET_dice"], seconds)
     summary = summarise(rows)
-    result = {"bundle": str(bundle), "mode": mode, "folds": k, "weights": str(weights), "cases": len(rows), "summary": summary, "rows": rows}
+    if uncertainty and rows:
+        summary["uncertainty"] = {"WT_auroc_pooled": round(auroc(pooled), 4),
+                                  "WT_auroc_case_mean": round(float(np.nanmean([r["WT_unc_auroc"] for r in rows])), 4),
+                                  "quality_vs_WT_dice_spearman": round(spearman([r["quality"] for r in rows], [r["WT_dice"] for r in rows]), 4)}
+    result = {"bundle": str(bundle), "mode": mode, "folds": k, "weights": str(weights), "sequences": keep, "cases": len(rows), "summary": summary, "rows": rows}
     _write_outputs(out, result)
+    if uncertainty:
+        np.save(out / "uncertainty_histograms.npy", pooled)  # (2, 1000): right, wrong voxels per entropy bin
     return result
+
+
+def _nonzero(path: str | Path) -> np.ndarray:
+    """``(H, W, D)`` boolean mask of the non-zero voxels of a volume (the brain of a skull-stripped MRI)."""
+    import nibabel as nib
+
+    return np.asarray(nib.load(str(path)).dataobj) != 0
 
 
 def _read_label(path: str | Path) -> tuple[np.ndarray, tuple[float, ...]]:

@@ -6,13 +6,16 @@ import csv
 import io
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from app.evaluation.metrics import EVAL_REGIONS, METRIC_NAMES, case_metrics
+from app.evaluation.metrics import METRIC_NAMES, case_metrics
 from app.io.atomic import atomic_write_text
+from app.io.readers import strip_volume_suffix
+from app.labels import BRATS, LabelManager
 
 logger = logging.getLogger(__name__)
 
@@ -22,43 +25,96 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(finite)) if finite else float("nan")
 
 
-def evaluate_predictions(pred_dir: str | Path, items: list[dict[str, Any]], csv_path: str | Path | None = None, png_dir: str | Path | None = None) -> list[dict[str, Any]]:
-    """Score ``<pred_dir>/<case_id>_seg.nii.gz`` against each item's ``label``.
+def find_prediction(pred_dir: str | Path, case_id: str) -> Path | None:
+    """``<pred_dir>/<case_id>_seg.<ext>`` in any format ``volseg segment`` writes (NIfTI, NRRD,
+    MetaImage), or None. Where several exist, NIfTI is taken first (the order of
+    :data:`app.io.readers.VOLUME_SUFFIXES`) and the others are named in a warning."""
+    from app.io.readers import VOLUME_SUFFIXES
+
+    found = [Path(pred_dir) / f"{case_id}_seg{suffix}" for suffix in VOLUME_SUFFIXES]
+    found = [p for p in found if p.is_file()]
+    if len(found) > 1:
+        logger.warning(f"case '{case_id}': several predictions {', '.join(p.name for p in found)}; scoring {found[0].name}")
+    return found[0] if found else None
+
+
+def read_label(path: str | Path) -> tuple[np.ndarray, Any]:
+    """A label map ``(H, W, D)`` in voxel order ``(i, j, k)`` (as nibabel and MONAI return it) and
+    its SimpleITK image (geometry: spacing in mm, origin, direction), from any format VolSeg reads.
+
+    Raises:
+        app.errors.InputError: missing, unreadable or corrupt file.
+    """
+    import SimpleITK as sitk
+
+    from app.io.readers import read_volume
+
+    image = read_volume(path, check_finite=False, refuse_all_zero=False)
+    return sitk.GetArrayFromImage(image).transpose(2, 1, 0), image
+
+
+def _same_grid(pred: Any, ref: Any, atol_mm: float = 1e-3) -> bool:
+    return (pred.GetSize() == ref.GetSize() and np.allclose(pred.GetSpacing(), ref.GetSpacing(), atol=atol_mm)
+            and np.allclose(pred.GetOrigin(), ref.GetOrigin(), atol=atol_mm) and np.allclose(pred.GetDirection(), ref.GetDirection(), atol=1e-4))
+
+
+def _overlay_image(item: dict[str, Any], labels: LabelManager) -> str:
+    """The background volume of an overlay: the item's only image, or its display channel (FLAIR)."""
+    image = item["image"]
+    return str(image) if isinstance(image, (str, Path)) else str(image[labels.display_channel if len(image) == len(labels.channels) else -1])
+
+
+def evaluate_predictions(pred_dir: str | Path, items: list[dict[str, Any]], csv_path: str | Path | None = None, png_dir: str | Path | None = None,
+                         labels: LabelManager = BRATS, lesion_wise: bool = False) -> list[dict[str, Any]]:
+    """Score ``<pred_dir>/<case_id>_seg.<ext>`` (``.nii.gz``, ``.nrrd``, ``.mha`` ...) against each
+    item's ``label``, per evaluation region of ``labels``.
 
     Args:
         pred_dir: folder of predicted label maps.
         items: datalist items with ``case_id``, ``image`` (absolute paths) and ``label``.
         csv_path: where to write per-case rows and a ``mean`` row (atomically).
-        png_dir: where to write an overlay per case (FLAIR with reference and prediction).
+        png_dir: where to write an overlay per case (the display channel, e.g. FLAIR, with
+            reference and prediction).
+        labels: the bundle's labels and regions (default BraTS WT, TC, ET).
+        lesion_wise: also the BraTS 2023+ lesion-wise Dice, HD95 and detection F1 per region
+            (``<region>_dice_lesionwise`` ...; :mod:`app.evaluation.lesionwise`, BraTS labels only).
 
     Returns:
         One row per evaluated case (``case`` plus ``<region>_<metric>``), then the ``mean`` row.
 
     Raises:
         FileNotFoundError: no item has a prediction in ``pred_dir``.
+        ValueError: a prediction not on its reference's voxel grid (size, spacing, origin,
+            direction).
     """
-    import nibabel as nib
+    if lesion_wise:
+        from app.evaluation.lesionwise import check_ready, lesion_metrics
 
+        check_ready(labels)
     rows: list[dict[str, Any]] = []
     skipped: list[str] = []
     for item in items:
-        case_id = item.get("case_id") or Path(item["label"]).name.replace("_seg.nii.gz", "")
-        pred_path = Path(pred_dir) / f"{case_id}_seg.nii.gz"
-        if not pred_path.is_file():
+        case_id = item.get("case_id") or strip_volume_suffix(Path(item["label"]).name).removesuffix("_seg")
+        pred_path = find_prediction(pred_dir, case_id)
+        if pred_path is None:
             skipped.append(case_id)
             continue
-        ref_img = nib.load(item["label"])
-        pred = np.asarray(nib.load(str(pred_path)).dataobj).astype(np.uint8)
-        ref = np.asarray(ref_img.dataobj).astype(np.uint8)
-        rows.append({"case": case_id, **case_metrics(pred, ref, ref_img.header.get_zooms()[:3])})
+        pred, pred_img = read_label(pred_path)
+        ref, ref_img = read_label(item["label"])
+        if not _same_grid(pred_img, ref_img):
+            raise ValueError(f"case '{case_id}': prediction '{pred_path}' (size {pred_img.GetSize()}, spacing {pred_img.GetSpacing()} mm) is not on "
+                             f"the grid of its reference '{item['label']}' (size {ref_img.GetSize()}, spacing {ref_img.GetSpacing()} mm)")
+        rows.append({"case": case_id, **case_metrics(pred, ref, ref_img.GetSpacing(), labels)})
+        if lesion_wise:
+            rows[-1].update(lesion_metrics(pred, ref, ref_img.GetSpacing()))
         if png_dir is not None:
             from app.evaluation.overlay import save_overlay
 
-            save_overlay(item["image"][-1], pred, ref, Path(png_dir) / f"{case_id}_overlay.png", title=case_id)
+            save_overlay(_overlay_image(item, labels), pred, ref, Path(png_dir) / f"{case_id}_overlay.png", title=case_id, label_names=labels.labels)
     if skipped:
         logger.info(f"{len(skipped)} manifest case(s) have no prediction in '{pred_dir}' and were not scored: {', '.join(skipped)}")
     if not rows:
-        raise FileNotFoundError(f"no prediction '<case_id>_seg.nii.gz' in '{pred_dir}' matches the {len(items)} manifest case(s)")
+        raise FileNotFoundError(f"no prediction '<case_id>_seg.nii.gz' (or .nrrd, .mha) in '{pred_dir}' matches the {len(items)} manifest case(s)")
     keys = [k for k in rows[0] if k != "case"]
     rows.append({"case": "mean", **{k: _mean([r[k] for r in rows]) for k in keys}})
     if csv_path is not None:
@@ -70,9 +126,13 @@ def evaluate_predictions(pred_dir: str | Path, items: list[dict[str, Any]], csv_
     return rows
 
 
-def format_table(rows: list[dict[str, Any]], metrics: tuple[str, ...] = METRIC_NAMES) -> str:
-    """A plain-text table: one line per case, columns ``<region> <metric>``."""
-    cols = [f"{r}_{m}" for m in metrics for r in EVAL_REGIONS]
+def format_table(rows: list[dict[str, Any]], metrics: tuple[str, ...] = METRIC_NAMES, regions: Sequence[str] | None = None) -> str:
+    """A plain-text table: one line per case, columns ``<region> <metric>``.
+
+    ``regions`` defaults to every ``<region>`` of the rows' ``<region>_dice`` keys, in order
+    (``WT, TC, ET`` for BraTS, ``spleen`` for the CT bundle)."""
+    regions = regions if regions is not None else [k.removesuffix("_dice") for k in rows[0] if k.endswith("_dice")]
+    cols = [f"{r}_{m}" for m in metrics for r in regions]
     width = max(len(str(r["case"])) for r in rows)
     lines = [f"{'case':<{width}}  " + "  ".join(f"{c.replace('_', ' '):>15}" for c in cols)]
     for row in rows:

@@ -87,7 +87,8 @@ def load_weights(network: torch.nn.Module, ckpt_path: str | Path, device: torch.
     """
     path = Path(ckpt_path)
     if not path.is_file():
-        raise FileNotFoundError(f"VolSeg weights '{path}' not found; train the bundle (volseg train) or pass another checkpoint")
+        raise FileNotFoundError(f"VolSeg weights '{path}' not found; train the bundle (volseg train --bundle NAME --output-dir R: "
+                                "R is then a bundle with its weights, for --bundle R) or pass another checkpoint")
     state = _state_dict(path, device)
     network.load_state_dict({k: v.float() if torch.is_floating_point(v) else v for k, v in state.items()})
     return network.eval()

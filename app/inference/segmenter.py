@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,22 +11,12 @@ from typing import Any
 import numpy as np
 
 from app.constants import MODALITIES
-from app.data.cases import find_case
+from app.data.cases import case_id_from_path, find_case  # case_id_from_path: re-exported by app.inference
 from app.data.verify import InputError, check_case_images
 from app.inference.backends import OpenVINONetwork, resolve_backend
 from app.inference.ensemble import MODES, MirrorEnsemble, ensemble_members
 
 logger = logging.getLogger(__name__)
-
-_MODALITY_SUFFIX = re.compile(r"_(t1|t1ce|t2|flair|seg)$", re.IGNORECASE)
-
-
-def case_id_from_path(path: str | Path) -> str:
-    """``.../Brats18_X/Brats18_X_t1.nii.gz`` -> ``Brats18_X`` (file name without extension and
-    modality); a DICOM series folder gives its folder name."""
-    from app.io.readers import strip_volume_suffix
-
-    return _MODALITY_SUFFIX.sub("", strip_volume_suffix(Path(path).name))
 
 
 def _is_dicom_folder(folder: Path) -> bool:
@@ -36,42 +25,96 @@ def _is_dicom_folder(folder: Path) -> bool:
     return bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
 
 
-def resolve_inputs(inputs: Sequence[str | Path]) -> list[tuple[str, list[Path]]]:
-    """Turn CLI inputs into cases: each a BraTS case folder, or exactly four modality volumes
-    (files in NIfTI, NRRD or MetaImage, or DICOM series folders) in the order T1, T1ce, T2, FLAIR.
+def resolve_inputs(inputs: Sequence[str | Path], channels: Sequence[str] = MODALITIES, sequences: Sequence[str] | None = None,
+                   allow_missing: bool = True) -> list[tuple[str, list[Path | None]]]:
+    """Turn CLI inputs into cases.
+
+    For the four-sequence BraTS bundles, each input is a case folder, or a loose volume (NIfTI,
+    NRRD, MetaImage file or DICOM series folder) matched to its sequence by name
+    (``<case>_t1ce.nii.gz`` or BraTS 2023+ ``<case>-t1c.nii.gz``, :data:`app.data.cases.SEQUENCE_ALIASES`),
+    never by position; loose files are grouped into cases by the case ID in their names.
+    ``sequences`` names the sequence of each loose file instead, in the order given (all of
+    them then form one case). For a one-channel bundle (CT), every file or DICOM folder is a case.
+
+    Args:
+        inputs: case folders and/or volumes.
+        channels: the bundle's input channel names, in channel order.
+        sequences: with loose files, the sequence of each file (``["flair", "t1ce"]``).
+        allow_missing: accept cases with a subset of the sequences (None in their place).
 
     Returns:
-        ``[(case_id, [t1, t1ce, t2, flair]), ...]``.
+        ``[(case_id, [t1, t1ce, t2, flair]), ...]`` with None for a missing sequence; for a
+        one-channel bundle ``[(case_id, [volume]), ...]``.
 
     Raises:
-        InputError: volumes that are not four, a folder that is neither a case nor a DICOM
-            series, or a path that does not exist.
+        InputError: a path that does not exist, a folder that is neither a case nor a DICOM
+            series, a loose file whose name names no sequence (and no ``sequences``), two files
+            for one sequence, ``sequences`` of the wrong length or with unknown names, or (without
+            ``allow_missing``) a case that lacks a sequence.
     """
     paths = [Path(p) for p in inputs]
-    folders, files = [], []
-    for p in paths:
-        if p.is_dir() and not any(p.glob(f"{p.name}_t1.*")) and _is_dicom_folder(p):
-            files.append(p)  # one modality as a DICOM series
-        elif p.is_dir():
-            folders.append(p)
-        else:
-            files.append(p)
-    missing = [str(p) for p in files if not p.exists()]
+    missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise InputError(f"input not found: {', '.join(missing)}")
-    if files and len(files) != len(MODALITIES):
-        raise InputError(f"expected a case folder or 4 modality volumes ({', '.join(MODALITIES)}), got {len(files)}: "
-                         + ", ".join(str(f) for f in files))
-    cases: list[tuple[str, list[Path]]] = []
+    if len(channels) == 1:  # CT: each volume, DICOM series, or volume of a dataset folder is a case
+        from app.data.single_channel import single_channel_cases
+
+        return single_channel_cases(paths)
+    folders, files = [], []
+    for p in paths:
+        if p.is_dir() and (_is_case_folder(p) or not _is_dicom_folder(p)):
+            folders.append(p)  # a case folder (find_case says what it lacks)
+        else:  # a volume file or a DICOM series folder
+            files.append(p)
+    cases: list[tuple[str, list[Path | None]]] = []
     for folder in folders:
         try:
-            case = find_case(folder)
+            case = find_case(folder, allow_missing=allow_missing)
         except FileNotFoundError as err:
             raise InputError(str(err)) from err
         cases.append((case.case_id, list(case.images)))
     if files:
-        cases.append((case_id_from_path(files[0]), files))
+        cases += _group_loose_files(files, channels, sequences, allow_missing)
     return cases
+
+
+def _is_case_folder(folder: Path) -> bool:
+    from app.data.cases import split_sequence_name
+
+    return any((split_sequence_name(f) or (None, None))[0] == folder.name for f in folder.iterdir())
+
+
+def _group_loose_files(files: list[Path], channels: Sequence[str], sequences: Sequence[str] | None,
+                       allow_missing: bool) -> list[tuple[str, list[Path | None]]]:
+    """Loose volumes -> cases, each file put in the channel its name (or ``sequences``) gives."""
+    from app.data.cases import SEQUENCE_ALIASES, split_sequence_name
+
+    if sequences is not None:
+        aliases = {a: k for k, names in SEQUENCE_ALIASES.items() for a in names}
+        keys = [aliases.get(str(s).strip().lower()) for s in sequences]
+        if len(keys) != len(files) or any(k not in channels for k in keys):
+            raise InputError(f"--sequences must name one of {', '.join(channels)} for each of the {len(files)} input file(s), "
+                             f"got {', '.join(map(str, sequences))}")
+        named = [(case_id_from_path(files[0]), k, f) for k, f in zip(keys, files)]
+    else:
+        parsed = [(split_sequence_name(f), f) for f in files]
+        unnamed = [str(f) for p, f in parsed if p is None or p[1] not in channels]
+        if unnamed:
+            raise InputError(f"cannot tell which sequence {', '.join(repr(u) for u in unnamed)} is: name each file <case>_<{'|'.join(channels)}>"
+                             ".nii.gz (BraTS 2023+: <case>-<t1n|t1c|t2w|t2f>), or pass --sequences with one name per file in order")
+        named = [(p[0] or f.parent.name, p[1], f) for p, f in parsed]
+    cases: dict[str, dict[str, Path]] = {}
+    for case_id, key, path in named:
+        if key in cases.setdefault(case_id, {}):
+            raise InputError(f"case '{case_id}': two files for {key}: '{cases[case_id][key]}' and '{path}'")
+        cases[case_id][key] = path
+    out = []
+    for case_id, found in cases.items():
+        absent = [k for k in channels if k not in found]
+        if absent and not allow_missing:
+            raise InputError(f"case '{case_id}': expected {len(channels)} sequences ({', '.join(channels)}), missing {', '.join(absent)}")
+        out.append((case_id, [found.get(k) for k in channels]))
+    return out
 
 
 @dataclass
@@ -85,6 +128,7 @@ class CaseResult:
     seconds: float = 0.0
     error: str | None = None
     extra: dict = field(default_factory=dict)
+    note: str | None = None  # why the case was not segmented though not failed (its output exists)
 
 
 class Segmenter:
@@ -105,6 +149,9 @@ class Segmenter:
             ``ensemble_ckpt_paths``, the cross-validation fold models, each over every mirroring
             of ``mirror_axes``, with the ``accurate_*`` inference settings); None takes the
             bundle's ``mode``.
+        uncertainty: also compute the whole-tumour uncertainty map and case quality score
+            (:mod:`app.inference.uncertainty`); in fast mode the model then runs over the
+            mirrorings of the bundle's ``uncertainty_mirror_axes``.
 
     Raises:
         FileNotFoundError: the bundle or its weights are missing.
@@ -113,7 +160,7 @@ class Segmenter:
     """
 
     def __init__(self, bundle: str | Path = "brats_unet3d", device: str | None = None, ckpt_path: str | Path | None = None, overrides: dict | None = None,
-                 backend: str | None = None, mode: str | None = None) -> None:
+                 backend: str | None = None, mode: str | None = None, uncertainty: bool = False) -> None:
         from monai.bundle import ConfigParser
 
         from app.bundles import config_files
@@ -127,6 +174,9 @@ class Segmenter:
             parser.read_meta(str(meta))
         parser["bundle_root"] = str(Path(files[0]).parents[1])
         if device is not None:
+            from app.devices import check_device
+
+            check_device(device)  # one-line ValueError for cuda without CUDA, before the network is built
             parser["device"] = f"$torch.device('{device}')"
         for key, value in (overrides or {}).items():
             parser[key] = value
@@ -141,10 +191,13 @@ class Segmenter:
             for key in ("infer_mode", "overlap", "sw_batch_size"):
                 if f"accurate_{key}" in parser:
                     parser[key] = parser[f"accurate_{key}"]
+        self.uncertainty = uncertainty
         self.parser = parser
         self.device = parser.get_parsed_content("device")
         inputs = parser.get("_meta_", {}).get("network_data_format", {}).get("inputs", {})
         self.in_channels = int(next(iter(inputs.values()))["num_channels"]) if inputs else len(MODALITIES)
+        self.channels = tuple(MODALITIES) if self.in_channels == len(MODALITIES) else tuple(f"channel{i}" for i in range(self.in_channels))
+        self.regions = tuple(parser.get("regions", ()))
         self.backend = resolve_backend(backend or parser.get("inference_backend", "torch"), self.device)
         self.network = self._build_network(parser)
         self.preprocessing = parser.get_parsed_content("preprocessing")
@@ -163,7 +216,8 @@ class Segmenter:
             members = [OpenVINONetwork(m, self.in_channels) for m in members]
         self.precision = members[0].precision if self.backend == "openvino" else "f32"
         if self.mode == "fast":
-            return members[0]
+            axes = parser.get_parsed_content("uncertainty_mirror_axes") if self.uncertainty and "uncertainty_mirror_axes" in parser else []
+            return MirrorEnsemble(members, axes, int(parser.get("ensemble_max_batch", 8))) if axes else members[0]
         return MirrorEnsemble(members, parser.get_parsed_content("mirror_axes"), int(parser.get("ensemble_max_batch", 8)))
 
     def load(self, images: Sequence[str | Path]) -> dict:
@@ -173,31 +227,63 @@ class Segmenter:
         Returns:
             The preprocessed data dict, with ``"shape"`` and ``"affine"`` of the input added.
 
+        A sequence given as None (missing) is fed as a zero channel (see
+        :class:`app.io.LoadVolumed`); ``"missing_sequences"`` in the result names them.
+
         Raises:
-            InputError: unreadable, non-3D or non-co-registered files, or NaN/infinite voxels.
+            InputError: unreadable, non-3D or non-co-registered files, NaN/infinite voxels, or
+                no volume at all.
         """
         import torch
 
-        shape, affine = check_case_images(images)
-        data = self.preprocessing({"image": [str(p) for p in images]})
+        present = [p for p in images if p is not None]
+        if not present:
+            raise InputError("a case needs at least one input volume; every sequence is missing")
+        shape, affine = check_case_images(present)
+        data = self.preprocessing({"image": [str(p) if p is not None else None for p in images]})
         if not torch.isfinite(data["image"]).all():
-            raise InputError(f"case '{case_id_from_path(images[0])}': NaN or infinite voxel values in {', '.join(str(p) for p in images)}")
+            raise InputError(f"case '{case_id_from_path(present[0])}': NaN or infinite voxel values in {', '.join(str(p) for p in present)}")
         data["shape"], data["affine"] = shape, affine
+        data["missing_sequences"] = [name for name, p in zip(self.channels, images) if p is None]
         return data
 
     def run(self, data: dict) -> tuple[np.ndarray, np.ndarray]:
         """Sliding-window inference and postprocessing of a case prepared by :meth:`load`."""
+        out = self.run_case(data)
+        return out["label"], out["affine"]
+
+    def run_case(self, data: dict) -> dict[str, Any]:
+        """Like :meth:`run`, with everything the case gave.
+
+        Returns:
+            ``label`` ``(H, W, D)`` uint8 and ``affine`` (4x4) of the input; ``missing_sequences``
+            (names); with ``uncertainty``: ``uncertainty`` ``(H, W, D)`` float32 entropy in bits of
+            the whole-tumour probability, on the input grid, and ``quality`` (expected Dice of
+            the whole tumour, :func:`app.inference.uncertainty.expected_dice`).
+        """
         import torch
+        from monai.transforms import Invertd
 
         shape, affine = data.pop("shape"), data.pop("affine")
+        missing = data.pop("missing_sequences", [])
         image = data["image"].unsqueeze(0).to(self.device)
         with torch.no_grad(), torch.autocast(self.device.type, enabled=self.amp and self.device.type == "cuda"):
             data["pred"] = self.inferer(image, self.network)[0].float()
-        out = self.postprocessing(data)
+        result: dict[str, Any] = {"affine": affine, "missing_sequences": missing}
+        out = data
+        for transform in self.postprocessing.transforms:
+            out = transform(out)
+            if self.uncertainty and isinstance(transform, Invertd) and "WT" in self.regions:
+                from app.inference.uncertainty import binary_entropy, expected_dice
+
+                wt = out["pred"][self.regions.index("WT")]
+                result["uncertainty"] = binary_entropy(wt)
+                result["quality"] = round(expected_dice(wt), 4)
         label = np.asarray(out["pred"].cpu().numpy()[0], dtype=np.uint8)
         if label.shape != shape:
             raise RuntimeError(f"internal error: output shape {label.shape} != input shape {shape}")
-        return label, affine
+        result["label"] = label
+        return result
 
     def predict(self, images: Sequence[str | Path]) -> tuple[np.ndarray, np.ndarray]:
         """Segment one case.

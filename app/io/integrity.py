@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from app.constants import MODALITIES
-from app.data.verify import InputError
+from app.errors import InputError
+from app.io.formats import strip_volume_suffix, volume_format
 
 #: Environment variable holding the most voxels (all channels) one volume may declare.
 VOXEL_BUDGET_ENV = "VOLSEG_MAX_VOXELS"
@@ -72,8 +73,6 @@ def max_voxels() -> int:
 def sequence_of(path: str | Path) -> tuple[str, str] | None:
     """``(case_id, sequence)`` of a BraTS-named file (``Brats18_X_flair.nii.gz`` ->
     ``("Brats18_X", "flair")``), or None where the name names no MRI sequence."""
-    from app.io.readers import strip_volume_suffix
-
     match = _SEQUENCE_NAME.match(strip_volume_suffix(Path(path).name))
     return (match["case"], match["seq"].lower()) if match else None
 
@@ -115,8 +114,6 @@ def read_file_information(path: str | Path):
         InputError: the header cannot be read.
     """
     import SimpleITK as sitk
-
-    from app.io.readers import volume_format
 
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
@@ -241,8 +238,6 @@ def verify_file(path: str | Path, scan_voxels: bool = False) -> VoxelCounts | No
     Raises:
         InputError: unreadable header, over budget, truncated or corrupt data.
     """
-    from app.io.readers import volume_format
-
     if volume_format(path) == "nifti":
         stat = Path(path).stat()
         return _verified_nifti(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, scan_voxels)
@@ -259,32 +254,3 @@ def _verified_nifti(path: str, size: int, mtime_ns: int, scan_voxels: bool) -> V
     counts = verify_nifti_data(path, scan_voxels)  # budget from nibabel's header first
     read_file_information(path)  # and ITK reads the header too
     return counts
-
-
-def verify_volume(path: str | Path, refuse_all_zero: bool = True) -> None:
-    """Every check of :mod:`app.io.integrity` on one input volume, keeping no voxels.
-
-    NIfTI is checked in one streaming pass; NRRD, MetaImage and DICOM are read (one volume at
-    a time, after the budget check) by :func:`app.io.read_volume` and let go.
-
-    Args:
-        path: a volume file or DICOM series folder.
-        refuse_all_zero: refuse a volume whose voxels are all zero (an MRI sequence, a CT).
-
-    Raises:
-        InputError: missing, unreadable, over budget, truncated, corrupt, NaN or infinite
-            voxels, or all zero; the message names the file (and case and sequence where the
-            file name gives them).
-
-    Example:
-        >>> verify_volume("Brats18_X/Brats18_X_flair.nii.gz")  # doctest: +SKIP
-    """
-    from app.io.readers import read_volume, volume_format
-
-    path = Path(path)
-    if volume_format(path) == "nifti" and path.is_file():
-        counts = verify_file(path, scan_voxels=True)
-        if counts is not None:
-            counts.check(path, refuse_all_zero)
-            return
-    read_volume(path, refuse_all_zero=refuse_all_zero)

@@ -19,7 +19,7 @@ from monai.data.utils import orientation_ras_lps
 from monai.transforms import LoadImaged
 from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
 
-from app.data.verify import InputError
+from app.errors import InputError
 from app.io.readers import read_volume, volume_format
 
 
@@ -80,9 +80,19 @@ class LoadVolumed(LoadImaged):
     sequence that :mod:`app.io.integrity` refuses is then read by nibabel without a word. In a
     config: ``{_target_: app.io.LoadVolumed, keys: [image, label], ensure_channel_first: true}``.
 
+    A list of files may hold ``None`` for a missing channel (an MRI sequence the case lacks):
+    the present files are read and stacked, and each missing channel is filled with zeros in
+    its place, the input of a network trained with modality dropout
+    (:class:`app.transforms.RandModalityDropoutd`). The missing channel indices are stored in
+    the output's metadata under ``"missing_channels"``. Needs ``ensure_channel_first=True``.
+
     Args:
         keys: keys of the data dict holding file paths (one file or a list stacked as channels).
         **kwargs: any other ``LoadImaged`` argument except ``reader``.
+
+    Raises:
+        ValueError: every file of a key is ``None``, or ``None`` entries without
+            ``ensure_channel_first``.
 
     Example:
         >>> data = LoadVolumed("image", ensure_channel_first=True)({"image": files})  # doctest: +SKIP
@@ -94,4 +104,31 @@ class LoadVolumed(LoadImaged):
         super().__init__(keys, reader=self.volume_reader, **kwargs)
 
     def __call__(self, data, reader: ImageReader | None = None):
-        return super().__call__(data, reader=reader or self.volume_reader)  # no fallback to other readers
+        d, missing = dict(data), {}
+        for key in self.key_iterator(d):
+            files = d[key]
+            if isinstance(files, (list, tuple)) and any(f is None for f in files):
+                if all(f is None for f in files):
+                    raise ValueError(f"'{key}': every channel is missing; VolSeg needs at least one input volume")
+                if not self._loader.ensure_channel_first:
+                    raise ValueError(f"'{key}': missing channels (None) need ensure_channel_first=True")
+                missing[key] = (len(files), [i for i, f in enumerate(files) if f is None])
+                d[key] = [f for f in files if f is not None]
+        d = super().__call__(d, reader=reader or self.volume_reader)  # no fallback to other readers
+        for key, (n_channels, absent) in missing.items():
+            d[key] = _zero_fill(d[key], n_channels, absent)
+        return d
+
+
+def _zero_fill(img, n_channels: int, absent: list[int]):
+    """``(C_present, H, W, D)`` -> ``(n_channels, H, W, D)`` with zero channels at ``absent``."""
+    import torch
+    from monai.data import MetaTensor
+
+    present = [i for i in range(n_channels) if i not in absent]
+    full = torch.zeros((n_channels, *img.shape[1:]), dtype=img.dtype)
+    full[present] = img.as_tensor() if isinstance(img, MetaTensor) else torch.as_tensor(img)
+    meta = dict(img.meta) if isinstance(img, MetaTensor) else {}
+    meta["missing_channels"] = list(absent)
+    meta.pop("affine", None)
+    return MetaTensor(full, affine=img.affine if isinstance(img, MetaTensor) else None, meta=meta)

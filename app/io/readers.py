@@ -8,32 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.data.verify import InputError
+from app.errors import InputError
+from app.io.formats import VOLUME_SUFFIXES, strip_volume_suffix, volume_format  # re-exported: callers import them from here
 from app.io.integrity import VoxelCounts, check_voxel_budget, describe, read_file_information, sequence_of, verify_file
 
-#: File endings read as single-file volumes.
-VOLUME_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
-
-
-def strip_volume_suffix(name: str) -> str:
-    """``"spleen_8.nii.gz"`` -> ``"spleen_8"``: a file name without its volume ending (any case)."""
-    return next((name[: -len(s)] for s in VOLUME_SUFFIXES if name.lower().endswith(s)), name)
-
-
-def volume_format(path: str | Path) -> str:
-    """``"nifti"``, ``"nrrd"``, ``"metaimage"`` or ``"dicom"`` (a folder) for a volume path.
-
-    Raises:
-        InputError: an ending VolSeg does not read.
-    """
-    path = Path(path)
-    if path.is_dir():
-        return "dicom"
-    name = path.name.lower()
-    for suffix, fmt in ((".nii.gz", "nifti"), (".nii", "nifti"), (".nrrd", "nrrd"), (".nhdr", "nrrd"), (".mha", "metaimage"), (".mhd", "metaimage")):
-        if name.endswith(suffix):
-            return fmt
-    raise InputError(f"'{path}': unsupported file type; expected a DICOM folder or one of {', '.join(VOLUME_SUFFIXES)}")
+__all__ = ["VOLUME_SUFFIXES", "dicom_series", "read_image_information", "read_volume", "strip_volume_suffix", "verify_volume", "volume_format"]
 
 
 def dicom_series(folder: str | Path) -> dict[str, list[str]]:
@@ -155,3 +134,31 @@ def read_image_information(path: str | Path):
     if not path.is_file():
         raise InputError(f"'{path}': file does not exist")
     return read_file_information(path)
+
+
+def verify_volume(path: str | Path, refuse_all_zero: bool = True) -> None:
+    """Every check of :mod:`app.io.integrity` on one input volume, keeping no voxels (here,
+    beside :func:`read_volume`, which it falls back to, so that the checks need no reader).
+
+    NIfTI is checked in one streaming pass; NRRD, MetaImage and DICOM are read (one volume at
+    a time, after the budget check) by :func:`read_volume` and let go.
+
+    Args:
+        path: a volume file or DICOM series folder.
+        refuse_all_zero: refuse a volume whose voxels are all zero (an MRI sequence, a CT).
+
+    Raises:
+        InputError: missing, unreadable, over budget, truncated, corrupt, NaN or infinite
+            voxels, or all zero; the message names the file (and case and sequence where the
+            file name gives them).
+
+    Example:
+        >>> verify_volume("Brats18_X/Brats18_X_flair.nii.gz")  # doctest: +SKIP
+    """
+    path = Path(path)
+    if volume_format(path) == "nifti" and path.is_file():
+        counts = verify_file(path, scan_voxels=True)
+        if counts is not None:
+            counts.check(path, refuse_all_zero)
+            return
+    read_volume(path, refuse_all_zero=refuse_all_zero)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.io.atomic import atomic_write
+from app.io.atomic import atomic_write, atomic_write_nifti
 from app.io.readers import read_image_information, volume_format
 
 _EXTENSIONS = {"nifti": ".nii.gz", "nrrd": ".nrrd", "metaimage": ".mha"}
@@ -17,6 +17,27 @@ def output_suffix(reference: str | Path, fmt: str = "same") -> str:
     input or ``fmt="nifti"``."""
     ref_fmt = volume_format(reference)
     return ".nii.gz" if fmt == "nifti" or ref_fmt == "dicom" else _EXTENSIONS[ref_fmt]
+
+
+def save_label_map(label: np.ndarray, reference: str | Path, path: str | Path) -> Path:
+    """Write a label map with the shape, affine and header of a NIfTI ``reference``, atomically
+    (nibabel: the reference's header, qform and sform codes included, carry over unchanged).
+
+    Args:
+        label: ``(H, W, D)`` integer array (uint8 for BraTS codes 0/1/2/4).
+        reference: the NIfTI input whose geometry the output must carry.
+        path: output ``.nii.gz`` path.
+
+    Raises:
+        ValueError: ``label``'s shape differs from the reference's.
+    """
+    import nibabel as nib
+
+    ref = nib.load(str(reference))
+    if tuple(label.shape) != tuple(ref.shape[:3]):
+        raise ValueError(f"label shape {tuple(label.shape)} differs from '{reference}' shape {tuple(ref.shape[:3])}")
+    header = ref.header.copy()
+    return atomic_write_nifti(np.asarray(label, dtype=np.uint8), ref.affine, path, header=header)
 
 
 def write_label_like(label: np.ndarray, reference: str | Path, path: str | Path) -> Path:
@@ -37,8 +58,6 @@ def write_label_like(label: np.ndarray, reference: str | Path, path: str | Path)
 
     path = Path(path)
     if volume_format(reference) == "nifti" and path.name.endswith((".nii.gz", ".nii")):
-        from app.io.save import save_label_map
-
         return save_label_map(label, reference, path)
     ref = read_image_information(reference)
     if tuple(label.shape) != tuple(ref.GetSize()):
@@ -50,3 +69,30 @@ def write_label_like(label: np.ndarray, reference: str | Path, path: str | Path)
     suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
     return atomic_write(path, lambda tmp: sitk.WriteImage(image, tmp, useCompression=True), suffix=suffix)
 
+
+
+def write_map_like(values: np.ndarray, reference: str | Path, path: str | Path) -> Path:
+    """Write a float32 map (an uncertainty map, a probability) atomically with the geometry of
+    ``reference``, through SimpleITK (``.nii.gz``, ``.nrrd``, ``.mha``).
+
+    Args:
+        values: ``(H, W, D)`` array in the reference's voxel order ``(i, j, k)``.
+        reference: the input volume (file or DICOM folder).
+        path: output file.
+
+    Raises:
+        ValueError: ``values``' shape differs from the reference's.
+        app.data.verify.InputError: the reference cannot be read.
+    """
+    import SimpleITK as sitk
+
+    path = Path(path)
+    ref = read_image_information(reference)
+    if tuple(values.shape) != tuple(ref.GetSize()):
+        raise ValueError(f"map shape {tuple(values.shape)} differs from '{reference}' size {tuple(ref.GetSize())}")
+    image = sitk.GetImageFromArray(np.ascontiguousarray(np.asarray(values, dtype=np.float32).transpose(2, 1, 0)))
+    image.SetSpacing(ref.GetSpacing())
+    image.SetOrigin(ref.GetOrigin())
+    image.SetDirection(ref.GetDirection())
+    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
+    return atomic_write(path, lambda tmp: sitk.WriteImage(image, tmp, useCompression=True), suffix=suffix)

@@ -211,6 +211,18 @@ class Datastore:
         """The file shown to the annotator: the FLAIR of the study."""
         return self.modality_files(image_id)[MODALITIES.index("flair")]
 
+    def uncertainty_path(self, image_id: str) -> Path:
+        """Where the uncertainty map of a study goes: ``<store>/uncertainty/<image_id>.nii.gz``
+        (the folder is made; the id is checked in full).
+
+        Raises:
+            DatastoreError: an invalid image id.
+        """
+        check_id(image_id)
+        folder = self.store_dir / "uncertainty"
+        folder.mkdir(exist_ok=True)
+        return folder / f"{image_id}.nii.gz"
+
     def label_file(self, image_id: str, tag: str = "final") -> Path | None:
         """The stored ``tag`` label of a study, or None."""
         check_id(image_id)

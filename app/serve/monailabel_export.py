@@ -46,7 +46,7 @@ BraTS bundles' network and recipe, kept in ``metadata.json``) resolved, copies `
     for overlay in ("inference", "train"):
         parser = ConfigParser(ConfigParser.load_config_files(config_files(bundle, overlay)))
         parser.read_meta(str(src / "configs" / "metadata.json"))
-        parser.resolve_macro_and_relative_ids()  # "%_meta_#network_def" etc. become plain config
+        parser.resolve_macro_and_relative_ids()  # "%_meta_#..." macros (name, recipe) become plain config
         merged = {k: v for k, v in parser.get().items() if k != "_meta_"}
         merged.pop("bundle_root", None)  # MONAI Label sets it
         merged["bundle_root"] = "."

@@ -28,7 +28,7 @@ from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 import app as volseg
-from app.bundles import BUNDLES, DEFAULT_BUNDLE, label_names
+from app.bundles import DEFAULT_BUNDLE
 from app.constants import MODALITIES
 from app.data.verify import InputError
 from app.serve.datastore import LABEL_SUFFIXES, Datastore, check_id
@@ -53,7 +53,8 @@ class ServerConfig:
     Attributes:
         store_dir: writable datastore folder (uploads, labels, training runs).
         studies_dir: optional read-only folder of BraTS case folders.
-        bundles: bundles served as models (one model instance each).
+        bundles: bundles served as models (one model instance each): shipped names or bundle
+            folders (a ``volseg train`` output), named as in :func:`app.serve.models.served_models`.
         device: ``"cpu"``, ``"cuda"`` or None (CUDA where available).
         token: bearer token required on every path but ``OPEN_PATHS`` (``/auth/``, ``/auth/token``),
             checked before the body is read; None for no auth.
@@ -74,20 +75,25 @@ class ServerConfig:
 
 
 class _Models:
-    """One lazily loaded ``Segmenter`` per bundle; inference requests are serialised per model."""
+    """One lazily loaded ``Segmenter`` per model (model name -> bundle); inference requests are
+    serialised per model."""
 
-    def __init__(self, bundles: list[str], device: str | None) -> None:
+    def __init__(self, bundles: dict[str, str], device: str | None) -> None:
         self.bundles, self.device = bundles, device
         self._segmenters: dict[str, Any] = {}
         self._locks = {b: threading.Lock() for b in bundles}
 
-    def predict(self, bundle: str, files: list[Path]) -> Any:
+    def predict(self, model: str, files: list[Path], uncertainty: bool = False) -> dict[str, Any]:
+        """``Segmenter.run_case`` of one study: ``label``, ``affine`` and, with ``uncertainty``,
+        the whole-tumour ``uncertainty`` map and case ``quality``."""
         from app.inference import Segmenter
 
-        with self._locks[bundle]:
-            if bundle not in self._segmenters:
-                self._segmenters[bundle] = Segmenter(bundle, device=self.device)
-            return self._segmenters[bundle].predict(files)
+        with self._locks[model]:
+            key = f"{model}+uncertainty" if uncertainty else model
+            if key not in self._segmenters:
+                self._segmenters[key] = Segmenter(self.bundles[model], device=self.device, uncertainty=uncertainty)
+            segmenter = self._segmenters[key]
+            return segmenter.run_case(segmenter.load(files))
 
 
 def _multipart(params: dict[str, Any], filename: str, data: bytes) -> Response:
@@ -119,14 +125,14 @@ def _params(raw: str | None) -> dict[str, Any]:
 
 def create_app(config: ServerConfig) -> FastAPI:
     """Build the FastAPI app for ``config`` (see module docstring for the endpoints)."""
-    unknown = [b for b in config.bundles if b not in BUNDLES]
-    if unknown:
-        raise ValueError(f"unknown bundle(s) {unknown}; shipped: {', '.join(sorted(BUNDLES))}")
-    names = {b: label_names(b) for b in config.bundles}
+    from app.serve.models import served_models
+
+    served = served_models(config.bundles)  # model name -> bundle, labels (app.labels.LabelManager), description
+    names = {m: dict(s.labels.labels) for m, s in served.items()}
     codes = {code for n in names.values() for code in n}
     limits = UploadLimits(max_voxels=config.max_voxels, max_inflated_bytes=int(config.max_inflated_mb * 2**20))
     store = Datastore(config.store_dir, config.studies_dir, codes, limits)
-    models = _Models(config.bundles, config.device)
+    models = _Models({m: s.bundle for m, s in served.items()}, config.device)
     runner = TrainingRunner(store, Path(config.store_dir) / "train", config.device)
     limit = int(config.max_upload_mb * 2**20)
 
@@ -157,17 +163,17 @@ def create_app(config: ServerConfig) -> FastAPI:
         return {
             "name": "VolSeg", "description": "VolSeg bundles served over the MONAI Label protocol", "version": volseg.__version__,
             "labels": labels,
-            "models": {b: {"type": "segmentation", "labels": {name: code for code, name in sorted(names[b].items())}, "dimension": 3,
-                           "description": BUNDLES[b].description, "config": {}} for b in config.bundles},
-            "trainers": {b: {"description": f"train {b} on the studies with a final label", "config": {"max_epochs": 50}} for b in config.bundles},
+            "models": {m: {"type": "segmentation", "labels": s.labels.names_to_values(), "dimension": 3,
+                           "description": s.description, "config": {}} for m, s in served.items()},
+            "trainers": {m: {"description": f"train {m} on the studies with a final label", "config": {"max_epochs": 50}} for m in served},
             "strategies": {k: {"description": v} for k, v in STRATEGIES.items()},
             "scoring": {}, "train_stats": runner.stats(), "datastore": store.stats(),
         }
 
     @api.post("/infer/{model}")
     def infer(model: str, image: str, params: str | None = Form(default=None), output: str | None = None) -> Response:
-        if model not in config.bundles:
-            raise DatastoreError(f"unknown model '{model}'; models: {', '.join(config.bundles)}", 404)
+        if model not in served:
+            raise DatastoreError(f"unknown model '{model}'; models: {', '.join(served)}", 404)
         p = _params(params)
         ext = p.get("result_extension", ".nii.gz")
         if ext not in LABEL_SUFFIXES:
@@ -176,22 +182,35 @@ def create_app(config: ServerConfig) -> FastAPI:
             raise DatastoreError(f"result_dtype '{p['result_dtype']}' not supported; label maps are uint8")
         files = store.modality_files(image)
         start = time.perf_counter()
-        label, _ = models.predict(model, files)
+        case = models.predict(model, files, uncertainty=bool(p.get("uncertainty", False)))
+        label = case["label"]
         done = time.perf_counter()
-        from app.io.writers import write_label_like
+        from app.io.writers import write_label_like, write_map_like
 
+        reference = files[MODALITIES.index("flair")] if len(files) == len(MODALITIES) else files[0]
         with tempfile.TemporaryDirectory() as tmp:
-            out = write_label_like(label, files[MODALITIES.index("flair")], Path(tmp) / f"{image}_seg{ext}")
+            out = write_label_like(label, reference, Path(tmp) / f"{image}_seg{ext}")
             data = out.read_bytes()
         total = time.perf_counter() - start
-        result = {"label_names": {name: code for code, name in sorted(names[model].items())},
+        result = {"label_names": served[model].labels.names_to_values(),
                   "latencies": {"pre": 0.0, "infer": round(done - start, 3), "invert": 0.0, "post": 0.0, "write": round(total - (done - start), 3),
                                 "total": round(total, 3), "transform": None}}
+        if "uncertainty" in case:  # params {"uncertainty": true}: the map goes beside the labels, for 3D Slicer to load
+            write_map_like(case["uncertainty"], reference, store.uncertainty_path(image))
+            result["uncertainty"] = {"url": f"/datastore/uncertainty?image={image}", "quality": case["quality"],
+                                     "description": "whole-tumour entropy in bits (float32, the study's geometry); quality: expected WT Dice"}
         if output == "json":
             return JSONResponse(result)
         if output == "image":
             return Response(content=data, media_type="application/octet-stream", headers={"Content-Disposition": f'attachment; filename="{image}_seg{ext}"'})
         return _multipart(result, f"{image}_seg{ext}", data)
+
+    @api.get("/datastore/uncertainty")
+    def get_uncertainty(image: str) -> FileResponse:
+        path = store.uncertainty_path(image)
+        if not path.is_file():
+            raise DatastoreError(f"no uncertainty map for image '{image}'; run /infer/<model> with params {{\"uncertainty\": true}}", 404)
+        return FileResponse(path, filename=path.name, media_type="application/octet-stream")
 
     @api.get("/datastore/")
     def datastore(output: str = "stats") -> Any:
@@ -272,10 +291,10 @@ def create_app(config: ServerConfig) -> FastAPI:
     async def train_start(request: Request, model: str | None = None) -> Any:
         body = await request.body()
         p = _params(body.decode() if body else None)
-        bundle = model or config.bundles[0]
-        if bundle not in config.bundles:
-            raise DatastoreError(f"unknown model '{bundle}'; models: {', '.join(config.bundles)}", 404)
-        return runner.start(bundle, p)
+        name = model or next(iter(served))
+        if name not in served:
+            raise DatastoreError(f"unknown model '{name}'; models: {', '.join(served)}", 404)
+        return runner.start(served[name].bundle, p)
 
     @api.delete("/train/")
     def train_stop() -> Any:

@@ -175,7 +175,7 @@ class TrainingRunner:
             if not items:
                 raise DatastoreError("no study has a 'final' label yet: submit labels before training")
             run_id = time.strftime("%Y%m%d-%H%M%S")
-            out = self.runs_dir / bundle / run_id
+            out = self.runs_dir / Path(bundle).name / run_id  # a bundle folder's runs go under its name
             datalist = {"training": items[:-1] or items, "validation": items[-1:], "test": []}
             manifest = atomic_write_text(out / "datalist.json", json.dumps(datalist, indent=2))
             cmd = [sys.executable, "-c", _WRAPPER, str(out / "exit_status"), *self._command(bundle, manifest, out, max_epochs)]

@@ -1,9 +1,11 @@
 """Dictionary transforms that MONAI lacks; everything else comes from ``monai.transforms``."""
 
 from app.transforms.box import InForegroundBox, InForegroundBoxd
+from app.transforms.dropout import RandModalityDropoutd, channel_subsets
 from app.transforms.ct import HU_WINDOWS, HUWindow, HUWindowd
 from app.transforms.mri import N4BiasCorrection, N4BiasCorrectiond
 from app.transforms.regions import RegionsToBratsLabels, RegionsToBratsLabelsd
+from app.transforms.save import SaveLabelMapd
 from app.transforms.slices import slabs_to_volume, stack_slices, volume_to_slabs
 from app.transforms.spacing import is_anisotropic, target_spacing
 from app.transforms.zscore import NonzeroZScore, NonzeroZScored
@@ -18,8 +20,11 @@ __all__ = [
     "N4BiasCorrectiond",
     "NonzeroZScore",
     "NonzeroZScored",
+    "RandModalityDropoutd",
     "RegionsToBratsLabels",
     "RegionsToBratsLabelsd",
+    "SaveLabelMapd",
+    "channel_subsets",
     "is_anisotropic",
     "slabs_to_volume",
     "stack_slices",

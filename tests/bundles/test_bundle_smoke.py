@@ -81,3 +81,21 @@ def test_inference_config_writes_labels_in_input_geometry(trained, bundle_data, 
     assert pred.shape == ref.shape and np.allclose(pred.affine, ref.affine)
     assert pred.get_data_dtype() == np.uint8
     assert set(np.unique(np.asarray(pred.dataobj))) <= values
+
+
+def test_training_output_is_a_bundle_that_segments(trained, bundle_data):
+    from app.inference import Segmenter
+    from app.labels import LabelManager
+
+    name, out, _ = trained
+    root, manifest, values = bundle_data[BUNDLES[name].data_kind]
+    assert (out / "models" / "model.pt").is_file() and (out / "docs" / "README.md").is_file()
+    assert LabelManager.from_bundle(out) == LabelManager.from_bundle(name)
+    meta = json.loads((out / "configs" / "metadata.json").read_text())
+    assert meta["training_run"]["best_epoch"] == 1 and meta["eval_metrics"]  # validated once: its figures, not the source's
+    item = json.loads(manifest.read_text())["test"][0]
+    images = [root / p for p in (item["image"] if isinstance(item["image"], list) else [item["image"]])]
+    segmenter = Segmenter(out, device="cpu")
+    assert segmenter.parser["roi_size"] == SMALL["roi_size"]  # the run's overrides are the bundle's settings
+    label, _ = segmenter.predict(images)
+    assert label.shape == nib.load(images[0]).shape and set(np.unique(label)) <= values

@@ -32,8 +32,8 @@ def test_schema_rejects_metadata_without_io(tmp_path: Path):
 @pytest.mark.parametrize("name", sorted(BUNDLES))
 def test_net_in_out(name: str):
     root = bundle_dir(name)
-    verify_net_in_out(net_id="network_def", meta_file=str(root / "configs" / "metadata.json"), config_file=str(root / "configs" / "common.yaml"),
-                      n=1, device="cpu", bundle_root=str(root))  # n=1, the default of the command the README shows
+    verify_net_in_out(net_id="network_def", meta_file=str(root / "configs" / "metadata.json"), config_file=str(root / "configs" / "inference.yaml"),
+                      n=1, device="cpu", bundle_root=str(root))  # n=1, the default of the command the README shows; inference.yaml alone
 
 
 @pytest.mark.parametrize("name", sorted(n for n, info in BUNDLES.items() if info.ships_weights))
@@ -60,6 +60,28 @@ def test_monai_ckpt_export_of_shipped_weights(name: str, tmp_path: Path):
     root = bundle_dir(name)
     out = tmp_path / "model.ts"
     ckpt_export(net_id="network_def", filepath=str(out), ckpt_file=str(root / "models" / "model.pt"), meta_file=str(root / "configs" / "metadata.json"),
-                config_file=str(root / "configs" / "common.yaml"), bundle_root=str(root))
+                config_file=str(root / "configs" / "inference.yaml"), bundle_root=str(root))
     scripted = torch.jit.load(str(out))
     assert scripted(torch.zeros(1, 4, 32, 32, 32)).shape == (1, 3, 32, 32, 32)
+
+
+#: Packages every bundle's configs need, directly or through the VolSeg code they reach (MONAI
+#: engines and handlers: pytorch-ignite; SimpleITK reading, nibabel writing NIfTI; YAML configs).
+REQUIRED = {"volseg", "monai", "torch", "numpy", "pytorch-ignite", "nibabel", "SimpleITK", "PyYAML", "tensorboard"}
+
+
+@pytest.mark.parametrize("name", sorted(BUNDLES))
+def test_required_packages_name_volseg_and_every_imported_package(name: str):
+    from importlib.metadata import version
+
+    import app
+
+    meta = json.loads((bundle_dir(name) / "configs" / "metadata.json").read_text())
+    required = meta["required_packages_version"]
+    assert REQUIRED <= set(required), f"missing from required_packages_version: {sorted(REQUIRED - set(required))}"
+    assert required["volseg"] == app.__version__ == version("volseg")
+    assert (required["monai"], required["torch"], required["numpy"]) == (meta["monai_version"], meta["pytorch_version"], meta["numpy_version"])
+    if "RemoveSmallObjectsd" in (bundle_dir(name) / "configs" / "inference.yaml").read_text():
+        assert "scikit-image" in required  # MONAI's RemoveSmallObjects runs skimage.morphology
+    for package in required:
+        version(package)  # installed under that distribution name (raises PackageNotFoundError)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,8 @@ def test_two_process_training(name: str, bundle_data, tmp_path: Path, capfd: pyt
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
     assert (out / "last.pt").is_file() and (out / "model.pt").is_file()
     assert torch.load(out / "last.pt", weights_only=False)["trainer"]["iteration"] == 2  # 1 item per rank, 2 epochs
+    run = json.loads((out / "configs" / "metadata.json").read_text())["training_run"]  # the output folder is a bundle
+    assert (out / "models" / "model.pt").is_file() and run["epochs"] == 2 and run["best_epoch"] in (1, 2)
     text = logs.out + logs.err
     assert text.count(f"saved {out / 'model.pt'}") <= 2  # rank 0 only: at most one write per validation
     assert text.count("Epoch[2] Metrics") == 1  # metrics logged once (rank 0), reduced over both ranks

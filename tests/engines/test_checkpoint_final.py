@@ -10,9 +10,25 @@ from app import api
 
 
 def test_run_shorter_than_val_interval_writes_final_weights(phantom_root: Path, phantom_manifest: Path, tmp_path: Path):
-    small = {"_meta_#network_def#channels": [8, 16, 32], "roi_size": [32, 32, 32], "batch_size": 1, "num_samples": 1, "max_epochs": 1, "val_interval": 10}
+    small = {"network_def#channels": [8, 16, 32], "roi_size": [32, 32, 32], "batch_size": 1, "num_samples": 1, "max_epochs": 1, "val_interval": 10}
     out = api.train("brats_unet3d", phantom_manifest, phantom_root, tmp_path, small, progress=False)
     last = torch.load(out / "last.pt", weights_only=False)
     assert last["checkpointer"]["best_epoch"] == -1  # no validation ran
     final = torch.load(out / "model.pt", weights_only=True)
     assert final.keys() == last["model"].keys() and all(torch.equal(final[k], last["model"][k]) for k in final)
+
+
+def test_init_from_starts_from_given_weights_and_freeze_keeps_encoder(phantom_root: Path, phantom_manifest: Path, tmp_path: Path):
+    from monai.networks.nets import UNet
+
+    from app.networks import encoder_parameter_names
+
+    small = {"network_def#channels": [8, 16, 32], "roi_size": [32, 32, 32], "batch_size": 1, "num_samples": 1, "max_epochs": 1, "val_interval": 10}
+    donor = api.train("brats_unet3d", phantom_manifest, phantom_root, tmp_path / "donor", small, progress=False)
+    init = torch.load(donor / "model.pt", weights_only=True)
+    out = api.train("brats_unet3d", phantom_manifest, phantom_root, tmp_path / "tuned", small, progress=False, init_from=donor / "model.pt", freeze_encoder=True)
+    tuned = torch.load(out / "model.pt", weights_only=True)
+    net = UNet(3, 4, 3, (8, 16, 32), (2, 2), num_res_units=2)
+    frozen = [k for k in encoder_parameter_names(net)]
+    assert frozen and all(torch.equal(tuned[k], init[k]) for k in frozen)  # started from the donor, encoder unchanged
+    assert any(not torch.equal(tuned[k], init[k]) for k in tuned if k not in frozen and k.endswith("weight"))

@@ -46,7 +46,7 @@ def test_compiled_training_runs_and_saves_plain_weights(phantom_root: Path, phan
             pytest.skip("TorchInductor cannot compile on this machine (no C++ compiler)")
     # batch 2 (MONAI's compile path once failed on batches of metadata) and a short last batch (a second graph)
     small = {"roi_size": [32, 32, 32], "sw_batch_size": 2, "batch_size": 2, "num_samples": 1, "val_interval": 1, "max_epochs": 1,
-             "compile": True, "_meta_#network_def#channels": [8, 16, 32]}
+             "compile": True, "network_def#channels": [8, 16, 32]}
     api.train("brats_unet3d", phantom_manifest, phantom_root, tmp_path, small, progress=False)
     state = torch.load(tmp_path / "model.pt", weights_only=True)
     assert state and not any(key.startswith("_orig_mod.") for key in state)  # the plain network's keys, loadable without compile

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import nibabel as nib
+import numpy as np
 import pytest
 import torch
 
@@ -14,7 +15,7 @@ from app.data.folds import build_cv_manifest
 from app.evaluation.cv import fold_checkpoint, format_cv, summarise
 from app.networks import create_network
 
-TINY = {"_meta_#network_def#channels": [8, 16, 32], "roi_size": [32, 32, 32], "sw_batch_size": 2}
+TINY = {"network_def#channels": [8, 16, 32], "roi_size": [32, 32, 32], "sw_batch_size": 2}
 
 
 @pytest.fixture(scope="module")
@@ -92,3 +93,17 @@ def test_cli_cv_evaluate_prints_the_table(cv_setup, phantom_root: Path, tmp_path
     assert "| **mean** |" in result.output and result.output.count("| Phantom_") == 5
     bad = CliRunner().invoke(cli, ["cv", "evaluate", "--weights", str(tmp_path / "none"), "--output", str(tmp_path), "--set", "novalue"])
     assert bad.exit_code == 2 and "KEY=VALUE" in bad.output
+
+
+def test_cv_with_a_subset_of_sequences_scores_uncertainty(cv_setup, phantom_root: Path, tmp_path: Path):
+    manifest, weights = cv_setup
+    result = api.cross_validate("brats_unet3d", manifest, weights, tmp_path, phantom_root, backend="torch", device="cpu", overrides=TINY,
+                                folds=[0, 1, 2], sequences=["FLAIR", "t1ce"], uncertainty=True)
+    assert result["sequences"] == ["t1ce", "flair"] and len(result["rows"]) == 3
+    assert all(0.0 <= r["quality"] <= 1.0 and (r["WT_unc_auroc"] != r["WT_unc_auroc"] or 0.0 <= r["WT_unc_auroc"] <= 1.0) for r in result["rows"])
+    unc = result["summary"]["uncertainty"]
+    assert set(unc) == {"WT_auroc_pooled", "WT_auroc_case_mean", "quality_vs_WT_dice_spearman"}
+    hist = np.load(tmp_path / "uncertainty_histograms.npy")
+    assert hist.shape == (2, 1000) and hist.sum() > 0
+    with pytest.raises(ValueError, match="sequences must name"):
+        api.cross_validate("brats_unet3d", manifest, weights, tmp_path, phantom_root, backend="torch", overrides=TINY, sequences=["dwi"])

@@ -5,6 +5,7 @@ import math
 import numpy as np
 
 from app.evaluation import case_metrics
+from app.labels import labels_of
 
 
 def _label(shape=(24, 32, 40)):
@@ -39,5 +40,15 @@ def test_region_missing_in_prediction():
     ref = _label()
     pred = np.where(ref == 4, 1, ref).astype(np.uint8)  # ET predicted as core
     m = case_metrics(pred, ref)
-    assert m["ET_dice"] == 0.0 and math.isnan(m["ET_hd95"])
+    assert m["ET_dice"] == 0.0 and m["ET_hd95"] == 374.0  # BraTS convention for a missed structure
     assert math.isclose(m["TC_dice"], 1.0) and math.isclose(m["WT_dice"], 1.0)
+
+
+def test_region_only_predicted_scores_the_bundle_convention():
+    ref = np.zeros((24, 32, 40), dtype=np.uint8)
+    pred = ref.copy()
+    pred[3:8, 4:9, 5:10] = 1
+    brats = case_metrics(pred, ref, (0.8, 0.8, 2.5))
+    assert brats["TC_dice"] == 0.0 and brats["TC_hd95"] == 374.0 and brats["ET_hd95"] == 0.0
+    ct = case_metrics(pred, ref, (0.8, 0.8, 2.5), labels_of("ct_unet3d"))  # no convention set: NaN, left out of means
+    assert list(ct)[:2] == ["spleen_dice", "spleen_hd95"] and ct["spleen_dice"] == 0.0 and math.isnan(ct["spleen_hd95"])

@@ -27,12 +27,14 @@ def case(phantom_root: Path, tmp_path: Path) -> Path:
 def test_missing_modality_names_case_and_modality(case: Path):
     (case / "Phantom_000_t1ce.nii.gz").unlink()
     with pytest.raises(InputError, match=r"Phantom_000.*found 3: missing t1ce"):
-        resolve_inputs([case])
+        resolve_inputs([case], allow_missing=False)
 
 
-def test_wrong_number_of_files(case: Path):
-    with pytest.raises(InputError, match="got 2: "):
-        resolve_inputs(case_files(case)[:2])
+def test_loose_files_of_one_sequence_twice(case: Path, tmp_path: Path):
+    t1 = case_files(case)[0]
+    other = shutil.copy(t1, tmp_path / "Phantom_000_T1.nii.gz")
+    with pytest.raises(InputError, match="two files for t1"):
+        resolve_inputs([t1, other])
 
 
 def test_shape_mismatch_names_file(case: Path):
@@ -72,7 +74,7 @@ def test_cli_batch_runs_other_cases_and_lists_failures(case: Path, phantom_root:
     result = CliRunner().invoke(cli, ["segment", str(case), str(phantom_root / "Phantom_001"), "--output", str(out), "--quiet"])
     assert result.exit_code == 1
     assert "1 of 2 case(s) failed" in result.output and "Phantom_000_t2.nii.gz" in result.output
-    assert sorted(p.name for p in out.iterdir()) == ["Phantom_001_seg.nii.gz", "volseg_run.json"]  # no partial output, no temp files
+    assert sorted(p.name for p in out.iterdir()) == ["Phantom_001_seg.nii.gz", "volseg_run.json", "volumes.csv"]  # no partial output, no temp files
     record = json.loads((out / "volseg_run.json").read_text())
     assert [c["error"] is None for c in record["cases"]] == [False, True] and record["monai"]
 

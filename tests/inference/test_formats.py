@@ -33,6 +33,8 @@ def test_segment_other_formats(fmt: str, phantom_root: Path, tmp_path: Path):
             sitk.WriteImage(image, str(inputs[-1]))
     out = tmp_path / "out"
     args = ["segment", *map(str, inputs), "--output", str(out), "--quiet", "--device", "cpu", "--dicom-seg"]
+    if fmt == "dicom":  # series folders named series_0..3 say no sequence: --sequences maps them, in order
+        args += ["--sequences", "t1,t1ce,t2,flair"]
     if fmt == "dicom":  # the real entry point, which marks Ignite, scikit-learn, matplotlib and scipy.signal absent
         done = subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True, text=True, cwd=REPO_ROOT, env={**os.environ, "VOLSEG_FULL_IMPORT": "0"})
         assert done.returncode == 0, done.stderr[-2000:]

@@ -166,3 +166,22 @@ def test_train_endpoints(client: TestClient, studies: Path, tmp_path: Path):
     assert client.post("/train/", json={}).status_code == 409
     stopped = client.delete("/train/").json()
     assert stopped["status"] in ("STOPPED", "DONE", "FAILED")
+
+
+def test_infer_with_uncertainty_serves_the_map_beside_the_label(client: TestClient, studies: Path, tmp_path: Path):
+    assert client.get("/datastore/uncertainty?image=Phantom_001").status_code == 404
+    r = client.post("/infer/brats_unet3d?image=Phantom_001&output=json", data={"params": json.dumps({"uncertainty": True})})
+    assert r.status_code == 200
+    unc = r.json()["uncertainty"]
+    assert unc["url"] == "/datastore/uncertainty?image=Phantom_001" and 0.0 <= unc["quality"] <= 1.0
+    got = client.get(unc["url"])
+    assert got.status_code == 200
+    import SimpleITK as sitk
+
+    (tmp_path / "unc.nii.gz").write_bytes(got.content)
+    image, flair = sitk.ReadImage(str(tmp_path / "unc.nii.gz")), sitk.ReadImage(str(case_files(studies / "Phantom_001")[3]))
+    assert image.GetSize() == flair.GetSize() and image.GetPixelID() == sitk.sitkFloat32
+    np.testing.assert_allclose(image.GetOrigin(), flair.GetOrigin(), atol=1e-4)
+    values = sitk.GetArrayViewFromImage(image)
+    assert values.min() >= 0.0 and values.max() <= 1.0
+    assert client.get("/datastore/uncertainty?image=..%2Fx").status_code == 400

@@ -1,0 +1,84 @@
+"""The cases a bundle's inference workflow segments: every case found in a folder, or one split of
+a datalist (``python -m monai.bundle run --config_file configs/inference.yaml --dataset_dir DIR``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from app.constants import MODALITIES
+from app.data.cases import case_id_from_path, find_case, scan_brats
+from app.data.manifest import load_datalist
+from app.errors import InputError
+from app.io.formats import VOLUME_SUFFIXES
+from app.io.readers import dicom_series
+
+__all__ = ["folder_datalist", "inference_datalist"]
+
+
+def folder_datalist(dataset_dir: str | Path, num_channels: int) -> list[dict[str, Any]]:
+    """Every case found in ``dataset_dir``, as datalist items with absolute paths.
+
+    * Four channels (the BraTS bundles): each sub-folder is a case folder
+      (:func:`app.data.cases.scan_brats`, BraTS 2012-2021 or 2023+ file names; labels are not
+      needed), or ``dataset_dir`` itself is one case folder.
+    * One channel (CT): each volume file directly in ``dataset_dir`` (NIfTI, NRRD, MetaImage)
+      and each sub-folder holding a DICOM series is a case.
+
+    Args:
+        dataset_dir: the folder.
+        num_channels: the bundle's input channels (``network_def#in_channels``).
+
+    Returns:
+        ``[{"case_id", "image": [t1, t1ce, t2, flair]}, ...]`` or ``[{"case_id", "image": path}, ...]``,
+        sorted by case ID.
+
+    Raises:
+        FileNotFoundError: the folder is missing or holds no case, or a BraTS case lacks a
+            sequence (every problem listed together).
+        ValueError: a channel count with no folder convention (pass a datalist instead).
+
+    Example:
+        >>> folder_datalist("data/brats2018", 4)[0]["image"][0]  # doctest: +SKIP
+        '/.../data/brats2018/Brats18_2013_0_1/Brats18_2013_0_1_t1.nii.gz'
+    """
+    root = Path(dataset_dir).resolve()
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset_dir '{dataset_dir}' does not exist or is not a folder")
+    if num_channels == len(MODALITIES):
+        if not any(p.is_dir() for p in root.iterdir()):  # the folder is one case
+            cases = [find_case(root)]
+        else:
+            cases = scan_brats(root, require_label=False)
+        return [{"case_id": c.case_id, "image": [str(p) for p in c.images]} for c in cases]
+    if num_channels != 1:
+        raise ValueError(f"no folder layout is defined for {num_channels}-channel input; pass --data_list_file FILE --data_split SPLIT")
+    found = [p for p in sorted(root.iterdir()) if p.is_file() and p.name.lower().endswith(VOLUME_SUFFIXES)]
+    found += [p for p in sorted(root.iterdir()) if p.is_dir() and _is_dicom_series(p)]
+    if not found:
+        raise FileNotFoundError(f"no volume ({', '.join(VOLUME_SUFFIXES)}) or DICOM series folder in '{root}'; "
+                                "for a Decathlon folder pass its imagesTs/ or imagesTr/ as dataset_dir")
+    return sorted(({"case_id": case_id_from_path(p), "image": str(p)} for p in found), key=lambda item: item["case_id"])
+
+
+def _is_dicom_series(folder: Path) -> bool:
+    try:
+        return bool(dicom_series(folder))
+    except InputError:
+        return False
+
+
+def inference_datalist(dataset_dir: str | Path, num_channels: int, data_list_file: str | Path | None = None,
+                       split: str | None = None) -> list[dict[str, Any]]:
+    """The cases of an inference run: ``split`` of ``data_list_file`` (paths relative to
+    ``dataset_dir``, :func:`app.data.load_datalist`) when ``split`` is given, else every case in
+    ``dataset_dir`` (:func:`folder_datalist`).
+
+    Raises:
+        FileNotFoundError, ValueError: see :func:`folder_datalist` and :func:`app.data.load_datalist`.
+    """
+    if split:
+        if data_list_file is None:
+            raise ValueError(f"data_split '{split}' needs a datalist: pass --data_list_file FILE")
+        return load_datalist(data_list_file, split, dataset_dir)
+    return folder_datalist(dataset_dir, num_channels)

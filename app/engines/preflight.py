@@ -1,0 +1,42 @@
+"""Checks of a training config before it runs: the splits it trains and validates on hold cases.
+
+An empty training split otherwise ends in an Ignite error about the epoch length, and an empty
+validation split in a metric that "must have at least one example" after the first epochs
+have been paid for. A Decathlon folder of one or two cases gives such splits
+(``volseg manifest decathlon`` puts every case in ``training`` below 3 cases).
+
+Example:
+    >>> check_training_splits(workflow.parser)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["check_training_splits"]
+
+
+def check_training_splits(parser: Any) -> None:
+    """Refuse a run whose training split is empty, or whose validation split is empty while
+    validation is due (``val_interval <= max_epochs``).
+
+    Args:
+        parser: the run's ``ConfigParser`` (after ``initialize``), with ``train_datalist``,
+            ``val_datalist``, ``val_split``, ``val_interval`` and ``max_epochs`` where the bundle
+            has them; a missing key skips its check.
+
+    Raises:
+        ValueError: the empty split, the datalist it came from, and the ways out.
+    """
+    source = parser.get_parsed_content("data_list_file") if "data_list_file" in parser else "the datalist"
+    if "train_datalist" in parser and not parser.get_parsed_content("train_datalist"):
+        raise ValueError(f"the 'training' split of '{source}' is empty: nothing to train on; "
+                         "list cases under 'training' (volseg manifest ... --out FILE, then --manifest FILE)")
+    if not all(k in parser for k in ("val_datalist", "val_interval", "max_epochs")):
+        return
+    interval, epochs = int(parser.get_parsed_content("val_interval")), int(parser.get_parsed_content("max_epochs"))
+    if interval <= epochs and not parser.get_parsed_content("val_datalist"):
+        split = parser.get("val_split", "validation")
+        raise ValueError(f"the '{split}' split of '{source}' is empty but validation is due every {interval} epoch(s) of {epochs}; "
+                         f"add cases to it, validate on another split (--set val_split=training), "
+                         f"or skip validation (--set val_interval={epochs + 1}: model.pt then holds the final weights)")

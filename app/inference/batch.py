@@ -1,0 +1,308 @@
+"""A batch of cases for ``volseg segment``: planned and checked before any model loads, then run.
+
+Planning (:func:`plan_batch`) catches every problem that needs no model, so a run never computes
+for minutes and then fails on its output: settings (bundle, device, output format), input paths,
+the output folder (created and proven writable), each case's files (a folder that is no case
+fails alone; the others still run), duplicates (the same files given twice, through
+another relative or absolute path or a symbolic link, are segmented once) and outputs already
+written (skipped unless ``overwrite``, so an interrupted cohort resumes). :func:`run_cases` is
+the one per-case loop, shared by the single-process run (:func:`run_batch`) and each rank of
+``--nproc N`` (:mod:`app.inference.distributed`), so both write the same labels.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from app.bundles import DEFAULT_BUNDLE
+from app.errors import InputError, OutputError
+from app.inference.segmenter import CaseResult, Segmenter, _is_case_folder, _is_dicom_folder, resolve_inputs
+from app.io.outputs import prepare_output_dir
+
+logger = logging.getLogger(__name__)
+
+RUN_RECORD = "volseg_run.json"
+OUTPUT_FORMATS = ("same", "nifti")
+
+
+@dataclass(frozen=True)
+class SegmentSettings:
+    """What every case of a batch is segmented with (see :func:`app.api.segment_cases`)."""
+
+    bundle: str = DEFAULT_BUNDLE
+    device: str | None = None
+    backend: str | None = None
+    mode: str | None = None
+    output_format: str = "same"
+    dicom_seg: bool = False
+    uncertainty: bool = False
+    sequences: tuple[str, ...] | None = None
+
+
+@dataclass
+class PlannedCase:
+    """One case of a batch: its files and output, or why it will not run.
+
+    Attributes:
+        case_id: the case ID (folder name, or file name without modality and extension).
+        images: T1, T1ce, T2, FLAIR paths as given (None for a missing sequence); empty where
+            the case could not be resolved.
+        output: ``<output_dir>/<case_id>_seg.<ext>``, or None where unresolved.
+        error: why the case fails before inference (None: it can run).
+        note: why it is skipped (its output exists); None: it runs.
+    """
+
+    case_id: str
+    images: list[str | None] = field(default_factory=list)
+    output: str | None = None
+    error: str | None = None
+    note: str | None = None
+
+    @property
+    def todo(self) -> bool:
+        return self.error is None and self.note is None
+
+    @property
+    def reference(self) -> str:
+        """The first volume the case has: the geometry and format of its outputs."""
+        return next(p for p in self.images if p is not None)
+
+    def result(self) -> CaseResult:
+        """The result of a case that does not run (failed in planning, or skipped)."""
+        return CaseResult(self.case_id, output=Path(self.output) if self.note and self.output else None, error=self.error, note=self.note)
+
+
+@dataclass
+class BatchPlan:
+    """The cases of a batch in input order, with notes on inputs merged as duplicates."""
+
+    output_dir: str
+    cases: list[PlannedCase]
+    notes: list[str] = field(default_factory=list)
+
+    def todo(self) -> list[int]:
+        """Indices of the cases to segment."""
+        return [i for i, c in enumerate(self.cases) if c.todo]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BatchPlan:
+        return cls(data["output_dir"], [PlannedCase(**c) for c in data["cases"]], list(data.get("notes", [])))
+
+
+def check_settings(settings: SegmentSettings) -> None:
+    """Refuse settings no case could run with, before any input is read or model loaded.
+
+    Raises:
+        ValueError: an unknown output format, or a device this machine cannot run on
+            (:func:`app.devices.check_device`: one line naming the flag and the fix).
+        FileNotFoundError: the bundle or its inference config is missing.
+    """
+    from app.bundles import config_files
+    from app.devices import check_device
+
+    if settings.output_format not in OUTPUT_FORMATS:
+        raise ValueError(f"output_format must be 'same' or 'nifti', got '{settings.output_format}'")
+    check_device(settings.device)
+    config_files(settings.bundle, "inference")
+
+
+def _is_case_input(path: Path) -> bool:
+    """A folder read as one case, not one sequence's DICOM series (as ``resolve_inputs`` tells)."""
+    return path.is_dir() and (_is_case_folder(path) or not _is_dicom_folder(path))
+
+
+def _resolve(paths: list[Path], channels: Sequence[str], sequences: Sequence[str] | None) -> list[tuple[str, PlannedCase]]:
+    """``(key, case)`` per case in input order. Each case folder is resolved alone, so one that
+    cannot be read as a case fails alone; loose files (and DICOM series folders) are grouped by
+    ``resolve_inputs``, and a problem with them stops the batch (a user error). For a one-channel
+    bundle (CT) every path is a case."""
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise InputError(f"input not found: {', '.join(missing)}")
+    folders = [p for p in paths if len(channels) == 1 or _is_case_input(p)]
+    loose = [p for p in paths if p not in folders]
+    planned = []
+    for folder in folders:
+        try:
+            resolved = resolve_inputs([folder], channels=channels)  # one case; a CT dataset folder: one per volume
+        except InputError as err:
+            planned.append((os.path.realpath(folder), PlannedCase(folder.name, error=str(err))))
+            continue
+        for case_id, images in resolved:
+            planned.append((_key(images), PlannedCase(case_id, [str(p) if p is not None else None for p in images])))
+    if loose:
+        for case_id, images in resolve_inputs(loose, channels=channels, sequences=sequences):
+            planned.append((_key(images), PlannedCase(case_id, [str(p) if p is not None else None for p in images])))
+    return planned
+
+
+def _key(images: Sequence[str | Path | None]) -> str:
+    """Identity of a case: the real paths of its files (symbolic links and ``..`` resolved)."""
+    return "|".join(os.path.realpath(p) if p is not None else "-" for p in images)
+
+
+def _merge_duplicates(planned: list[tuple[str, PlannedCase]]) -> tuple[list[PlannedCase], list[str]]:
+    """Keep the first of cases with the same files; a second case with the same ID but other
+    files fails (both would write ``<case_id>_seg``)."""
+    by_key: dict[str, PlannedCase] = {}
+    by_id: dict[str, PlannedCase] = {}
+    cases, notes = [], []
+    for key, case in planned:
+        if key in by_key:
+            notes.append(f"case '{case.case_id}' was given more than once ({next(k for k in key.split('|') if k != '-')}); segmented once")
+            continue
+        first = by_id.get(case.case_id)
+        if first is not None and case.error is None:
+            case.error = (f"case ID '{case.case_id}' of {case.reference} is also the ID of {first.reference if first.images else first.case_id} "
+                          "(other files): both would write the same output; rename one case")
+        by_key[key] = case
+        by_id.setdefault(case.case_id, case)
+        cases.append(case)
+    return cases, notes
+
+
+def plan_batch(inputs: Sequence[str | Path], output_dir: str | Path, settings: SegmentSettings, overwrite: bool = True) -> BatchPlan:
+    """Check a batch before any model is loaded, and decide what each case does.
+
+    Args:
+        inputs: case folders and/or the four modality files of one case.
+        output_dir: output folder; created here, and proven writable.
+        settings: bundle, device and output settings (checked by :func:`check_settings`).
+        overwrite: segment cases whose output exists again; False skips them (resume).
+
+    Returns:
+        The plan: every case in input order (failed ones with their error, skipped ones with a
+        note), and a note per duplicate input dropped.
+
+    Raises:
+        InputError: a path that does not exist, or loose files that form no case (see
+            :func:`app.inference.resolve_inputs`).
+        app.errors.OutputError: an output folder that is a file, cannot be created or is not writable.
+        ValueError, FileNotFoundError: see :func:`check_settings`.
+
+    Example:
+        >>> plan = plan_batch(["data/Brats18_X", "data/Brats18_Y"], "out", SegmentSettings())  # doctest: +SKIP
+        >>> [c.case_id for c in plan.cases if c.todo]  # doctest: +SKIP
+        ['Brats18_X', 'Brats18_Y']
+    """
+    from app.io.writers import output_suffix
+    from app.labels import labels_of
+
+    check_settings(settings)
+    cases, notes = _merge_duplicates(_resolve([Path(p) for p in inputs], labels_of(settings.bundle).channels, settings.sequences))
+    out_dir = prepare_output_dir(output_dir)
+    for case in cases:
+        if case.error is not None:
+            continue
+        output = out_dir / f"{case.case_id}_seg{output_suffix(case.reference, settings.output_format)}"
+        case.output = str(output)
+        if output.exists() and not output.is_file():
+            case.error = str(OutputError(f"output '{output}' exists and is not a file; remove it or choose another --output"))
+        elif output.is_file() and not overwrite and not _dicom_seg_missing(case, settings, out_dir):
+            case.note = f"skipped: {output} exists (--overwrite to segment it again)"
+    for note in notes:
+        logger.warning(note)
+    return BatchPlan(str(out_dir), cases, notes)
+
+
+def _dicom_seg_missing(case: PlannedCase, settings: SegmentSettings, out_dir: Path) -> bool:
+    from app.io.readers import volume_format
+
+    return settings.dicom_seg and volume_format(case.reference) == "dicom" and not (out_dir / f"{case.case_id}_seg.dcm").is_file()
+
+
+def run_cases(segmenter: Segmenter, cases: Sequence[PlannedCase], settings: SegmentSettings,
+              progress: Callable[[Any], Any] | None = None) -> list[CaseResult]:
+    """Segment ``cases`` one after another, reading the next case while this one computes.
+
+    A case that fails is reported in its result (``error``) and the others still run; nothing
+    is written for it (outputs are written atomically).
+
+    Returns:
+        One :class:`CaseResult` per case, in order.
+    """
+    from app.io.readers import volume_format
+    from app.io.writers import write_label_like, write_map_like
+
+    results = []
+    with ThreadPoolExecutor(max_workers=1) as reader:  # reads the next case while this one computes
+        pending = reader.submit(segmenter.load, cases[0].images) if cases else None
+        for index, case in enumerate((progress or (lambda x: x))(cases)):
+            start = time.perf_counter()
+            try:
+                loading, pending = pending, (reader.submit(segmenter.load, cases[index + 1].images) if index + 1 < len(cases) else None)
+                done = segmenter.run_case(loading.result())
+                label, affine, ref, out_dir = done["label"], done["affine"], case.reference, Path(case.output).parent
+                out = write_label_like(label, ref, case.output)
+                extra = {"missing_sequences": done["missing_sequences"]}
+                if "uncertainty" in done:
+                    extra["uncertainty"] = str(write_map_like(done["uncertainty"], ref, out_dir / f"{case.case_id}_uncertainty.nii.gz"))
+                    extra["quality"] = done["quality"]
+                if settings.dicom_seg and volume_format(ref) == "dicom":
+                    from app.bundles import label_names
+                    from app.io.dicom_seg import write_dicom_seg
+
+                    write_dicom_seg(label, ref, out_dir / f"{case.case_id}_seg.dcm", label_names(settings.bundle), model_name=Path(str(settings.bundle)).name)
+                results.append(CaseResult(case.case_id, label, affine, out, time.perf_counter() - start, extra=extra))
+            except Exception as err:  # one bad case must not abort the batch
+                logger.error(f"case '{case.case_id}' failed: {err}")
+                results.append(CaseResult(case.case_id, seconds=time.perf_counter() - start, error=str(err)))
+    return results
+
+
+def case_entry(result: CaseResult) -> dict[str, Any]:
+    """One case of the run record."""
+    return {"case_id": result.case_id, "output": str(result.output) if result.output else None, "seconds": round(result.seconds, 3),
+            "error": result.error, "note": result.note, **result.extra}
+
+
+def write_run_record(plan: BatchPlan, segmenter: Segmenter, settings: SegmentSettings, entries: list[dict[str, Any]], info: dict[str, Any],
+                     nproc: int = 1) -> Path:
+    """Write ``<output_dir>/volseg_run.json``: ``info`` (package versions, :func:`app.api.run_info`),
+    bundle settings, precision, the number of processes, notes on the inputs, and each case's
+    outcome in input order."""
+    from app.inference.volumes import add_case_volumes
+    from app.io.atomic import atomic_write_text
+
+    keys = ("infer_mode", "roi_size", "sw_batch_size", "overlap", "spacing_mm", "ckpt_path", *(("ensemble_ckpt_paths", "mirror_axes") if segmenter.mode == "accurate" else ()))
+    record = {**info, "bundle": str(settings.bundle), "device": str(segmenter.device), "backend": segmenter.backend, "precision": segmenter.precision,
+              "mode": segmenter.mode, "nproc": nproc, "config": {k: segmenter.parser.get_parsed_content(k) for k in keys if k in segmenter.parser},
+              "notes": plan.notes, "cases": entries}
+    add_case_volumes(entries, settings.bundle, plan.output_dir)  # volumes_ml per case from the written labels, and volumes.csv
+    return atomic_write_text(Path(plan.output_dir) / RUN_RECORD, json.dumps(record, indent=2, default=str) + "\n")
+
+
+def merge_results(plan: BatchPlan, computed: dict[int, CaseResult]) -> list[CaseResult]:
+    """Every case's result in input order: computed ones from ``computed`` (by plan index), the
+    others from the plan (failed before inference, or skipped)."""
+    return [computed[i] if i in computed else case.result() for i, case in enumerate(plan.cases)]
+
+
+def make_segmenter(settings: SegmentSettings, device: str | None = None) -> Segmenter:
+    """The :class:`Segmenter` of ``settings`` (on ``device`` where given, e.g. a rank's GPU)."""
+    return Segmenter(settings.bundle, device=device or settings.device, backend=settings.backend, mode=settings.mode, uncertainty=settings.uncertainty)
+
+
+def run_batch(plan: BatchPlan, settings: SegmentSettings, info: dict[str, Any], progress: Callable[[Any], Any] | None = None) -> list[CaseResult]:
+    """Segment a planned batch in this process and write its run record (``info``: versions).
+
+    Returns:
+        One :class:`CaseResult` per planned case, in input order.
+    """
+    segmenter = make_segmenter(settings)
+    todo = plan.todo()
+    computed = dict(zip(todo, run_cases(segmenter, [plan.cases[i] for i in todo], settings, progress)))
+    results = merge_results(plan, computed)
+    write_run_record(plan, segmenter, settings, [case_entry(r) for r in results], info)
+    return results

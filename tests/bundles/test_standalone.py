@@ -1,0 +1,74 @@
+"""Each bundle folder, copied alone into an empty folder, runs MONAI's own bundle commands there
+(issue 12: "cp -r bundles/<each bundle> into an empty folder; there verify_metadata,
+verify_net_in_out ... --config_file configs/inference.yaml and monai.bundle run --config_file
+configs/inference.yaml --dataset_dir DIR --output_dir OUT pass and write labels").
+
+The commands run in this process (``monai.bundle.scripts``, what ``python -m monai.bundle``
+calls), from the copied folder, with VolSeg imported from this environment;
+``test_standalone_wheel.py`` runs them as commands with VolSeg installed from its wheel.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser
+from monai.bundle.scripts import run, verify_metadata, verify_net_in_out
+
+from app.bundles import BUNDLES, bundle_dir, default_root
+from app.data.phantom import make_brats_phantom, make_ct_phantom
+from tests.conftest import REPO_ROOT
+
+SCHEMA = REPO_ROOT / "bundles" / "meta_schema.json"
+#: Label values each kind of bundle may write.
+VALUES = {"brats": {0, 1, 2, 4}, "ct": {0, 1}}
+
+
+def copy_bundle(name: str, dest: Path) -> Path:
+    """``cp -r bundles/<name> <dest>/``, links kept as links (a link would then dangle), without
+    the outputs of earlier runs."""
+    out = dest / name
+    shutil.copytree(bundle_dir(name), out, symlinks=True, ignore=shutil.ignore_patterns("runs", "eval", "__pycache__"))
+    return out
+
+
+def case_dir(kind: str, dest: Path) -> tuple[Path, Path]:
+    """A folder holding one phantom case of the kind a bundle reads, and the case's reference image."""
+    if kind == "brats":
+        make_brats_phantom(dest, "Phantom_000", shape=(40, 48, 36), spacing_mm=(1.0, 0.9, 1.5), seed=0)
+        return dest, dest / "Phantom_000" / "Phantom_000_t1.nii.gz"
+    make_ct_phantom(dest, "ct_000", shape=(40, 36, 20), spacing_mm=(1.5, 1.5, 4.0), seed=0)
+    return dest / "imagesTr", dest / "imagesTr" / "ct_000.nii.gz"
+
+
+def add_untrained_weights(bundle: Path) -> None:
+    """``models/model.pt`` for a bundle that ships none (ct_unet3d), from its own network_def."""
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.yaml"))
+    (bundle / "models").mkdir(exist_ok=True)
+    torch.save(parser.get_parsed_content("network_def").state_dict(), bundle / "models" / "model.pt")
+
+
+@pytest.mark.parametrize("name", sorted(BUNDLES))
+def test_copied_bundle_runs_monai_commands(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    bundle = copy_bundle(name, tmp_path / "elsewhere")
+    data, reference = case_dir(BUNDLES[name].data_kind, tmp_path / "data")
+    if not BUNDLES[name].ships_weights:
+        add_untrained_weights(bundle)
+    monkeypatch.chdir(bundle)
+    assert default_root(name) == str(bundle)  # bundle_root: the folder it runs from, not the shipped copy
+
+    verify_metadata(meta_file="configs/metadata.json", filepath=str(SCHEMA))
+    verify_net_in_out("network_def", meta_file="configs/metadata.json", config_file="configs/inference.yaml", device="cpu")
+    run(config_file="configs/inference.yaml", dataset_dir=str(data), output_dir=str(tmp_path / "out"), logging_file=False)
+
+    (label_file,) = (tmp_path / "out").iterdir()
+    assert label_file.name in ("Phantom_000_seg.nii.gz", "ct_000_seg.nii.gz")
+    label, ref = nib.load(label_file), nib.load(reference)
+    assert label.shape == ref.shape and np.allclose(label.affine, ref.affine)
+    assert set(np.unique(np.asarray(label.dataobj)).tolist()) <= VALUES[BUNDLES[name].data_kind]

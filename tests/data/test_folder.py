@@ -1,0 +1,50 @@
+"""The cases of a bundle's inference run: every case in --dataset_dir, or a datalist split."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from app.data import folder_datalist, inference_datalist
+from app.data.phantom import make_ct_phantom
+
+
+def test_every_brats_case_folder_of_a_dataset(phantom_root: Path):
+    items = folder_datalist(phantom_root, 4)
+    assert [it["case_id"] for it in items] == [f"Phantom_{i:03d}" for i in range(5)]
+    assert [Path(p).name for p in items[0]["image"]] == [f"Phantom_000_{m}.nii.gz" for m in ("t1", "t1ce", "t2", "flair")]
+    assert "label" not in items[0]  # inference reads no label
+
+
+def test_a_case_folder_is_a_dataset_of_one_case(phantom_root: Path):
+    (item,) = folder_datalist(phantom_root / "Phantom_003", 4)
+    assert item["case_id"] == "Phantom_003" and Path(item["image"][3]).name == "Phantom_003_flair.nii.gz"
+
+
+def test_an_incomplete_case_is_named(phantom_root: Path, tmp_path: Path):
+    shutil.copytree(phantom_root / "Phantom_001", tmp_path / "Phantom_001")
+    (tmp_path / "Phantom_001" / "Phantom_001_t2.nii.gz").unlink()
+    (tmp_path / "other").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"case 'Phantom_001'.*missing t2"):
+        folder_datalist(tmp_path, 4)
+
+
+def test_every_ct_volume_of_a_folder(tmp_path: Path):
+    for i in (1, 0):
+        make_ct_phantom(tmp_path, f"ct_{i:03d}", shape=(12, 10, 6), seed=i)
+    (tmp_path / "imagesTr" / "notes.txt").write_text("not a volume")
+    items = folder_datalist(tmp_path / "imagesTr", 1)
+    assert [(it["case_id"], Path(it["image"]).name) for it in items] == [("ct_000", "ct_000.nii.gz"), ("ct_001", "ct_001.nii.gz")]
+    with pytest.raises(FileNotFoundError, match="imagesTs/ or imagesTr/"):
+        folder_datalist(tmp_path, 1)  # the Decathlon root itself holds no volume
+
+
+def test_a_split_of_a_datalist_instead(phantom_root: Path, phantom_manifest: Path):
+    (item,) = inference_datalist(phantom_root, 4, phantom_manifest, "test")
+    assert Path(item["image"][0]).is_file() and item["case_id"].startswith("Phantom_")
+    with pytest.raises(ValueError, match="needs a datalist"):
+        inference_datalist(phantom_root, 4, None, "test")
+    with pytest.raises(ValueError, match="no folder layout .* 2-channel"):
+        folder_datalist(phantom_root, 2)

@@ -1,0 +1,40 @@
+"""Cases of one-channel (CT) bundles: each volume is a case, a folder of volumes is a dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.data.phantom import make_ct_phantom
+from app.data.single_channel import single_channel_cases
+from app.errors import InputError
+from app.inference import resolve_inputs
+
+
+@pytest.fixture(scope="module")
+def ct_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("ct")
+    for i in range(2):
+        make_ct_phantom(root, f"ct_{i:03d}", shape=(24, 20, 12), spacing_mm=(1.5, 1.5, 4.0), seed=i)
+    (root / "imagesTr" / "notes.txt").write_text("not a volume")
+    return root
+
+
+def test_each_file_and_each_volume_of_a_folder_is_a_case(ct_root: Path):
+    images = ct_root / "imagesTr"
+    assert single_channel_cases([images / "ct_001.nii.gz"]) == [("ct_001", [images / "ct_001.nii.gz"])]
+    cases = resolve_inputs([images, images / "ct_000.nii.gz"], channels=("ct",))  # the same file twice: once
+    assert [c for c, _ in cases] == ["ct_000", "ct_001"] and all(len(files) == 1 for _, files in cases)
+
+
+def test_missing_input_empty_folder_and_clashing_ids_are_refused(ct_root: Path, tmp_path: Path):
+    with pytest.raises(InputError, match="input not found"):
+        single_channel_cases([tmp_path / "none.nii.gz"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no volume"):
+        single_channel_cases([tmp_path / "empty"])
+    other = tmp_path / "ct_000.nii.gz"
+    other.write_bytes((ct_root / "imagesTr" / "ct_000.nii.gz").read_bytes())
+    with pytest.raises(InputError, match="case ID 'ct_000' names two volumes"):
+        single_channel_cases([ct_root / "imagesTr" / "ct_000.nii.gz", other])

@@ -1,0 +1,77 @@
+"""A training run's output folder is a complete bundle: segment, evaluate and serve take it.
+
+Synthetic CT phantoms (shape (40, 36, 20), spacing (1.5, 1.5, 4.0) mm), one epoch, shorter than
+the validation interval (so ``model.pt`` holds the final weights), with config overrides that
+the bundle must carry into inference.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from app import api
+from app.inference import Segmenter
+
+RUN = {"max_epochs": 1, "val_interval": 2, "roi_size": [32, 32, 32], "batch_size": 1, "num_samples": 1, "spacing_mm": [3.0, 3.0, 4.0],
+       "device": "$torch.device('cpu')"}
+
+
+@pytest.fixture(scope="module")
+def trained_ct(ct_phantom_root: Path, ct_phantom_manifest: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return api.train("ct_unet3d", ct_phantom_manifest, ct_phantom_root, tmp_path_factory.mktemp("runs") / "ct_run", dict(RUN), progress=False)
+
+
+def test_output_folder_has_the_model_zoo_layout_and_the_runs_figures(trained_ct: Path, ct_phantom_root: Path):
+    out = trained_ct
+    for rel in ("configs/common.yaml", "configs/inference.yaml", "configs/train.yaml", "configs/logging.conf", "configs/datalist.json",
+                "models/model.pt", "docs/README.md", "LICENSE"):
+        assert (out / rel).is_file(), rel
+    assert (out / "models" / "model.pt").read_bytes() == (out / "model.pt").read_bytes()  # final weights: no validation ran
+    from app.bundle_tools.large_files import stale_entries
+
+    assert "models/model.pt" in (out / "large_files.yml").read_text() and stale_entries(out) == []
+    meta = json.loads((out / "configs" / "metadata.json").read_text())
+    run = meta["training_run"]
+    assert run["epochs"] == 1 and run["iterations"] == 2 and run["best_metric"] is None and run["num_training_cases"] == 2
+    assert run["source_bundle"] == "ct_unet3d" and run["date"] and meta["eval_metrics"] == {} and meta["labels"]["1"] == "spleen"
+    assert json.loads((out / "configs" / "datalist.json").read_text())["numTraining"] == 2
+    segmenter = Segmenter(out, device="cpu")
+    assert segmenter.parser["spacing_mm"] == [3.0, 3.0, 4.0] and segmenter.parser["roi_size"] == [32, 32, 32]  # the run's overrides
+    assert segmenter.parser.get_parsed_content("dataset_dir") == str(ct_phantom_root.resolve())
+    assert "volseg segment INPUT --bundle" in (out / "docs" / "README.md").read_text()
+
+
+def test_segment_evaluate_and_serve_take_the_output_folder(trained_ct: Path, ct_phantom_root: Path, ct_phantom_manifest: Path, tmp_path: Path):
+    from app.serve import ServerConfig, create_app
+
+    case = json.loads(ct_phantom_manifest.read_text())["test"][0]
+    image = ct_phantom_root / case["image"]
+    result, = api.segment_cases([image], tmp_path / "pred", bundle=str(trained_ct), device="cpu")
+    assert result.error is None, result.error
+    pred, ref = nib.load(tmp_path / "pred" / f"{case['case_id']}_seg.nii.gz"), nib.load(image)
+    assert pred.shape == ref.shape and np.allclose(pred.affine, ref.affine) and set(np.unique(np.asarray(pred.dataobj))) <= {0, 1}
+    every = api.segment_cases([ct_phantom_root / "imagesTr"], tmp_path / "all", bundle=str(trained_ct), device="cpu")  # a dataset folder: one call
+    assert len(every) == 5 and not any(r.error for r in every) and len(list((tmp_path / "all").glob("*_seg.nii.gz"))) == 5
+    rows = api.evaluate(tmp_path / "pred", splits=("test",), bundle=str(trained_ct))  # the bundle's datalist and data folder
+    assert rows[0]["case"] == case["case_id"] and "spleen_dice" in rows[0] and "WT_dice" not in rows[0]
+    info = TestClient(create_app(ServerConfig(tmp_path / "store", None, [str(trained_ct)], "cpu"))).get("/info/").json()
+    assert info["models"]["ct_run"]["labels"] == {"spleen": 1} and info["labels"] == {"spleen": 1}
+
+
+def test_empty_splits_give_a_clear_error(ct_phantom_root: Path, ct_phantom_manifest: Path, tmp_path: Path):
+    content = json.loads(ct_phantom_manifest.read_text())
+    no_training = tmp_path / "no_training.json"
+    no_training.write_text(json.dumps({**content, "training": []}))
+    with pytest.raises(ValueError, match="'training' split of .* is empty: nothing to train on"):
+        api.train("ct_unet3d", no_training, ct_phantom_root, tmp_path / "a", dict(RUN), progress=False)
+    no_validation = tmp_path / "no_validation.json"
+    no_validation.write_text(json.dumps({**content, "validation": []}))
+    with pytest.raises(ValueError, match="'validation' split of .* is empty but validation is due every 1 epoch"):
+        api.train("ct_unet3d", no_validation, ct_phantom_root, tmp_path / "b", {**RUN, "val_interval": 1}, progress=False)
+    assert not (tmp_path / "b" / "model.pt").exists()

@@ -1,0 +1,79 @@
+"""`volseg segment --nproc N` and the bundle's multi_gpu_inference overlay (issue 14, item 6): two
+gloo processes on CPU write the labels and run record of one process, each case once."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from app import api
+from app.bundles import bundle_dir
+from app.inference.distributed import pending_items
+
+
+@pytest.fixture()
+def three_cases(phantom_root: Path, tmp_path: Path) -> list[Path]:
+    root = tmp_path / "data"
+    for i in range(3):
+        shutil.copytree(phantom_root / f"Phantom_{i:03d}", root / f"Phantom_{i:03d}")
+    return [root / f"Phantom_{i:03d}" for i in range(3)]
+
+
+def _voxels(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    img = nib.load(path)
+    return np.asarray(img.dataobj), img.affine
+
+
+def test_pending_items_skips_cases_whose_label_is_written(three_cases: list[Path], tmp_path: Path):
+    items = [{"image": [str(c / f"{c.name}_{s}.nii.gz") for s in ("t1", "t1ce", "t2", "flair")]} for c in three_cases]
+    items[2]["image"][0] = None  # a case without T1: named from its first present sequence
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "Phantom_001_seg.nii.gz").write_bytes(b"written")
+    assert pending_items(items, out) == [items[0], items[2]]
+    assert pending_items(items, out, overwrite=True) == items
+
+
+def test_two_gloo_processes_write_what_one_process_writes(three_cases: list[Path], tmp_path: Path):
+    flair = three_cases[1] / "Phantom_001_flair.nii.gz"
+    flair.write_bytes(flair.read_bytes()[: flair.stat().st_size // 2])  # a failing case in the middle: rank 1's only case
+    one = api.segment_cases(three_cases, tmp_path / "one", device="cpu")
+    two = api.segment_cases(three_cases, tmp_path / "two", device="cpu", nproc=2)
+    assert [(r.case_id, r.error is None) for r in two] == [(r.case_id, r.error is None) for r in one] == \
+        [("Phantom_000", True), ("Phantom_001", False), ("Phantom_002", True)]
+    for case in ("Phantom_000", "Phantom_002"):
+        (a, affine_a), (b, affine_b) = _voxels(tmp_path / "one" / f"{case}_seg.nii.gz"), _voxels(tmp_path / "two" / f"{case}_seg.nii.gz")
+        assert np.array_equal(a, b) and np.array_equal(affine_a, affine_b) and (a > 0).any()
+    records = [json.loads((tmp_path / run / "volseg_run.json").read_text()) for run in ("one", "two")]
+    assert [r["nproc"] for r in records] == [1, 2]
+    keys = ("case_id", "note", "missing_sequences")
+    cases = [[({k: c.get(k) for k in keys}, Path(c["output"]).name if c["output"] else None, c["error"] is None) for c in r["cases"]] for r in records]
+    assert cases[0] == cases[1]
+    assert "is truncated" in records[1]["cases"][1]["error"]
+
+
+def test_bundle_overlay_on_two_gloo_processes_resumes_and_writes_each_case_once(three_cases: list[Path], tmp_path: Path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "Phantom_000_seg.nii.gz").write_bytes(b"written before")  # skipped: not read, not rewritten
+    root = bundle_dir("brats_unet3d")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle", "run",
+           "--config_file", "['configs/inference.yaml','configs/multi_gpu_inference.yaml']",
+           "--dataset_dir", str(three_cases[0].parent), "--output_dir", str(out), "--device", "$torch.device('cpu')"]
+    done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (out / "Phantom_000_seg.nii.gz").read_bytes() == b"written before"
+    assert sorted(p.name for p in out.iterdir()) == ["Phantom_000_seg.nii.gz", "Phantom_001_seg.nii.gz", "Phantom_002_seg.nii.gz"]
+    reference = api.segment_cases(three_cases[1:], tmp_path / "one", device="cpu")
+    for result in reference:
+        (a, affine_a), (b, affine_b) = _voxels(result.output), _voxels(out / result.output.name)
+        assert np.array_equal(affine_a, affine_b) and (a > 0).any()
+        assert np.array_equal(a, b), f"{result.case_id}: {(a != b).sum()} voxels differ from volseg segment"

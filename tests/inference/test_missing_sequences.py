@@ -1,0 +1,75 @@
+"""Segmenting cases that lack sequences, and the uncertainty map: CLI, run record, geometry."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from app.cli import app as cli
+from app.constants import MODALITIES
+from tests.conftest import case_files
+
+
+@pytest.fixture(scope="module")
+def cases(phantom_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Phantom_000 four times, each copy without one sequence, plus a FLAIR + T1ce-only copy."""
+    root = tmp_path_factory.mktemp("missing")
+    for absent in MODALITIES:
+        dst = root / f"No{absent.upper()}"
+        dst.mkdir()
+        for m, f in zip(MODALITIES, case_files(phantom_root / "Phantom_000")):
+            if m != absent:
+                shutil.copy(f, dst / f"{dst.name}_{m}.nii.gz")
+    dst = root / "FlairT1ce"
+    dst.mkdir()
+    for m in ("t1ce", "flair"):
+        shutil.copy(phantom_root / "Phantom_000" / f"Phantom_000_{m}.nii.gz", dst / f"{dst.name}_{m}.nii.gz")
+    return root
+
+
+def test_cli_segments_every_single_missing_sequence_and_names_it(cases: Path, tmp_path: Path):
+    folders = [cases / f"No{m.upper()}" for m in MODALITIES] + [cases / "FlairT1ce"]
+    result = CliRunner().invoke(cli, ["segment", *map(str, folders), "--output", str(tmp_path), "--quiet", "--backend", "torch"])
+    assert result.exit_code == 0, result.output
+    for m in MODALITIES:
+        assert f"missing sequences: {m} (zero-filled" in result.output
+    assert "missing sequences: t1, t2 (zero-filled" in result.output
+    record = {c["case_id"]: c for c in json.loads((tmp_path / "volseg_run.json").read_text())["cases"]}
+    assert {k: v["missing_sequences"] for k, v in record.items()} == {**{f"No{m.upper()}": [m] for m in MODALITIES}, "FlairT1ce": ["t1", "t2"]}
+    ref = nib.load(next((cases / "NoT1").glob("*_flair.nii.gz")))
+    for case_id in record:
+        label = nib.load(tmp_path / f"{case_id}_seg.nii.gz")
+        assert label.shape == ref.shape and np.allclose(label.affine, ref.affine)
+        assert set(np.unique(np.asarray(label.dataobj))) <= {0, 1, 2, 4}
+
+
+def test_cli_uncertainty_map_in_input_geometry(phantom_root: Path, tmp_path: Path):
+    case = phantom_root / "Phantom_001"
+    result = CliRunner().invoke(cli, ["segment", str(case), "--output", str(tmp_path), "--uncertainty", "--quiet", "--backend", "torch"])
+    assert result.exit_code == 0, result.output
+    assert "quality score" in result.output
+    ref = nib.load(case / "Phantom_001_t1.nii.gz")
+    unc = nib.load(tmp_path / "Phantom_001_uncertainty.nii.gz")
+    assert unc.shape == ref.shape and np.allclose(unc.affine, ref.affine, atol=1e-4)
+    data = np.asarray(unc.dataobj)
+    assert data.dtype == np.float32 and data.min() >= 0.0 and data.max() <= 1.0
+    record = json.loads((tmp_path / "volseg_run.json").read_text())["cases"][0]
+    assert record["missing_sequences"] == [] and 0.0 <= record["quality"] <= 1.0
+    assert record["uncertainty"].endswith("Phantom_001_uncertainty.nii.gz")
+
+
+def test_cv_line_for_missing_sequences_comes_from_bundle_metadata():
+    from app.bundles import missing_sequence_cv
+
+    meta = json.loads((Path(__file__).resolve().parents[2] / "bundles" / "brats_unet3d" / "configs" / "metadata.json").read_text())
+    table = meta.get("missing_sequences_cv", {})
+    if "t1ce+flair" not in table:
+        pytest.skip("bundle has no missing-sequence CV table yet")
+    assert missing_sequence_cv("brats_unet3d", ["t1", "t2"]) == table["t1ce+flair"]
+    assert set(table["t1ce+flair"]) >= {"WT", "TC", "ET"}

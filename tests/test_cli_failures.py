@@ -1,0 +1,240 @@
+"""`volseg segment` fails cleanly (issue 14, item 4): output problems before any model loads, one
+line and exit 2 for a user error, every case of a batch attempted, duplicates segmented once, and
+outputs already written skipped unless --overwrite.
+
+The batch's control flow is tested with a stand-in for the model (:class:`FakeSegmenter`) that
+reads and verifies each case exactly as the real one does (``check_case_images``: complete gzip
+streams, NaN, voxel budget) and writes a fixed label, so these tests take seconds; the real
+model runs in tests/inference/test_bad_input.py and tests/inference/test_distributed.py.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from app.cli import app as cli
+from app.data.verify import check_case_images
+
+
+class FakeSegmenter:
+    """Verifies a case as ``Segmenter.load`` does; 'segments' it as label 2 in a corner block."""
+
+    device, backend, precision, mode = "cpu", "torch", "f32", "fast"
+    parser: dict = {}
+
+    def __init__(self) -> None:
+        self.segmented: list[str] = []
+
+    def load(self, images: list) -> dict:
+        shape, affine = check_case_images([p for p in images if p is not None])
+        return {"shape": shape, "affine": affine, "images": images}
+
+    def run_case(self, data: dict) -> dict:
+        self.segmented.append(Path(next(p for p in data["images"] if p is not None)).parent.name)
+        label = np.zeros(data["shape"], dtype=np.uint8)
+        label[:4, :4, :4] = 2
+        missing = [m for m, p in zip(("t1", "t1ce", "t2", "flair"), data["images"]) if p is None]
+        return {"label": label, "affine": data["affine"], "missing_sequences": missing}
+
+
+@pytest.fixture()
+def fake(monkeypatch: pytest.MonkeyPatch) -> FakeSegmenter:
+    model = FakeSegmenter()
+    monkeypatch.setattr("app.inference.batch.make_segmenter", lambda settings, device=None: model)
+    return model
+
+
+@pytest.fixture()
+def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any model load fails the test: the error must come before it."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the error was found")
+
+    monkeypatch.setattr("app.inference.batch.make_segmenter", refuse)
+
+
+@pytest.fixture()
+def cases(phantom_root: Path, tmp_path: Path) -> list[Path]:
+    """Three writable copies of phantom cases."""
+    root = tmp_path / "data"
+    for i in range(3):
+        shutil.copytree(phantom_root / f"Phantom_{i:03d}", root / f"Phantom_{i:03d}")
+    return [root / f"Phantom_{i:03d}" for i in range(3)]
+
+
+def _segment(*args: str | Path) -> object:
+    return CliRunner().invoke(cli, ["segment", *map(str, args), "--quiet", "--device", "cpu"])
+
+
+def _one_line_error(result) -> str:
+    """The error line of a clean user-error exit: code 2, no traceback, one ``error:`` line."""
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit) and "Traceback" not in result.output, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.output
+    return errors[0]
+
+
+# --- output problems: found before any model loads ------------------------------------------
+
+def test_output_that_is_a_file_is_refused_before_the_model(cases: list[Path], tmp_path: Path, no_model: None):
+    out = tmp_path / "labels.nii.gz"
+    out.write_bytes(b"keep me")
+    line = _one_line_error(_segment(cases[0], "-o", out))
+    assert f"output '{out}' is an existing file" in line
+    assert out.read_bytes() == b"keep me"
+
+
+def test_output_below_a_file_is_refused_before_the_model(cases: list[Path], tmp_path: Path, no_model: None):
+    (tmp_path / "file").write_text("x")
+    line = _one_line_error(_segment(cases[0], "-o", tmp_path / "file" / "out"))
+    assert "cannot create output folder" in line and f"'{tmp_path / 'file'}' is a file" in line
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only folder")
+def test_read_only_output_folder_is_refused_before_the_model(cases: list[Path], tmp_path: Path, no_model: None):
+    out = tmp_path / "ro"
+    out.mkdir(mode=0o555)
+    line = _one_line_error(_segment(cases[0], "-o", out))
+    assert f"output folder '{out}' is not writable" in line
+
+
+@pytest.mark.skipif(not Path("/sys/kernel").is_dir(), reason="needs Linux sysfs (a folder nobody may create in)")
+def test_output_folder_that_cannot_be_created_is_refused_before_the_model(cases: list[Path], no_model: None):
+    out = Path("/sys/volseg_test_out")
+    line = _one_line_error(_segment(cases[0], "-o", out))
+    assert f"cannot create output folder '{out}'" in line and not out.exists()
+
+
+def test_output_label_path_taken_by_a_folder_fails_that_case_only(cases: list[Path], tmp_path: Path, fake: FakeSegmenter):
+    out = tmp_path / "out"
+    (out / "Phantom_001_seg.nii.gz").mkdir(parents=True)
+    result = _segment(*cases, "-o", out)
+    assert result.exit_code == 1 and "1 of 3 case(s) failed" in result.output and "exists and is not a file" in result.output
+    assert fake.segmented == ["Phantom_000", "Phantom_002"]
+
+
+# --- user errors: one line, exit 2, nothing written -----------------------------------------
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--output-format", "dicom"], "output_format must be 'same' or 'nifti', got 'dicom'"),
+    (["--bundle", "no_such_bundle"], "no_such_bundle"),
+    (["--nproc", "0"], "--nproc must be >= 1, got 0"),
+    (["--device", "tpu"], "--device 'tpu' is not a device"),
+])
+def test_bad_flags_give_one_line(cases: list[Path], tmp_path: Path, no_model: None, flags: list[str], message: str):
+    result = CliRunner().invoke(cli, ["segment", str(cases[0]), "-o", str(tmp_path / "out"), "--quiet", *flags])
+    assert message in _one_line_error(result)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_cuda_without_cuda_gives_one_line(cases: list[Path], tmp_path: Path, no_model: None):
+    result = CliRunner().invoke(cli, ["segment", str(cases[0]), "-o", str(tmp_path / "out"), "--device", "cuda"])
+    assert "CUDA is not available on this machine" in _one_line_error(result)
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_input_among_others_gives_one_line_and_writes_nothing(cases: list[Path], tmp_path: Path, no_model: None):
+    assert f"input not found: {tmp_path / 'typo'}" in _one_line_error(_segment(cases[0], tmp_path / "typo", "-o", tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+# --- a batch: every case attempted, failures listed -----------------------------------------
+
+def _truncate(case: Path) -> str:
+    flair = case / f"{case.name}_flair.nii.gz"
+    flair.write_bytes(flair.read_bytes()[: flair.stat().st_size // 2])
+    return "is truncated"
+
+
+def _nan(case: Path) -> str:
+    t2 = case / f"{case.name}_t2.nii.gz"
+    img = nib.load(t2)
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    data[5, 6, 7] = np.nan
+    nib.save(nib.Nifti1Image(data, img.affine), t2)
+    return "T2 file"
+
+
+def _header_bomb(case: Path) -> str:
+    """Each sequence a ~97-byte gzip NIfTI header claiming 1000^3 int16 voxels (the issue's probe)."""
+    header = nib.Nifti1Header()
+    header.set_data_shape((1000, 1000, 1000))
+    header.set_data_dtype(np.int16)
+    header["vox_offset"] = 352
+    for seq in ("t1", "t1ce", "t2", "flair"):
+        (case / f"{case.name}_{seq}.nii.gz").write_bytes(gzip.compress(header.binaryblock + b"\0" * 4))
+    return "Phantom_001"
+
+
+def _not_a_case(case: Path) -> str:
+    for f in case.iterdir():
+        f.unlink()
+    return "found 0"
+
+
+@pytest.mark.parametrize("damage", [_truncate, _nan, _header_bomb, _not_a_case], ids=["truncated_gz", "nan", "header_bomb", "no_volumes"])
+def test_broken_middle_case_fails_alone(cases: list[Path], tmp_path: Path, fake: FakeSegmenter, damage):
+    message = damage(cases[1])
+    out = tmp_path / "out"
+    result = _segment(*cases, "-o", out)
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert "1 of 3 case(s) failed:" in result.output and "Phantom_001:" in result.output and message in result.output
+    assert sorted(p.name for p in out.iterdir()) == ["Phantom_000_seg.nii.gz", "Phantom_002_seg.nii.gz", "volseg_run.json", "volumes.csv"]
+    record = json.loads((out / "volseg_run.json").read_text())
+    assert [(c["case_id"], c["error"] is None) for c in record["cases"]] == [("Phantom_000", True), ("Phantom_001", False), ("Phantom_002", True)]
+
+
+def test_middle_case_missing_a_sequence_is_segmented_with_the_others(cases: list[Path], tmp_path: Path, fake: FakeSegmenter):
+    (cases[1] / "Phantom_001_t2.nii.gz").unlink()
+    out = tmp_path / "out"
+    result = _segment(*cases, "-o", out)
+    assert result.exit_code == 0, result.output
+    assert fake.segmented == ["Phantom_000", "Phantom_001", "Phantom_002"]
+    record = json.loads((out / "volseg_run.json").read_text())
+    assert [c["missing_sequences"] for c in record["cases"]] == [[], ["t2"], []]
+
+
+# --- duplicates and resuming ----------------------------------------------------------------
+
+def test_same_case_through_other_paths_is_segmented_once(cases: list[Path], tmp_path: Path, fake: FakeSegmenter, monkeypatch: pytest.MonkeyPatch):
+    (tmp_path / "links").mkdir()
+    (tmp_path / "links" / "Phantom_000").symlink_to(cases[0], target_is_directory=True)
+    monkeypatch.chdir(cases[0].parent)
+    out = tmp_path / "out"
+    result = _segment(cases[0], "Phantom_000", "../data/./Phantom_000", tmp_path / "links" / "Phantom_000", cases[1], "-o", out)
+    assert result.exit_code == 0, result.output
+    assert fake.segmented == ["Phantom_000", "Phantom_001"]
+    record = json.loads((out / "volseg_run.json").read_text())
+    assert [c["case_id"] for c in record["cases"]] == ["Phantom_000", "Phantom_001"]
+    assert len(record["notes"]) == 3 and all("given more than once" in n for n in record["notes"])
+
+
+def test_two_cases_with_one_id_do_not_overwrite_each_other(cases: list[Path], tmp_path: Path, fake: FakeSegmenter):
+    other = shutil.copytree(cases[0], tmp_path / "elsewhere" / "Phantom_000")
+    result = _segment(cases[0], other, "-o", tmp_path / "out")
+    assert result.exit_code == 1 and "case ID 'Phantom_000'" in result.output and "rename one case" in result.output
+    assert fake.segmented == ["Phantom_000"]
+
+
+def test_written_cases_are_skipped_unless_overwrite(cases: list[Path], tmp_path: Path, fake: FakeSegmenter):
+    out = tmp_path / "out"
+    assert _segment(cases[0], cases[1], "-o", out).exit_code == 0
+    (out / "Phantom_001_seg.nii.gz").unlink()  # as if the first run had stopped after one case
+    resumed = _segment(cases[0], cases[1], "-o", out)
+    assert resumed.exit_code == 0 and "Phantom_000: skipped:" in resumed.output and "(--overwrite to segment it again)" in resumed.output
+    assert fake.segmented == ["Phantom_000", "Phantom_001", "Phantom_001"]
+    record = json.loads((out / "volseg_run.json").read_text())
+    assert record["cases"][0]["note"].startswith("skipped") and record["cases"][0]["output"] == str(out / "Phantom_000_seg.nii.gz")
+    again = CliRunner().invoke(cli, ["segment", str(cases[0]), "-o", str(out), "--quiet", "--overwrite"])
+    assert again.exit_code == 0 and fake.segmented[-1] == "Phantom_000" and len(fake.segmented) == 4
