@@ -45,7 +45,7 @@ TEMPLATES: dict[str, str] = {"brats_deeplab3d": "brats_unet3d"}
 
 #: Files, relative to a bundle folder, that a derived bundle copies from its template.
 COPIED: tuple[str, ...] = ("configs/common.yaml", "configs/train.yaml", "configs/evaluate.yaml", "configs/inference.yaml",
-                           "configs/multi_gpu_train.yaml", "configs/logging.conf", "LICENSE")
+                           "configs/multi_gpu_train.yaml", "configs/multi_gpu_inference.yaml", "configs/logging.conf", "LICENSE")
 
 #: Marker lines (their beginnings) around the copy of ``common.yaml`` inside ``inference.yaml``.
 COMMON_BEGIN, COMMON_END = "# >>> copy of configs/common.yaml", "# <<< copy of configs/common.yaml"
