@@ -1,7 +1,8 @@
 """Atomic best and last checkpoints that survive an interruption and resume training.
 
-MONAI's ``CheckpointSaver`` writes with ``atomic=False``; this handler writes every file
-through a temporary file and ``os.replace`` instead.
+MONAI's ``CheckpointSaver`` writes with ``atomic=False``; this handler writes every file through
+Ignite's ``DiskSaver(atomic=True)`` (a temporary file in the same folder, then ``os.replace``)
+instead, so an interrupted write never leaves a truncated checkpoint.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from typing import Any
 
 import torch
 from ignite.engine import Engine, Events
+from ignite.handlers import DiskSaver
 
 from app.engines.rng import capture, data_transform, restore
-from app.io.atomic import atomic_save_torch
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +71,13 @@ class AtomicCheckpointer:
         self.best_metric = -float("inf")
         self.best_epoch = -1
         self._trainer: Engine | None = None
+        self._saver: DiskSaver | None = None
+
+    def _save(self, state: dict[str, Any], filename: str) -> None:
+        """Write ``state`` to ``save_dir/filename`` atomically (Ignite ``DiskSaver``, created on first use)."""
+        if self._saver is None:
+            self._saver = DiskSaver(str(self.save_dir), atomic=True, create_dir=True, require_empty=False)
+        self._saver(state, filename)
 
     def state_dict(self) -> dict[str, float]:
         return {"best_metric": self.best_metric, "best_epoch": self.best_epoch}
@@ -102,7 +110,7 @@ class AtomicCheckpointer:
             return
         state = {k: _unwrap(v).state_dict() for k, v in self.save_dict.items()}
         state["rng"] = capture(data_transform(engine))
-        atomic_save_torch(state, self.save_dir / LAST_NAME)
+        self._save(state, LAST_NAME)
 
     def _restore_random_state(self, engine: Engine, path: str) -> None:
         """After ``CheckpointLoader`` (both on ``STARTED``): the random state saved in ``last.pt``."""
@@ -117,7 +125,7 @@ class AtomicCheckpointer:
         the final weights, so every finished run can be used as the bundle's weights."""
         path = self.save_dir / self.best_filename
         if self.enabled and not path.is_file():
-            atomic_save_torch(_unwrap(self.model).state_dict(), path)
+            self._save(_unwrap(self.model).state_dict(), self.best_filename)
             logger.info(f"no validation ran: saved the final weights (epoch {engine.state.epoch}) to {path}")
 
     def save_best(self, evaluator: Engine) -> None:
@@ -127,7 +135,7 @@ class AtomicCheckpointer:
         epoch = self._trainer.state.epoch if self._trainer is not None else evaluator.state.epoch
         self.best_metric, self.best_epoch = score, epoch
         if self.enabled:
-            atomic_save_torch(_unwrap(self.model).state_dict(), self.save_dir / self.best_filename)
+            self._save(_unwrap(self.model).state_dict(), self.best_filename)
             logger.info(f"new best {self.key_metric} {score:.4f} at epoch {epoch}: saved {self.save_dir / self.best_filename}")
 
 

@@ -95,7 +95,7 @@ def export_network(network: torch.nn.Module, fmt: str, path: str | Path, in_chan
         example_size: side of the cubic example input used for tracing (a multiple of 16).
             The traced exports (ONNX, OpenVINO) keep the branch the example took: feed them sides that are multiples
             of the network's divisor (16 for the 4-level U-Net, 8 for DeepLab3D at output stride
-            8), as sliding windows and :class:`WholeVolumeInferer` do.
+            8), as sliding windows and the bundles' whole-volume mode (``DivisiblePadd``) do.
 
     Returns:
         ``path``.
@@ -174,27 +174,3 @@ class OpenVINONetwork(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.compiled(x.detach().float().contiguous().cpu().numpy())[0]
         return torch.from_numpy(out)
-
-
-class WholeVolumeInferer:
-    """One forward pass over the whole (cropped) volume instead of sliding windows.
-
-    The input ``(B, C, H, W, D)`` is zero-padded at the far end to multiples of ``divisor`` (what
-    the network's downsampling needs: 16 for a 4-level U-Net), passed once through the network,
-    and the output cropped back to ``(B, C_out, H, W, D)``. Where a brain crop fits in memory this
-    is 2-3x cheaper than overlapping 96^3 windows; whether Dice holds is measured per bundle on
-    the validation split (docs/performance.md). Same call signature as MONAI's inferers.
-    """
-
-    def __init__(self, divisor: int = 16) -> None:
-        if divisor < 1:
-            raise ValueError(f"divisor must be >= 1, got {divisor}")
-        self.divisor = divisor
-
-    def __call__(self, inputs: torch.Tensor, network: Callable[[torch.Tensor], torch.Tensor], *args, **kwargs) -> torch.Tensor:
-        size = inputs.shape[2:]
-        pad = [(-s) % self.divisor for s in size]
-        padded = F.pad(inputs, [p for side in reversed(pad) for p in (0, side)]) if any(pad) else inputs
-        out = network(padded, *args, **kwargs)
-        return out[(..., *(slice(0, s) for s in size))]
-

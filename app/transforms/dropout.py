@@ -39,7 +39,9 @@ class RandModalityDropoutd(RandomizableTransform, MapTransform):
     Args:
         keys: image keys, each ``(C, H, W, D)`` (any spatial rank) with ``C >= 2``.
         prob: probability of dropping some channels, per sample.
-        allowed: the kept-channel subsets to draw from (default: every non-empty proper subset).
+        allowed: the kept-channel subsets to draw from, uniformly by entry (default: every non-empty
+            proper subset); a subset listed k times is drawn k times as often, which weights the
+            subsets a deployment meets most (e.g. FLAIR + T1ce).
         allow_missing_keys: skip absent keys instead of raising ``KeyError``.
 
     Raises:

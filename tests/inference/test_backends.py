@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from app.cli import app as cli
-from app.inference import OpenVINONetwork, Segmenter, WholeVolumeInferer, export_network, resolve_backend
+from app.inference import OpenVINONetwork, Segmenter, export_network, resolve_backend
 from app.networks import create_network
 from tests.conftest import case_files
 
@@ -35,19 +35,13 @@ def test_resolve_backend(monkeypatch: pytest.MonkeyPatch):
         resolve_backend("openvino", "cuda")
 
 
-def test_whole_volume_inferer_pads_to_the_divisor_and_crops_back():
-    seen = []
-
-    def net(x: torch.Tensor) -> torch.Tensor:
-        seen.append(tuple(x.shape))
-        return x[:, :1] * 2
-
-    x = torch.rand(1, 2, 37, 50, 33)
-    out = WholeVolumeInferer(16)(x, net)
-    assert seen == [(1, 2, 48, 64, 48)] and out.shape == (1, 1, 37, 50, 33)
-    torch.testing.assert_close(out, x[:, :1] * 2)
-    with pytest.raises(ValueError, match="divisor"):
-        WholeVolumeInferer(0)
+def test_whole_volume_mode_pads_with_divisible_padd_and_inverts_to_the_input_grid(phantom_root: Path):
+    """infer_mode whole_volume: MONAI DivisiblePadd in the bundle's preprocessing, undone by Invertd."""
+    seg = Segmenter("brats_unet3d", device="cpu", backend="torch", overrides={"infer_mode": "whole_volume"})
+    data = seg.preprocessing({"image": [str(p) for p in case_files(phantom_root / "Phantom_001")]})
+    assert all(s % 16 == 0 for s in data["image"].shape[1:])
+    assert data["image"].applied_operations[-1]["class"] == "DivisiblePad"
+    assert type(seg.inferer).__name__ == "SimpleInferer"
 
 
 def test_openvino_network_matches_torch_and_caches_its_ir(small_unet: torch.nn.Module, tmp_path: Path):

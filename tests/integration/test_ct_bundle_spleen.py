@@ -12,6 +12,9 @@ output, not a manual reference).
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -33,9 +36,17 @@ SHORT = ["--max-epochs", "1", "--device", "cpu", "--quiet", "--set", "roi_size=[
 
 
 def _run(*args: str) -> str:
+    """``volseg ARGS`` in this process (Typer's runner)."""
     result = CliRunner().invoke(cli, list(args))
     assert result.exit_code == 0, f"volseg {' '.join(args)}\n{result.output}"
     return result.output
+
+
+def _train(*args: str) -> subprocess.CompletedProcess:
+    """``volseg train ARGS`` in its own process, as a user runs it: the bundle's logging.conf
+    (``logging.config.fileConfig``) would reconfigure this test process's logging."""
+    return subprocess.run([sys.executable, "-m", "app.cli", "train", *args], capture_output=True, text=True, cwd=REPO_ROOT, timeout=600,
+                          env={**os.environ, "VOLSEG_COMPILE": "0"})
 
 
 def _same_geometry(label_path: Path, image_path: Path) -> np.ndarray:
@@ -51,16 +62,18 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert "wrote" in _run("manifest", "decathlon", str(SPLEEN), "--out", str(tmp / "spleen.json"))
     manifest = json.loads((tmp / "spleen.json").read_text())
     assert manifest["numTraining"] == 1 and manifest["validation"] == []  # one case: every case trains
-    _run("train", "--bundle", "ct_unet3d", "--manifest", str(tmp / "spleen.json"), "--data-dir", str(SPLEEN), "--output-dir", str(tmp / "R"), *SHORT)
+    done = _train("--bundle", "ct_unet3d", "--manifest", str(tmp / "spleen.json"), "--data-dir", str(SPLEEN), "--output-dir", str(tmp / "R"), *SHORT)
+    assert done.returncode == 0 and "training outputs in" in done.stdout, done.stderr[-2000:]
     return tmp / "R"
 
 
 def test_empty_validation_split_is_a_clear_error(tmp_path: Path):
     manifest = tmp_path / "spleen.json"
     _run("manifest", "decathlon", str(SPLEEN), "--out", str(manifest))
-    result = CliRunner().invoke(cli, ["train", "--bundle", "ct_unet3d", "--manifest", str(manifest), "--data-dir", str(SPLEEN),
-                                      "--output-dir", str(tmp_path / "R"), *SHORT, "--set", "val_interval=1"])
-    assert result.exit_code == 2 and "'validation' split" in result.output and "is empty" in result.output, result.output
+    done = _train("--bundle", "ct_unet3d", "--manifest", str(manifest), "--data-dir", str(SPLEEN), "--output-dir", str(tmp_path / "R"), *SHORT,
+                  "--set", "val_interval=1")
+    assert done.returncode == 2 and "'validation' split" in done.stderr and "is empty" in done.stderr, done.stderr[-2000:]
+    assert not (tmp_path / "R" / "model.pt").exists()
 
 
 def test_training_output_is_a_bundle(trained: Path):
