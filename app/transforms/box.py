@@ -6,6 +6,8 @@ tumour fills a few percent of a 240 x 240 x 155 BraTS volume, so on the full gri
 most of their time on background (0.2 s of a 2 s BraTS case on 2 CPU cores). Cropping to the
 box of non-zero voxels, plus a one-voxel margin, leaves their result unchanged: every component
 lies inside the box, and the margin keeps the box faces background as the full grid would.
+Kept because a benchmark shows it pays: ``RemoveSmallObjectsd`` on a BraTS case 0.24 s -> 0.04 s
+with identical labels (docs/performance.md, "postprocess"); MONAI has no bounding-box wrapper.
 """
 
 from __future__ import annotations

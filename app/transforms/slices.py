@@ -1,5 +1,10 @@
 """Slice and volume conversions: stacking 2D slices into a volume, and 2D / 2.5D slabs for
-slice-wise models, with the way back to a volume."""
+slice-wise models, with the way back to a volume.
+
+For a 2D model on single slices (``k=1``) MONAI's ``monai.inferers.SliceInferer`` runs the whole
+slice-by-slice inference and is what to use; :func:`volume_to_slabs` adds what it lacks, 2.5D
+slabs (``k`` neighbouring slices as channels), and assembles the same way (tested against it).
+"""
 
 from __future__ import annotations
 
