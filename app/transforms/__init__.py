@@ -1,6 +1,7 @@
 """Dictionary transforms that MONAI lacks; everything else comes from ``monai.transforms``."""
 
 from app.transforms.box import InForegroundBox, InForegroundBoxd
+from app.transforms.components import RemoveRelativelySmallComponents, RemoveRelativelySmallComponentsd
 from app.transforms.dropout import RandModalityDropoutd, channel_subsets
 from app.transforms.ct import HU_WINDOWS, HUWindow, HUWindowd
 from app.transforms.mri import N4BiasCorrection, N4BiasCorrectiond
@@ -22,6 +23,8 @@ __all__ = [
     "NonzeroZScored",
     "RandModalityDropoutd",
     "RegionsToBratsLabels",
+    "RemoveRelativelySmallComponents",
+    "RemoveRelativelySmallComponentsd",
     "RegionsToBratsLabelsd",
     "SaveLabelMapd",
     "channel_subsets",

@@ -1,4 +1,5 @@
-"""BraTS postprocessing chosen by cross-validation: keep the largest tumour component."""
+"""BraTS postprocessing chosen by cross-validation: drop tumour components under a fraction of
+the largest one (app.transforms.RemoveRelativelySmallComponentsd)."""
 
 from __future__ import annotations
 
@@ -7,32 +8,50 @@ import torch
 from monai.data import MetaTensor
 
 from app.inference import Segmenter
+from app.transforms import RemoveRelativelySmallComponents
 
 
-def _largest_filter(seg: Segmenter):
-    found = [t for t in seg.postprocessing.transforms if type(getattr(t, "transform", None)).__name__ == "KeepLargestConnectedComponentd"]
-    return found[0] if found else None
-
-
-@pytest.fixture(scope="module")
-def unet() -> Segmenter:
-    return Segmenter("brats_unet3d", device="cpu", backend="torch")
-
-
-def test_largest_tumour_component_is_kept_with_all_its_labels(unet: Segmenter):
-    keep = _largest_filter(unet)
-    assert keep is not None  # on by default for brats_unet3d (metadata inference#keep_largest_component)
+def _two_tumours(small_side: int) -> torch.Tensor:
+    """(1, 40, 40, 40): a 15^3 three-label tumour at the origin corner, and a second lesion of
+    ``small_side``^3 voxels (ED with an ET centre) at the far corner."""
     label = torch.zeros(1, 40, 40, 40)
-    label[0, 5:20, 5:20, 5:20] = 2  # oedema around ...
-    label[0, 9:16, 9:16, 9:16] = 1  # ... necrosis ...
-    label[0, 16:18, 9:16, 9:16] = 4  # ... and an enhancing rim touching it: one component, 3 labels
-    label[0, 28:36, 28:36, 28:36] = 2  # a separate, smaller island (512 voxels)
-    label[0, 30:32, 30:32, 30:32] = 4
-    out = keep({"pred": MetaTensor(label.clone())})["pred"]
-    assert torch.equal(out[0, :22, :22, :22], label[0, :22, :22, :22])  # the largest component, labels unchanged
+    label[0, 5:20, 5:20, 5:20] = 2
+    label[0, 9:16, 9:16, 9:16] = 1
+    label[0, 16:18, 9:16, 9:16] = 4  # enhancing rim touching the core: one component, 3 labels
+    label[0, 36 - small_side:36, 36 - small_side:36, 36 - small_side:36] = 2
+    label[0, 33:35, 33:35, 33:35] = 4
+    return label
+
+
+def test_relatively_small_component_is_dropped_with_all_its_labels():
+    label = _two_tumours(8)  # 512 voxels against 3,375: 15 %
+    out = RemoveRelativelySmallComponents(0.3)(MetaTensor(label.clone()))
+    assert isinstance(out, MetaTensor) and out.dtype == label.dtype
+    assert torch.equal(out[0, :22, :22, :22], label[0, :22, :22, :22])  # the tumour, labels unchanged
     assert out[0, 25:, 25:, 25:].abs().sum() == 0  # the island is gone, ET and ED alike
 
 
-def test_largest_component_filter_follows_the_metadata_switch():
-    assert _largest_filter(Segmenter("brats_unet3d", device="cpu", backend="torch", overrides={"keep_largest_component": False})) is None
-    assert _largest_filter(Segmenter("brats_deeplab3d", device="cpu", backend="torch")) is None  # not measured on CV for DeepLab
+def test_two_similar_components_are_both_kept():
+    """Where a false positive rivals the tumour, keep-largest-only can keep the wrong one; a
+    fraction keeps both (the failure that made the CV choose this rule)."""
+    label = _two_tumours(14)  # 2,744 voxels against 3,375: 81 %
+    assert torch.equal(RemoveRelativelySmallComponents(0.3)(label), label)
+    assert torch.equal(RemoveRelativelySmallComponents(0.0)(_two_tumours(4)), _two_tumours(4))
+    with pytest.raises(ValueError, match="min_fraction"):
+        RemoveRelativelySmallComponents(1.5)
+    with pytest.raises(ValueError, match="connectivity"):
+        RemoveRelativelySmallComponents(0.3, connectivity=4)
+
+
+def _component_filter(seg: Segmenter):
+    found = [t for t in seg.postprocessing.transforms if type(getattr(t, "transform", None)).__name__ == "RemoveRelativelySmallComponentsd"]
+    return found[0] if found else None
+
+
+def test_component_filter_follows_the_bundle_metadata():
+    on = _component_filter(Segmenter("brats_unet3d", device="cpu", backend="torch", overrides={"min_component_fraction": 0.3}))
+    assert on is not None and on.transform.filter.min_fraction == 0.3
+    out = on({"pred": MetaTensor(_two_tumours(8))})["pred"]  # through InForegroundBoxd, as the workflow runs it
+    assert out[0, 25:, 25:, 25:].abs().sum() == 0 and out[0, 10, 10, 10] == 1
+    assert _component_filter(Segmenter("brats_unet3d", device="cpu", backend="torch", overrides={"min_component_fraction": 0})) is None
+    assert _component_filter(Segmenter("brats_deeplab3d", device="cpu", backend="torch")) is None  # not measured on CV for DeepLab
