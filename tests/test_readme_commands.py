@@ -192,7 +192,8 @@ def test_documented_volseg_command_parses(doc: str, line: int, text: str, argv: 
     try:
         check_cli(argv)
     except CLI_ERRORS as err:
-        pytest.fail(f"{doc}:{line}: `{text}` does not parse: {err.format_message()}", pytrace=False)
+        why = err.format_message() or "no command given (the group prints its help)"
+        pytest.fail(f"{doc}:{line}: `{text}` does not parse: {why}", pytrace=False)
     except CLI_EXITS as err:  # e.g. a group given no subcommand prints help and exits
         pytest.fail(f"{doc}:{line}: `{text}` does not run a command (exit {err.exit_code})", pytrace=False)
 

@@ -1,0 +1,98 @@
+"""Choose BraTS postprocessing on cross-validation: component filters applied to the CV label maps.
+Measures only; asserts nothing.
+
+Reads the label maps that a CV run wrote (``volseg cv evaluate`` / ``benchmarks/cv_missing_sequences.py``
+with the bundle's component filter off: ``min_component_fraction`` 0), one folder per sequence
+subset, and scores each candidate rule on the same maps, with the transforms the bundle ships:
+
+- ``none``: as written (island removal under ``min_component_mm3`` only);
+- ``largest``: MONAI ``KeepLargestConnectedComponent`` (26-connected, all labels together:
+  nnU-Net's postprocessing option);
+- ``frac F``: :class:`app.transforms.RemoveRelativelySmallComponents` (drop components under F
+  times the largest one's size).
+
+Prints, per subset, the mean Dice per region of each rule and the number of cases it changes by
+more than 0.05 WT Dice either way, then (``--rows RULE``) the per-case rows (Dice and HD95 in mm,
+:func:`app.evaluation.case_metrics`) of one rule for the first subset. A filter is idempotent, so
+applying it here to maps written without it gives what the workflow writes with it.
+
+    python benchmarks/cv_postprocessing.py --preds runs/cv_md2/eval --rows "frac 0.3"
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from monai.transforms import KeepLargestConnectedComponent
+
+from app.data import default_brats_dir
+from app.evaluation.metrics import case_metrics
+from app.transforms import RemoveRelativelySmallComponents
+
+REGIONS = ("WT", "TC", "ET")
+SUBSETS = ("t1+t1ce+t2+flair", "t1ce+flair", "t1+t1ce+flair", "t1ce+t2+flair", "flair")
+
+
+def rules(fractions: list[float]) -> dict:
+    out = {"none": lambda x: x, "largest": KeepLargestConnectedComponent(applied_labels=[1, 2, 4], independent=False, connectivity=3)}
+    out.update({f"frac {f:g}": RemoveRelativelySmallComponents(f) for f in fractions})
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preds", type=Path, required=True, help="folder of <subset>/fold<k>/preds/*_seg.nii.gz")
+    parser.add_argument("--subsets", nargs="+", default=list(SUBSETS))
+    parser.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.5])
+    parser.add_argument("--rows", default=None, help="print per-case rows of this rule (first subset)")
+    parser.add_argument("--data-dir", type=Path, default=None)
+    args = parser.parse_args()
+    data_dir = Path(args.data_dir or default_brats_dir())
+    candidates = rules(args.fractions)
+    summary = {}
+    print("| sequences | rule | cases | WT | TC | ET | cases changed > 0.05 WT (up / down) |\n| --- | --- | --- | --- | --- | --- | --- |")
+    per_case: dict[str, dict[str, dict[str, float]]] = {}
+    for subset in args.subsets:
+        files = sorted((args.preds / subset).glob("fold*/preds/*_seg.nii.gz"))
+        if not files:
+            continue
+        scores: dict[str, dict[str, dict[str, float]]] = {name: {} for name in candidates}
+        for path in files:
+            case = path.name.removesuffix("_seg.nii.gz")
+            pred = np.asarray(nib.load(path).dataobj)
+            ref_img = nib.load(data_dir / case / f"{case}_seg.nii.gz")
+            ref, spacing = np.asarray(ref_img.dataobj), ref_img.header.get_zooms()[:3]
+            for name, rule in candidates.items():
+                label = np.asarray(rule(pred[None]))[0]
+                scores[name][case] = {**case_metrics(label, ref, spacing), "fold": path.parent.parent.name.removeprefix("fold")}
+        summary[subset] = {}
+        for name, rows in scores.items():
+            means = [float(np.mean([r[f"{region}_dice"] for r in rows.values()])) for region in REGIONS]
+            delta = [rows[c]["WT_dice"] - scores["none"][c]["WT_dice"] for c in rows]
+            up, down = sum(d > 0.05 for d in delta), sum(d < -0.05 for d in delta)
+            summary[subset][name] = dict(zip(REGIONS, [round(m, 4) for m in means]))
+            print(f"| {subset.replace('+', ' + ')} | {name} | {len(rows)} | " + " | ".join(f"{m:.3f}" for m in means) + f" | {up} / {down} |")
+        if args.rows and not per_case:
+            per_case = scores[args.rows]
+    (args.preds / "postprocessing.json").write_text(json.dumps(summary, indent=1) + "\n")
+    if per_case:
+        with open(args.preds / "postprocessing_cases.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["case", "fold", *(f"{r}_{m}" for r in REGIONS for m in ("dice", "hd95"))])
+            for case, r in per_case.items():
+                writer.writerow([case, r["fold"], *(round(r[f"{reg}_{m}"], 4) for reg in REGIONS for m in ("dice", "hd95"))])
+        print(f"\nper case, {args.rows}, {args.subsets[0]}:\n| case | fold | WT | TC | ET | HD95 WT / TC / ET mm |\n| --- | --- | --- | --- | --- | --- |")
+        for case, r in sorted(per_case.items(), key=lambda kv: (kv[1]["fold"], kv[0])):
+            print(f"| {case} | {r['fold']} | " + " | ".join(f"{r[f'{reg}_dice']:.3f}" for reg in REGIONS)
+                  + " | " + " / ".join(f"{r[f'{reg}_hd95']:.1f}" for reg in REGIONS) + " |")
+        for stat, fn in (("mean", np.mean), ("std", lambda v: np.std(v, ddof=1))):
+            print(f"| **{stat}** | | " + " | ".join(f"{fn([r[f'{reg}_dice'] for r in per_case.values()]):.3f}" for reg in REGIONS) + " | |")
+
+
+if __name__ == "__main__":
+    main()
