@@ -186,5 +186,8 @@ def labels_of(bundle: str | Path | None) -> LabelManager:
 #: BraTS (2018 label codes; no label 3): the default when no bundle is named (evaluation of BraTS
 #: folders, ``volseg manifest brats``). The BraTS bundles' metadata.json say the same, which
 #: ``tests/test_labels.py`` checks.
-BRATS = LabelManager(labels={1: "NCR/NET", 2: "ED", 4: "ET"}, regions={"WT": (1, 2, 4), "TC": (1, 4), "ET": (4,)},
+#: The BraTS 2018 label codes, named once here: necrotic / non-enhancing core, oedema, enhancing tumour.
+BRATS_NCR, BRATS_ED, BRATS_ET = 1, 2, 4
+BRATS = LabelManager(labels={BRATS_NCR: "NCR/NET", BRATS_ED: "ED", BRATS_ET: "ET"},
+                     regions={"WT": (BRATS_NCR, BRATS_ED, BRATS_ET), "TC": (BRATS_NCR, BRATS_ET), "ET": (BRATS_ET,)},
                      channels=MODALITIES, hd95_missing_mm=374.0, source="app.labels.BRATS")

@@ -76,7 +76,7 @@ def volseg_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("setuptools")
     out = tmp_path_factory.mktemp("wheel")
     cmd = [sys.executable, "-m", "pip", "wheel", str(REPO_ROOT), "--no-deps", "--no-build-isolation", "--no-index", "-q", "-w", str(out)]
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=out, timeout=600)
+    done = subprocess.run(cmd, capture_output=True, encoding="utf-8", errors="replace", cwd=out, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     (path,) = out.glob("volseg-*.whl")
     return path

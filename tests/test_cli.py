@@ -31,7 +31,7 @@ def test_segment_skips_unused_imports_only_for_segment():
             "import monai; from monai.transforms import RemoveSmallObjectsd; "
             "assert 'ignite.engine' not in sys.modules and 'sklearn.metrics' not in sys.modules; "
             "import importlib; importlib.import_module('ignite')")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8", errors="replace", cwd=REPO_ROOT)
     assert done.returncode == 1 and "ModuleNotFoundError: import of ignite halted" in done.stderr, done.stderr[-1500:]
 
 

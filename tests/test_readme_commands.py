@@ -283,7 +283,7 @@ def _bundle_param(line: int, argv: list[str]):
 @pytest.mark.parametrize(("line", "argv"), [_bundle_param(n, a) for n, a in BUNDLE_COMMANDS])
 def test_readme_bundle_command_runs(line: int, argv: list[str], bundle_copy: Path):
     env = {**os.environ, "VOLSEG_COMPILE": "0", "VOLSEG_BACKEND": "torch"}
-    done = subprocess.run(shortened(argv), cwd=bundle_copy, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+    done = subprocess.run(shortened(argv), cwd=bundle_copy, env=env, capture_output=True, encoding="utf-8", errors="replace", timeout=TIMEOUT_S)
     assert done.returncode == 0, f"README.md:{line}: `{shlex.join(argv)}` exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     if needs_data(argv) and "--dataset_dir" in argv and "--output_dir" in argv:
         check_labels(bundle_copy, argv)

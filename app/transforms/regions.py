@@ -16,6 +16,8 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import get_equivalent_dtype
 
+from app.labels import BRATS_ED, BRATS_ET, BRATS_NCR
+
 
 class RegionsToBratsLabels(Transform):
     """Turn binary region channels (TC, WT, ET) into a BraTS label map.
@@ -53,13 +55,13 @@ class RegionsToBratsLabels(Transform):
         if isinstance(regions, torch.Tensor):
             tc, wt, et = (regions[i] > 0 for i in range(3))
             out = torch.zeros_like(regions[:1], dtype=torch.uint8)
-            out[0][wt], out[0][tc], out[0][et] = 2, 1, 4
+            out[0][wt], out[0][tc], out[0][et] = BRATS_ED, BRATS_NCR, BRATS_ET
             if isinstance(regions, MetaTensor):
                 out = MetaTensor(out, meta=regions.meta, applied_operations=regions.applied_operations)
             return out.to(get_equivalent_dtype(self.dtype, torch.Tensor))
         tc, wt, et = (np.asarray(regions[i]) > 0 for i in range(3))
         out = np.zeros((1, *regions.shape[1:]), dtype=self.dtype)
-        out[0][wt], out[0][tc], out[0][et] = 2, 1, 4
+        out[0][wt], out[0][tc], out[0][et] = BRATS_ED, BRATS_NCR, BRATS_ET
         return out
 
 

@@ -34,14 +34,14 @@ def wheel_site(volseg_wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     """A folder holding VolSeg installed from its wheel (no dependencies)."""
     target = tmp_path_factory.mktemp("volseg_site")
     cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--target", str(target), "-q", str(volseg_wheel)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(cmd, capture_output=True, encoding="utf-8", errors="replace", timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     return target
 
 
 def _run(args: list[str], cwd: Path, site: Path) -> str:
     env = {**os.environ, "PYTHONPATH": str(site)}
-    done = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, encoding="utf-8", errors="replace", timeout=600)
     assert done.returncode == 0, f"{' '.join(args)} failed in {cwd}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done.stdout
 

@@ -196,8 +196,8 @@ def test_cli_report_flag_keeps_matplotlib(phantom_root: Path, tmp_path: Path, mo
     assert result.exit_code == 0, result.output
     assert calls["report"] is True
     probe = subprocess.run([sys.executable, "-c", "from app.cli import skip_unused_imports as s; print('matplotlib' in s(['segment', 'x', '--report']))"],
-                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+                           cwd=REPO_ROOT, capture_output=True, encoding="utf-8", errors="replace", timeout=120)
     assert probe.stdout.strip() == "False", probe.stderr
     probe = subprocess.run([sys.executable, "-c", "from app.cli import skip_unused_imports as s; print('matplotlib' in s(['segment', 'x']))"],
-                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+                           cwd=REPO_ROOT, capture_output=True, encoding="utf-8", errors="replace", timeout=120)
     assert probe.stdout.strip() == "True", probe.stderr

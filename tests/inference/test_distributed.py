@@ -68,7 +68,7 @@ def test_bundle_overlay_on_two_gloo_processes_resumes_and_writes_each_case_once(
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle", "run",
            "--config_file", "['configs/inference.yaml','configs/multi_gpu_inference.yaml']",
            "--dataset_dir", str(three_cases[0].parent), "--output_dir", str(out), "--device", "$torch.device('cpu')"]
-    done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    done = subprocess.run(cmd, cwd=root, capture_output=True, encoding="utf-8", errors="replace", env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
     assert (out / "Phantom_000_seg.nii.gz").read_bytes() == b"written before"
     assert sorted(p.name for p in out.iterdir()) == ["Phantom_000_seg.nii.gz", "Phantom_001_seg.nii.gz", "Phantom_002_seg.nii.gz"]

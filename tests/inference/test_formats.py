@@ -36,7 +36,7 @@ def test_segment_other_formats(fmt: str, phantom_root: Path, tmp_path: Path):
     if fmt == "dicom":  # series folders named series_0..3 say no sequence: --sequences maps them, in order
         args += ["--sequences", "t1,t1ce,t2,flair"]
     if fmt == "dicom":  # the real entry point, which marks Ignite, scikit-learn, matplotlib and scipy.signal absent
-        done = subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True, text=True, cwd=REPO_ROOT, env={**os.environ, "VOLSEG_FULL_IMPORT": "0"})
+        done = subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True, encoding="utf-8", errors="replace", cwd=REPO_ROOT, env={**os.environ, "VOLSEG_FULL_IMPORT": "0"})
         assert done.returncode == 0, done.stderr[-2000:]
     else:
         result = CliRunner().invoke(cli, args)

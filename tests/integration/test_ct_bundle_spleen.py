@@ -45,7 +45,7 @@ def _run(*args: str) -> str:
 def _train(*args: str) -> subprocess.CompletedProcess:
     """``volseg train ARGS`` in its own process, as a user runs it: the bundle's logging.conf
     (``logging.config.fileConfig``) would reconfigure this test process's logging."""
-    return subprocess.run([sys.executable, "-m", "app.cli", "train", *args], capture_output=True, text=True, cwd=REPO_ROOT, timeout=600,
+    return subprocess.run([sys.executable, "-m", "app.cli", "train", *args], capture_output=True, encoding="utf-8", errors="replace", cwd=REPO_ROOT, timeout=600,
                           env={**os.environ, "VOLSEG_COMPILE": "0"})
 
 

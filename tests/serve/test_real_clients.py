@@ -33,7 +33,7 @@ def _clients() -> tuple[type, type]:
     wheels = sorted(CACHE.glob("monailabel-0.8.5-*.whl"))
     if not wheels:
         CACHE.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", WHEEL, "-d", str(CACHE)], capture_output=True, text=True, timeout=300)
+        done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", WHEEL, "-d", str(CACHE)], capture_output=True, encoding="utf-8", errors="replace", timeout=300)
         wheels = sorted(CACHE.glob("monailabel-0.8.5-*.whl"))
         if done.returncode != 0 or not wheels:
             pytest.skip(f"cannot fetch {WHEEL} from the package registry: {done.stderr.strip().splitlines()[-1:] or done.returncode}")
