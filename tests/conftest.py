@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -80,6 +82,31 @@ def volseg_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert done.returncode == 0, done.stdout + done.stderr
     (path,) = out.glob("volseg-*.whl")
     return path
+
+
+@pytest.fixture()
+def phantom_copies(phantom_root: Path, tmp_path: Path) -> list[Path]:
+    """Three writable copies of phantom cases (``tmp_path/data/Phantom_00{0,1,2}``)."""
+    root = tmp_path / "data"
+    for i in range(3):
+        shutil.copytree(phantom_root / f"Phantom_{i:03d}", root / f"Phantom_{i:03d}")
+    return [root / f"Phantom_{i:03d}" for i in range(3)]
+
+
+def write_header_bomb(folder: Path, case_id: str) -> Path:
+    """Replace (or create) ``folder``'s four BraTS sequences with ~97-byte gzip NIfTI headers, each
+    declaring 1000^3 int16 voxels (issue 14's probe: a tiny file that would need 2 GB to read)."""
+    import nibabel as nib
+    import numpy as np
+
+    folder.mkdir(parents=True, exist_ok=True)
+    header = nib.Nifti1Header()
+    header.set_data_shape((1000, 1000, 1000))
+    header.set_data_dtype(np.int16)
+    header["vox_offset"] = 352
+    for seq in MODALITIES:
+        (folder / f"{case_id}_{seq}.nii.gz").write_bytes(gzip.compress(header.binaryblock + b"\0" * 4))
+    return folder
 
 
 def case_files(case_dir: Path) -> list[Path]:

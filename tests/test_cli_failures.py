@@ -10,7 +10,6 @@ model runs in tests/inference/test_bad_input.py and tests/inference/test_distrib
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import shutil
@@ -24,6 +23,7 @@ from typer.testing import CliRunner
 
 from app.cli import app as cli
 from app.data.verify import check_case_images
+from tests.conftest import write_header_bomb
 
 
 class FakeSegmenter:
@@ -64,12 +64,9 @@ def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture()
-def cases(phantom_root: Path, tmp_path: Path) -> list[Path]:
+def cases(phantom_copies: list[Path]) -> list[Path]:
     """Three writable copies of phantom cases."""
-    root = tmp_path / "data"
-    for i in range(3):
-        shutil.copytree(phantom_root / f"Phantom_{i:03d}", root / f"Phantom_{i:03d}")
-    return [root / f"Phantom_{i:03d}" for i in range(3)]
+    return phantom_copies
 
 
 def _segment(*args: str | Path) -> object:
@@ -168,12 +165,7 @@ def _nan(case: Path) -> str:
 
 def _header_bomb(case: Path) -> str:
     """Each sequence a ~97-byte gzip NIfTI header claiming 1000^3 int16 voxels (the issue's probe)."""
-    header = nib.Nifti1Header()
-    header.set_data_shape((1000, 1000, 1000))
-    header.set_data_dtype(np.int16)
-    header["vox_offset"] = 352
-    for seq in ("t1", "t1ce", "t2", "flair"):
-        (case / f"{case.name}_{seq}.nii.gz").write_bytes(gzip.compress(header.binaryblock + b"\0" * 4))
+    write_header_bomb(case, case.name)
     return "Phantom_001"
 
 

@@ -54,20 +54,10 @@ def write_label_like(label: np.ndarray, reference: str | Path, path: str | Path)
         ValueError: ``label``'s shape differs from the reference's.
         app.data.verify.InputError: the reference cannot be read.
     """
-    import SimpleITK as sitk
-
     path = Path(path)
     if volume_format(reference) == "nifti" and path.name.endswith((".nii.gz", ".nii")):
         return save_label_map(label, reference, path)
-    ref = read_image_information(reference)
-    if tuple(label.shape) != tuple(ref.GetSize()):
-        raise ValueError(f"label shape {tuple(label.shape)} differs from '{reference}' size {tuple(ref.GetSize())}")
-    image = sitk.GetImageFromArray(np.ascontiguousarray(np.asarray(label, dtype=np.uint8).transpose(2, 1, 0)))
-    image.SetSpacing(ref.GetSpacing())
-    image.SetOrigin(ref.GetOrigin())
-    image.SetDirection(ref.GetDirection())
-    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
-    return atomic_write(path, lambda tmp: sitk.WriteImage(image, tmp, useCompression=True), suffix=suffix)
+    return _write_like(np.asarray(label, dtype=np.uint8), reference, path, "label")
 
 
 
@@ -84,13 +74,18 @@ def write_map_like(values: np.ndarray, reference: str | Path, path: str | Path) 
         ValueError: ``values``' shape differs from the reference's.
         app.data.verify.InputError: the reference cannot be read.
     """
+    return _write_like(np.asarray(values, dtype=np.float32), reference, Path(path), "map")
+
+
+def _write_like(array: np.ndarray, reference: str | Path, path: Path, what: str) -> Path:
+    """Write ``array`` ``(H, W, D)`` with the spacing, origin and direction of ``reference``,
+    through SimpleITK, atomically; ``what`` names the array in the shape error."""
     import SimpleITK as sitk
 
-    path = Path(path)
     ref = read_image_information(reference)
-    if tuple(values.shape) != tuple(ref.GetSize()):
-        raise ValueError(f"map shape {tuple(values.shape)} differs from '{reference}' size {tuple(ref.GetSize())}")
-    image = sitk.GetImageFromArray(np.ascontiguousarray(np.asarray(values, dtype=np.float32).transpose(2, 1, 0)))
+    if tuple(array.shape) != tuple(ref.GetSize()):
+        raise ValueError(f"{what} shape {tuple(array.shape)} differs from '{reference}' size {tuple(ref.GetSize())}")
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
     image.SetSpacing(ref.GetSpacing())
     image.SetOrigin(ref.GetOrigin())
     image.SetDirection(ref.GetDirection())

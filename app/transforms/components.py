@@ -51,11 +51,13 @@ class RemoveRelativelySmallComponents(Transform):
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
         """``img``: ``(C, H, W, D)`` label map(s); returns the same type, shape and dtype."""
+        if self.min_fraction == 0.0:
+            return img
         array = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
         foreground = (array != 0).any(axis=0)
         structure = ndimage.generate_binary_structure(foreground.ndim, self.connectivity)
         components, n = ndimage.label(foreground, structure=structure)
-        if n <= 1 or self.min_fraction == 0.0:
+        if n <= 1:
             return img
         sizes = np.bincount(components.ravel())
         sizes[0] = 0

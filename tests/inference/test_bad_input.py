@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from app.cli import app as cli
 from app.data.verify import InputError, check_case_images
 from app.inference import resolve_inputs
-from tests.conftest import case_files
+from tests.conftest import case_files, write_header_bomb
 
 
 @pytest.fixture()
@@ -103,27 +103,13 @@ def test_nan_voxels_are_refused_by_the_case_check(case: Path):
         check_case_images(case_files(case))
 
 
-def _header_bomb_case(folder: Path) -> Path:
-    """The issue's case: four ~97-byte gzip NIfTI headers, each declaring 1000^3 int16 voxels."""
-    import gzip
-
-    folder.mkdir()
-    header = nib.Nifti1Header()
-    header.set_data_shape((1000, 1000, 1000))
-    header.set_data_dtype(np.int16)
-    header["vox_offset"] = 352
-    for modality in ("t1", "t1ce", "t2", "flair"):
-        (folder / f"Bomb_000_{modality}.nii.gz").write_bytes(gzip.compress(header.binaryblock + b"\0" * 4))
-    return folder
-
-
 @pytest.mark.parametrize("damage", ["truncated", "header_bomb"])
 def test_cli_refuses_damaged_case_with_exit_1(case: Path, tmp_path: Path, damage: str):
     if damage == "truncated":
         flair = case / "Phantom_000_flair.nii.gz"
         flair.write_bytes(flair.read_bytes()[: flair.stat().st_size // 2])
     else:
-        case = _header_bomb_case(tmp_path / "Bomb_000")
+        case = write_header_bomb(tmp_path / "Bomb_000", "Bomb_000")
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, ["segment", str(case), "--output", str(out), "--quiet"])
     assert result.exit_code == 1, result.output

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,11 +19,8 @@ from app.inference.distributed import pending_items
 
 
 @pytest.fixture()
-def three_cases(phantom_root: Path, tmp_path: Path) -> list[Path]:
-    root = tmp_path / "data"
-    for i in range(3):
-        shutil.copytree(phantom_root / f"Phantom_{i:03d}", root / f"Phantom_{i:03d}")
-    return [root / f"Phantom_{i:03d}" for i in range(3)]
+def three_cases(phantom_copies: list[Path]) -> list[Path]:
+    return phantom_copies
 
 
 def _voxels(path: Path) -> tuple[np.ndarray, np.ndarray]:
