@@ -1,0 +1,123 @@
+"""Choose the per-region probability thresholds on cross-validation. Measures only; asserts nothing.
+
+Step 1 (``--weights``): every case is run by the fold model that never trained on it (as
+``volseg cv evaluate --mode fast``), and the sigmoid probabilities of TC, WT and ET after
+``Invertd`` (input geometry) are stored, quantised to uint8, in ``OUT/<subset>/<case>.npz``.
+Step 2 (always): each candidate threshold of each region is applied to the stored
+probabilities, followed by the bundle's own postprocessing (regions to labels, island removal,
+component filter), and scored with Dice per region (mean over the cases).
+
+The regions are nested (ET in TC in WT) and ``RegionsToBratsLabels`` paints from the outside
+in, so a region's threshold changes mostly its own Dice: each region is swept with the other
+two at 0.5, then the chosen triple is scored per case.
+
+    python benchmarks/cv_thresholds.py --weights bundles/brats_unet3d/models --out runs/cv_thr
+    python benchmarks/cv_thresholds.py --out runs/cv_thr             # sweep again, no inference
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.transforms import AsDiscreted, Invertd
+
+from app.constants import MODALITIES
+from app.data import default_brats_dir, load_datalist
+from app.evaluation.cv import fold_checkpoint
+from app.inference import Segmenter
+
+SUBSETS = {"t1+t1ce+t2+flair": MODALITIES, "t1ce+flair": ("t1ce", "flair"), "t1+t1ce+flair": ("t1", "t1ce", "flair")}
+REGIONS = ("TC", "WT", "ET")  # channel order of the network
+CANDIDATES = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6)
+
+
+def save_probabilities(bundle: str, manifest: Path, weights: Path, out: Path, subsets: list[str], data_dir: Path) -> None:
+    content = json.loads(manifest.read_text())
+    items = load_datalist(manifest, "training", data_dir)
+    fold_of = {it["case_id"]: it["fold"] for it in content["training"]}
+    for fold in range(int(content["numFolds"])):
+        seg = Segmenter(bundle, ckpt_path=fold_checkpoint(weights, fold), mode="fast")
+        for item in (it for it in items if fold_of[it["case_id"]] == fold):
+            for subset in subsets:
+                keep = SUBSETS[subset]
+                dest = out / subset / f"{item['case_id']}.npz"
+                if dest.is_file():
+                    continue
+                data = seg.load([p if m in keep else None for m, p in zip(MODALITIES, item["image"])])
+                shape, affine = data.pop("shape"), data.pop("affine")
+                data.pop("missing_sequences", None)
+                with torch.no_grad():
+                    data["pred"] = seg.inferer(data["image"].unsqueeze(0), seg.network)[0].float()
+                for transform in seg.postprocessing.transforms:
+                    data = transform(data)
+                    if isinstance(transform, Invertd):
+                        break
+                prob = np.asarray(data["pred"].cpu().numpy())
+                assert prob.shape[1:] == tuple(shape), (prob.shape, shape)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                np.savez_compressed(dest, prob=np.round(prob * 255).astype(np.uint8), affine=np.asarray(affine), fold=fold)
+                print(f"fold {fold} {item['case_id']} {subset}: saved", flush=True)
+
+
+def dice(pred: np.ndarray, ref: np.ndarray, values: tuple[int, ...]) -> float:
+    p, r = np.isin(pred, values), np.isin(ref, values)
+    total = p.sum() + r.sum()
+    return 1.0 if total == 0 else float(2 * (p & r).sum() / total)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", default="brats_unet3d")
+    parser.add_argument("--manifest", type=Path, default=Path("data_manifests/brats2018_cv5.json"))
+    parser.add_argument("--weights", type=Path, default=None, help="fold models; omit to sweep stored probabilities")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--subsets", nargs="+", default=list(SUBSETS))
+    parser.add_argument("--data-dir", type=Path, default=None)
+    args = parser.parse_args()
+    data_dir = Path(args.data_dir or default_brats_dir())
+    if args.weights is not None:
+        save_probabilities(args.bundle, args.manifest, args.weights, args.out, args.subsets, data_dir)
+    post = Segmenter(args.bundle, mode="fast").postprocessing.transforms
+    after = post[[i for i, t in enumerate(post) if isinstance(t, AsDiscreted)][0] + 1:]
+    regions = {"WT": (1, 2, 4), "TC": (1, 4), "ET": (4,)}
+    results = {}
+    for subset in args.subsets:
+        files = sorted((args.out / subset).glob("*.npz"))
+        if not files:
+            continue
+        cases = []
+        for f in files:
+            z = np.load(f)
+            ref = np.asarray(nib.load(data_dir / f.stem / f"{f.stem}_seg.nii.gz").dataobj)
+            cases.append((f.stem, int(z["fold"]), z["prob"].astype(np.float32) / 255, z["affine"], ref))
+
+        def score(thr: dict[str, float]) -> list[dict[str, float]]:
+            rows = []
+            for _, _, prob, affine, ref in cases:
+                t = torch.tensor([thr[r] for r in REGIONS]).view(3, 1, 1, 1)
+                data = {"pred": MetaTensor((torch.from_numpy(prob) >= t - 1e-6).float(), affine=torch.as_tensor(affine))}
+                for transform in after:
+                    data = transform(data)
+                label = np.asarray(data["pred"].cpu().numpy()[0])
+                rows.append({r: dice(label, ref, v) for r, v in regions.items()})
+            return rows
+
+        table = {}
+        for region in ("WT", "TC", "ET"):
+            for c in CANDIDATES:
+                thr = {"TC": 0.5, "WT": 0.5, "ET": 0.5, region: c}
+                rows = score(thr)
+                table[f"{region} {c}"] = {r: round(float(np.mean([x[r] for x in rows])), 4) for r in regions}
+                print(f"| {subset} | {region} >= {c} | " + " | ".join(f"{table[f'{region} {c}'][r]:.3f}" for r in ("WT", "TC", "ET")) + " |", flush=True)
+        results[subset] = table
+    (args.out / "thresholds.json").write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
