@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 
 def segment(inputs: str | Path | Sequence[str | Path], bundle: str = DEFAULT_BUNDLE, device: str | None = None,
-            backend: str | None = None, mode: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+            backend: str | None = None, mode: str | None = None, int8: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Segment one case: for a BraTS bundle a case folder or its modality files (T1, T1ce, T2,
     FLAIR); for a one-channel bundle (``ct_unet3d``, or a ``volseg train`` output of it) one CT
     volume or DICOM series. The bundle's metadata says which (:class:`app.labels.LabelManager`).
@@ -36,7 +36,8 @@ def segment(inputs: str | Path | Sequence[str | Path], bundle: str = DEFAULT_BUN
         CT 0/1) in the input's grid, and the input's 4x4 affine (mm). ``backend`` is ``"auto"``, ``"torch"``,
         ``"openvino"`` or None for the bundle's ``inference_backend``. ``mode`` is ``"fast"``
         (one model), ``"accurate"`` (the cross-validation fold models, each with mirroring
-        test-time augmentation) or None for the bundle's ``mode`` (fast).
+        test-time augmentation) or None for the bundle's ``mode`` (fast). ``int8`` runs the
+        bundle's int8 models on OpenVINO (True), float32 (False) or as the bundle says (None).
 
     Raises:
         app.data.verify.InputError: missing, unreadable, non-3D or non-co-registered input.
@@ -47,7 +48,7 @@ def segment(inputs: str | Path | Sequence[str | Path], bundle: str = DEFAULT_BUN
     cases = resolve_inputs([inputs] if isinstance(inputs, (str, Path)) else list(inputs), channels=labels_of(bundle).channels)
     if len(cases) != 1:
         raise ValueError(f"segment() takes one case, got {len(cases)}; use segment_cases() for several")
-    return Segmenter(bundle, device=device, backend=backend, mode=mode).predict(cases[0][1])
+    return Segmenter(bundle, device=device, backend=backend, mode=mode, int8=int8).predict(cases[0][1])
 
 
 def segment_cases(
@@ -65,6 +66,7 @@ def segment_cases(
     overwrite: bool = True,
     nproc: int = 1,
     report: bool = False,
+    int8: bool | None = None,
 ) -> list[Any]:
     """Segment several cases, writing ``<output_dir>/<case_id>_seg.<ext>`` (uint8, input geometry;
     the input's format, NIfTI for DICOM input).
@@ -98,6 +100,8 @@ def segment_cases(
         nproc: processes, ``torchrun`` with one GPU each on CUDA, gloo on CPU
             (:mod:`app.inference.distributed`); results then carry no ``label`` (it is on disk).
         report: also write ``<output_dir>/report.html`` (see :func:`report`).
+        int8: on the OpenVINO backend, run the bundle's int8 models (True) or float32 (False);
+            None: the bundle's ``openvino_int8`` (see :class:`app.inference.Segmenter`).
 
     A case may lack sequences (any non-empty subset of T1, T1ce, T2, FLAIR): they are fed as
     zero channels to the modality-dropout model, and the case's record names them under
@@ -116,7 +120,7 @@ def segment_cases(
     """
     from app.inference.batch import SegmentSettings, plan_batch, run_batch
 
-    settings = SegmentSettings(str(bundle), device, backend, mode, output_format, dicom_seg, uncertainty, tuple(sequences) if sequences else None)
+    settings = SegmentSettings(str(bundle), device, backend, mode, output_format, dicom_seg, uncertainty, tuple(sequences) if sequences else None, int8)
     if nproc < 1:
         raise ValueError(f"--nproc must be >= 1, got {nproc}")
     plan = plan_batch(inputs, output_dir, settings, overwrite=overwrite)

@@ -32,6 +32,8 @@ def main() -> None:
     parser.add_argument("--subsets", nargs="+", default=list(SUBSETS), help="comma-separated sequence lists to keep")
     parser.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--backend", default=None)
+    parser.add_argument("--int8", choices=["on", "off"], default=None,
+                        help="run the fold models' int8 OpenVINO models (app.inference.int8) or not; default: the bundle's openvino_int8")
     parser.add_argument("--report-only", action="store_true", help="print the table of what is there; run nothing")
     args = parser.parse_args()
 
@@ -48,7 +50,7 @@ def main() -> None:
                 print(f"skip {subset} fold {fold}: no weights yet")
                 continue
             cross_validate(args.bundle, weights=weights, out_dir=out, folds=[fold], sequences=subset.split(","), uncertainty=True,
-                           backend=args.backend)
+                           backend=args.backend, overrides=None if args.int8 is None else {"openvino_int8": args.int8 == "on"})
             print(f"done {subset} fold {fold}", flush=True)
 
     print("| sequences | cases | WT Dice | TC Dice | ET Dice | WT AUROC (pooled) | quality vs WT Dice (Spearman) |")

@@ -4,7 +4,8 @@ Rows: the MONAI tutorial recipe (UNet 16..256, whole volume, roi 96^3, overlap 0
 gaussian), the Model Zoo brats_mri_segmentation recipe (SegResNet 16 filters, one 240x240x160
 window) - both with random weights, so no Dice - and VolSeg's BraTS bundles with their shipped
 weights: the unoptimised configuration (torch, sliding windows at overlap 0.5) and the faster
-ones (whole-crop forward, OpenVINO). Prints one table: min/median/max seconds over --runs after
+ones (whole-crop forward, OpenVINO); each --mode as shipped (OpenVINO int8 where the bundle has
+int8 models) and, beside it, the same in float32 OpenVINO (--no-int8). Prints one table: min/median/max seconds over --runs after
 --warmup, GFLOP of the network per case (torch's FlopCounterMode) and GFLOP/s over the whole
 median time, peak resident memory sampled during the row's runs, and Dice per region against the
 case's label. With --dice-split, also the mean Dice per region of each VolSeg row over that split
@@ -103,8 +104,8 @@ def model_zoo_recipe() -> Callable[[list[Path], Path], np.ndarray]:
     return recipe_runner(net, pre, inferer)
 
 
-def volseg(bundle: str, overrides: dict, backend: str | None, mode: str = "fast") -> Callable[[list[Path], Path], np.ndarray]:
-    segmenter = Segmenter(bundle, device="cpu", overrides=overrides, backend=backend, mode=mode)
+def volseg(bundle: str, overrides: dict, backend: str | None, mode: str = "fast", int8: bool | None = None) -> Callable[[list[Path], Path], np.ndarray]:
+    segmenter = Segmenter(bundle, device="cpu", overrides=overrides, backend=backend, mode=mode, int8=int8)
 
     def run(images: list[Path], out: Path) -> np.ndarray:
         label, _ = segmenter.predict(images)
@@ -153,7 +154,9 @@ def main() -> None:
         short = bundle.replace("brats_", "")
         for mode in ("fast", "accurate"):  # the shipped settings of each mode, default backend
             try:
-                rows[f"VolSeg {short} --mode {mode} (as shipped)"] = volseg(bundle, {}, None, mode)
+                rows[f"VolSeg {short} --mode {mode} (as shipped)"] = shipped = volseg(bundle, {}, None, mode)
+                if "int8" in shipped.segmenter.precision:  # the same settings in float32, for the int8 speed-up
+                    rows[f"VolSeg {short} --mode {mode} --no-int8 (float32 OpenVINO)"] = volseg(bundle, {}, None, mode, int8=False)
             except FileNotFoundError as err:
                 print(f"skipping {bundle} --mode {mode}: {err}")
         if args.modes_only:
@@ -161,8 +164,8 @@ def main() -> None:
         rows[f"VolSeg {short} sliding window overlap 0.5, torch (unoptimised)"] = volseg(bundle, {"infer_mode": "sliding_window", "overlap": 0.5}, "torch")
         rows[f"VolSeg {short} whole crop, torch"] = volseg(bundle, {"infer_mode": "whole_volume"}, "torch")
         if openvino_available():
-            rows[f"VolSeg {short} sliding window overlap 0.5, openvino"] = volseg(bundle, {"infer_mode": "sliding_window", "overlap": 0.5}, "openvino")
-            rows[f"VolSeg {short} whole crop, openvino"] = volseg(bundle, {"infer_mode": "whole_volume"}, "openvino")
+            rows[f"VolSeg {short} sliding window overlap 0.5, openvino"] = volseg(bundle, {"infer_mode": "sliding_window", "overlap": 0.5}, "openvino", int8=False)
+            rows[f"VolSeg {short} whole crop, openvino"] = volseg(bundle, {"infer_mode": "whole_volume"}, "openvino", int8=False)
     images = list(case.images)
     gflop = {name: network_gflop(fn, images) if not (hasattr(fn, "segmenter") and fn.segmenter.backend == "openvino") else float("nan")
              for name, fn in rows.items() if "openvino" not in name}

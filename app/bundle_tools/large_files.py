@@ -33,9 +33,10 @@ __all__ = ["FILE_NAME", "HASH_TYPE", "large_files_text", "sha256", "stale_entrie
 
 FILE_NAME = "large_files.yml"
 HASH_TYPE = "sha256"
-#: Files of ``models/`` that are listed: the weights (``model.pt``, the folds' ``fold<k>.pt``).
-#: Exports made from them (``model.ts``, ``.onnx``, OpenVINO) are generated and not shipped.
-WEIGHT_PATTERN = "models/*.pt"
+#: Files of ``models/`` that are listed: the weights (``model.pt``, the folds' ``fold<k>.pt``) and
+#: their int8 OpenVINO models (``<name>_int8.xml``/``.bin``, :mod:`app.inference.int8`). Other
+#: exports made from them (``model.ts``, ``.onnx``, float32 OpenVINO) are generated and not shipped.
+WEIGHT_PATTERNS = ("models/*.pt", "models/*_int8.xml", "models/*_int8.bin")
 
 
 def sha256(path: str | Path, chunk_bytes: int = 2**20) -> str:
@@ -48,8 +49,9 @@ def sha256(path: str | Path, chunk_bytes: int = 2**20) -> str:
 
 
 def weight_files(bundle_dir: str | Path) -> list[Path]:
-    """The weight files of a bundle (``models/*.pt``, hidden temporaries excluded), sorted."""
-    return sorted(p for p in Path(bundle_dir).glob(WEIGHT_PATTERN) if p.is_file() and not p.name.startswith("."))
+    """The weight files of a bundle (:data:`WEIGHT_PATTERNS`, hidden temporaries excluded), sorted."""
+    found = {p for pattern in WEIGHT_PATTERNS for p in Path(bundle_dir).glob(pattern)}
+    return sorted(p for p in found if p.is_file() and not p.name.startswith("."))
 
 
 def large_files_text(bundle_dir: str | Path) -> str:

@@ -149,26 +149,34 @@ class OpenVINONetwork(torch.nn.Module):
             CPU with AVX-512 BF16 OpenVINO would otherwise run in bf16 and give labels that differ
             by a few hundred voxels per case from the same model on another CPU. The precision
             used is in ``self.precision`` (and in the run record).
+        ir: an int8 IR made from these weights (:func:`app.inference.int8.find_int8_ir`) to run
+            instead of converting ``network``; ``self.precision`` is then ``"int8"``.
 
     Raises:
         ImportError: OpenVINO is not installed.
     """
 
-    def __init__(self, network: torch.nn.Module, in_channels: int, cache_dir: str | Path | None = None, precision: str = "f32") -> None:
+    def __init__(self, network: torch.nn.Module | None, in_channels: int, cache_dir: str | Path | None = None, precision: str = "f32",
+                 ir: str | Path | None = None) -> None:
         super().__init__()
         import openvino as ov
 
         root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        key = f"{network_key(network, in_channels)}-{IR_REVISION}-ov{ov.__version__.split('-')[0]}"
-        xml = root / "openvino" / key / "model.xml"
-        if not xml.is_file():
-            logger.info("converting the network to OpenVINO once (cached in %s)", xml.parent)
-            export_network(network, "openvino", xml, in_channels)
+        if ir is not None:
+            xml = Path(ir)
+        else:
+            if network is None:
+                raise ValueError("OpenVINONetwork needs a network or an IR")
+            key = f"{network_key(network, in_channels)}-{IR_REVISION}-ov{ov.__version__.split('-')[0]}"
+            xml = root / "openvino" / key / "model.xml"
+            if not xml.is_file():
+                logger.info("converting the network to OpenVINO once (cached in %s)", xml.parent)
+                export_network(network, "openvino", xml, in_channels)
         core = ov.Core()
         config = {"CACHE_DIR": str(root / "openvino" / "kernels"), "ENABLE_CPU_PINNING": False, "INFERENCE_PRECISION_HINT": precision}
         self.compiled = core.compile_model(str(xml), "CPU", config)
         hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
-        self.precision = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)  # "f32", "bf16"
+        self.precision = "int8" if ir is not None else (hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint))  # "f32", "bf16"
         self.xml = xml
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

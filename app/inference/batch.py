@@ -45,6 +45,7 @@ class SegmentSettings:
     dicom_seg: bool = False
     uncertainty: bool = False
     sequences: tuple[str, ...] | None = None
+    int8: bool | None = None
 
 
 @dataclass
@@ -291,7 +292,8 @@ def merge_results(plan: BatchPlan, computed: dict[int, CaseResult]) -> list[Case
 
 def make_segmenter(settings: SegmentSettings, device: str | None = None) -> Segmenter:
     """The :class:`Segmenter` of ``settings`` (on ``device`` where given, e.g. a rank's GPU)."""
-    return Segmenter(settings.bundle, device=device or settings.device, backend=settings.backend, mode=settings.mode, uncertainty=settings.uncertainty)
+    return Segmenter(settings.bundle, device=device or settings.device, backend=settings.backend, mode=settings.mode, uncertainty=settings.uncertainty,
+                     int8=settings.int8)
 
 
 def run_batch(plan: BatchPlan, settings: SegmentSettings, info: dict[str, Any], progress: Callable[[Any], Any] | None = None) -> list[CaseResult]:

@@ -14,6 +14,7 @@ from app.constants import MODALITIES
 from app.data.cases import case_id_from_path, find_case  # case_id_from_path: re-exported by app.inference
 from app.data.verify import InputError, check_case_images
 from app.inference.backends import OpenVINONetwork, resolve_backend
+from app.inference.int8 import find_int8_ir
 from app.inference.ensemble import MODES, MirrorEnsemble, ensemble_members
 
 logger = logging.getLogger(__name__)
@@ -152,6 +153,10 @@ class Segmenter:
         uncertainty: also compute the whole-tumour uncertainty map and case quality score
             (:mod:`app.inference.uncertainty`); in fast mode the model then runs over the
             mirrorings of the bundle's ``uncertainty_mirror_axes``.
+        int8: on the OpenVINO backend, run each checkpoint's int8 model where the bundle has one
+            made from exactly those weights (:mod:`app.inference.int8`; others run in float32);
+            None takes the bundle's ``openvino_int8`` (false where it has none). ``self.precision``
+            says what ran: ``"int8"``, ``"f32"``, ``"bf16"`` or ``"int8+f32"`` (a mix).
 
     Raises:
         FileNotFoundError: the bundle or its weights are missing.
@@ -160,7 +165,7 @@ class Segmenter:
     """
 
     def __init__(self, bundle: str | Path = "brats_unet3d", device: str | None = None, ckpt_path: str | Path | None = None, overrides: dict | None = None,
-                 backend: str | None = None, mode: str | None = None, uncertainty: bool = False) -> None:
+                 backend: str | None = None, mode: str | None = None, uncertainty: bool = False, int8: bool | None = None) -> None:
         from monai.bundle import ConfigParser
 
         from app.bundles import config_files
@@ -199,6 +204,7 @@ class Segmenter:
         self.channels = tuple(MODALITIES) if self.in_channels == len(MODALITIES) else tuple(f"channel{i}" for i in range(self.in_channels))
         self.regions = tuple(parser.get("regions", ()))
         self.backend = resolve_backend(backend or parser.get("inference_backend", "torch"), self.device)
+        self.int8 = bool(parser.get("openvino_int8", False)) if int8 is None else bool(int8)
         self.network = self._build_network(parser)
         self.preprocessing = parser.get_parsed_content("preprocessing")
         self.inferer = parser.get_parsed_content("inferer")
@@ -208,13 +214,16 @@ class Segmenter:
     def _build_network(self, parser) -> Any:
         """``fast``: the network with ``ckpt_path``; ``accurate``: a :class:`MirrorEnsemble` of
         ``ensemble_ckpt_paths`` over the mirrorings of ``mirror_axes``. On the OpenVINO backend
-        each member runs through OpenVINO."""
+        each member runs through OpenVINO (its int8 model where ``self.int8`` and one exists)."""
         network = parser.get_parsed_content("network")
         paths = parser.get_parsed_content("ensemble_ckpt_paths") if self.mode == "accurate" else [parser.get_parsed_content("ckpt_path")]
         members = ensemble_members(network, paths, self.device)
         if self.backend == "openvino":
-            members = [OpenVINONetwork(m, self.in_channels) for m in members]
-        self.precision = members[0].precision if self.backend == "openvino" else "f32"
+            irs = [find_int8_ir(p) if self.int8 else None for p in paths]
+            if self.int8 and None in irs:
+                logger.info("no int8 model made from %s: running it in float32", ", ".join(str(p) for p, ir in zip(paths, irs) if ir is None))
+            members = [OpenVINONetwork(m, self.in_channels, ir=ir) for m, ir in zip(members, irs)]
+        self.precision = "+".join(dict.fromkeys(m.precision for m in members)) if self.backend == "openvino" else "f32"
         if self.mode == "fast":
             axes = parser.get_parsed_content("uncertainty_mirror_axes") if self.uncertainty and "uncertainty_mirror_axes" in parser else []
             return MirrorEnsemble(members, axes, int(parser.get("ensemble_max_batch", 8))) if axes else members[0]
