@@ -13,6 +13,15 @@ two at 0.5, then the chosen triple is scored per case.
 
     python benchmarks/cv_thresholds.py --weights bundles/brats_unet3d/models --out runs/cv_thr
     python benchmarks/cv_thresholds.py --out runs/cv_thr             # sweep again, no inference
+
+With ``--mix OTHER``, step 2 instead scores, at the 0.5 thresholds, the weighted average of these
+probabilities and those stored in ``OTHER`` (another network's fold models, e.g. brats_deeplab3d:
+each case still seen only by models that never trained on it), for each of ``--mix-weights``
+(the share of ``OTHER``; 0 is this network alone, 1 the other alone): a two-network ensemble
+scored by cross-validation.
+
+    python benchmarks/cv_thresholds.py --bundle brats_deeplab3d --weights runs/cv_dl/weights --out runs/cv_thr_dl --subsets t1+t1ce+t2+flair
+    python benchmarks/cv_thresholds.py --out runs/cv_thr --mix runs/cv_thr_dl --subsets t1+t1ce+t2+flair
 """
 
 from __future__ import annotations
@@ -42,7 +51,7 @@ def save_probabilities(bundle: str, manifest: Path, weights: Path, out: Path, su
     items = load_datalist(manifest, "training", data_dir)
     fold_of = {it["case_id"]: it["fold"] for it in content["training"]}
     for fold in range(int(content["numFolds"])):
-        seg = Segmenter(bundle, ckpt_path=fold_checkpoint(weights, fold), mode="fast")
+        seg = Segmenter(bundle, ckpt_path=fold_checkpoint(weights, fold), mode="fast", int8=False)
         for item in (it for it in items if fold_of[it["case_id"]] == fold):
             for subset in subsets:
                 keep = SUBSETS[subset]
@@ -79,6 +88,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--subsets", nargs="+", default=list(SUBSETS))
     parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--mix", type=Path, default=None, help="stored probabilities of another network's CV to average with")
+    parser.add_argument("--mix-weights", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0], help="shares of --mix")
     args = parser.parse_args()
     data_dir = Path(args.data_dir or default_brats_dir())
     if args.weights is not None:
@@ -95,11 +106,16 @@ def main() -> None:
         for f in files:
             z = np.load(f)
             ref = np.asarray(nib.load(data_dir / f.stem / f"{f.stem}_seg.nii.gz").dataobj)
-            cases.append((f.stem, int(z["fold"]), z["prob"].astype(np.float32) / 255, z["affine"], ref))
+            prob = z["prob"].astype(np.float32) / 255
+            if args.mix is not None:
+                other = np.load(args.mix / subset / f.name)
+                assert int(other["fold"]) == int(z["fold"]), f"{f.stem}: fold {int(z['fold'])} here, {int(other['fold'])} in {args.mix}"
+                prob = np.stack([prob, other["prob"].astype(np.float32) / 255])
+            cases.append((f.stem, int(z["fold"]), prob, z["affine"], ref))
 
-        def score(thr: dict[str, float]) -> list[dict[str, float]]:
+        def score(thr: dict[str, float], items: list | None = None) -> list[dict[str, float]]:
             rows = []
-            for _, _, prob, affine, ref in cases:
+            for _, _, prob, affine, ref in items if items is not None else cases:
                 t = torch.tensor([thr[r] for r in REGIONS]).view(3, 1, 1, 1)
                 data = {"pred": MetaTensor((torch.from_numpy(prob) >= t - 1e-6).float(), affine=torch.as_tensor(affine))}
                 for transform in after:
@@ -109,6 +125,16 @@ def main() -> None:
             return rows
 
         table = {}
+        if args.mix is not None:
+            for w in args.mix_weights:
+                mixed = [(c, k, (1 - w) * p[0] + w * p[1], a, r) for c, k, p, a, r in cases]
+                rows = score({"TC": 0.5, "WT": 0.5, "ET": 0.5}, mixed)
+                table[f"mix {w}"] = {r: round(float(np.mean([x[r] for x in rows])), 4) for r in regions}
+                table[f"mix {w} cases"] = {c[0]: {r: round(x[r], 4) for r in regions} for c, x in zip(cases, rows)}
+                print(f"| {subset} | share of {args.mix.name} {w} | " + " | ".join(f"{table[f'mix {w}'][r]:.3f}" for r in ("WT", "TC", "ET")) + " |",
+                      flush=True)
+            results[subset] = table
+            continue
         for region in ("WT", "TC", "ET"):
             for c in CANDIDATES:
                 thr = {"TC": 0.5, "WT": 0.5, "ET": 0.5, region: c}
@@ -116,7 +142,7 @@ def main() -> None:
                 table[f"{region} {c}"] = {r: round(float(np.mean([x[r] for x in rows])), 4) for r in regions}
                 print(f"| {subset} | {region} >= {c} | " + " | ".join(f"{table[f'{region} {c}'][r]:.3f}" for r in ("WT", "TC", "ET")) + " |", flush=True)
         results[subset] = table
-    (args.out / "thresholds.json").write_text(json.dumps(results, indent=1) + "\n")
+    (args.out / ("mix.json" if args.mix is not None else "thresholds.json")).write_text(json.dumps(results, indent=1) + "\n")
 
 
 if __name__ == "__main__":
