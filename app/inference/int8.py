@@ -15,6 +15,7 @@ Making one needs ``pip install "volseg[quantize]"`` (NNCF); running one needs on
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -32,9 +33,11 @@ INT8_SUFFIX = "_int8"
 
 def file_sha256(path: str | Path) -> str:
     """Hex SHA-256 of a file's bytes (the hash ``large_files.yml`` lists)."""
-    from app.bundle_tools.large_files import sha256
-
-    return sha256(path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def int8_paths(ckpt_path: str | Path) -> tuple[Path, Path]:
