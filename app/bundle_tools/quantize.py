@@ -57,8 +57,7 @@ def quantize_bundle(bundle: str | Path, weights_dir: str | Path | None = None, m
 
     seg = Segmenter(bundle, device="cpu", backend="torch")
     weights = Path(weights_dir) if weights_dir is not None else Path(seg.parser["bundle_root"]) / "models"
-    ckpts = sorted(weights.glob("fold*.pt"), key=lambda p: p.name) + sorted(weights.glob("model.pt"))
-    ckpts = [p for p in ckpts if FOLD_PATTERN.match(p.name) or p.name == "model.pt"]
+    ckpts = [p for p in sorted(weights.glob("*.pt")) if FOLD_PATTERN.match(p.name) or p.name == "model.pt"]  # folds first: model.pt may copy one
     if not ckpts:
         raise FileNotFoundError(f"no fold<k>.pt or model.pt in '{weights}'")
     cases = json.loads(Path(manifest or manifest_path("brats2018_cv5")).read_text())["training"]

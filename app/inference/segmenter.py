@@ -217,17 +217,28 @@ class Segmenter:
         each member runs through OpenVINO (its int8 model where ``self.int8`` and one exists)."""
         network = parser.get_parsed_content("network")
         paths = parser.get_parsed_content("ensemble_ckpt_paths") if self.mode == "accurate" else [parser.get_parsed_content("ckpt_path")]
-        members = ensemble_members(network, paths, self.device)
         if self.backend == "openvino":
-            irs = [find_int8_ir(p) if self.int8 else None for p in paths]
-            if self.int8 and None in irs:
-                logger.info("no int8 model made from %s: running it in float32", ", ".join(str(p) for p, ir in zip(paths, irs) if ir is None))
-            members = [OpenVINONetwork(m, self.in_channels, ir=ir) for m, ir in zip(members, irs)]
+            members = [self._openvino_member(network, path) for path in paths]
+        else:
+            members = ensemble_members(network, paths, self.device)
         self.precision = "+".join(dict.fromkeys(m.precision for m in members)) if self.backend == "openvino" else "f32"
         if self.mode == "fast":
             axes = parser.get_parsed_content("uncertainty_mirror_axes") if self.uncertainty and "uncertainty_mirror_axes" in parser else []
             return MirrorEnsemble(members, axes, int(parser.get("ensemble_max_batch", 8))) if axes else members[0]
         return MirrorEnsemble(members, parser.get_parsed_content("mirror_axes"), int(parser.get("ensemble_max_batch", 8)))
+
+    def _openvino_member(self, network: Any, path: str | Path) -> OpenVINONetwork:
+        """One checkpoint on OpenVINO: its int8 model where ``self.int8`` and one was made from
+        exactly these weights and it compiles; else the float32 conversion of the weights."""
+        ir = find_int8_ir(path) if self.int8 else None
+        if ir is not None:
+            try:
+                return OpenVINONetwork(None, self.in_channels, ir=ir)
+            except RuntimeError as err:  # e.g. an IR this OpenVINO version cannot read
+                logger.warning("cannot run the int8 model %s (%s): running %s in float32", ir, err, path)
+        elif self.int8:
+            logger.info("no int8 model made from %s: running it in float32", path)
+        return OpenVINONetwork(ensemble_members(network, [path], self.device)[0], self.in_channels)
 
     def load(self, images: Sequence[str | Path]) -> dict:
         """Check and preprocess one case (reading, RAS, spacing, crop, z-score): the CPU-side half

@@ -146,3 +146,12 @@ def test_shipped_int8_model_agrees_with_float32_on_an_unseen_real_case():
     assert min(agreement["WT_dice"], agreement["TC_dice"], agreement["ET_dice"]) > 0.95, agreement
     truth = np.asarray(nib.load(SHARED_BRATS / case_id / f"{case_id}_seg.nii.gz").dataobj).astype(np.uint8)
     assert case_metrics(label, truth)["WT_dice"] > 0.70
+
+
+def test_an_int8_model_that_does_not_compile_falls_back_to_float32(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    ckpt = tmp_path / "fold0.pt"
+    shutil.copy(MODELS / "fold0.pt", ckpt)
+    _fake_int8(ckpt, file_sha256(ckpt))  # matches the weights, but is no readable IR
+    seg = Segmenter("brats_unet3d", device="cpu", backend="openvino", int8=True, ckpt_path=ckpt)
+    assert seg.precision == "f32"
+    assert "cannot run the int8 model" in caplog.text and "fold0_int8.xml" in caplog.text
