@@ -64,12 +64,13 @@ def test_allowed_subsets_and_bad_arguments():
 
 
 def test_repeated_subsets_are_drawn_more_often():
-    """train.yaml's weighting: FLAIR + T1ce listed 5 times in 22 entries is drawn about 5/22 of drops."""
+    """train.yaml's weighting: FLAIR + T1ce listed 5 times and no T2 6 times in 25 entries are drawn about 5/25 and 6/25 of drops."""
     from app.bundle_config import bundle_settings
 
     subsets = [tuple(s) for s in bundle_settings("brats_unet3d", ["modality_dropout_subsets"], overlay="train")["modality_dropout_subsets"]]
-    assert len(subsets) == 22 and subsets.count((1, 3)) == 5 and set(subsets) == set(channel_subsets(4))
+    assert len(subsets) == 25 and subsets.count((1, 3)) == 5 and subsets.count((0, 1, 3)) == 6 and set(subsets) == set(channel_subsets(4))
     t = RandModalityDropoutd("image", prob=1.0, allowed=subsets)
     t.set_random_state(0)
-    kept = [tuple(int(c) for c in torch.nonzero(t({"image": _image()})["image"].flatten(1).abs().sum(1)).flatten()) for _ in range(440)]
-    assert 60 < kept.count((1, 3)) < 140  # expected 100; uniform over 14 would give about 31
+    kept = [tuple(int(c) for c in torch.nonzero(t({"image": _image()})["image"].flatten(1).abs().sum(1)).flatten()) for _ in range(500)]
+    assert 60 < kept.count((1, 3)) < 140  # expected 100; uniform over 14 would give about 36
+    assert 80 < kept.count((0, 1, 3)) < 160  # expected 120
