@@ -30,7 +30,7 @@ FOLD_PATTERN = re.compile(r"^fold(\d+)\.pt$")
 
 def quantize_bundle(bundle: str | Path, weights_dir: str | Path | None = None, manifest: str | Path | None = None,
                     data_dir: str | Path | None = None, per_case: int = 3, force: bool = False,
-                    fast_bias_correction: bool = True) -> list[Path]:
+                    fast_bias_correction: bool = True, keep_subsets: Sequence[Sequence[int]] = ()) -> list[Path]:
     """Write ``<name>_int8.xml`` beside each checkpoint of ``weights_dir`` that lacks an up-to-date one.
 
     Args:
@@ -42,6 +42,9 @@ def quantize_bundle(bundle: str | Path, weights_dir: str | Path | None = None, m
         per_case: calibration windows per case.
         force: remake int8 models that are up to date.
         fast_bias_correction: NNCF's fast bias correction, or (False) its full one.
+        keep_subsets: input-channel subsets whose zero-filled copies of each window are added to
+            the calibration set (:func:`app.inference.int8.calibration_windows`), e.g.
+            ``[[1, 3], [0, 1, 3]]`` for BraTS cases with only T1ce + FLAIR or without T2.
 
     Returns:
         The ``.xml`` paths written.
@@ -73,7 +76,7 @@ def quantize_bundle(bundle: str | Path, weights_dir: str | Path | None = None, m
                     raise FileNotFoundError(f"calibration case '{case['case_id']}': '{image}' not found (--data-dir?)")
             volume = seg.preprocessing({"image": [str(p) for p in images]})["image"].numpy()
             seed = sum(map(ord, case["case_id"]))
-            cache[case["case_id"]] = calibration_windows([volume], roi_size, per_case, seed=seed)
+            cache[case["case_id"]] = calibration_windows([volume], roi_size, per_case, seed=seed, keep_subsets=keep_subsets)
         return cache[case["case_id"]]
 
     written = []
@@ -85,6 +88,8 @@ def quantize_bundle(bundle: str | Path, weights_dir: str | Path | None = None, m
         chosen = [c for c in cases if match is None or int(c["fold"]) != int(match.group(1))]
         windows = [w for c in chosen for w in windows_of(c)]
         info = {"cases": [c["case_id"] for c in chosen], "per_case": per_case, "roi_size": list(roi_size)}
+        if keep_subsets:
+            info["keep_subsets"] = [[int(c) for c in subset] for subset in keep_subsets]
         written.append(quantize_checkpoint(seg.network, ckpt, windows, seg.in_channels, info, fast_bias_correction))
         logger.info("%s: wrote %s (%d windows of %d cases)", ckpt, written[-1], len(windows), len(chosen))
     return written
@@ -99,9 +104,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--per-case", type=int, default=3, help="calibration windows per case")
     parser.add_argument("--force", action="store_true", help="remake int8 models that are up to date")
     parser.add_argument("--full-bias-correction", action="store_true", help="NNCF's full bias correction instead of the fast one")
+    parser.add_argument("--keep-subsets", nargs="+", default=[], metavar="C,C",
+                        help="also calibrate on each window with only these input channels kept (the rest zeroed, as a "
+                             "missing sequence is fed), e.g. 1,3 0,1,3 for BraTS T1ce + FLAIR and no T2")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    written = quantize_bundle(args.bundle, args.weights, args.manifest, args.data_dir, args.per_case, args.force, not args.full_bias_correction)
+    keep = [[int(c) for c in s.split(",")] for s in args.keep_subsets]
+    written = quantize_bundle(args.bundle, args.weights, args.manifest, args.data_dir, args.per_case, args.force, not args.full_bias_correction, keep)
     sys.stdout.write("".join(f"written: {p}\n" for p in written) or "all int8 models up to date\n")
     return 0
 

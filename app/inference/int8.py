@@ -73,7 +73,7 @@ def find_int8_ir(ckpt_path: str | Path) -> Path | None:
 
 
 def calibration_windows(volumes: Iterable[np.ndarray], roi_size: Sequence[int] = (96, 96, 96), per_volume: int = 3,
-                        seed: int = 0) -> list[np.ndarray]:
+                        seed: int = 0, keep_subsets: Sequence[Sequence[int]] = ()) -> list[np.ndarray]:
     """Random ``roi_size`` windows of preprocessed volumes, as a sliding window would see them.
 
     Args:
@@ -82,18 +82,33 @@ def calibration_windows(volumes: Iterable[np.ndarray], roi_size: Sequence[int] =
         roi_size: window size in voxels; volumes smaller than it are zero-padded at the end.
         per_volume: windows drawn per volume, uniformly over the positions inside it.
         seed: random seed.
+        keep_subsets: channel subsets (e.g. ``[[1, 3]]``: T1ce + FLAIR of a BraTS input); each
+            window is also added once per subset with the other channels zeroed, as a case with
+            missing sequences reaches the network (zero-filled channels), so that the int8
+            activation ranges cover those inputs too.
 
     Returns:
-        ``(1, C, *roi_size)`` float32 arrays.
+        ``(1, C, *roi_size)`` float32 arrays: ``per_volume * (1 + len(keep_subsets))`` per volume.
+
+    Raises:
+        ValueError: a subset names a channel the volumes do not have, or keeps none.
     """
     rng = np.random.default_rng(seed)
+    subsets = [[int(c) for c in subset] for subset in keep_subsets]
     windows = []
     for volume in volumes:
+        for subset in subsets:
+            if not subset or any(not 0 <= c < volume.shape[0] for c in subset):
+                raise ValueError(f"calibration subset {subset}: channels must be a non-empty subset of 0..{volume.shape[0] - 1}")
         for _ in range(per_volume):
             start = [int(rng.integers(0, max(0, volume.shape[i + 1] - roi_size[i]) + 1)) for i in range(3)]
             window = volume[:, start[0]:start[0] + roi_size[0], start[1]:start[1] + roi_size[1], start[2]:start[2] + roi_size[2]]
-            window = np.pad(window, [(0, 0)] + [(0, roi_size[i] - window.shape[i + 1]) for i in range(3)])
-            windows.append(np.ascontiguousarray(window[None], dtype=np.float32))
+            window = np.ascontiguousarray(np.pad(window, [(0, 0)] + [(0, roi_size[i] - window.shape[i + 1]) for i in range(3)])[None], dtype=np.float32)
+            windows.append(window)
+            for subset in subsets:
+                kept = np.zeros_like(window)
+                kept[:, subset] = window[:, subset]
+                windows.append(kept)
     return windows
 
 

@@ -34,6 +34,22 @@ def test_calibration_windows_have_the_roi_size_and_pad_small_volumes():
     assert all(np.array_equal(a, b) for a, b in zip(windows, again))
 
 
+def test_calibration_windows_add_zero_filled_copies_for_missing_sequences():
+    volume = np.random.default_rng(0).normal(size=(4, 40, 40, 40)).astype(np.float32) + 10  # no zero voxel
+    plain = calibration_windows([volume], roi_size=(32, 32, 32), per_volume=2, seed=3)
+    windows = calibration_windows([volume], roi_size=(32, 32, 32), per_volume=2, seed=3, keep_subsets=[[1, 3], [0, 1, 3]])
+    assert len(windows) == 6
+    # the same windows as without subsets, each followed by its T1ce + FLAIR and no-T2 copies
+    assert np.array_equal(windows[0], plain[0]) and np.array_equal(windows[3], plain[1])
+    for full, kept, channels in [(windows[0], windows[1], [1, 3]), (windows[0], windows[2], [0, 1, 3]), (windows[3], windows[4], [1, 3])]:
+        dropped = [c for c in range(4) if c not in channels]
+        assert np.array_equal(kept[0, channels], full[0, channels]) and not kept[0, dropped].any()
+    with pytest.raises(ValueError, match="subset"):
+        calibration_windows([volume], roi_size=(32, 32, 32), keep_subsets=[[1, 4]])
+    with pytest.raises(ValueError, match="subset"):
+        calibration_windows([volume], roi_size=(32, 32, 32), keep_subsets=[[]])
+
+
 def _fake_int8(ckpt: Path, sha: str) -> Path:
     xml, record = int8_paths(ckpt)
     xml.write_text("<net/>")
