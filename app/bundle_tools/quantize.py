@@ -30,7 +30,8 @@ FOLD_PATTERN = re.compile(r"^fold(\d+)\.pt$")
 
 def quantize_bundle(bundle: str | Path, weights_dir: str | Path | None = None, manifest: str | Path | None = None,
                     data_dir: str | Path | None = None, per_case: int = 3, force: bool = False,
-                    fast_bias_correction: bool = True, keep_subsets: Sequence[Sequence[int]] = ()) -> list[Path]:
+                    fast_bias_correction: bool = True, keep_subsets: Sequence[Sequence[int]] = (),
+                    float_layers: Sequence[str] = ()) -> list[Path]:
     """Write ``<name>_int8.xml`` beside each checkpoint of ``weights_dir`` that lacks an up-to-date one.
 
     Args:
@@ -45,6 +46,8 @@ def quantize_bundle(bundle: str | Path, weights_dir: str | Path | None = None, m
         keep_subsets: input-channel subsets whose zero-filled copies of each window are added to
             the calibration set (:func:`app.inference.int8.calibration_windows`), e.g.
             ``[[1, 3], [0, 1, 3]]`` for BraTS cases with only T1ce + FLAIR or without T2.
+        float_layers: regular expressions of layer names kept in float32
+            (:func:`app.inference.int8.quantize_checkpoint`).
 
     Returns:
         The ``.xml`` paths written.
@@ -90,7 +93,7 @@ def quantize_bundle(bundle: str | Path, weights_dir: str | Path | None = None, m
         info = {"cases": [c["case_id"] for c in chosen], "per_case": per_case, "roi_size": list(roi_size)}
         if keep_subsets:
             info["keep_subsets"] = [[int(c) for c in subset] for subset in keep_subsets]
-        written.append(quantize_checkpoint(seg.network, ckpt, windows, seg.in_channels, info, fast_bias_correction))
+        written.append(quantize_checkpoint(seg.network, ckpt, windows, seg.in_channels, info, fast_bias_correction, float_layers))
         logger.info("%s: wrote %s (%d windows of %d cases)", ckpt, written[-1], len(windows), len(chosen))
     return written
 
@@ -107,10 +110,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keep-subsets", nargs="+", default=[], metavar="C,C",
                         help="also calibrate on each window with only these input channels kept (the rest zeroed, as a "
                              "missing sequence is fed), e.g. 1,3 0,1,3 for BraTS T1ce + FLAIR and no T2")
+    parser.add_argument("--float-layers", nargs="+", default=[], metavar="REGEX",
+                        help="OpenVINO layer names (regular expressions) to keep in float32")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     keep = [[int(c) for c in s.split(",")] for s in args.keep_subsets]
-    written = quantize_bundle(args.bundle, args.weights, args.manifest, args.data_dir, args.per_case, args.force, not args.full_bias_correction, keep)
+    written = quantize_bundle(args.bundle, args.weights, args.manifest, args.data_dir, args.per_case, args.force, not args.full_bias_correction, keep,
+                              args.float_layers)
     sys.stdout.write("".join(f"written: {p}\n" for p in written) or "all int8 models up to date\n")
     return 0
 

@@ -113,7 +113,8 @@ def calibration_windows(volumes: Iterable[np.ndarray], roi_size: Sequence[int] =
 
 
 def quantize_checkpoint(network: torch.nn.Module, ckpt_path: str | Path, windows: Sequence[np.ndarray], in_channels: int,
-                        calibration: dict | None = None, fast_bias_correction: bool = True) -> Path:
+                        calibration: dict | None = None, fast_bias_correction: bool = True,
+                        float_layers: Sequence[str] = ()) -> Path:
     """Make the int8 IR of a checkpoint with NNCF post-training quantization.
 
     Args:
@@ -124,6 +125,9 @@ def quantize_checkpoint(network: torch.nn.Module, ckpt_path: str | Path, windows
         in_channels: input channels ``C``.
         calibration: what the windows were (cases, counts), stored in the record.
         fast_bias_correction: NNCF's fast bias correction (True) or its full, slower one.
+        float_layers: regular expressions of OpenVINO layer names to leave in float32 (NNCF
+            ``IgnoredScope(patterns=...)``), e.g. the first and last convolutions, which are
+            often the most sensitive to quantization.
 
     Returns:
         The ``<name>_int8.xml`` path. The ``.bin`` and the ``.json`` record (source checkpoint
@@ -150,8 +154,9 @@ def quantize_checkpoint(network: torch.nn.Module, ckpt_path: str | Path, windows
     with tempfile.TemporaryDirectory(dir=xml.parent, prefix=f".{xml.stem}.tmp") as tmp:
         f32_xml = export_network(net, "openvino", Path(tmp) / "f32.xml", in_channels)
         model = ov.Core().read_model(str(f32_xml))
+        ignored = nncf.IgnoredScope(patterns=list(float_layers), validate=False) if float_layers else None
         quantized = nncf.quantize(model, nncf.Dataset(list(windows)), subset_size=len(windows), preset=nncf.QuantizationPreset.MIXED,
-                                  fast_bias_correction=fast_bias_correction)
+                                  fast_bias_correction=fast_bias_correction, **({"ignored_scope": ignored} if ignored else {}))
         staged = Path(tmp) / xml.name
         ov.save_model(quantized, str(staged), compress_to_fp16=False)
         os.replace(staged.with_suffix(".bin"), xml.with_suffix(".bin"))
@@ -159,6 +164,8 @@ def quantize_checkpoint(network: torch.nn.Module, ckpt_path: str | Path, windows
         info = {"source": ckpt_path.name, "source_sha256": file_sha256(ckpt_path), "method": "nncf.quantize (post-training, preset mixed, "
                 f"{'fast' if fast_bias_correction else 'full'} bias correction)",
                 "nncf": nncf.__version__, "openvino": ov.__version__.split("-")[0], "calibration": {"windows": len(windows), **(calibration or {})}}
+        if float_layers:
+            info["float_layers"] = list(float_layers)
         staged_record = Path(tmp) / record.name
         staged_record.write_text(json.dumps(info, indent=2) + "\n")
         os.replace(staged_record, record)

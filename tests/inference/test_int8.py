@@ -104,6 +104,23 @@ def test_quantize_checkpoint_writes_an_int8_ir_that_tracks_the_float_network(tmp
     assert np.corrcoef(out.flatten().numpy(), ref.flatten().numpy())[0, 1] > 0.98
 
 
+def test_quantize_checkpoint_keeps_float_layers_unquantized(tmp_path: Path):
+    pytest.importorskip("nncf")
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    windows = [rng.normal(size=(1, 2, 32, 32, 32)).astype(np.float32) for _ in range(2)]
+    counts = {}
+    for name, layers in [("all", ()), ("float_ends", (r".*module\.model\.0\.conv\.unit0\.conv/.*", r".*module\.model\.2\..*"))]:
+        folder = tmp_path / name
+        folder.mkdir()
+        torch.save(create_network("unet3d", in_channels=2, out_channels=3, channels=[8, 16, 32, 64, 128]).state_dict(), folder / "fold0.pt")
+        xml = quantize_checkpoint(create_network("unet3d", in_channels=2, out_channels=3, channels=[8, 16, 32, 64, 128]), folder / "fold0.pt",
+                                  windows, 2, float_layers=layers)
+        counts[name] = sum(op.get_type_name() == "FakeQuantize" for op in ov.Core().read_model(str(xml)).get_ops())
+        assert json.loads((folder / "fold0_int8.json").read_text()).get("float_layers", []) == list(layers)
+    assert 0 < counts["float_ends"] < counts["all"]
+
+
 def test_quantize_checkpoint_needs_windows(tmp_path: Path):
     pytest.importorskip("nncf")
     with pytest.raises(ValueError, match="at least one input window"):
