@@ -30,7 +30,7 @@ FOLD_PATTERN = re.compile(r"^fold(\d+)\.pt$")
 
 def quantize_bundle(bundle: str | Path, weights_dir: str | Path | None = None, manifest: str | Path | None = None,
                     data_dir: str | Path | None = None, per_case: int = 3, force: bool = False,
-                    fast_bias_correction: bool = True, keep_subsets: Sequence[Sequence[int]] = (),
+                    fast_bias_correction: bool = True, keep_subsets: Sequence[Sequence[int]] | None = None,
                     float_layers: Sequence[str] = ()) -> list[Path]:
     """Write ``<name>_int8.xml`` beside each checkpoint of ``weights_dir`` that lacks an up-to-date one.
 
@@ -45,7 +45,9 @@ def quantize_bundle(bundle: str | Path, weights_dir: str | Path | None = None, m
         fast_bias_correction: NNCF's fast bias correction, or (False) its full one.
         keep_subsets: input-channel subsets whose zero-filled copies of each window are added to
             the calibration set (:func:`app.inference.int8.calibration_windows`), e.g.
-            ``[[1, 3], [0, 1, 3]]`` for BraTS cases with only T1ce + FLAIR or without T2.
+            ``[[1, 3], [0, 1, 3]]`` for BraTS cases with only T1ce + FLAIR or without T2. None: the
+            bundle's ``training#int8_keep_subsets`` in ``configs/metadata.json`` (what its shipped
+            int8 models were made with), or none where it has no such key.
         float_layers: regular expressions of layer names kept in float32
             (:func:`app.inference.int8.quantize_checkpoint`).
 
@@ -69,6 +71,8 @@ def quantize_bundle(bundle: str | Path, weights_dir: str | Path | None = None, m
     cases = json.loads(Path(manifest or manifest_path("brats2018_cv5")).read_text())["training"]
     data_root = Path(data_dir) if data_dir is not None else default_brats_dir()
     roi_size = tuple(seg.parser.get_parsed_content("roi_size"))
+    if keep_subsets is None:
+        keep_subsets = seg.parser.get("_meta_", {}).get("training", {}).get("int8_keep_subsets", [])
     cache: dict[str, list] = {}
 
     def windows_of(case: dict) -> list:
@@ -107,14 +111,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--per-case", type=int, default=3, help="calibration windows per case")
     parser.add_argument("--force", action="store_true", help="remake int8 models that are up to date")
     parser.add_argument("--full-bias-correction", action="store_true", help="NNCF's full bias correction instead of the fast one")
-    parser.add_argument("--keep-subsets", nargs="+", default=[], metavar="C,C",
+    parser.add_argument("--keep-subsets", nargs="+", default=None, metavar="C,C",
                         help="also calibrate on each window with only these input channels kept (the rest zeroed, as a "
-                             "missing sequence is fed), e.g. 1,3 0,1,3 for BraTS T1ce + FLAIR and no T2")
+                             "missing sequence is fed), e.g. 1,3 0,1,3 for BraTS T1ce + FLAIR and no T2 "
+                             "(default: the bundle's training#int8_keep_subsets in configs/metadata.json)")
     parser.add_argument("--float-layers", nargs="+", default=[], metavar="REGEX",
                         help="OpenVINO layer names (regular expressions) to keep in float32")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    keep = [[int(c) for c in s.split(",")] for s in args.keep_subsets]
+    keep = None if args.keep_subsets is None else [[int(c) for c in s.split(",")] for s in args.keep_subsets]
     written = quantize_bundle(args.bundle, args.weights, args.manifest, args.data_dir, args.per_case, args.force, not args.full_bias_correction, keep,
                               args.float_layers)
     sys.stdout.write("".join(f"written: {p}\n" for p in written) or "all int8 models up to date\n")

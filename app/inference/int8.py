@@ -156,7 +156,7 @@ def quantize_checkpoint(network: torch.nn.Module, ckpt_path: str | Path, windows
         model = ov.Core().read_model(str(f32_xml))
         ignored = nncf.IgnoredScope(patterns=list(float_layers), validate=False) if float_layers else None
         quantized = nncf.quantize(model, nncf.Dataset(list(windows)), subset_size=len(windows), preset=nncf.QuantizationPreset.MIXED,
-                                  fast_bias_correction=fast_bias_correction, **({"ignored_scope": ignored} if ignored else {}))
+                                  fast_bias_correction=fast_bias_correction, ignored_scope=ignored)
         staged = Path(tmp) / xml.name
         ov.save_model(quantized, str(staged), compress_to_fp16=False)
         os.replace(staged.with_suffix(".bin"), xml.with_suffix(".bin"))

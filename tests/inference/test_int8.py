@@ -130,6 +130,7 @@ def test_quantize_checkpoint_needs_windows(tmp_path: Path):
 def test_every_shipped_checkpoint_has_its_int8_model():
     """Replacing a weight file without re-running app.bundle_tools.quantize fails here (the
     old int8 model would be silently skipped at run time)."""
+    keep = json.loads((MODELS.parent / "configs" / "metadata.json").read_text())["training"].get("int8_keep_subsets", [])
     ckpts = sorted(MODELS.glob("*.pt"))
     assert [p.name for p in ckpts] == ["fold0.pt", "fold1.pt", "fold2.pt", "fold3.pt", "fold4.pt", "model.pt"]
     for ckpt in ckpts:
@@ -140,6 +141,8 @@ def test_every_shipped_checkpoint_has_its_int8_model():
             cv = json.loads((REPO_ROOT / "data_manifests" / "brats2018_cv5.json").read_text())
             held_out = {c["case_id"] for c in cv["training"] if c["fold"] == int(ckpt.stem[4:])}
             assert len(record["calibration"]["cases"]) == 12 and not held_out & set(record["calibration"]["cases"])
+        # made as `python -m app.bundle_tools.quantize bundles/brats_unet3d` makes them by default (the bundle's own subsets)
+        assert record["calibration"].get("keep_subsets", []) == keep and "float_layers" not in record
     assert sum(p.stat().st_size for p in MODELS.iterdir()) < 100e6
 
 
