@@ -34,12 +34,18 @@ def main() -> None:
     parser.add_argument("--backend", default=None)
     parser.add_argument("--int8", choices=["on", "off"], default=None,
                         help="run the fold models' int8 OpenVINO models (app.inference.int8) or not; default: the bundle's openvino_int8")
+    parser.add_argument("--set", dest="set_", action="append", default=[], metavar="KEY=VALUE",
+                        help="bundle config override, VALUE as JSON where it parses (repeat), e.g. --set 'roi_size=[128,128,128]'")
     parser.add_argument("--report-only", action="store_true", help="print the table of what is there; run nothing")
     args = parser.parse_args()
 
     from app.api import cross_validate
+    from app.cli import _parse_overrides
     from app.evaluation.uncertainty import auroc, spearman
 
+    overrides = _parse_overrides(args.set_)
+    if args.int8 is not None:
+        overrides["openvino_int8"] = args.int8 == "on"
     for subset in args.subsets if not args.report_only else []:
         for fold in args.folds:
             out = args.out / subset.replace(",", "+") / f"fold{fold}"
@@ -50,7 +56,7 @@ def main() -> None:
                 print(f"skip {subset} fold {fold}: no weights yet")
                 continue
             cross_validate(args.bundle, weights=weights, out_dir=out, folds=[fold], sequences=subset.split(","), uncertainty=True,
-                           backend=args.backend, overrides=None if args.int8 is None else {"openvino_int8": args.int8 == "on"})
+                           backend=args.backend, overrides=overrides or None)
             print(f"done {subset} fold {fold}", flush=True)
 
     print("| sequences | cases | WT Dice | TC Dice | ET Dice | WT AUROC (pooled) | quality vs WT Dice (Spearman) |")
