@@ -6,6 +6,10 @@ Step 1 (``--weights``): every case is run by the fold model that never trained o
 Step 2 (always): each candidate threshold of each region is applied to the stored
 probabilities, followed by the bundle's own postprocessing (regions to labels, island removal,
 component filter), and scored with Dice per region (mean over the cases).
+Step 3: a threshold picked on the same 15 cases it is scored on flatters itself, so each region's
+choice is also scored by nested CV: for each fold, the candidate with the best mean Dice over the
+other folds' cases is applied to that fold's cases; the nested mean, against 0.5 (paired gain and
+its standard error over cases), is the honest estimate of what choosing a threshold this way gains.
 
 The regions are nested (ET in TC in WT) and ``RegionsToBratsLabels`` paints from the outside
 in, so a region's threshold changes mostly its own Dice: each region is swept with the other
@@ -34,7 +38,7 @@ import nibabel as nib
 import numpy as np
 import torch
 from monai.data import MetaTensor
-from monai.transforms import AsDiscreted, Invertd
+from monai.transforms import Invertd
 
 from app.constants import MODALITIES
 from app.data import default_brats_dir, load_datalist
@@ -43,7 +47,7 @@ from app.inference import Segmenter
 
 SUBSETS = {"t1+t1ce+t2+flair": MODALITIES, "t1ce+flair": ("t1ce", "flair"), "t1+t1ce+flair": ("t1", "t1ce", "flair")}
 REGIONS = ("TC", "WT", "ET")  # channel order of the network
-CANDIDATES = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6)
+CANDIDATES = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
 
 
 def save_probabilities(bundle: str, manifest: Path, weights: Path, out: Path, subsets: list[str], data_dir: Path) -> None:
@@ -88,6 +92,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--subsets", nargs="+", default=list(SUBSETS))
     parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--regions", nargs="+", default=["WT", "TC", "ET"], help="regions to sweep")
+    parser.add_argument("--candidates", type=float, nargs="+", default=list(CANDIDATES), help="thresholds to try (0.5 is always added)")
     parser.add_argument("--mix", type=Path, default=None, help="stored probabilities of another network's CV to average with")
     parser.add_argument("--mix-weights", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0], help="shares of --mix")
     args = parser.parse_args()
@@ -95,7 +101,7 @@ def main() -> None:
     if args.weights is not None:
         save_probabilities(args.bundle, args.manifest, args.weights, args.out, args.subsets, data_dir)
     post = Segmenter(args.bundle, mode="fast").postprocessing.transforms
-    after = post[[i for i, t in enumerate(post) if isinstance(t, AsDiscreted)][0] + 1:]
+    after = post[[i for i, t in enumerate(post) if type(t).__name__ == "ChannelThresholdd"][0] + 1:]  # labels, island removal, filter
     regions = {"WT": (1, 2, 4), "TC": (1, 4), "ET": (4,)}
     results = {}
     for subset in args.subsets:
@@ -135,12 +141,29 @@ def main() -> None:
                       flush=True)
             results[subset] = table
             continue
-        for region in ("WT", "TC", "ET"):
-            for c in CANDIDATES:
+        folds = np.array([k for _, k, _, _, _ in cases])
+        candidates = tuple(sorted(set(args.candidates) | {0.5}))
+        for region in args.regions:
+            own = []  # (candidates, cases): Dice of the swept region
+            for c in candidates:
                 thr = {"TC": 0.5, "WT": 0.5, "ET": 0.5, region: c}
                 rows = score(thr)
+                own.append([x[region] for x in rows])
                 table[f"{region} {c}"] = {r: round(float(np.mean([x[r] for x in rows])), 4) for r in regions}
                 print(f"| {subset} | {region} >= {c} | " + " | ".join(f"{table[f'{region} {c}'][r]:.3f}" for r in ("WT", "TC", "ET")) + " |", flush=True)
+            own = np.array(own)
+            nested, chosen = np.zeros(len(cases)), []
+            for k in sorted(set(folds.tolist())):
+                j = int(np.argmax(own[:, folds != k].mean(1)))
+                chosen.append(candidates[j])
+                nested[folds == k] = own[j, folds == k]
+            gain = nested - own[candidates.index(0.5)]
+            table[f"{region} nested"] = {"mean": round(float(nested.mean()), 4), "at_0.5": round(float(own[candidates.index(0.5)].mean()), 4),
+                                         "chosen_per_fold": chosen, "paired_gain": round(float(gain.mean()), 4),
+                                         "paired_se": round(float(gain.std(ddof=1) / np.sqrt(len(gain))), 4),
+                                         "cases": {c[0]: {str(t): round(float(v), 4) for t, v in zip(candidates, own[:, i])} for i, c in enumerate(cases)}}
+            print(f"{subset} {region}: 0.5 -> {own[candidates.index(0.5)].mean():.3f}; nested CV {nested.mean():.3f} "
+                  f"(chosen per fold {chosen}; paired gain {gain.mean():+.3f}, SE {table[f'{region} nested']['paired_se']:.3f})", flush=True)
         results[subset] = table
     (args.out / ("mix.json" if args.mix is not None else "thresholds.json")).write_text(json.dumps(results, indent=1) + "\n")
 

@@ -5,13 +5,15 @@ from app.transforms.components import RemoveRelativelySmallComponents, RemoveRel
 from app.transforms.dropout import RandModalityDropoutd, channel_subsets
 from app.transforms.ct import HU_WINDOWS, HUWindow, HUWindowd
 from app.transforms.mri import N4BiasCorrection, N4BiasCorrectiond
-from app.transforms.regions import RegionsToBratsLabels, RegionsToBratsLabelsd
+from app.transforms.regions import ChannelThreshold, ChannelThresholdd, RegionsToBratsLabels, RegionsToBratsLabelsd
 from app.transforms.save import SaveLabelMapd
 from app.transforms.slices import slabs_to_volume, stack_slices, volume_to_slabs
 from app.transforms.spacing import is_anisotropic, target_spacing
 from app.transforms.zscore import NonzeroZScore, NonzeroZScored
 
 __all__ = [
+    "ChannelThreshold",
+    "ChannelThresholdd",
     "HUWindow",
     "HUWindowd",
     "HU_WINDOWS",

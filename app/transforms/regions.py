@@ -7,7 +7,7 @@ at inference.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -84,4 +84,70 @@ class RegionsToBratsLabelsd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             d[key] = self.converter(d[key])
+        return d
+
+
+class ChannelThreshold(Transform):
+    """Threshold each channel of a probability map at its own value.
+
+    MONAI's ``AsDiscrete(threshold=t)`` takes one ``t`` for every channel; this takes one per
+    channel (e.g. per BraTS region TC, WT, ET, chosen by cross-validation: a region-based network
+    trained with Dice is often not calibrated at 0.5 for every region). A voxel is 1 where
+    ``prob[c] >= thresholds[c]`` (the comparison ``AsDiscrete`` makes), else 0.
+
+    Args:
+        thresholds: one value per channel, each in [0, 1].
+
+    Input: ``(C, H, W, D)`` tensor or array of probabilities. Output: the same shape, type and
+    dtype (float 0/1; a ``MetaTensor`` keeps its metadata).
+
+    Raises:
+        ValueError: a threshold outside [0, 1], or ``C`` differs from the number of thresholds.
+
+    Example:
+        >>> prob = torch.tensor([[0.6], [0.6], [0.6]])
+        >>> ChannelThreshold([0.7, 0.5, 0.5])(prob).flatten().tolist()
+        [0.0, 1.0, 1.0]
+    """
+
+    backend = [torch.Tensor, np.ndarray]
+
+    def __init__(self, thresholds: Sequence[float]) -> None:
+        self.thresholds = tuple(float(t) for t in thresholds)
+        if not self.thresholds or any(not 0.0 <= t <= 1.0 for t in self.thresholds):
+            raise ValueError(f"thresholds must be one value in [0, 1] per channel, got {list(thresholds)}")
+
+    def __call__(self, prob: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+        if prob.shape[0] != len(self.thresholds):
+            raise ValueError(f"{len(self.thresholds)} thresholds {list(self.thresholds)} for {prob.shape[0]} channels (shape {tuple(prob.shape)})")
+        if isinstance(prob, torch.Tensor):
+            t = torch.as_tensor(self.thresholds, dtype=prob.dtype if prob.is_floating_point() else torch.float32, device=prob.device)
+            out = (prob >= t.view(-1, *([1] * (prob.ndim - 1)))).to(prob.dtype if prob.is_floating_point() else torch.float32)
+            if isinstance(prob, MetaTensor) and not isinstance(out, MetaTensor):
+                out = MetaTensor(out, meta=prob.meta, applied_operations=prob.applied_operations)
+            return out
+        dtype = prob.dtype if np.issubdtype(prob.dtype, np.floating) else np.float32
+        t = np.asarray(self.thresholds, dtype=dtype).reshape(-1, *([1] * (prob.ndim - 1)))  # compared in the input's precision
+        return (prob >= t).astype(dtype)
+
+
+class ChannelThresholdd(MapTransform):
+    """Dictionary twin of :class:`ChannelThreshold`: same behaviour, shapes and errors.
+
+    Args:
+        keys: keys of the ``(C, H, W, D)`` probability maps to threshold in place.
+        thresholds: one value per channel, each in [0, 1].
+        allow_missing_keys: skip absent keys instead of raising ``KeyError``.
+    """
+
+    backend = ChannelThreshold.backend
+
+    def __init__(self, keys: KeysCollection, thresholds: Sequence[float], allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.threshold = ChannelThreshold(thresholds)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.threshold(d[key])
         return d

@@ -55,3 +55,33 @@ def test_component_filter_follows_the_bundle_metadata():
     assert out[0, 25:, 25:, 25:].abs().sum() == 0 and out[0, 10, 10, 10] == 1
     assert _component_filter(Segmenter("brats_unet3d", device="cpu", backend="torch", overrides={"min_component_fraction": 0})) is None
     assert _component_filter(Segmenter("brats_deeplab3d", device="cpu", backend="torch")) is None  # not measured on CV for DeepLab
+
+
+def test_channel_threshold_per_region():
+    from app.transforms import ChannelThreshold, ChannelThresholdd
+
+    prob = MetaTensor(torch.tensor([0.49, 0.5, 0.69, 0.7, 0.9]).repeat(3, 1).reshape(3, 5, 1, 1))
+    out = ChannelThreshold([0.7, 0.5, 0.5])(prob)
+    assert isinstance(out, MetaTensor) and out.shape == prob.shape
+    assert out[0].flatten().tolist() == [0, 0, 0, 1, 1]  # TC at 0.7, >= like MONAI AsDiscrete
+    assert out[1].flatten().tolist() == out[2].flatten().tolist() == [0, 1, 1, 1, 1]
+    assert (ChannelThresholdd("pred", [0.7, 0.5, 0.5])({"pred": prob.numpy()})["pred"] == out.numpy()).all()
+    with pytest.raises(ValueError, match="2 thresholds"):
+        ChannelThreshold([0.5, 0.5])(prob)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        ChannelThreshold([0.5, 1.5, 0.5])
+
+
+def _thresholds(seg: Segmenter):
+    return [t.threshold.thresholds for t in seg.postprocessing.transforms if type(t).__name__ == "ChannelThresholdd"]
+
+
+def test_region_thresholds_follow_the_bundle_metadata():
+    import json
+
+    from app.bundles import bundle_path
+
+    meta = json.loads((bundle_path("brats_unet3d") / "configs" / "metadata.json").read_text())
+    assert _thresholds(Segmenter("brats_unet3d", device="cpu", backend="torch")) == [tuple(meta["inference"]["region_thresholds"])]
+    assert _thresholds(Segmenter("brats_unet3d", device="cpu", backend="torch", overrides={"region_thresholds": [0.5, 0.5, 0.5]})) == [(0.5, 0.5, 0.5)]
+    assert _thresholds(Segmenter("brats_deeplab3d", device="cpu", backend="torch")) == [(0.5, 0.5, 0.5)]  # not measured on CV for DeepLab
