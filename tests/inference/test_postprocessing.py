@@ -76,6 +76,34 @@ def _thresholds(seg: Segmenter):
     return [t.threshold.thresholds for t in seg.postprocessing.transforms if type(t).__name__ == "ChannelThresholdd"]
 
 
+def test_cases_with_a_missing_sequence_get_their_own_thresholds():
+    from app.transforms import ChannelThresholdd
+
+    prob = MetaTensor(torch.full((3, 2, 2, 2), 0.6))
+    full = MetaTensor(torch.zeros(4, 2, 2, 2))
+    lacking = MetaTensor(torch.zeros(4, 2, 2, 2), meta={"missing_channels": [2]})
+    t = ChannelThresholdd("pred", [0.7, 0.5, 0.5], thresholds_missing=[0.5, 0.5, 0.5])
+    assert t({"pred": prob, "image": full})["pred"][:, 0, 0, 0].tolist() == [0, 1, 1]
+    assert t({"pred": prob, "image": lacking})["pred"][:, 0, 0, 0].tolist() == [1, 1, 1]
+    same = ChannelThresholdd("pred", [0.7, 0.5, 0.5])  # no thresholds_missing: one set for all
+    assert same({"pred": prob, "image": lacking})["pred"][:, 0, 0, 0].tolist() == [0, 1, 1]
+
+
+def test_missing_sequences_reach_the_threshold_through_the_bundle_preprocessing(phantom_root):
+    """LoadVolumed's ``missing_channels`` survives orientation, spacing, crop and z-score, so the
+    workflow picks ``region_thresholds_missing`` for a case without T2, and not for a full case."""
+    from tests.conftest import case_files
+
+    seg = Segmenter("brats_unet3d", device="cpu", backend="torch", overrides={"region_thresholds": [0.7, 0.5, 0.5], "region_thresholds_missing": [0.5, 0.5, 0.5]})
+    step = [t for t in seg.postprocessing.transforms if type(t).__name__ == "ChannelThresholdd"][0]
+    files = case_files(phantom_root / "Phantom_000")
+    prob = MetaTensor(torch.full((3, 2, 2, 2), 0.6))
+    for images, tc in ((files, 0), ([f if i != 2 else None for i, f in enumerate(files)], 1)):
+        data = seg.load(images)
+        assert data["missing_sequences"] == ([] if tc == 0 else ["t2"])
+        assert step({"pred": prob, "image": data["image"]})["pred"][0, 0, 0, 0] == tc
+
+
 def test_region_thresholds_follow_the_bundle_metadata():
     import json
 
@@ -83,5 +111,8 @@ def test_region_thresholds_follow_the_bundle_metadata():
 
     meta = json.loads((bundle_path("brats_unet3d") / "configs" / "metadata.json").read_text())
     assert _thresholds(Segmenter("brats_unet3d", device="cpu", backend="torch")) == [tuple(meta["inference"]["region_thresholds"])]
+    missing = [t.threshold_missing.thresholds for t in Segmenter("brats_unet3d", device="cpu", backend="torch").postprocessing.transforms
+               if type(t).__name__ == "ChannelThresholdd"]
+    assert missing == [tuple(meta["inference"]["region_thresholds_missing"])]
     assert _thresholds(Segmenter("brats_unet3d", device="cpu", backend="torch", overrides={"region_thresholds": [0.5, 0.5, 0.5]})) == [(0.5, 0.5, 0.5)]
     assert _thresholds(Segmenter("brats_deeplab3d", device="cpu", backend="torch")) == [(0.5, 0.5, 0.5)]  # not measured on CV for DeepLab
