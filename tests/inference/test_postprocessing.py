@@ -72,8 +72,8 @@ def test_channel_threshold_per_region():
         ChannelThreshold([0.5, 1.5, 0.5])
 
 
-def _thresholds(seg: Segmenter):
-    return [t.threshold.thresholds for t in seg.postprocessing.transforms if type(t).__name__ == "ChannelThresholdd"]
+def _thresholds(seg: Segmenter, missing: bool = False):
+    return [(t.threshold_missing if missing else t.threshold).thresholds for t in seg.postprocessing.transforms if type(t).__name__ == "ChannelThresholdd"]
 
 
 def test_cases_with_a_missing_sequence_get_their_own_thresholds():
@@ -110,9 +110,8 @@ def test_region_thresholds_follow_the_bundle_metadata():
     from app.bundles import bundle_path
 
     meta = json.loads((bundle_path("brats_unet3d") / "configs" / "metadata.json").read_text())
-    assert _thresholds(Segmenter("brats_unet3d", device="cpu", backend="torch")) == [tuple(meta["inference"]["region_thresholds"])]
-    missing = [t.threshold_missing.thresholds for t in Segmenter("brats_unet3d", device="cpu", backend="torch").postprocessing.transforms
-               if type(t).__name__ == "ChannelThresholdd"]
-    assert missing == [tuple(meta["inference"]["region_thresholds_missing"])]
+    shipped = Segmenter("brats_unet3d", device="cpu", backend="torch")
+    assert _thresholds(shipped) == [tuple(meta["inference"]["region_thresholds"])]
+    assert _thresholds(shipped, missing=True) == [tuple(meta["inference"]["region_thresholds_missing"])]
     assert _thresholds(Segmenter("brats_unet3d", device="cpu", backend="torch", overrides={"region_thresholds": [0.5, 0.5, 0.5]})) == [(0.5, 0.5, 0.5)]
     assert _thresholds(Segmenter("brats_deeplab3d", device="cpu", backend="torch")) == [(0.5, 0.5, 0.5)]  # not measured on CV for DeepLab
