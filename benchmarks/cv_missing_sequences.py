@@ -79,6 +79,10 @@ def main() -> None:
                                              "WT_auroc": round(auroc(hist), 3), "quality_spearman": round(rho, 3)}
         print(f"| {subset.replace(',', ' + ')} | {len(rows)} | " + " | ".join(f"{m:.3f} ± {s:.3f}" for m, s in stats.values())
               + f" | {auroc(hist):.3f} | {rho:.3f} |")
+    if not summary:
+        print("no scored folds yet")
+        return
+    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
