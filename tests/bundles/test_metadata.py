@@ -85,3 +85,27 @@ def test_required_packages_name_volseg_and_every_imported_package(name: str):
         assert "scikit-image" in required  # MONAI's RemoveSmallObjects runs skimage.morphology
     for package in required:
         version(package)  # installed under that distribution name (raises PackageNotFoundError)
+
+
+@pytest.mark.parametrize("name", ["brats_unet3d", "brats_deeplab3d"])
+def test_roi_size_follows_the_bundle_metadata(name: str):
+    """Training crops and inference windows both take the patch the weights were trained on from
+    metadata ``training#roi_size``; a run's override still wins."""
+    from monai.bundle import ConfigParser
+
+    from app.inference import Segmenter
+
+    root = bundle_dir(name)
+    roi = json.loads((root / "configs" / "metadata.json").read_text())["training"]["roi_size"]
+    assert len(roi) == 3 and all(s % 16 == 0 for s in roi)  # four stride-2 levels
+    parser = ConfigParser()
+    parser.read_config([str(root / "configs" / "common.yaml"), str(root / "configs" / "train.yaml")])
+    parser.read_meta(str(root / "configs" / "metadata.json"))
+    parser["bundle_root"] = str(root)
+    assert parser.get_parsed_content("roi_size") == roi
+    crops = [t for t in parser.get_parsed_content("train#random_transforms") if type(t).__name__ == "RandCropByPosNegLabeld"]
+    assert len(crops) == 1 and list(crops[0].cropper.spatial_size) == roi
+    seg = Segmenter(name, device="cpu", backend="torch")
+    assert list(seg.parser.get_parsed_content("sliding_window_inferer").roi_size) == roi
+    small = Segmenter(name, device="cpu", backend="torch", overrides={"roi_size": [32, 32, 32]})
+    assert list(small.parser.get_parsed_content("sliding_window_inferer").roi_size) == [32, 32, 32]
