@@ -82,7 +82,6 @@ def main() -> None:
     if not summary:
         print("no scored folds yet")
         return
-    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
