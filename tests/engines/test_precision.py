@@ -1,0 +1,76 @@
+"""Mixed precision: the loss runs in float32 under autocast; a run of NaN losses stops training."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from ignite.engine import Engine
+from monai.bundle import ConfigParser
+from monai.losses import DiceCELoss
+
+from app.bundles import bundle_dir, config_files
+from app.engines import Float32Loss, NonFiniteLossGuard
+
+
+def _bundle_loss(name: str = "brats_unet3d") -> torch.nn.Module:
+    parser = ConfigParser()
+    parser.read_config(config_files(name, "train"))
+    parser.read_meta(str(bundle_dir(name) / "configs" / "metadata.json"))
+    return parser.get_parsed_content("loss", lazy=False)
+
+
+def test_wrapped_loss_is_the_float32_loss_under_float16_autocast():
+    """A batch of 2 x 3 x 128^3 (the training crops): DiceCE with squared_pred in float16 would
+    square a vector norm of about 1.7e3 (3e6, over float16's 65504); wrapped, the value under
+    float16 autocast is the float32 loss of the same logits."""
+    torch.manual_seed(0)
+    loss = _bundle_loss()
+    assert isinstance(loss, DiceCELoss)
+    logits = (torch.randn(2, 3, 128, 128, 128) * 3).half()
+    target = (torch.rand(2, 3, 128, 128, 128) > 0.8).float()
+    with torch.autocast("cpu", dtype=torch.float16):
+        wrapped = Float32Loss(loss)(logits, target)
+    reference = loss(logits.float(), target)
+    assert wrapped.dtype == torch.float32 and math.isfinite(float(wrapped))
+    assert float(wrapped) == pytest.approx(float(reference), rel=1e-5)
+
+
+def test_gradient_flows_through_the_wrapper():
+    logits = torch.randn(1, 3, 8, 8, 8, requires_grad=True)
+    target = (torch.rand(1, 3, 8, 8, 8) > 0.5).float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        Float32Loss(DiceCELoss(sigmoid=True))(logits, target).backward()
+    assert logits.grad is not None and torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", ["brats_unet3d", "brats_deeplab3d", "ct_unet3d"])
+def test_bundle_trainers_use_the_float32_loss_and_the_guard(name: str):
+    parser = ConfigParser()
+    parser.read_config(config_files(name, "train"))
+    meta = bundle_dir(name) / "configs" / "metadata.json"
+    parser.read_meta(str(meta))
+    assert parser["train"]["trainer"]["loss_function"].startswith("$app.engines.Float32Loss(@loss)")
+    assert any(isinstance(h, dict) and h.get("_target_") == "app.engines.NonFiniteLossGuard" for h in parser["train"]["handlers"])
+
+
+def _run(losses: list[float], patience: int) -> Engine:
+    trainer = Engine(lambda engine, batch: {"loss": torch.tensor(losses[engine.state.iteration - 1])})
+    NonFiniteLossGuard(patience=patience).attach(trainer)
+    trainer.run([0] * len(losses), max_epochs=1)
+    return trainer
+
+
+def test_guard_stops_a_run_of_nan_losses_with_an_error():
+    nan = float("nan")
+    with pytest.raises(RuntimeError, match=r"nan for 3 iterations in a row \(epoch 1, iteration 5\).*amp=false"):
+        _run([0.9, 0.8, nan, nan, nan, 0.5], patience=3)
+
+
+def test_guard_tolerates_isolated_non_finite_losses():
+    nan, inf = float("nan"), float("inf")
+    trainer = _run([0.9, nan, nan, 0.7, inf, nan, 0.5], patience=3)  # never 3 in a row
+    assert trainer.state.iteration == 7
+    with pytest.raises(ValueError, match="patience"):
+        NonFiniteLossGuard(patience=0)
