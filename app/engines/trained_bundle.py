@@ -178,7 +178,11 @@ def write_trained_bundle(src: str | Path, out: str | Path, overrides: Mapping[st
     if dataset_dir is not None:
         baked["dataset_dir"] = str(Path(dataset_dir).resolve())
     _bake(out / "configs", baked)
-    meta = _metadata(src_meta, src, figures, {k[len("_meta_#"):]: v for k, v in overrides.items() if k.startswith("_meta_#")})
+    meta_overrides = {k[len("_meta_#"):]: v for k, v in overrides.items() if k.startswith("_meta_#")}
+    if isinstance(baked.get("roi_size"), (list, tuple)) and "roi_size" in src_meta.get("training", {}):
+        # the BraTS configs read roi_size from training#roi_size: the metadata states the patch trained on
+        meta_overrides.setdefault("training#roi_size", [int(v) for v in baked["roi_size"]])
+    meta = _metadata(src_meta, src, figures, meta_overrides)
     atomic_write_text(out / "configs" / "metadata.json", json.dumps(meta, indent=2, default=str) + "\n")
     atomic_write(out / "models" / "model.pt", lambda tmp: shutil.copyfile(weights, tmp))
     from app.bundle_tools.large_files import write_large_files

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,5 @@ def test_bundle_training_with_a_budget_stops_and_writes_model(phantom_root: Path
     assert (out / "model.pt").is_file()
     state = last["trainer"]  # Ignite's state_dict: iteration, epoch_length, max_epochs
     assert 1 <= state["iteration"] // state["epoch_length"] < 10000
+    # the output bundle's metadata states the patch it was trained on (the configs read it from there)
+    assert json.loads((out / "configs" / "metadata.json").read_text())["training"]["roi_size"] == [32, 32, 32]
