@@ -76,3 +76,15 @@ def test_load_volumed_refuses_instead_of_falling_back(tmp_path: Path):
     assert np.isnan(np.asarray(named)).sum() == 1  # MONAI fell back to nibabel after SimpleITKReader refused
     with pytest.raises(InputError, match=r"case 'Case_1': FLAIR file .*: 1 NaN and 0 infinite voxel values"):
         LoadVolumed("image")({"image": str(tmp_path / "Case_1_flair.nii.gz")})
+
+
+@pytest.mark.parametrize("shape", [(33, 5, 7), (32, 4, 6), (1, 3, 2), (70, 9, 11), (4, 6), (3, 4, 5, 2)])
+def test_xyz_copy_is_a_contiguous_transpose(shape):
+    """The slab-wise copy equals ``view.T`` for z not a multiple of the slab, one slice, 2D and
+    vector (z, y, x, c) buffers, and never shares memory with the buffer."""
+    from app.io.monai_reader import _xyz_copy
+
+    view = np.arange(int(np.prod(shape)), dtype=np.int16).reshape(shape)
+    out = _xyz_copy(view, slab=32)
+    assert out.flags["C_CONTIGUOUS"] and out.dtype == view.dtype
+    assert np.array_equal(out, view.T) and not np.shares_memory(out, view)
