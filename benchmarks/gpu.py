@@ -1,13 +1,19 @@
 """The CUDA paths on one GPU: training steps (float32 against AMP) and seconds per case.
 
-Training rows: one optimiser step of the bundle's network, loss (DiceCE) and AdamW on a batch of
+Training rows: one optimiser step of the bundle's network, trainer loss (DiceCE in float32,
+``app.engines.Float32Loss``, as the bundles train) and AdamW on a batch of
 ``batch_size`` random crops of ``roi_size`` (random input, a random 3-region target), in float32
 and with AMP as MONAI's ``SupervisedTrainer(amp=True)`` runs it (``torch.autocast`` float16 and a
 ``GradScaler``); milliseconds per step (CUDA-synchronised, after --warmup steps) and peak GPU
 memory. Inference rows, on one labelled case, load -> segment -> save: the MONAI tutorial recipe
 (UNet 16..256, random weights, 96^3 windows at overlap 0.5, sw_batch_size 4, gaussian) moved to the
-GPU, and the bundle's ``--mode fast`` and ``--mode accurate`` on ``--device cuda``, with Dice.
-Prints one table per part. Measures only; asserts nothing. Needs a CUDA GPU.
+GPU, and the bundle's ``--mode fast`` and ``--mode accurate`` on ``--device cuda``, with Dice
+(skipped without ``--case-dir``). AMP rows (``--engine-steps``): MONAI's ``SupervisedTrainer``
+as the bundle's train config builds it on CUDA (AMP, channels-last network), eager and compiled, with
+its trainer ``loss_function`` (float32 loss, ``app.engines.Float32Loss``) against the bare ``loss``
+under autocast (what the bundles ran before that fix), trained on a synthetic 4-channel phantom (three nested balls: WT, TC, ET); per row the non-finite losses,
+the first and last loss and the phantom Dice after training. Prints one table per part. Measures
+only; asserts nothing. Needs a CUDA GPU.
 
     python benchmarks/gpu.py --case-dir ../shared/data/brats2018/Brats18_CBICA_AME_1 --bundle brats_unet3d
 """
@@ -30,6 +36,7 @@ def train_steps(bundle: str, roi: int, batch: int, amp: bool, steps: int, warmup
     from monai.bundle import ConfigParser
 
     from app.bundles import bundle_dir, config_files
+    from app.engines import Float32Loss
 
     root = Path(bundle) if Path(bundle).is_dir() else bundle_dir(bundle)
     config = ConfigParser()
@@ -38,7 +45,7 @@ def train_steps(bundle: str, roi: int, batch: int, amp: bool, steps: int, warmup
     config["bundle_root"] = str(root)
     torch.manual_seed(0)
     net = config.get_parsed_content("network_def", instantiate=True, lazy=False).cuda().to(memory_format=torch.channels_last_3d)
-    loss_fn = config.get_parsed_content("loss", lazy=False)
+    loss_fn = Float32Loss(config.get_parsed_content("loss", lazy=False))
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     x = torch.randn(batch, 4, roi, roi, roi, device="cuda").contiguous(memory_format=torch.channels_last_3d)
@@ -58,6 +65,69 @@ def train_steps(bundle: str, roi: int, batch: int, amp: bool, steps: int, warmup
         if step >= warmup:
             times.append((time.perf_counter() - start) * 1000)
     return times, torch.cuda.max_memory_allocated() / 2**20
+
+
+def phantom(roi: int, batch: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(batch, 4, roi, roi, roi)`` images and ``(batch, 3, roi, roi, roi)`` WT/TC/ET targets: nested balls
+    (radii 0.30 / 0.18 / 0.09 of ``roi``, random centres) brighter by region per channel, plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    axes = torch.meshgrid(*(torch.arange(roi, dtype=torch.float32),) * 3, indexing="ij")
+    images, targets = [], []
+    for _ in range(batch):
+        centre = roi / 2 + (torch.rand(3, generator=g) - 0.5) * roi * 0.2
+        dist = sum((a - c) ** 2 for a, c in zip(axes, centre)).sqrt() / roi
+        regions = torch.stack([dist < r for r in (0.30, 0.18, 0.09)]).float()
+        gain = torch.tensor([[0.5, 0.2, 1.0], [0.3, 1.0, 1.5], [1.5, 0.5, 0.2], [2.0, 0.2, 0.1]])
+        image = gain @ regions.flatten(1)
+        images.append(image.view(4, roi, roi, roi) + 0.3 * torch.randn(4, roi, roi, roi, generator=g))
+        targets.append(regions)
+    return torch.stack(images), torch.stack(targets)
+
+
+def engine_check(bundle: str, roi: int, batch: int, wrapped: bool, compile: bool, steps: int) -> dict:
+    """Train the bundle's network ``steps`` iterations on a phantom with MONAI ``SupervisedTrainer`` built
+    from the bundle's train config on CUDA (its ``network`` (channels-last), ``prepare_batch``,
+    ``train#inferer``, ``amp`` and ``compile_kwargs``); the loss is the trainer's ``loss_function``
+    (``wrapped``) or the bare ``loss``, ``compile`` as given. Returns the losses' counts and ends, the
+    largest weight and the Dice (WT, TC, ET) of the trained network on the phantom."""
+    from ignite.engine import Events
+    from monai.bundle import ConfigParser
+    from monai.engines import SupervisedTrainer
+    from monai.metrics import DiceMetric
+
+    from app.bundles import bundle_dir, config_files
+
+    root = Path(bundle) if Path(bundle).is_dir() else bundle_dir(bundle)
+    config = ConfigParser()
+    config.read_config(config_files(root if Path(bundle).is_dir() else bundle, "train"))
+    config.read_meta(str(root / "configs" / "metadata.json"))
+    config["bundle_root"] = str(root)
+    config["device"] = "$torch.device('cuda')"
+    torch.manual_seed(0)
+    net = config.get_parsed_content("network", lazy=False)
+    loss = config.get_parsed_content("train#trainer#loss_function" if wrapped else "loss", lazy=False)
+    x, y = phantom(roi, batch)
+    loader = [{"image": x, "label": y}] * steps
+    trainer = SupervisedTrainer(
+        device=torch.device("cuda"), max_epochs=1, train_data_loader=loader, network=net,
+        optimizer=torch.optim.AdamW(net.parameters(), lr=1e-3), loss_function=loss,
+        inferer=config.get_parsed_content("train#inferer", lazy=False),
+        prepare_batch=config.get_parsed_content("train#trainer#prepare_batch", lazy=False) if compile else config.get_parsed_content("prepare_batch", lazy=False),
+        amp=bool(config.get_parsed_content("amp", lazy=False)), compile=compile,
+        compile_kwargs=config.get_parsed_content("train#trainer#compile_kwargs", lazy=False), decollate=False,
+    )
+    losses: list[float] = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda engine: losses.append(engine.state.output["loss"].item()))
+    start = time.perf_counter()
+    trainer.run()
+    seconds = time.perf_counter() - start
+    net.eval()
+    with torch.no_grad():
+        pred = (torch.sigmoid(net(x.cuda()).float()) > 0.5).float()
+    dice = DiceMetric(reduction="none")(pred, y.cuda()).mean(0).cpu().tolist()
+    finite = [v for v in losses if np.isfinite(v)]
+    return {"nonfinite": len(losses) - len(finite), "steps": len(losses), "first": losses[0], "last": losses[-1],
+            "dice": dice, "max_w": max(float(p.detach().abs().max()) for p in net.parameters()), "seconds": seconds}
 
 
 def tutorial_recipe_cuda():
@@ -101,11 +171,10 @@ def volseg_cuda(bundle: str, mode: str):
 
 
 def main() -> None:
-    from app.data import find_case
-    from app.evaluation import case_metrics
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--case-dir", type=Path, required=True, help="a labelled BraTS case folder")
+    parser.add_argument("--case-dir", type=Path, help="a labelled BraTS case folder (inference rows; skipped without)")
+    parser.add_argument("--engine-steps", type=int, default=200, help="SupervisedTrainer AMP steps on a phantom (0: skip)")
+    parser.add_argument("--engine-roi", type=int, default=128)
     parser.add_argument("--bundle", default="brats_unet3d", help="bundle name or folder")
     parser.add_argument("--rois", type=int, nargs="+", default=[96, 128])
     parser.add_argument("--batch", type=int, default=2)
@@ -124,6 +193,20 @@ def main() -> None:
             med = statistics.median(t)
             base = base or med
             print(f"{f'batch {args.batch} x {roi}^3, ' + ('AMP float16' if amp else 'float32'):<40} {min(t):>7.1f} {med:>9.1f} {max(t):>7.1f} {base / med:>5.2f}x {peak:>8.0f}")
+    if args.engine_steps:
+        print(f"\nSupervisedTrainer(amp=True), {args.engine_steps} steps, batch {args.batch} x {args.engine_roi}^3 phantom")
+        print(f"{'loss under AMP':<48} {'non-finite':>10} {'first':>7} {'last':>7} {'max |w|':>8} {'WT':>6} {'TC':>6} {'ET':>6} {'s':>6}")
+        for compile in (False, True):
+            for wrapped in (True, False):
+                r = engine_check(args.bundle, args.engine_roi, args.batch, wrapped, compile, args.engine_steps)
+                name = ("trainer loss_function (Float32Loss)" if wrapped else "bare loss (before the fix)") + (", compiled" if compile else "")
+                dice = " ".join(f"{d:>6.3f}" for d in r["dice"])
+                print(f"{name:<48} {r['nonfinite']:>4}/{r['steps']:<5} {r['first']:>7.3f} {r['last']:>7.3f} {r['max_w']:>8.3f} {dice} {r['seconds']:>6.1f}", flush=True)
+    if args.case_dir is None:
+        return
+    from app.data import find_case
+    from app.evaluation import case_metrics
+
     case = find_case(args.case_dir, require_label=True)
     images = list(case.images)
     ref = np.asarray(nib.load(case.label).dataobj).astype(np.uint8)

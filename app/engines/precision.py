@@ -69,5 +69,5 @@ class NonFiniteLossGuard:
         if self.count >= self.patience:
             raise RuntimeError(
                 f"training loss is {value} for {self.count} iterations in a row (epoch {engine.state.epoch}, iteration "
-                f"{engine.state.iteration}): the model is not training. With AMP (float16 on CUDA) try --set amp=false; "
-                "check that the images are finite and normalised and that the learning rate is not too high")
+                f"{engine.state.iteration}): the model is not training. With AMP (float16 on CUDA) try --set amp=false, "
+                "with a compiled step (torch.compile) --set compile=false; check that the images are finite and normalised and that the learning rate is not too high")
