@@ -31,18 +31,25 @@ import numpy as np
 import torch
 
 
-def train_steps(bundle: str, roi: int, batch: int, amp: bool, steps: int, warmup: int) -> tuple[list[float], float]:
-    """Milliseconds per training step and peak GPU memory (MiB) of the bundle's network and loss."""
+def train_config(bundle: str):
+    """The bundle's parsed train config (``ConfigParser``), ``bundle`` a name or a folder."""
     from monai.bundle import ConfigParser
 
     from app.bundles import bundle_dir, config_files
-    from app.engines import Float32Loss
 
     root = Path(bundle) if Path(bundle).is_dir() else bundle_dir(bundle)
     config = ConfigParser()
     config.read_config(config_files(root if Path(bundle).is_dir() else bundle, "train"))
     config.read_meta(str(root / "configs" / "metadata.json"))
     config["bundle_root"] = str(root)
+    return config
+
+
+def train_steps(bundle: str, roi: int, batch: int, amp: bool, steps: int, warmup: int) -> tuple[list[float], float]:
+    """Milliseconds per training step and peak GPU memory (MiB) of the bundle's network and loss."""
+    from app.engines import Float32Loss
+
+    config = train_config(bundle)
     torch.manual_seed(0)
     net = config.get_parsed_content("network_def", instantiate=True, lazy=False).cuda().to(memory_format=torch.channels_last_3d)
     loss_fn = Float32Loss(config.get_parsed_content("loss", lazy=False))
@@ -91,18 +98,12 @@ def engine_check(bundle: str, roi: int, batch: int, wrapped: bool, compile: bool
     (``wrapped``) or the bare ``loss``, ``compile`` as given. Returns the losses' counts and ends, the
     largest weight and the Dice (WT, TC, ET) of the trained network on the phantom."""
     from ignite.engine import Events
-    from monai.bundle import ConfigParser
     from monai.engines import SupervisedTrainer
     from monai.metrics import DiceMetric
 
-    from app.bundles import bundle_dir, config_files
-
-    root = Path(bundle) if Path(bundle).is_dir() else bundle_dir(bundle)
-    config = ConfigParser()
-    config.read_config(config_files(root if Path(bundle).is_dir() else bundle, "train"))
-    config.read_meta(str(root / "configs" / "metadata.json"))
-    config["bundle_root"] = str(root)
+    config = train_config(bundle)
     config["device"] = "$torch.device('cuda')"
+    config["compile"] = compile
     torch.manual_seed(0)
     net = config.get_parsed_content("network", lazy=False)
     loss = config.get_parsed_content("train#trainer#loss_function" if wrapped else "loss", lazy=False)
@@ -112,7 +113,7 @@ def engine_check(bundle: str, roi: int, batch: int, wrapped: bool, compile: bool
         device=torch.device("cuda"), max_epochs=1, train_data_loader=loader, network=net,
         optimizer=torch.optim.AdamW(net.parameters(), lr=1e-3), loss_function=loss,
         inferer=config.get_parsed_content("train#inferer", lazy=False),
-        prepare_batch=config.get_parsed_content("train#trainer#prepare_batch", lazy=False) if compile else config.get_parsed_content("prepare_batch", lazy=False),
+        prepare_batch=config.get_parsed_content("train#trainer#prepare_batch", lazy=False),
         amp=bool(config.get_parsed_content("amp", lazy=False)), compile=compile,
         compile_kwargs=config.get_parsed_content("train#trainer#compile_kwargs", lazy=False), decollate=False,
     )
