@@ -33,16 +33,9 @@ import torch
 
 def train_config(bundle: str):
     """The bundle's parsed train config (``ConfigParser``), ``bundle`` a name or a folder."""
-    from monai.bundle import ConfigParser
+    from app.bundle_config import bundle_parser
 
-    from app.bundles import bundle_dir, config_files
-
-    root = Path(bundle) if Path(bundle).is_dir() else bundle_dir(bundle)
-    config = ConfigParser()
-    config.read_config(config_files(root if Path(bundle).is_dir() else bundle, "train"))
-    config.read_meta(str(root / "configs" / "metadata.json"))
-    config["bundle_root"] = str(root)
-    return config
+    return bundle_parser(bundle, "train")
 
 
 def train_steps(bundle: str, roi: int, batch: int, amp: bool, steps: int, warmup: int) -> tuple[list[float], float]:

@@ -24,10 +24,9 @@ import torch
 
 
 def main() -> None:
-    from monai.bundle import ConfigParser
     from monai.data import CacheDataset, DataLoader, Dataset, ThreadDataLoader
 
-    from app.bundles import bundle_dir, config_files
+    from app.bundle_config import bundle_parser
     from app.engines import channels_last_prepare_batch
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -39,10 +38,7 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true", help="leave out the torch.compile row (it compiles for about a minute)")
     args = parser.parse_args()
 
-    config = ConfigParser()
-    config.read_config(config_files(args.bundle, "train"))
-    config.read_meta(str(bundle_dir(args.bundle) / "configs" / "metadata.json"))
-    config["bundle_root"] = str(bundle_dir(args.bundle))
+    config = bundle_parser(args.bundle, "train")
     config["device"] = "$torch.device('cpu')"
     data = config.get_parsed_content("train_datalist")[: args.cases]
     transform = config.get_parsed_content("train#preprocessing")

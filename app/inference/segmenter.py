@@ -166,18 +166,10 @@ class Segmenter:
 
     def __init__(self, bundle: str | Path = "brats_unet3d", device: str | None = None, ckpt_path: str | Path | None = None, overrides: dict | None = None,
                  backend: str | None = None, mode: str | None = None, uncertainty: bool = False, int8: bool | None = None) -> None:
-        from monai.bundle import ConfigParser
+        from app.bundle_config import bundle_parser
 
-        from app.bundles import config_files
-
-        root = Path(bundle) if Path(bundle).is_dir() else None
-        files = config_files(root or str(bundle), "inference")
-        parser = ConfigParser()
-        parser.read_config(files)
-        meta = Path(files[0]).parent / "metadata.json"
-        if meta.is_file():  # BraTS bundles take name, network_def and training recipe from it (`_meta_`)
-            parser.read_meta(str(meta))
-        parser["bundle_root"] = str(Path(files[0]).parents[1])
+        # the metadata is `_meta_`: BraTS bundles take name, network_def and training recipe from it
+        parser = bundle_parser(bundle, "inference")
         if device is not None:
             from app.devices import check_device
 
