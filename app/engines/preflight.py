@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["check_training_splits"]
+__all__ = ["check_augment_device", "check_training_splits"]
 
 
 def check_training_splits(parser: Any) -> None:
@@ -40,3 +40,32 @@ def check_training_splits(parser: Any) -> None:
         raise ValueError(f"the '{split}' split of '{source}' is empty but validation is due every {interval} epoch(s) of {epochs}; "
                          f"add cases to it, validate on another split (--set val_split=training), "
                          f"or skip validation (--set val_interval={epochs + 1}: model.pt then holds the final weights)")
+
+
+def check_augment_device(parser: Any) -> None:
+    """Refuse ``augment_on_device`` on a CUDA run whose training loader has worker processes.
+
+    With ``augment_on_device`` the training crops move to the GPU before the augmentation
+    (MONAI ``ToDeviced``, MONAI's fast-training recipe); a CUDA tensor made in a ``DataLoader``
+    worker process fails deep inside PyTorch ("Cannot re-initialize CUDA in forked subprocess").
+    On a CPU run the flag changes nothing and workers are fine.
+
+    Args:
+        parser: the run's ``ConfigParser`` (after ``initialize``), with ``augment_on_device``,
+            ``device`` and ``train#dataloader#num_workers`` where the bundle has them; a missing
+            key skips the check.
+
+    Raises:
+        ValueError: the flag, the device and the worker count, and the ways out.
+    """
+    import torch
+
+    keys = ("augment_on_device", "device", "train#dataloader#num_workers")
+    if not all(k in parser for k in keys) or not parser.get_parsed_content("augment_on_device"):
+        return
+    device = torch.device(parser.get_parsed_content("device"))
+    workers = int(parser.get_parsed_content("train#dataloader#num_workers"))
+    if device.type == "cuda" and workers > 0:
+        raise ValueError(f"augment_on_device runs the augmentation on {device} in the loading thread, "
+                         f"but train#dataloader#num_workers is {workers} (CUDA tensors cannot be made in worker processes); "
+                         "set train#dataloader#num_workers=0, or augment_on_device=false to augment on the CPU in workers")

@@ -1,5 +1,6 @@
 """Dictionary transforms that MONAI lacks; everything else comes from ``monai.transforms``."""
 
+from app.transforms.bias_field import TorchRandBiasField, TorchRandBiasFieldd, legendre_field
 from app.transforms.box import InForegroundBox, InForegroundBoxd
 from app.transforms.components import RemoveRelativelySmallComponents, RemoveRelativelySmallComponentsd
 from app.transforms.dropout import RandModalityDropoutd, channel_subsets
@@ -29,8 +30,11 @@ __all__ = [
     "RemoveRelativelySmallComponentsd",
     "RegionsToBratsLabelsd",
     "SaveLabelMapd",
+    "TorchRandBiasField",
+    "TorchRandBiasFieldd",
     "channel_subsets",
     "is_anisotropic",
+    "legendre_field",
     "slabs_to_volume",
     "stack_slices",
     "target_spacing",
