@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 
 def segment(inputs: str | Path | Sequence[str | Path], bundle: str = DEFAULT_BUNDLE, device: str | None = None,
-            backend: str | None = None, mode: str | None = None, int8: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+            backend: str | None = None, mode: str | None = None, int8: bool | None = None, n4: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Segment one case: for a BraTS bundle a case folder or its modality files (T1, T1ce, T2,
     FLAIR); for a one-channel bundle (``ct_unet3d``, or a ``volseg train`` output of it) one CT
     volume or DICOM series. The bundle's metadata says which (:class:`app.labels.LabelManager`).
@@ -38,6 +38,8 @@ def segment(inputs: str | Path | Sequence[str | Path], bundle: str = DEFAULT_BUN
         (one model), ``"accurate"`` (the cross-validation fold models, each with mirroring
         test-time augmentation) or None for the bundle's ``mode`` (fast). ``int8`` runs the
         bundle's int8 models on OpenVINO (True), float32 (False) or as the bundle says (None).
+        ``n4`` also segments the case after N4 bias-field correction and averages the two
+        probabilities (True), or not (False), or as the bundle's ``n4_average`` says (None).
 
     Raises:
         app.data.verify.InputError: missing, unreadable, non-3D or non-co-registered input.
@@ -48,7 +50,7 @@ def segment(inputs: str | Path | Sequence[str | Path], bundle: str = DEFAULT_BUN
     cases = resolve_inputs([inputs] if isinstance(inputs, (str, Path)) else list(inputs), channels=labels_of(bundle).channels)
     if len(cases) != 1:
         raise ValueError(f"segment() takes one case, got {len(cases)}; use segment_cases() for several")
-    return Segmenter(bundle, device=device, backend=backend, mode=mode, int8=int8).predict(cases[0][1])
+    return Segmenter(bundle, device=device, backend=backend, mode=mode, int8=int8, n4=n4).predict(cases[0][1])
 
 
 def segment_cases(
@@ -67,6 +69,7 @@ def segment_cases(
     nproc: int = 1,
     report: bool = False,
     int8: bool | None = None,
+    n4: bool | None = None,
 ) -> list[Any]:
     """Segment several cases, writing ``<output_dir>/<case_id>_seg.<ext>`` (uint8, input geometry;
     the input's format, NIfTI for DICOM input).
@@ -102,6 +105,10 @@ def segment_cases(
         report: also write ``<output_dir>/report.html`` (see :func:`report`).
         int8: on the OpenVINO backend, run the bundle's int8 models (True) or float32 (False);
             None: the bundle's ``openvino_int8`` (see :class:`app.inference.Segmenter`).
+        n4: also segment each case after N4 bias-field correction and average the two
+            probabilities (True), or not (False); None: the bundle's ``n4_average`` (off). Slower
+            by the N4 fits (seconds per sequence) and a second model pass; its CV gain is in the
+            bundle docs (see :class:`app.inference.Segmenter`).
 
     A case may lack sequences (any non-empty subset of T1, T1ce, T2, FLAIR): they are fed as
     zero channels to the modality-dropout model, and the case's record names them under
@@ -120,7 +127,7 @@ def segment_cases(
     """
     from app.inference.batch import SegmentSettings, plan_batch, run_batch
 
-    settings = SegmentSettings(str(bundle), device, backend, mode, output_format, dicom_seg, uncertainty, tuple(sequences) if sequences else None, int8)
+    settings = SegmentSettings(str(bundle), device, backend, mode, output_format, dicom_seg, uncertainty, tuple(sequences) if sequences else None, int8, n4)
     if nproc < 1:
         raise ValueError(f"--nproc must be >= 1, got {nproc}")
     plan = plan_batch(inputs, output_dir, settings, overwrite=overwrite)

@@ -46,6 +46,7 @@ class SegmentSettings:
     uncertainty: bool = False
     sequences: tuple[str, ...] | None = None
     int8: bool | None = None
+    n4: bool | None = None
 
 
 @dataclass
@@ -278,7 +279,7 @@ def write_run_record(plan: BatchPlan, segmenter: Segmenter, settings: SegmentSet
 
     keys = ("infer_mode", "roi_size", "sw_batch_size", "overlap", "spacing_mm", "ckpt_path", *(("ensemble_ckpt_paths", "mirror_axes") if segmenter.mode == "accurate" else ()))
     record = {**info, "bundle": str(settings.bundle), "device": str(segmenter.device), "backend": segmenter.backend, "precision": segmenter.precision,
-              "mode": segmenter.mode, "nproc": nproc, "config": {k: segmenter.parser.get_parsed_content(k) for k in keys if k in segmenter.parser},
+              "mode": segmenter.mode, "n4_average": segmenter.n4, "nproc": nproc, "config": {k: segmenter.parser.get_parsed_content(k) for k in keys if k in segmenter.parser},
               "notes": plan.notes, "cases": entries}
     add_case_volumes(entries, settings.bundle, plan.output_dir)  # volumes_ml per case from the written labels, and volumes.csv
     return atomic_write_text(Path(plan.output_dir) / RUN_RECORD, json.dumps(record, indent=2, default=str) + "\n")
@@ -293,7 +294,7 @@ def merge_results(plan: BatchPlan, computed: dict[int, CaseResult]) -> list[Case
 def make_segmenter(settings: SegmentSettings, device: str | None = None) -> Segmenter:
     """The :class:`Segmenter` of ``settings`` (on ``device`` where given, e.g. a rank's GPU)."""
     return Segmenter(settings.bundle, device=device or settings.device, backend=settings.backend, mode=settings.mode, uncertainty=settings.uncertainty,
-                     int8=settings.int8)
+                     int8=settings.int8, n4=settings.n4)
 
 
 def run_batch(plan: BatchPlan, settings: SegmentSettings, info: dict[str, Any], progress: Callable[[Any], Any] | None = None) -> list[CaseResult]:

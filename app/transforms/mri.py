@@ -22,7 +22,9 @@ class N4BiasCorrection(Transform):
         shrink_factor: downsampling for the fit.
         iterations: fitting iterations per level (one level per entry).
 
-    Input ``(C, H, W, D)`` non-negative intensities; output the same shape and type.
+    Input ``(C, H, W, D)`` non-negative intensities; output the same shape and type. Zero voxels
+    stay zero (the field divides), and a channel without a positive voxel (a missing sequence,
+    zero-filled by :class:`app.io.LoadVolumed`) is returned unchanged.
     """
 
     backend = [torch.Tensor, np.ndarray]
@@ -46,7 +48,7 @@ class N4BiasCorrection(Transform):
 
     def __call__(self, img: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
         array = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
-        out = np.stack([self._channel(c) for c in array]).astype(np.float32)
+        out = np.stack([self._channel(c) if (c > 0).any() else c for c in array]).astype(np.float32)  # a zero-filled (missing) sequence stays zero
         return convert_to_dst_type(out, img, dtype=torch.float32 if isinstance(img, torch.Tensor) else np.float32)[0]
 
 

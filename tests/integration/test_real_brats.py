@@ -38,3 +38,17 @@ def test_shipped_fast_model_segments_its_unseen_cases():
         assert set(np.unique(label)) <= {0, 1, 2, 4}
         scores.append(case_metrics(label, np.asarray(ref.dataobj).astype(np.uint8))["WT_dice"])
     assert np.mean(scores) >= WT_DICE_FLOOR, dict(zip(case_ids, scores))
+
+
+def test_n4_average_on_an_unseen_case():
+    """``n4=True`` on a case the fast model never trained on: the N4 branch runs (the label
+    changes), the label keeps the input's geometry and clears the same Dice floor."""
+    meta = json.loads((REPO_ROOT / "bundles" / "brats_unet3d" / "configs" / "metadata.json").read_text())
+    cv = json.loads((REPO_ROOT / "data_manifests" / "brats2018_cv5.json").read_text())
+    case_id = next(it["case_id"] for it in cv["training"] if it["fold"] == meta["training"]["fast_model_fold"])
+    ref = nib.load(SHARED_BRATS / case_id / f"{case_id}_seg.nii.gz")
+    plain, _ = api.segment(SHARED_BRATS / case_id, device="cpu", mode="fast", backend="torch", n4=False)
+    label, affine = api.segment(SHARED_BRATS / case_id, device="cpu", mode="fast", backend="torch", n4=True)
+    assert label.shape == ref.shape and np.allclose(affine, ref.affine)
+    assert not np.array_equal(label, plain)
+    assert case_metrics(label, np.asarray(ref.dataobj).astype(np.uint8))["WT_dice"] >= WT_DICE_FLOOR

@@ -1,0 +1,69 @@
+"""``--n4`` / ``n4_average``: each case is also segmented after N4 bias-field correction and the
+two sigmoid probabilities are averaged. Phantom cases and the shipped brats_unet3d weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from app.cli import app as cli
+from app.inference import Segmenter
+from app.transforms import N4BiasCorrection
+from tests.conftest import case_files
+
+
+def test_n4_leaves_a_missing_sequence_and_the_background_at_zero():
+    grid = np.meshgrid(*[np.linspace(-1, 1, n) for n in (24, 28, 20)], indexing="ij")
+    brain = (grid[0] ** 2 + grid[1] ** 2 + grid[2] ** 2) < 0.7
+    present = np.where(brain, 100.0 * np.exp(0.3 * grid[0]), 0.0)
+    image = torch.from_numpy(np.stack([present, np.zeros_like(present)])).float()
+    out = N4BiasCorrection(shrink_factor=2, iterations=(10,))(image)
+    assert out.shape == image.shape and out.dtype == torch.float32
+    assert torch.count_nonzero(out[1]) == 0  # the zero-filled sequence: no fit, still zero
+    assert torch.count_nonzero(out[0][torch.from_numpy(~brain)]) == 0 and bool((out[0][torch.from_numpy(brain)] > 0).all())
+    assert not torch.equal(out[0], image[0])  # the present one was corrected
+
+
+def test_identity_correction_gives_the_plain_label(phantom_root: Path, monkeypatch: pytest.MonkeyPatch):
+    """With N4 replaced by the identity the two branches are the same case: the average of a
+    probability with itself must give exactly the label of a plain run (the branches share the
+    read, the crop and the inverse)."""
+    files = case_files(phantom_root / "Phantom_002")
+    plain, affine = Segmenter("brats_unet3d", device="cpu", backend="torch", n4=False).predict(files)
+    assert len(np.unique(plain)) > 1  # a tumour to compare
+    monkeypatch.setattr(N4BiasCorrection, "_channel", lambda self, array: array.astype(np.float32))
+    seg = Segmenter("brats_unet3d", device="cpu", backend="torch", n4=True)
+    data = seg.load(files)
+    assert "image_n4" in data and data["image_n4"].shape == data["image"].shape
+    torch.testing.assert_close(data["image_n4"].as_tensor(), data["image"].as_tensor())
+    label, affine_n4 = seg.run(data)
+    assert np.array_equal(label, plain) and np.allclose(affine_n4, affine)
+
+
+def test_bundle_key_and_argument(phantom_root: Path):
+    assert Segmenter("brats_unet3d", device="cpu", backend="torch").n4 is False  # off by default
+    assert Segmenter("brats_unet3d", device="cpu", backend="torch", overrides={"n4_average": True}).n4 is True
+    assert Segmenter("brats_unet3d", device="cpu", backend="torch", overrides={"n4_average": True}, n4=False).n4 is False
+    data = Segmenter("brats_unet3d", device="cpu", backend="torch").load(case_files(phantom_root / "Phantom_002"))
+    assert "image_n4" not in data
+
+
+def test_cli_n4_with_a_missing_sequence_records_it(phantom_root: Path, tmp_path: Path):
+    case = tmp_path / "in" / "FlairT1ce"
+    case.mkdir(parents=True)
+    for m in ("t1ce", "flair"):
+        (case / f"FlairT1ce_{m}.nii.gz").write_bytes((phantom_root / "Phantom_003" / f"Phantom_003_{m}.nii.gz").read_bytes())
+    result = CliRunner().invoke(cli, ["segment", str(case), "--output", str(tmp_path / "out"), "--n4", "--quiet", "--backend", "torch"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "out" / "volseg_run.json").read_text())
+    assert record["n4_average"] is True and record["cases"][0]["missing_sequences"] == ["t1", "t2"]
+    label = nib.load(tmp_path / "out" / "FlairT1ce_seg.nii.gz")
+    ref = nib.load(case / "FlairT1ce_flair.nii.gz")
+    assert label.shape == ref.shape and np.allclose(label.affine, ref.affine)
+    assert set(np.unique(np.asarray(label.dataobj))) <= {0, 1, 2, 4}
