@@ -9,7 +9,8 @@ int8 models) and, beside it, the same in float32 OpenVINO (--no-int8). Prints on
 --warmup, GFLOP of the network per case (torch's FlopCounterMode) and GFLOP/s over the whole
 median time, peak resident memory sampled during the row's runs, and Dice per region against the
 case's label. With --dice-split, also the mean Dice per region of each VolSeg row over that split
-of the shared manifest. Measures only; asserts nothing.
+of the shared manifest. With --n4, also each --mode with N4 averaging (``n4_average``: the case and its
+N4-corrected copy, probabilities averaged). Measures only; asserts nothing.
 
     python benchmarks/inference.py --runs 5 --dice-split test
 """
@@ -143,6 +144,7 @@ def main() -> None:
     parser.add_argument("--bundles", nargs="+", default=["brats_unet3d", "brats_deeplab3d"])
     parser.add_argument("--dice-split", choices=["validation", "test"], help="also score every VolSeg row on this manifest split")
     parser.add_argument("--modes-only", action="store_true", help="only the tutorial row and each bundle's --mode fast / --mode accurate as shipped")
+    parser.add_argument("--n4", action="store_true", help="also each bundle's --mode fast and --mode accurate with --n4 (N4 averaging)")
     args = parser.parse_args()
     case = find_case(args.data_dir / args.case, require_label=True)
     ref = np.asarray(nib.load(case.label).dataobj).astype(np.uint8)
@@ -157,6 +159,8 @@ def main() -> None:
                 rows[f"VolSeg {short} --mode {mode} (as shipped)"] = shipped = volseg(bundle, {}, None, mode)
                 if "int8" in shipped.segmenter.precision:  # the same settings in float32, for the int8 speed-up
                     rows[f"VolSeg {short} --mode {mode} --no-int8 (float32 OpenVINO)"] = volseg(bundle, {}, None, mode, int8=False)
+                if args.n4:
+                    rows[f"VolSeg {short} --mode {mode} --n4"] = volseg(bundle, {"n4_average": True}, None, mode)
             except FileNotFoundError as err:
                 print(f"skipping {bundle} --mode {mode}: {err}")
         if args.modes_only:
