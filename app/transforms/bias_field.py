@@ -3,7 +3,7 @@ NumPy backend, so on a GPU it copies every crop to the host and back)."""
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
