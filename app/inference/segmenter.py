@@ -237,7 +237,11 @@ class Segmenter:
         transforms = list(self.preprocessing.transforms)
         if not transforms or not isinstance(transforms[0], LoadImaged):
             raise ValueError(f"n4_average needs a preprocessing that starts with a reader (LoadImaged); it starts with {type(transforms[0]).__name__ if transforms else 'nothing'}")
-        return transforms[0], N4BiasCorrectiond("image"), Compose(transforms[1:])
+        params = dict(self.parser.get("n4_params", {}))  # the bundle's N4 settings (shrink_factor, iterations, crop_foreground)
+        unknown = set(params) - {"shrink_factor", "iterations", "crop_foreground"}
+        if unknown:
+            raise ValueError(f"n4_params: unknown key(s) {', '.join(sorted(unknown))}; known: shrink_factor, iterations, crop_foreground")
+        return transforms[0], N4BiasCorrectiond("image", **params), Compose(transforms[1:])
 
     def _preprocess(self, data: dict) -> dict:
         """The bundle's preprocessing; with ``n4``, also ``"image_n4"``: the same after N4 on
