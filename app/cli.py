@@ -139,6 +139,33 @@ def cv_folds(
     typer.echo(f"wrote {out}")
 
 
+@cv_app.command("n4-copies")
+def cv_n4_copies(
+    manifest: Optional[Path] = typer.Option(None, help="cross-validation datalist (default: the shipped brats2018_cv5.json)"),
+    data_dir: Optional[Path] = typer.Option(None, help="data root of the manifest's paths (default $VOLSEG_BRATS_DIR or ../shared/data/brats2018)"),
+    out_dir: Path = typer.Option(..., help="folder of the N4-corrected copies (<case>_n4/) and of the datalist of both"),
+    shrink_factor: int = typer.Option(6, help="N4 fit on a copy shrunk by this factor"),
+    iterations: list[int] = typer.Option([25, 25], help="N4 iterations per fitting level (repeat the option, one per level)"),
+    crop_foreground: bool = typer.Option(True, "--crop-foreground/--whole-volume", help="fit N4 on the brain's bounding box or the whole volume"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+) -> None:
+    """N4-corrected copies of every case and a datalist listing each case twice (as given and
+    corrected, same fold), for `volseg cv train --manifest` (how brats_unet3d 0.9.0 was trained)."""
+    _setup(quiet)
+    from tqdm import tqdm
+
+    from app.bundles import manifest_path
+    from app.data import default_brats_dir
+    from app.engines.n4_copies import n4_mixed_datalist
+
+    try:
+        dest = n4_mixed_datalist(manifest or manifest_path("brats2018_cv5"), data_dir or default_brats_dir(), out_dir, shrink_factor, iterations,
+                                 crop_foreground, progress=lambda it: tqdm(it, desc="N4", unit="case", disable=quiet))
+    except (FileNotFoundError, ValueError) as err:
+        _fail(err)
+    typer.echo(f"wrote {dest}: train with volseg cv train --manifest {dest} --output-dir DIR")
+
+
 @cv_app.command("train")
 def cv_train(
     bundle: str = typer.Option("brats_unet3d", help=BUNDLE_HELP),
