@@ -150,7 +150,7 @@ def cv_n4_copies(
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
     """N4-corrected copies of every case and a datalist listing each case twice (as given and
-    corrected, same fold), for `volseg cv train --manifest` (how brats_unet3d 0.9.0 was trained)."""
+    corrected, same fold), for `volseg cv train --manifest` (the N4-mixed ablation of the brats_unet3d README)."""
     _setup(quiet)
     from tqdm import tqdm
 

@@ -1,8 +1,9 @@
 """Training on each case as given and N4-corrected: the N4 copies of a datalist's cases and a
 datalist that lists both.
 
-A model trained on both segments either input (bundle brats_unet3d 0.9.0: the default path reads
-the case as given, ``--n4`` the N4-corrected case, without a second set of weights). N4 is
+A model trained on both can segment either input with one set of weights: the case as given (the
+default path) and the N4-corrected case (``--n4``); the measured run is the N4-mixed row of the
+ablations in bundles/brats_unet3d/docs/README.md. N4 is
 Tustison et al. 2010 (IEEE TMI 29(6)) through SimpleITK (:class:`app.transforms.N4BiasCorrection`).
 """
 
@@ -17,16 +18,17 @@ SPLITS = ("training", "validation", "test")
 SUFFIX = "_n4"
 
 
-def _case_id(item: dict[str, Any], index: int) -> str:
+def _case_id(item: dict[str, Any]) -> str:
+    from app.data import case_id_from_path
+
     if "case_id" in item:
         return str(item["case_id"])
-    first = item["image"][0] if isinstance(item["image"], list) else item["image"]
-    return Path(first).name.split(".")[0] or f"case{index}"
+    return case_id_from_path(item["image"][0] if isinstance(item["image"], list) else item["image"])
 
 
 def n4_copy(src: Path, dest: Path, corrector: Any) -> Path:
-    """Write ``dest``: the volume ``src`` after N4 (float32 NIfTI, ``src``'s affine and header;
-    zero voxels stay zero). Atomic; an existing ``dest`` is kept (so a stopped run resumes).
+    """Write ``dest``: the volume ``src`` after ``corrector`` (an :class:`app.transforms.N4BiasCorrection`,
+    which keeps zero voxels zero; float32 NIfTI, ``src``'s affine and header). Atomic; an existing ``dest`` is kept (so a stopped run resumes).
 
     Raises:
         FileNotFoundError: ``src`` is missing.
@@ -47,7 +49,6 @@ def n4_copy(src: Path, dest: Path, corrector: Any) -> Path:
     if array.ndim != 3:
         raise ValueError(f"'{src}': N4 copies need 3D volumes (one file per sequence), got shape {array.shape}")
     out = np.asarray(corrector(torch.from_numpy(array[None])))[0].astype(np.float32)
-    out[array == 0] = 0
     dest.parent.mkdir(parents=True, exist_ok=True)
     return atomic_write_nifti(out, image.affine, dest, header=image.header)
 
@@ -87,8 +88,8 @@ def n4_mixed_datalist(manifest: str | Path, data_dir: str | Path, out_dir: str |
     for split in SPLITS:
         entries = []
         items = content.get(split, [])
-        for index, item in enumerate(progress(items) if progress else items):
-            case = _case_id(item, index)
+        for item in progress(items) if progress else items:
+            case = _case_id(item)
             images = item["image"] if isinstance(item["image"], list) else [item["image"]]
             given = {**item, "image": [str(root / p) for p in images]}
             if "label" in item:

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
+from monai.transforms.utils import generate_spatial_bounding_box
 from monai.utils import convert_to_dst_type
 
 
@@ -41,8 +42,8 @@ class N4BiasCorrection(Transform):
 
     def _channel(self, array: np.ndarray) -> np.ndarray:
         if self.crop_foreground:
-            nonzero = np.argwhere(array > 0)
-            box = tuple(slice(lo, hi) for lo, hi in zip(nonzero.min(0), nonzero.max(0) + 1))
+            start, end = generate_spatial_bounding_box(array[None], select_fn=lambda x: x > 0)  # MONAI's, as CropForeground
+            box = tuple(slice(lo, hi) for lo, hi in zip(start, end))
             out = np.array(array, dtype=np.float32)
             out[box] = self._fit(array[box])
             return out
