@@ -38,8 +38,9 @@ def segment(inputs: str | Path | Sequence[str | Path], bundle: str = DEFAULT_BUN
         (one model), ``"accurate"`` (the cross-validation fold models, each with mirroring
         test-time augmentation) or None for the bundle's ``mode`` (fast). ``int8`` runs the
         bundle's int8 models on OpenVINO (True), float32 (False) or as the bundle says (None).
-        ``n4`` also segments the case after N4 bias-field correction and averages the two
-        probabilities (True), or not (False), or as the bundle's ``n4_average`` says (None).
+        ``n4`` applies N4 bias-field correction first (True; the bundle's ``n4_combine`` says
+        whether the corrected case alone is segmented or averaged with the case as given), or
+        not (False), or as the bundle's ``n4_average`` says (None).
 
     Raises:
         app.data.verify.InputError: missing, unreadable, non-3D or non-co-registered input.
@@ -105,10 +106,11 @@ def segment_cases(
         report: also write ``<output_dir>/report.html`` (see :func:`report`).
         int8: on the OpenVINO backend, run the bundle's int8 models (True) or float32 (False);
             None: the bundle's ``openvino_int8`` (see :class:`app.inference.Segmenter`).
-        n4: also segment each case after N4 bias-field correction and average the two
-            probabilities (True), or not (False); None: the bundle's ``n4_average`` (off). Slower
-            by the N4 fits (seconds per sequence) and a second model pass; its CV gain is in the
-            bundle docs (see :class:`app.inference.Segmenter`).
+        n4: N4 bias-field correction of each case first (True), or not (False); None: the
+            bundle's ``n4_average`` (off). The bundle's ``n4_combine`` says whether the corrected
+            case alone is segmented or averaged with the case as given. Slower by the N4 fits
+            (about 1 s a sequence); its CV gain is in the bundle docs (see
+            :class:`app.inference.Segmenter`).
 
     A case may lack sequences (any non-empty subset of T1, T1ce, T2, FLAIR): they are fed as
     zero channels to the modality-dropout model, and the case's record names them under

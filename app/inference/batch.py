@@ -279,7 +279,7 @@ def write_run_record(plan: BatchPlan, segmenter: Segmenter, settings: SegmentSet
 
     keys = ("infer_mode", "roi_size", "sw_batch_size", "overlap", "spacing_mm", "ckpt_path", *(("ensemble_ckpt_paths", "mirror_axes") if segmenter.mode == "accurate" else ()))
     record = {**info, "bundle": str(settings.bundle), "device": str(segmenter.device), "backend": segmenter.backend, "precision": segmenter.precision,
-              "mode": segmenter.mode, "n4_average": bool(getattr(segmenter, "n4", False)), "nproc": nproc, "config": {k: segmenter.parser.get_parsed_content(k) for k in keys if k in segmenter.parser},
+              "mode": segmenter.mode, "n4_average": bool(getattr(segmenter, "n4", False)), "n4_combine": getattr(segmenter, "n4_combine", None) if getattr(segmenter, "n4", False) else None, "nproc": nproc, "config": {k: segmenter.parser.get_parsed_content(k) for k in keys if k in segmenter.parser},
               "notes": plan.notes, "cases": entries}
     add_case_volumes(entries, settings.bundle, plan.output_dir)  # volumes_ml per case from the written labels, and volumes.csv
     return atomic_write_text(Path(plan.output_dir) / RUN_RECORD, json.dumps(record, indent=2, default=str) + "\n")

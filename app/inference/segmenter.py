@@ -17,6 +17,9 @@ from app.inference.backends import OpenVINONetwork, resolve_backend
 from app.inference.int8 import find_int8_ir
 from app.inference.ensemble import MODES, MirrorEnsemble, ensemble_members
 
+#: ``n4_combine`` values: segment the N4-corrected case only, or average it with the case as given.
+N4_COMBINE = ("n4", "average")
+
 logger = logging.getLogger(__name__)
 
 
@@ -157,16 +160,19 @@ class Segmenter:
             made from exactly those weights (:mod:`app.inference.int8`; others run in float32);
             None takes the bundle's ``openvino_int8`` (false where it has none). ``self.precision``
             says what ran: ``"int8"``, ``"f32"``, ``"bf16"`` or ``"int8+f32"`` (a mix).
-        n4: also segment the case after N4 bias-field correction of each sequence (Tustison et
-            al. 2010; :class:`app.transforms.N4BiasCorrection`, SimpleITK) and average the sigmoid
-            probabilities of the two (``n4_average`` in the bundle's inference config; None takes
-            it, false where absent). Raises 5-fold CV Dice of brats_unet3d (bundle docs) at the
-            cost of the N4 fits (seconds per sequence) and a second pass of the model(s).
+        n4: N4 bias-field correction of each sequence (Tustison et al. 2010;
+            :class:`app.transforms.N4BiasCorrection`, SimpleITK) before the model (``n4_average``
+            in the bundle's inference config; None takes it, false where absent). The bundle's
+            ``n4_combine`` says how: ``"n4"`` segments the corrected case only (for weights
+            trained on cases as given and N4-corrected, brats_unet3d >= 0.9.0); ``"average"``
+            (the default where absent) segments the case as given and corrected and averages the
+            two sigmoid probabilities. Raises 5-fold CV Dice of brats_unet3d (bundle docs) at the
+            cost of the N4 fits (about 1 s a sequence).
 
     Raises:
         FileNotFoundError: the bundle or its weights are missing.
-        ValueError, ImportError: an unknown backend or mode, a bundle without an ensemble for
-            ``accurate``, or OpenVINO asked for but not installed.
+        ValueError, ImportError: an unknown backend, mode or ``n4_combine``, a bundle without an
+            ensemble for ``accurate``, or OpenVINO asked for but not installed.
     """
 
     def __init__(self, bundle: str | Path = "brats_unet3d", device: str | None = None, ckpt_path: str | Path | None = None, overrides: dict | None = None,
@@ -206,6 +212,9 @@ class Segmenter:
         self.network = self._build_network(parser)
         self.preprocessing = parser.get_parsed_content("preprocessing")
         self.n4 = bool(parser.get("n4_average", False)) if n4 is None else bool(n4)
+        self.n4_combine = str(parser.get_parsed_content("n4_combine")) if "n4_combine" in parser else "average"
+        if self.n4_combine not in N4_COMBINE:
+            raise ValueError(f"n4_combine must be one of {', '.join(N4_COMBINE)}, got '{self.n4_combine}'")
         self._n4_branch = self._n4_pipeline() if self.n4 else None
         self.inferer = parser.get_parsed_content("inferer")
         self.postprocessing = parser.get_parsed_content("postprocessing")
@@ -244,11 +253,14 @@ class Segmenter:
         return transforms[0], N4BiasCorrectiond("image", **params), Compose(transforms[1:])
 
     def _preprocess(self, data: dict) -> dict:
-        """The bundle's preprocessing; with ``n4``, also ``"image_n4"``: the same after N4 on
-        the loaded sequences (same geometry: N4 keeps zero voxels zero, so the brain crop is the same)."""
+        """The bundle's preprocessing; with ``n4``, of the N4-corrected sequences (``n4_combine``
+        ``"n4"``) or also ``"image_n4"``, the same after N4 on the loaded sequences (``"average"``;
+        same geometry: N4 keeps zero voxels zero, so the brain crop is the same)."""
         if self._n4_branch is None:
             return self.preprocessing(data)
         load, n4, rest = self._n4_branch
+        if self.n4_combine == "n4":
+            return rest(n4(load(data)))
         loaded = load(data)
         corrected = rest(n4(dict(loaded)))  # N4 makes a new image: the in-place steps of one branch do not reach the other
         out = rest(dict(loaded))

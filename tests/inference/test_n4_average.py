@@ -1,5 +1,6 @@
-"""``--n4`` / ``n4_average``: each case is also segmented after N4 bias-field correction and the
-two sigmoid probabilities are averaged. Phantom cases and the shipped brats_unet3d weights."""
+"""``--n4`` / ``n4_average``: N4 bias-field correction before the model; ``n4_combine`` "n4"
+segments the corrected case only, "average" also the case as given and averages the two sigmoid
+probabilities. Phantom cases and the shipped brats_unet3d weights."""
 
 from __future__ import annotations
 
@@ -69,6 +70,27 @@ def test_identity_correction_gives_the_plain_label(phantom_root: Path, monkeypat
     assert np.array_equal(label, plain) and np.allclose(affine_n4, affine)
 
 
+def test_n4_only_segments_the_corrected_case(phantom_root: Path, monkeypatch: pytest.MonkeyPatch):
+    """``n4_combine: n4``: one branch, the corrected one: its preprocessed image is the
+    ``image_n4`` of the averaging mode and differs from the plain one (a non-linear stand-in for
+    N4, which z-scoring cannot undo); with the identity as N4 the label is the plain run's."""
+    files = case_files(phantom_root / "Phantom_002")
+    monkeypatch.setattr(N4BiasCorrection, "_channel", lambda self, array: np.sqrt(array).astype(np.float32))
+    only = Segmenter("brats_unet3d", device="cpu", backend="torch", n4=True, overrides={"n4_combine": "n4"})
+    assert only.n4_combine == "n4"
+    data = only.load(files)
+    averaged = Segmenter("brats_unet3d", device="cpu", backend="torch", n4=True, overrides={"n4_combine": "average"}).load(files)
+    assert "image_n4" not in data
+    torch.testing.assert_close(data["image"].as_tensor(), averaged["image_n4"].as_tensor())
+    assert not torch.allclose(data["image"].as_tensor(), averaged["image"].as_tensor(), atol=1e-2)
+    plain, affine = Segmenter("brats_unet3d", device="cpu", backend="torch", n4=False).predict(files)
+    monkeypatch.setattr(N4BiasCorrection, "_channel", lambda self, array: array.astype(np.float32))
+    label, affine_n4 = only.predict(files)
+    assert np.array_equal(label, plain) and np.allclose(affine_n4, affine) and len(np.unique(plain)) > 1
+    with pytest.raises(ValueError, match="n4_combine must be one of n4, average, got 'mean'"):
+        Segmenter("brats_unet3d", device="cpu", backend="torch", n4=True, overrides={"n4_combine": "mean"})
+
+
 def test_bundle_key_and_argument(phantom_root: Path):
     assert Segmenter("brats_unet3d", device="cpu", backend="torch").n4 is False  # off by default
     assert Segmenter("brats_unet3d", device="cpu", backend="torch", overrides={"n4_average": True}).n4 is True
@@ -92,6 +114,7 @@ def test_cli_n4_with_a_missing_sequence_records_it(phantom_root: Path, tmp_path:
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "out" / "volseg_run.json").read_text())
     assert record["n4_average"] is True and record["cases"][0]["missing_sequences"] == ["t1", "t2"]
+    assert record["n4_combine"] == Segmenter("brats_unet3d", device="cpu", backend="torch").n4_combine
     label = nib.load(tmp_path / "out" / "FlairT1ce_seg.nii.gz")
     ref = nib.load(case / "FlairT1ce_flair.nii.gz")
     assert label.shape == ref.shape and np.allclose(label.affine, ref.affine)
