@@ -58,11 +58,12 @@ def label_names(bundle: str | Path) -> dict[int, str]:
         return {}
 
 
-def missing_sequence_cv(bundle: str | Path, missing: Sequence[str]) -> dict[str, float]:
+def missing_sequence_cv(bundle: str | Path, missing: Sequence[str], n4: bool = False) -> dict[str, float]:
     """Cross-validation Dice per region of a bundle for cases that lack ``missing`` sequences.
 
-    Read from ``missing_sequences_cv`` in the bundle's ``configs/metadata.json``, keyed by the
-    sequences present joined with ``+`` in channel order (``"t1ce+flair"``).
+    Read from ``missing_sequences_cv`` in the bundle's ``configs/metadata.json`` (with ``n4``:
+    ``missing_sequences_cv_n4``, the figures of ``volseg segment --n4``), keyed by the sequences
+    present joined with ``+`` in channel order (``"t1ce+flair"``).
 
     Returns:
         ``{"WT": ..., "TC": ..., "ET": ...}``, or ``{}`` where the bundle has no figure for it.
@@ -74,7 +75,7 @@ def missing_sequence_cv(bundle: str | Path, missing: Sequence[str]) -> dict[str,
     except (OSError, ValueError):
         return {}
     key = "+".join(m for m in MODALITIES if m not in set(missing))
-    return dict(meta.get("missing_sequences_cv", {}).get(key, {}))
+    return dict(meta.get("missing_sequences_cv_n4" if n4 else "missing_sequences_cv", {}).get(key, {}))
 
 
 def bundle_dir(name: str) -> Path:

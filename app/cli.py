@@ -5,6 +5,7 @@ Heavy imports (torch, MONAI) happen inside commands so ``volseg --help`` is inst
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -290,7 +291,7 @@ def segment(
         elif not r.error:
             typer.echo(f"{r.case_id}: {r.output} ({r.seconds:.1f} s)")
             if r.extra.get("missing_sequences"):
-                typer.echo(f"  {_missing_line(bundle, r.extra['missing_sequences'])}")
+                typer.echo(f"  {_missing_line(bundle, r.extra['missing_sequences'], _run_used_n4(output))}")
             if "quality" in r.extra:
                 typer.echo(f"  uncertainty: {r.extra['uncertainty']} (quality score {r.extra['quality']:.3f}: expected WT Dice)")
     if (output / "volumes.csv").is_file():
@@ -302,12 +303,23 @@ def segment(
         raise typer.Exit(1)
 
 
-def _missing_line(bundle: str, missing: list[str]) -> str:
-    """``missing sequences: t2 (5-fold CV Dice without them: WT 0.80 TC 0.70 ET 0.60)``."""
+def _run_used_n4(output: Path) -> bool:
+    """Whether the batch's run record (``volseg_run.json``) says it ran N4 (``--n4``)."""
+    try:
+        return bool(json.loads((output / "volseg_run.json").read_text()).get("n4_average"))
+    except (OSError, ValueError):
+        return False
+
+
+def _missing_line(bundle: str, missing: list[str], n4: bool = False) -> str:
+    """``missing sequences: t2 (zero-filled; 5-fold CV Dice with this subset: WT 0.800  TC 0.700  ET 0.600)``;
+    with ``n4`` the bundle's ``--n4`` figures where it has them (else the default ones, said so)."""
     from app.bundles import missing_sequence_cv
 
-    cv = missing_sequence_cv(bundle, missing)
-    cost = ("; 5-fold CV Dice with this subset: " + "  ".join(f"{r} {cv[r]:.3f}" for r in ("WT", "TC", "ET") if r in cv)) if cv else "; no CV figure for this subset"
+    cv_n4 = missing_sequence_cv(bundle, missing, n4=True) if n4 else {}
+    cv = cv_n4 or missing_sequence_cv(bundle, missing)
+    which = " with --n4" if cv_n4 else (" without --n4" if n4 else "")
+    cost = (f"; 5-fold CV Dice with this subset{which}: " + "  ".join(f"{r} {cv[r]:.3f}" for r in ("WT", "TC", "ET") if r in cv)) if cv else "; no CV figure for this subset"
     return f"missing sequences: {', '.join(missing)} (zero-filled{cost})"
 
 

@@ -73,3 +73,19 @@ def test_cv_line_for_missing_sequences_comes_from_bundle_metadata():
         pytest.skip("bundle has no missing-sequence CV table yet")
     assert missing_sequence_cv("brats_unet3d", ["t1", "t2"]) == table["t1ce+flair"]
     assert set(table["t1ce+flair"]) >= {"WT", "TC", "ET"}
+
+
+def test_missing_line_quotes_the_n4_figures_when_the_run_used_n4(tmp_path):
+    from app.cli import _missing_line
+
+    configs = tmp_path / "b" / "configs"
+    configs.mkdir(parents=True)
+    (configs / "metadata.json").write_text(json.dumps({
+        "missing_sequences_cv": {"t1ce+flair": {"WT": 0.8, "TC": 0.6, "ET": 0.5}, "t1+t1ce+flair": {"WT": 0.81, "TC": 0.7, "ET": 0.6}},
+        "missing_sequences_cv_n4": {"t1ce+flair": {"WT": 0.85, "TC": 0.7, "ET": 0.65}}}))
+    bundle = str(tmp_path / "b")
+    assert "CV Dice with this subset: WT 0.800  TC 0.600" in _missing_line(bundle, ["t1", "t2"])
+    assert "CV Dice with this subset with --n4: WT 0.850  TC 0.700  ET 0.650" in _missing_line(bundle, ["t1", "t2"], n4=True)
+    # no --n4 figure for that subset: the default one, said so
+    assert "with this subset without --n4: WT 0.810" in _missing_line(bundle, ["t2"], n4=True)
+    assert "no CV figure for this subset" in _missing_line(bundle, ["flair"], n4=True)

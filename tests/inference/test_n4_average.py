@@ -62,7 +62,7 @@ def test_identity_correction_gives_the_plain_label(phantom_root: Path, monkeypat
     plain, affine = Segmenter("brats_unet3d", device="cpu", backend="torch", n4=False).predict(files)
     assert len(np.unique(plain)) > 1  # a tumour to compare
     monkeypatch.setattr(N4BiasCorrection, "_channel", lambda self, array: array.astype(np.float32))
-    seg = Segmenter("brats_unet3d", device="cpu", backend="torch", n4=True)
+    seg = Segmenter("brats_unet3d", device="cpu", backend="torch", n4=True, overrides={"n4_combine": "average"})
     data = seg.load(files)
     assert "image_n4" in data and data["image_n4"].shape == data["image"].shape
     torch.testing.assert_close(data["image_n4"].as_tensor(), data["image"].as_tensor())
@@ -115,6 +115,11 @@ def test_cli_n4_with_a_missing_sequence_records_it(phantom_root: Path, tmp_path:
     record = json.loads((tmp_path / "out" / "volseg_run.json").read_text())
     assert record["n4_average"] is True and record["cases"][0]["missing_sequences"] == ["t1", "t2"]
     assert record["n4_combine"] == Segmenter("brats_unet3d", device="cpu", backend="torch").n4_combine
+    # the missing-sequence line quotes the bundle's --n4 figures for FLAIR + T1ce
+    from app.bundles import missing_sequence_cv
+
+    cv = missing_sequence_cv("brats_unet3d", ["t1", "t2"], n4=True)
+    assert cv and f"with this subset with --n4: WT {cv['WT']:.3f}" in result.output
     label = nib.load(tmp_path / "out" / "FlairT1ce_seg.nii.gz")
     ref = nib.load(case / "FlairT1ce_flair.nii.gz")
     assert label.shape == ref.shape and np.allclose(label.affine, ref.affine)
