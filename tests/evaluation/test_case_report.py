@@ -158,6 +158,11 @@ def test_report_renders_missing_sequences_quality_and_failures(phantom_root: Pat
     # Without the inputs the labels are drawn on black, and said so.
     bare = _parse(write_report(out, out=tmp_path / "bare.html"))
     assert "labels drawn on black" in "".join(bare.sections["case-Phantom_002"]["text"])
+    # A --n4 run quotes the bundle's --n4 figures for the subset, and says so.
+    (out / "volseg_run.json").write_text(json.dumps({"bundle": "brats_unet3d", "mode": "fast", "n4_average": True, "n4_combine": "n4", "cases": entries}))
+    n4_facts = _facts(_parse(write_report(out, out=tmp_path / "n4.html")).sections["case-Phantom_002"])
+    cv_n4 = missing_sequence_cv("brats_unet3d", ["t2"], n4=True)
+    assert cv_n4 and n4_facts["CV Dice with these sequences"] == "  ".join(f"{r} {d:.3f}" for r, d in cv_n4.items()) + " (with --n4)"
 
 
 def test_tumour_centre():
