@@ -78,6 +78,20 @@ def missing_sequence_cv(bundle: str | Path, missing: Sequence[str], n4: bool = F
     return dict(meta.get("missing_sequences_cv_n4" if n4 else "missing_sequences_cv", {}).get(key, {}))
 
 
+def run_subset_cv(bundle: str | Path, missing: Sequence[str], n4: bool = False) -> tuple[dict[str, float], str]:
+    """The CV Dice to quote for a run that lacked ``missing`` sequences: with ``n4`` the bundle's
+    ``--n4`` figures where it has them, else its default ones.
+
+    Returns:
+        ``(figures, source)``: :func:`missing_sequence_cv`'s dict, and ``"with --n4"``,
+        ``"without --n4"`` (an ``n4`` run quoted the default figures) or ``""`` (no ``n4``).
+    """
+    figures = missing_sequence_cv(bundle, missing, n4=True) if n4 else {}
+    if figures:
+        return figures, "with --n4"
+    return missing_sequence_cv(bundle, missing), "without --n4" if n4 else ""
+
+
 def bundle_dir(name: str) -> Path:
     """Folder of a shipped bundle, in the installed package or the source checkout
     (:func:`app.resources.bundles_root`).

@@ -285,13 +285,14 @@ def segment(
     except RankError as err:  # a rank of --nproc failed (its own traceback is above)
         _fail(err, code=1)
     failed = [r for r in results if r.error]
+    used_n4 = _run_used_n4(output)
     for r in results:
         if r.note:
             typer.echo(f"{r.case_id}: {r.note}")
         elif not r.error:
             typer.echo(f"{r.case_id}: {r.output} ({r.seconds:.1f} s)")
             if r.extra.get("missing_sequences"):
-                typer.echo(f"  {_missing_line(bundle, r.extra['missing_sequences'], _run_used_n4(output))}")
+                typer.echo(f"  {_missing_line(bundle, r.extra['missing_sequences'], used_n4)}")
             if "quality" in r.extra:
                 typer.echo(f"  uncertainty: {r.extra['uncertainty']} (quality score {r.extra['quality']:.3f}: expected WT Dice)")
     if (output / "volumes.csv").is_file():
@@ -314,11 +315,10 @@ def _run_used_n4(output: Path) -> bool:
 def _missing_line(bundle: str, missing: list[str], n4: bool = False) -> str:
     """``missing sequences: t2 (zero-filled; 5-fold CV Dice with this subset: WT 0.800  TC 0.700  ET 0.600)``;
     with ``n4`` the bundle's ``--n4`` figures where it has them (else the default ones, said so)."""
-    from app.bundles import missing_sequence_cv
+    from app.bundles import run_subset_cv
 
-    cv_n4 = missing_sequence_cv(bundle, missing, n4=True) if n4 else {}
-    cv = cv_n4 or missing_sequence_cv(bundle, missing)
-    which = " with --n4" if cv_n4 else (" without --n4" if n4 else "")
+    cv, source = run_subset_cv(bundle, missing, n4)
+    which = f" {source}" if source else ""
     cost = (f"; 5-fold CV Dice with this subset{which}: " + "  ".join(f"{r} {cv[r]:.3f}" for r in ("WT", "TC", "ET") if r in cv)) if cv else "; no CV figure for this subset"
     return f"missing sequences: {', '.join(missing)} (zero-filled{cost})"
 

@@ -179,12 +179,10 @@ def _background(images: Sequence[str | Path | None]) -> str | Path | None:
 def _subset_cv(bundle: str, missing: Sequence[str], n4: bool = False) -> str:
     """The bundle's cross-validation Dice per region for cases lacking ``missing`` sequences
     (with ``n4``, its ``--n4`` figures where it has them)."""
-    from app.bundles import missing_sequence_cv
+    from app.bundles import run_subset_cv
 
-    cv_n4 = missing_sequence_cv(bundle, missing, n4=True) if n4 else {}
-    cv = cv_n4 or missing_sequence_cv(bundle, missing)
-    which = " (with --n4)" if cv_n4 else (" (without --n4)" if n4 and cv else "")
-    return ("  ".join(f"{region} {dice:.3f}" for region, dice in cv.items()) + which) if cv else "no CV figure for this subset"
+    cv, source = run_subset_cv(bundle, missing, n4)
+    return ("  ".join(f"{region} {dice:.3f}" for region, dice in cv.items()) + (f" ({source})" if source else "")) if cv else "no CV figure for this subset"
 
 
 def case_section(entry: Mapping[str, Any], images: Sequence[str | Path | None] | None, names: Mapping[int, str], bundle: str = "",
