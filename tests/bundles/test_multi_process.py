@@ -33,7 +33,12 @@ def test_two_process_training(name: str, bundle_data, tmp_path: Path, capfd: pyt
     logs = capfd.readouterr()
     rank0, rank1 = (torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert rank0.keys() == rank1.keys()
-    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
+    assert all(torch.isfinite(v).all() for v in rank0.values()), "rank 0's weights hold NaN or inf after 2 steps"
+    # DDP hands both ranks the same averaged gradients, so the weights agree to float rounding; a rank
+    # that missed a gradient sync differs by about one AdamW step (lr 1e-2 here) on many weights.
+    # (Exact equality failed once on a CI machine and never in 5 runs here: compared to rounding.)
+    for k in rank0:
+        torch.testing.assert_close(rank1[k], rank0[k], rtol=1e-5, atol=1e-6, msg=lambda m, k=k: f"{k} differs between ranks: {m}")
     assert (out / "last.pt").is_file() and (out / "model.pt").is_file()
     assert torch.load(out / "last.pt", weights_only=False)["trainer"]["iteration"] == 2  # 1 item per rank, 2 epochs
     run = json.loads((out / "configs" / "metadata.json").read_text())["training_run"]  # the output folder is a bundle
