@@ -40,7 +40,8 @@ def segment(inputs: str | Path | Sequence[str | Path], bundle: str = DEFAULT_BUN
         bundle's int8 models on OpenVINO (True), float32 (False) or as the bundle says (None).
         ``n4`` applies N4 bias-field correction first (True; the bundle's ``n4_combine`` says
         whether the corrected case alone is segmented or averaged with the case as given), or
-        not (False), or as the bundle's ``n4_average`` says (None).
+        not (False), or as the bundle says (None: ``n4_average``, off, in fast mode;
+        ``accurate_n4_average`` in accurate mode, on for brats_unet3d).
 
     Raises:
         app.data.verify.InputError: missing, unreadable, non-3D or non-co-registered input.
@@ -107,9 +108,10 @@ def segment_cases(
         int8: on the OpenVINO backend, run the bundle's int8 models (True) or float32 (False);
             None: the bundle's ``openvino_int8`` (see :class:`app.inference.Segmenter`).
         n4: N4 bias-field correction of each case first (True), or not (False); None: the
-            bundle's ``n4_average`` (off). The bundle's ``n4_combine`` says whether the corrected
+            bundle's ``n4_average`` (off) in fast mode, ``accurate_n4_average`` in accurate mode
+            (on for brats_unet3d). The bundle's ``n4_combine`` says whether the corrected
             case alone is segmented or averaged with the case as given. Slower by the N4 fits
-            (about 1 s a sequence); its CV gain is in the bundle docs (see
+            (about 1.5 s a case on 2 CPU cores); its CV gain is in the bundle docs (see
             :class:`app.inference.Segmenter`).
 
     A case may lack sequences (any non-empty subset of T1, T1ce, T2, FLAIR): they are fed as

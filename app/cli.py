@@ -261,7 +261,7 @@ def segment(
     overwrite: bool = typer.Option(False, "--overwrite", help="segment cases whose label map is already in the output folder again (default: skip them, so a stopped batch resumes)"),
     report: bool = typer.Option(False, "--report", help="also write <output>/report.html: per case, overlays on three planes, volumes (mL), missing sequences, quality score, the bundle's CV figures"),
     int8: Optional[bool] = typer.Option(None, "--int8/--no-int8", help="OpenVINO backend: run the bundle's int8 models (NNCF post-training quantization; brats_unet3d: 5-fold CV Dice within 0.005 of float32) or float32; default: the bundle's openvino_int8"),
-    n4: Optional[bool] = typer.Option(None, "--n4/--no-n4", help="N4 bias-field correction of every sequence before the model (the bundle's n4_combine: the corrected case only, or averaged with the case as given; brats_unet3d 5-fold CV gain in its docs; about 1 s a sequence more); default: the bundle's n4_average (off)"),
+    n4: Optional[bool] = typer.Option(None, "--n4/--no-n4", help="N4 bias-field correction of every sequence before the model (the bundle's n4_combine: the corrected case only, or averaged with the case as given; brats_unet3d 5-fold CV gain in its docs; about 1.5 s a case more on 2 CPU cores); default: the bundle's, off in --mode fast, on in --mode accurate for brats_unet3d"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
     """Segment cases into uint8 label maps (the bundle's codes: BraTS 0/1/2/4, ct_unet3d 0/1) with the input's shape and affine.

@@ -9,8 +9,9 @@ int8 models) and, beside it, the same in float32 OpenVINO (--no-int8). Prints on
 --warmup, GFLOP of the network per case (torch's FlopCounterMode) and GFLOP/s over the whole
 median time, peak resident memory sampled during the row's runs, and Dice per region against the
 case's label. With --dice-split, also the mean Dice per region of each VolSeg row over that split
-of the shared manifest. With --n4, also each --mode with N4 averaging (``n4_average``: the case and its
-N4-corrected copy, probabilities averaged). Measures only; asserts nothing.
+of the shared manifest. With --n4, also each --mode with --n4 and with --no-n4 (N4 bias-field correction
+before the model, as the bundle's ``n4_combine`` says), and with --n4-params, --n4 with other
+N4 settings (``n4_params``). Measures only; asserts nothing.
 
     python benchmarks/inference.py --runs 5 --dice-split test
 """
@@ -105,8 +106,9 @@ def model_zoo_recipe() -> Callable[[list[Path], Path], np.ndarray]:
     return recipe_runner(net, pre, inferer)
 
 
-def volseg(bundle: str, overrides: dict, backend: str | None, mode: str = "fast", int8: bool | None = None) -> Callable[[list[Path], Path], np.ndarray]:
-    segmenter = Segmenter(bundle, device="cpu", overrides=overrides, backend=backend, mode=mode, int8=int8)
+def volseg(bundle: str, overrides: dict, backend: str | None, mode: str = "fast", int8: bool | None = None,
+           n4: bool | None = None) -> Callable[[list[Path], Path], np.ndarray]:
+    segmenter = Segmenter(bundle, device="cpu", overrides=overrides, backend=backend, mode=mode, int8=int8, n4=n4)
 
     def run(images: list[Path], out: Path) -> np.ndarray:
         label, _ = segmenter.predict(images)
@@ -144,7 +146,9 @@ def main() -> None:
     parser.add_argument("--bundles", nargs="+", default=["brats_unet3d", "brats_deeplab3d"])
     parser.add_argument("--dice-split", choices=["validation", "test"], help="also score every VolSeg row on this manifest split")
     parser.add_argument("--modes-only", action="store_true", help="only the tutorial row and each bundle's --mode fast / --mode accurate as shipped")
-    parser.add_argument("--n4", action="store_true", help="also each bundle's --mode fast and --mode accurate with --n4 (N4 averaging)")
+    parser.add_argument("--n4", action="store_true", help="also each bundle's --mode fast and --mode accurate with --n4 and with --no-n4")
+    parser.add_argument("--n4-params", action="append", default=[], type=json.loads, metavar="JSON",
+                        help="with --n4, also each mode's --n4 row with these n4_params (repeat), e.g. '{\"shrink_factor\": 6, \"iterations\": [25, 25], \"crop_foreground\": true, \"num_threads\": 1}'")
     args = parser.parse_args()
     case = find_case(args.data_dir / args.case, require_label=True)
     ref = np.asarray(nib.load(case.label).dataobj).astype(np.uint8)
@@ -160,7 +164,10 @@ def main() -> None:
                 if "int8" in shipped.segmenter.precision:  # the same settings in float32, for the int8 speed-up
                     rows[f"VolSeg {short} --mode {mode} --no-int8 (float32 OpenVINO)"] = volseg(bundle, {}, None, mode, int8=False)
                 if args.n4:
-                    rows[f"VolSeg {short} --mode {mode} --n4"] = volseg(bundle, {"n4_average": True}, None, mode)
+                    rows[f"VolSeg {short} --mode {mode} --n4"] = volseg(bundle, {}, None, mode, n4=True)
+                    rows[f"VolSeg {short} --mode {mode} --no-n4"] = volseg(bundle, {}, None, mode, n4=False)
+                    for params in args.n4_params:
+                        rows[f"VolSeg {short} --mode {mode} --n4, n4_params {json.dumps(params)}"] = volseg(bundle, {"n4_params": params}, None, mode, n4=True)
             except FileNotFoundError as err:
                 print(f"skipping {bundle} --mode {mode}: {err}")
         if args.modes_only:

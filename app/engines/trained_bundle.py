@@ -46,6 +46,10 @@ RUN_ONLY_KEYS = frozenset({"bundle_root", "output_dir", "ckpt_dir", "device", "r
 TRAIN_CONFIGS = ("common.yaml", "train.yaml")
 #: Keys of the source's ``training`` metadata that describe the source's own weights.
 SOURCE_WEIGHT_KEYS = ("fast_model_fold", "cv_manifest")
+#: metadata ``inference`` settings chosen for the source bundle's weights that a new run's weights
+#: do not inherit: ``accurate_n4`` (N4 by default in accurate mode, for weights trained on
+#: N4-corrected copies) goes back to off; ``--n4`` still turns N4 on.
+SOURCE_WEIGHT_INFERENCE = {"accurate_n4": False}
 DATALIST = "datalist.json"
 
 
@@ -98,6 +102,9 @@ def _set_meta(meta: dict[str, Any], path: str, value: Any) -> None:
 
 def _metadata(src_meta: dict[str, Any], src: Path, figures: Mapping[str, Any], meta_overrides: Mapping[str, Any]) -> dict[str, Any]:
     meta = json.loads(json.dumps(src_meta))
+    for key, value in SOURCE_WEIGHT_INFERENCE.items():
+        if key in meta.get("inference", {}):
+            meta["inference"][key] = value
     for key, value in meta_overrides.items():
         _set_meta(meta, key, value)
     training = {k: v for k, v in meta.get("training", {}).items() if k not in SOURCE_WEIGHT_KEYS}

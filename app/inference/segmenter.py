@@ -162,12 +162,13 @@ class Segmenter:
             says what ran: ``"int8"``, ``"f32"``, ``"bf16"`` or ``"int8+f32"`` (a mix).
         n4: N4 bias-field correction of each sequence (Tustison et al. 2010;
             :class:`app.transforms.N4BiasCorrection`, SimpleITK) before the model (``n4_average``
-            in the bundle's inference config; None takes it, false where absent). The bundle's
+            in the bundle's inference config, ``accurate_n4_average`` in accurate mode; None takes
+            it, false where absent: brats_unet3d >= 0.9.1 runs it in accurate mode). The bundle's
             ``n4_combine`` says how: ``"n4"`` segments the corrected case only (for weights
             trained on cases as given and N4-corrected, brats_unet3d >= 0.9.0); ``"average"``
             (the default where absent) segments the case as given and corrected and averages the
             two sigmoid probabilities. Raises 5-fold CV Dice of brats_unet3d (bundle docs) at the
-            cost of the N4 fits (about 1 s a sequence).
+            cost of the N4 fits (about 1.5 s a case on 2 CPU cores, the sequences fitted in parallel).
 
     Raises:
         FileNotFoundError: the bundle or its weights are missing.
@@ -197,9 +198,9 @@ class Segmenter:
         if self.mode == "accurate" and "ensemble_ckpt_paths" not in parser:
             raise ValueError(f"bundle '{bundle}' has no ensemble (ensemble_ckpt_paths) for --mode accurate; use --mode fast")
         if self.mode == "accurate":
-            for key in ("infer_mode", "overlap", "sw_batch_size"):
+            for key in ("infer_mode", "overlap", "sw_batch_size", "n4_average"):
                 if f"accurate_{key}" in parser:
-                    parser[key] = parser[f"accurate_{key}"]
+                    parser[key] = parser.get_parsed_content(f"accurate_{key}")  # a value or a metadata reference
         self.uncertainty = uncertainty
         self.parser = parser
         self.device = parser.get_parsed_content("device")
@@ -211,7 +212,7 @@ class Segmenter:
         self.int8 = bool(parser.get("openvino_int8", False)) if int8 is None else bool(int8)
         self.network = self._build_network(parser)
         self.preprocessing = parser.get_parsed_content("preprocessing")
-        self.n4 = bool(parser.get("n4_average", False)) if n4 is None else bool(n4)
+        self.n4 = bool(parser.get_parsed_content("n4_average", default=False)) if n4 is None else bool(n4)
         self.n4_combine = str(parser.get_parsed_content("n4_combine")) if "n4_combine" in parser else "average"
         if self.n4_combine not in N4_COMBINE:
             raise ValueError(f"n4_combine must be one of {', '.join(N4_COMBINE)}, got '{self.n4_combine}'")
@@ -246,10 +247,10 @@ class Segmenter:
         transforms = list(self.preprocessing.transforms)
         if not transforms or not isinstance(transforms[0], LoadImaged):
             raise ValueError(f"n4_average needs a preprocessing that starts with a reader (LoadImaged); it starts with {type(transforms[0]).__name__ if transforms else 'nothing'}")
-        params = dict(self.parser.get("n4_params", {}))  # the bundle's N4 settings (shrink_factor, iterations, crop_foreground)
-        unknown = set(params) - {"shrink_factor", "iterations", "crop_foreground"}
+        params = dict(self.parser.get("n4_params", {}))  # the bundle's N4 settings (shrink_factor, iterations, crop_foreground, num_threads)
+        unknown = set(params) - {"shrink_factor", "iterations", "crop_foreground", "num_threads"}
         if unknown:
-            raise ValueError(f"n4_params: unknown key(s) {', '.join(sorted(unknown))}; known: shrink_factor, iterations, crop_foreground")
+            raise ValueError(f"n4_params: unknown key(s) {', '.join(sorted(unknown))}; known: shrink_factor, iterations, crop_foreground, num_threads")
         return transforms[0], N4BiasCorrectiond("image", **params), Compose(transforms[1:])
 
     def _preprocess(self, data: dict) -> dict:

@@ -75,3 +75,17 @@ def test_empty_splits_give_a_clear_error(ct_phantom_root: Path, ct_phantom_manif
     with pytest.raises(ValueError, match="'validation' split of .* is empty but validation is due every 1 epoch"):
         api.train("ct_unet3d", no_validation, ct_phantom_root, tmp_path / "b", {**RUN, "val_interval": 1}, progress=False)
     assert not (tmp_path / "b" / "model.pt").exists()
+
+
+def test_new_weights_do_not_inherit_the_source_weights_accurate_n4():
+    """A run's bundle starts from the source metadata, but N4 by default in accurate mode was
+    chosen for the source's N4-trained weights: the new bundle has it off (``--n4`` still works);
+    the other inference settings and the run's own figures stay."""
+    from app.engines.trained_bundle import _metadata
+
+    src = json.loads((Path(__file__).resolve().parents[2] / "bundles" / "brats_unet3d" / "configs" / "metadata.json").read_text())
+    assert src["inference"]["accurate_n4"] is True
+    meta = _metadata(src, Path("bundles/brats_unet3d"), {"epochs": 1, "final_metric": 0.5}, {})
+    assert meta["inference"]["accurate_n4"] is False
+    assert meta["inference"]["n4_combine"] == src["inference"]["n4_combine"] and meta["training_run"]["epochs"] == 1
+    assert src["inference"]["accurate_n4"] is True  # the source's metadata is not touched

@@ -54,6 +54,23 @@ def test_n4_on_the_foreground_box_matches_the_whole_volume_fit():
         N4BiasCorrection(iterations=())
 
 
+def test_n4_threads_give_the_serial_result():
+    """``num_threads``: the channels fitted in parallel threads give exactly the serial fits
+    (each channel's fit is independent), a zero-filled channel still untouched; and a thread
+    count below 1 is refused with its value named."""
+    grid = np.meshgrid(*[np.linspace(-1, 1, n) for n in (24, 28, 20)], indexing="ij")
+    brain = (grid[0] ** 2 + grid[1] ** 2 + grid[2] ** 2) < 0.7
+    channels = [np.where(brain, 100.0 * np.exp(a * grid[0] - b * grid[2]), 0.0) for a, b in ((0.3, 0.1), (-0.2, 0.3), (0.1, -0.4))]
+    image = torch.from_numpy(np.stack([channels[0], np.zeros_like(channels[0]), channels[1], channels[2]])).float()
+    serial = N4BiasCorrection(shrink_factor=2, iterations=(10, 10), crop_foreground=True, num_threads=1)(image)
+    threaded = N4BiasCorrection(shrink_factor=2, iterations=(10, 10), crop_foreground=True, num_threads=3)(image)
+    assert torch.equal(serial, threaded)
+    assert torch.count_nonzero(threaded[1]) == 0
+    assert all(not torch.equal(threaded[c], image[c]) for c in (0, 2, 3))
+    with pytest.raises(ValueError, match="num_threads >= 1.*got 0"):
+        N4BiasCorrection(num_threads=0)
+
+
 def test_identity_correction_gives_the_plain_label(phantom_root: Path, monkeypatch: pytest.MonkeyPatch):
     """With N4 replaced by the identity the two branches are the same case: the average of a
     probability with itself must give exactly the label of a plain run (the branches share the
@@ -103,6 +120,24 @@ def test_bundle_key_and_argument(phantom_root: Path):
     assert (corrector.shrink_factor, corrector.iterations, corrector.crop_foreground) == (6, [25, 25], True)
     with pytest.raises(ValueError, match="n4_params: unknown key.*shrink"):
         Segmenter("brats_unet3d", device="cpu", backend="torch", n4=True, overrides={"n4_params": {"shrinkfactor": 6}})
+    seg = Segmenter("brats_unet3d", device="cpu", backend="torch", n4=True, overrides={"n4_params": {"shrink_factor": 8, "iterations": [25, 25], "num_threads": 1}})
+    assert seg._n4_branch[1].corrector.num_threads == 1
+
+
+def test_accurate_mode_runs_n4_where_the_bundle_says():
+    """``--mode accurate`` takes ``accurate_n4_average`` (metadata ``inference#accurate_n4``):
+    on for brats_unet3d (weights trained on N4-corrected copies), off in fast mode; ``n4=False``
+    (``--no-n4``) and the override ``accurate_n4_average`` turn it off, and the shipped N4
+    settings are the ones chosen on CV (shrink 8, 2 x 25 iterations, the brain's box)."""
+    meta = json.loads((Path(__file__).resolve().parents[2] / "bundles" / "brats_unet3d" / "configs" / "metadata.json").read_text())
+    assert meta["inference"]["accurate_n4"] is True
+    accurate = Segmenter("brats_unet3d", device="cpu", backend="torch", mode="accurate")
+    assert accurate.n4 is True and accurate._n4_branch is not None
+    corrector = accurate._n4_branch[1].corrector
+    assert (corrector.shrink_factor, corrector.iterations, corrector.crop_foreground) == (8, [25, 25], True)
+    assert Segmenter("brats_unet3d", device="cpu", backend="torch", mode="fast").n4 is False
+    assert Segmenter("brats_unet3d", device="cpu", backend="torch", mode="accurate", n4=False).n4 is False
+    assert Segmenter("brats_unet3d", device="cpu", backend="torch", mode="accurate", overrides={"accurate_n4_average": False}).n4 is False
 
 
 def test_cli_n4_with_a_missing_sequence_records_it(phantom_root: Path, tmp_path: Path):
