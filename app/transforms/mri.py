@@ -18,8 +18,9 @@ class N4BiasCorrection(Transform):
     """N4 bias-field correction of each channel (SimpleITK ``N4BiasFieldCorrectionImageFilter``).
 
     The field is fitted on a copy shrunk by ``shrink_factor`` inside an Otsu foreground mask
-    and applied to the full-resolution channel. Slow (seconds to minutes per volume): off by
-    default in VolSeg pipelines.
+    and applied to the full-resolution channel. Seconds per volume (about 1.5 s for a BraTS case's
+    four sequences on 2 cores with brats_unet3d's ``n4_params``): off in ``--mode fast``, on in
+    brats_unet3d's ``--mode accurate``.
 
     The channels are fitted in parallel threads (SimpleITK releases the GIL while a filter runs);
     each channel's result is the same as a serial fit's.
@@ -75,7 +76,8 @@ class N4BiasCorrection(Transform):
     def __call__(self, img: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
         array = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
         fit = [c for c in range(len(array)) if (array[c] > 0).any()]  # a zero-filled (missing) sequence stays zero
-        threads = min(len(fit), self.num_threads or os.cpu_count() or 1)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)  # the cores this process may use
+        threads = min(len(fit), self.num_threads or cores)
         if threads > 1:
             with ThreadPoolExecutor(threads) as pool:
                 corrected = dict(zip(fit, pool.map(self._channel, [array[c] for c in fit])))
