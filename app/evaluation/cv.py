@@ -55,7 +55,8 @@ def cross_validate(bundle: str | Path, cv_manifest: str | Path, weights: str | P
 
     For fold ``k`` the model ``fold_checkpoint(weights, k)`` segments the cases whose ``fold`` is
     ``k`` (the cases that model never trained on); ``mode="accurate"`` runs that one model with
-    the bundle's mirroring test-time augmentation (the part of ``--mode accurate`` that
+    the bundle's mirroring test-time augmentation and accurate-mode N4 (``accurate_n4_average``:
+    on for brats_unet3d >= 0.9.1; override it to score without) (the part of ``--mode accurate`` that
     cross-validation can score: the shipped ensemble averages all folds, so every shared case
     has been seen by four of its five members). Labels are written in the input geometry to
     ``out_dir/preds`` and scored with :func:`app.evaluation.case_metrics` (Dice, HD95 in mm, ...).
