@@ -146,3 +146,30 @@ def mode_network(mode: str, network: torch.nn.Module, ensemble_ckpt_paths: Seque
     if mode == "fast":
         return network
     return MirrorEnsemble(ensemble_members(network, ensemble_ckpt_paths, device), mirror_axes, max_batch)
+
+
+def workflow_n4_transforms(mode: str, n4_average: bool, accurate_n4_average: bool, n4_combine: str, n4_params: dict | None = None) -> list:
+    """The N4 step of a bundle's own inference workflow (``python -m monai.bundle run``), so that
+    it corrects the bias field where ``volseg segment`` would: ``n4_average``, or in ``"accurate"``
+    mode ``accurate_n4_average``; inserted after the reader by ``inference.yaml``.
+
+    Returns:
+        ``[]`` without N4, else ``[N4BiasCorrectiond("image", **n4_params)]``
+        (:class:`app.transforms.N4BiasCorrectiond`; Tustison et al. 2010, SimpleITK).
+
+    Raises:
+        ValueError: N4 asked for with ``n4_combine`` ``"average"``: the workflow segments each case
+            once, so it cannot average the case as given with its corrected copy (``volseg segment``
+            can), or an unknown mode.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got '{mode}'")
+    if not (accurate_n4_average if mode == "accurate" else n4_average):
+        return []
+    if n4_combine != "n4":
+        raise ValueError(f"N4 in the bundle workflow needs n4_combine 'n4' (the corrected case alone), got '{n4_combine}': "
+                         "averaging the case as given with its N4-corrected copy needs two passes; use volseg segment --n4, or set n4_average false")
+    from app.transforms import N4BiasCorrectiond
+
+    return [N4BiasCorrectiond("image", **dict(n4_params or {}))]
+

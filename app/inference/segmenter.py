@@ -201,6 +201,8 @@ class Segmenter:
             for key in ("infer_mode", "overlap", "sw_batch_size", "n4_average"):
                 if f"accurate_{key}" in parser:
                     parser[key] = parser.get_parsed_content(f"accurate_{key}")  # a value or a metadata reference
+        if "workflow_n4" in parser:
+            parser["workflow_n4"] = False  # the N4 branch below replaces the bundle workflow's own N4 step
         self.uncertainty = uncertainty
         self.parser = parser
         self.device = parser.get_parsed_content("device")
