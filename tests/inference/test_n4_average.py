@@ -193,6 +193,10 @@ def test_bundle_workflow_runs_n4_where_volseg_segment_would(phantom_root: Path, 
     with pytest.raises(Exception) as refused:  # MONAI's ConfigParser raises its own error from ours
         _workflow_parser("brats_deeplab3d", n4_average=True).get_parsed_content("preprocessing")
     assert "needs n4_combine 'n4'" in str(refused.value.__cause__) and "got 'average'" in str(refused.value.__cause__)
+    from app.inference import workflow_n4_transforms
+
+    with pytest.raises(ValueError, match="accurate_n4_average must be True or False, got 'false'"):  # what `--accurate_n4_average false` passes
+        workflow_n4_transforms("accurate", False, "false", "n4", {})
     segmenter = Segmenter("brats_unet3d", device="cpu", backend="torch", mode="accurate")
     assert not any(isinstance(t, N4BiasCorrectiond) for t in segmenter.preprocessing.transforms) and segmenter._n4_branch is not None
 
