@@ -9,7 +9,13 @@ subset, and scores each candidate rule on the same maps, with the transforms the
 - ``largest``: MONAI ``KeepLargestConnectedComponent`` (26-connected, all labels together:
   nnU-Net's postprocessing option);
 - ``frac F``: :class:`app.transforms.RemoveRelativelySmallComponents` (drop components under F
-  times the largest one's size).
+  times the largest one's size);
+- ``ET frac F`` (``--et-fractions``): :class:`app.transforms.RelabelRelativelySmallComponents` on
+  the enhancing tumour alone (ET components under F times the largest ET component become NCR;
+  TC and WT unchanged), applied to the maps as written (the bundle's all-label filter on). Its
+  fraction is also chosen by nested CV: for each fold, the F (0 = off) with the best mean ET
+  Dice over the other folds' cases is applied to that fold's cases, and the paired gain over
+  ``none`` is printed with its standard error.
 
 Prints, per subset, the mean Dice per region of each rule and the number of cases it changes by
 more than 0.05 WT Dice either way, then (``--rows RULE``) the per-case rows (Dice and HD95 in mm,
@@ -17,6 +23,7 @@ more than 0.05 WT Dice either way, then (``--rows RULE``) the per-case rows (Dic
 applying it here to maps written without it gives what the workflow writes with it.
 
     python benchmarks/cv_postprocessing.py --preds runs/cv_md2/eval --rows "frac 0.3"
+    python benchmarks/cv_postprocessing.py --preds runs/n4sf8/eval --fractions --et-fractions 0.1 0.2 0.3 0.4 0.5 0.6 0.7 0.8 1
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from monai.transforms import KeepLargestConnectedComponent
 from app.data import default_brats_dir
 from app.evaluation.metrics import case_metrics
 from app.labels import BRATS
-from app.transforms import RemoveRelativelySmallComponents
+from app.transforms import RelabelRelativelySmallComponents, RemoveRelativelySmallComponents
 
 REGIONS = ("WT", "TC", "ET")
 SUBSETS = ("t1+t1ce+t2+flair", "t1ce+flair", "t1+t1ce+flair", "t1ce+t2+flair", "flair")
@@ -49,22 +56,39 @@ def dice_only(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:
     return out
 
 
-def rules(fractions: list[float]) -> dict:
+def rules(fractions: list[float], et_fractions: list[float] = ()) -> dict:
     out = {"none": lambda x: x, "largest": KeepLargestConnectedComponent(applied_labels=[1, 2, 4], independent=False, connectivity=3)}
     out.update({f"frac {f:g}": RemoveRelativelySmallComponents(f) for f in fractions})
+    out.update({f"ET frac {f:g}": RelabelRelativelySmallComponents([4], to_label=1, min_fraction=f) for f in et_fractions})
     return out
+
+
+def nested_choice(scores: dict[str, dict[str, dict]], names: list[str], region: str) -> tuple[list[str], np.ndarray]:
+    """For each fold, the rule among ``names`` with the best mean ``region`` Dice over the other
+    folds' cases (ties: the earlier name); returns the choices and each case's paired gain of the
+    chosen rule over ``names[0]``."""
+    cases = list(scores[names[0]])
+    folds = sorted({scores[names[0]][c]["fold"] for c in cases})
+    chosen, gains = [], []
+    for fold in folds:
+        train = [c for c in cases if scores[names[0]][c]["fold"] != fold]
+        best = max(names, key=lambda n: (np.mean([scores[n][c][f"{region}_dice"] for c in train]), -names.index(n)))
+        chosen.append(best)
+        gains += [scores[best][c][f"{region}_dice"] - scores[names[0]][c][f"{region}_dice"] for c in cases if scores[names[0]][c]["fold"] == fold]
+    return chosen, np.asarray(gains)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preds", type=Path, required=True, help="folder of <subset>/fold<k>/preds/*_seg.nii.gz")
     parser.add_argument("--subsets", nargs="+", default=list(SUBSETS))
-    parser.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.5])
+    parser.add_argument("--fractions", type=float, nargs="*", default=[0.1, 0.2, 0.3, 0.5])
+    parser.add_argument("--et-fractions", type=float, nargs="*", default=[], help="ET-only rules to score (and choose by nested CV)")
     parser.add_argument("--rows", default=None, help="print per-case rows of this rule (first subset)")
     parser.add_argument("--data-dir", type=Path, default=None)
     args = parser.parse_args()
     data_dir = Path(args.data_dir or default_brats_dir())
-    candidates = rules(args.fractions)
+    candidates = rules(args.fractions, args.et_fractions)
     summary = {}
     print("| sequences | rule | cases | WT | TC | ET | cases changed > 0.05 WT (up / down) |\n| --- | --- | --- | --- | --- | --- | --- |")
     per_case: dict[str, dict[str, dict[str, float]]] = {}
@@ -90,6 +114,13 @@ def main() -> None:
             up, down = sum(d > 0.05 for d in delta), sum(d < -0.05 for d in delta)
             summary[subset][name] = dict(zip(REGIONS, [round(m, 4) for m in means]))
             print(f"| {subset.replace('+', ' + ')} | {name} | {len(rows)} | " + " | ".join(f"{m:.3f}" for m in means) + f" | {up} / {down} |")
+        et_names = ["none", *(n for n in candidates if n.startswith("ET frac"))]
+        if len(et_names) > 1:
+            chosen, gains = nested_choice(scores, et_names, "ET")
+            se = gains.std(ddof=1) / np.sqrt(len(gains)) if len(gains) > 1 else float("nan")
+            summary[subset]["ET nested"] = {"chosen": chosen, "gain": round(float(gains.mean()), 4), "se": round(float(se), 4)}
+            print(f"| {subset.replace('+', ' + ')} | ET rule by nested CV ({', '.join(chosen)}) | {len(gains)} | | | "
+                  f"{np.mean([scores['none'][c]['ET_dice'] for c in scores['none']]) + gains.mean():.3f} (paired {gains.mean():+.3f}, SE {se:.3f}) | |")
         if args.rows and not per_case:
             per_case = scores[args.rows]
     (args.preds / "postprocessing.json").write_text(json.dumps(summary, indent=1) + "\n")

@@ -2,7 +2,12 @@
 
 from app.transforms.bias_field import TorchRandBiasField, TorchRandBiasFieldd, legendre_field
 from app.transforms.box import InForegroundBox, InForegroundBoxd
-from app.transforms.components import RemoveRelativelySmallComponents, RemoveRelativelySmallComponentsd
+from app.transforms.components import (
+    RelabelRelativelySmallComponents,
+    RelabelRelativelySmallComponentsd,
+    RemoveRelativelySmallComponents,
+    RemoveRelativelySmallComponentsd,
+)
 from app.transforms.dropout import RandModalityDropoutd, channel_subsets
 from app.transforms.ct import HU_WINDOWS, HUWindow, HUWindowd
 from app.transforms.mri import N4BiasCorrection, N4BiasCorrectiond
@@ -26,6 +31,8 @@ __all__ = [
     "NonzeroZScored",
     "RandModalityDropoutd",
     "RegionsToBratsLabels",
+    "RelabelRelativelySmallComponents",
+    "RelabelRelativelySmallComponentsd",
     "RemoveRelativelySmallComponents",
     "RemoveRelativelySmallComponentsd",
     "RegionsToBratsLabelsd",

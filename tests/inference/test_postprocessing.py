@@ -8,7 +8,7 @@ import torch
 from monai.data import MetaTensor
 
 from app.inference import Segmenter
-from app.transforms import RemoveRelativelySmallComponents
+from app.transforms import RelabelRelativelySmallComponents, RemoveRelativelySmallComponents
 
 
 def _two_tumours(small_side: int) -> torch.Tensor:
@@ -55,6 +55,57 @@ def test_component_filter_follows_the_bundle_metadata():
     assert out[0, 25:, 25:, 25:].abs().sum() == 0 and out[0, 10, 10, 10] == 1
     assert _component_filter(Segmenter("brats_unet3d", device="cpu", backend="torch", overrides={"min_component_fraction": 0})) is None
     assert _component_filter(Segmenter("brats_deeplab3d", device="cpu", backend="torch")) is None  # not measured on CV for DeepLab
+
+
+def _et_specks() -> torch.Tensor:
+    """(1, 40, 40, 40): one tumour (ED, NCR, a 2x7x7 ET rim of 98 voxels touching the core) with two
+    ET islands inside its edema, of 8 (2^3) and 27 (3^3) voxels."""
+    label = _two_tumours(0)
+    label[0, 25:, 25:, 25:] = 0  # one tumour only
+    label[0, 6:8, 6:8, 6:8] = 4
+    label[0, 16:19, 16:19, 5:8] = 2
+    label[0, 16:19, 16:19, 5:8] = 4
+    return label
+
+
+def test_small_et_islands_become_necrotic_core_and_tc_wt_stay():
+    label = _et_specks()
+    out = RelabelRelativelySmallComponents([4], to_label=1, min_fraction=0.5)(MetaTensor(label.clone()))
+    assert isinstance(out, MetaTensor) and out.dtype == label.dtype
+    assert int((out == 4).sum()) == 98 and int((label == 4).sum()) == 98 + 8 + 27  # only the rim stays ET
+    assert out[0, 6, 6, 6] == 1 and out[0, 17, 17, 6] == 1 and out[0, 17, 12, 12] == 4
+    for region in ((1, 2, 4), (1, 4)):  # WT and TC unchanged
+        assert torch.equal(torch.isin(out, torch.tensor(region, dtype=out.dtype)), torch.isin(label, torch.tensor(region, dtype=label.dtype)))
+    assert torch.equal(out[label != 4], label[label != 4])
+    # 27 voxels are 28 % of the rim: kept at 0.2, relabelled at 0.3; 0 keeps everything
+    kept = RelabelRelativelySmallComponents([4], to_label=1, min_fraction=0.2)(label)
+    assert kept[0, 17, 17, 6] == 4 and kept[0, 6, 6, 6] == 1
+    assert torch.equal(RelabelRelativelySmallComponents([4], 1, 0.0)(label), label)
+    assert int((RelabelRelativelySmallComponents([4], 0, 1.0)(label) == 0).sum()) == int((label == 0).sum()) + 35
+    with pytest.raises(ValueError, match="min_fraction"):
+        RelabelRelativelySmallComponents([4], 1, -0.1)
+    with pytest.raises(ValueError, match="labels"):
+        RelabelRelativelySmallComponents([], 1, 0.5)
+
+
+def test_et_rule_follows_the_bundle_metadata():
+    import json
+
+    from app.bundles import bundle_path
+
+    def rule(seg: Segmenter):
+        found = [t for t in seg.postprocessing.transforms if type(getattr(t, "transform", None)).__name__ == "RelabelRelativelySmallComponentsd"]
+        return found[0] if found else None
+
+    meta = json.loads((bundle_path("brats_unet3d") / "configs" / "metadata.json").read_text())
+    shipped = rule(Segmenter("brats_unet3d", device="cpu", backend="torch"))
+    fraction = meta["inference"]["et_min_component_fraction"]
+    assert (shipped is None) if fraction == 0 else (shipped.transform.filter.min_fraction == fraction)
+    on = rule(Segmenter("brats_unet3d", device="cpu", backend="torch", overrides={"et_min_component_fraction": 0.5}))
+    out = on({"pred": MetaTensor(_et_specks())})["pred"]  # through InForegroundBoxd, as the workflow runs it
+    assert int((out == 4).sum()) == 98 and out[0, 6, 6, 6] == 1
+    assert rule(Segmenter("brats_unet3d", device="cpu", backend="torch", overrides={"et_min_component_fraction": 0})) is None
+    assert rule(Segmenter("brats_deeplab3d", device="cpu", backend="torch")) is None  # not measured on CV for DeepLab
 
 
 def test_channel_threshold_per_region():
