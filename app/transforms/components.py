@@ -143,7 +143,8 @@ class RelabelRelativelySmallComponents(Transform):
         out = img.clone() if isinstance(img, torch.Tensor) else torch.as_tensor(array).clone()
         structure = ndimage.generate_binary_structure(array.ndim - 1, self.connectivity)
         for channel in range(array.shape[0]):
-            components, n = ndimage.label(np.isin(array[channel], self.labels), structure=structure)
+            region = array[channel] == self.labels[0] if len(self.labels) == 1 else np.isin(array[channel], self.labels)
+            components, n = ndimage.label(region, structure=structure)
             if n <= 1:
                 continue
             sizes = np.bincount(components.ravel())

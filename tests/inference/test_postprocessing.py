@@ -43,18 +43,29 @@ def test_two_similar_components_are_both_kept():
         RemoveRelativelySmallComponents(0.3, connectivity=4)
 
 
-def _component_filter(seg: Segmenter):
-    found = [t for t in seg.postprocessing.transforms if type(getattr(t, "transform", None)).__name__ == "RemoveRelativelySmallComponentsd"]
+def _component_box(seg: Segmenter):
+    """The InForegroundBoxd that runs the two component rules (a Compose of both), or None."""
+    found = [t for t in seg.postprocessing.transforms if type(getattr(t, "transform", None)).__name__ == "Compose"
+             and any(type(r).__name__ == "RemoveRelativelySmallComponentsd" for r in t.transform.transforms)]
     return found[0] if found else None
 
 
+def _component_filter(seg: Segmenter):
+    """(box, the all-label filter) or None where the bundle turns it off."""
+    box = _component_box(seg)
+    rule = box and next(r for r in box.transform.transforms if type(r).__name__ == "RemoveRelativelySmallComponentsd")
+    return (box, rule) if rule and rule.filter.min_fraction > 0 else None
+
+
 def test_component_filter_follows_the_bundle_metadata():
-    on = _component_filter(Segmenter("brats_unet3d", device="cpu", backend="torch", overrides={"min_component_fraction": 0.3}))
-    assert on is not None and on.transform.filter.min_fraction == 0.3
-    out = on({"pred": MetaTensor(_two_tumours(8))})["pred"]  # through InForegroundBoxd, as the workflow runs it
+    box, rule = _component_filter(Segmenter("brats_unet3d", device="cpu", backend="torch", overrides={"min_component_fraction": 0.3}))
+    assert rule.filter.min_fraction == 0.3
+    out = box({"pred": MetaTensor(_two_tumours(8))})["pred"]  # through InForegroundBoxd, as the workflow runs it
     assert out[0, 25:, 25:, 25:].abs().sum() == 0 and out[0, 10, 10, 10] == 1
     assert _component_filter(Segmenter("brats_unet3d", device="cpu", backend="torch", overrides={"min_component_fraction": 0})) is None
-    assert _component_filter(Segmenter("brats_deeplab3d", device="cpu", backend="torch")) is None  # not measured on CV for DeepLab
+    none = Segmenter("brats_unet3d", device="cpu", backend="torch", overrides={"min_component_fraction": 0, "et_min_component_fraction": 0})
+    assert _component_box(none) is None  # both rules off: no box at all
+    assert _component_box(Segmenter("brats_deeplab3d", device="cpu", backend="torch")) is None  # not measured on CV for DeepLab
 
 
 def _et_specks() -> torch.Tensor:
@@ -94,18 +105,18 @@ def test_et_rule_follows_the_bundle_metadata():
     from app.bundles import bundle_path
 
     def rule(seg: Segmenter):
-        found = [t for t in seg.postprocessing.transforms if type(getattr(t, "transform", None)).__name__ == "RelabelRelativelySmallComponentsd"]
-        return found[0] if found else None
+        box = _component_box(seg)
+        return box and next(r for r in box.transform.transforms if type(r).__name__ == "RelabelRelativelySmallComponentsd").filter.min_fraction
 
     meta = json.loads((bundle_path("brats_unet3d") / "configs" / "metadata.json").read_text())
-    shipped = rule(Segmenter("brats_unet3d", device="cpu", backend="torch"))
-    fraction = meta["inference"]["et_min_component_fraction"]
-    assert (shipped is None) if fraction == 0 else (shipped.transform.filter.min_fraction == fraction)
-    on = rule(Segmenter("brats_unet3d", device="cpu", backend="torch", overrides={"et_min_component_fraction": 0.5}))
-    out = on({"pred": MetaTensor(_et_specks())})["pred"]  # through InForegroundBoxd, as the workflow runs it
-    assert int((out == 4).sum()) == 98 and out[0, 6, 6, 6] == 1
-    assert rule(Segmenter("brats_unet3d", device="cpu", backend="torch", overrides={"et_min_component_fraction": 0})) is None
-    assert rule(Segmenter("brats_deeplab3d", device="cpu", backend="torch")) is None  # not measured on CV for DeepLab
+    assert rule(Segmenter("brats_unet3d", device="cpu", backend="torch")) == meta["inference"]["et_min_component_fraction"] == 0.5
+    on = _component_box(Segmenter("brats_unet3d", device="cpu", backend="torch", overrides={"et_min_component_fraction": 0.5}))
+    out = on({"pred": MetaTensor(_et_specks())})["pred"]  # through InForegroundBoxd, after the all-label filter, as the workflow runs it
+    assert int((out == 4).sum()) == 98 and out[0, 6, 6, 6] == 1 and out[0, 17, 12, 12] == 4
+    assert rule(Segmenter("brats_unet3d", device="cpu", backend="torch", overrides={"et_min_component_fraction": 0})) == 0
+    off = _component_box(Segmenter("brats_unet3d", device="cpu", backend="torch", overrides={"et_min_component_fraction": 0}))
+    assert torch.equal(off({"pred": MetaTensor(_et_specks())})["pred"], _et_specks())  # 0: no ET relabelled
+    assert _component_box(Segmenter("brats_deeplab3d", device="cpu", backend="torch")) is None  # not measured on CV for DeepLab
 
 
 def test_channel_threshold_per_region():
