@@ -65,7 +65,8 @@ def test_component_filter_follows_the_bundle_metadata():
     assert _component_filter(Segmenter("brats_unet3d", device="cpu", backend="torch", overrides={"min_component_fraction": 0})) is None
     none = Segmenter("brats_unet3d", device="cpu", backend="torch", overrides={"min_component_fraction": 0, "et_min_component_fraction": 0})
     assert _component_box(none) is None  # both rules off: no box at all
-    assert _component_box(Segmenter("brats_deeplab3d", device="cpu", backend="torch")) is None  # not measured on CV for DeepLab
+    _, deeplab = _component_filter(Segmenter("brats_deeplab3d", device="cpu", backend="torch"))
+    assert deeplab.filter.min_fraction == 0.3  # the U-Net's rule, confirmed on DeepLab's CV label maps (0.2.0)
 
 
 def _et_specks() -> torch.Tensor:
@@ -116,7 +117,7 @@ def test_et_rule_follows_the_bundle_metadata():
     assert rule(Segmenter("brats_unet3d", device="cpu", backend="torch", overrides={"et_min_component_fraction": 0})) == 0
     off = _component_box(Segmenter("brats_unet3d", device="cpu", backend="torch", overrides={"et_min_component_fraction": 0}))
     assert torch.equal(off({"pred": MetaTensor(_et_specks())})["pred"], _et_specks())  # 0: no ET relabelled
-    assert _component_box(Segmenter("brats_deeplab3d", device="cpu", backend="torch")) is None  # not measured on CV for DeepLab
+    assert rule(Segmenter("brats_deeplab3d", device="cpu", backend="torch")) == 0  # no gain on DeepLab's CV label maps
 
 
 def test_channel_threshold_per_region():
