@@ -198,6 +198,11 @@ class Segmenter:
         if self.mode == "accurate" and "ensemble_ckpt_paths" not in parser:
             raise ValueError(f"bundle '{bundle}' has no ensemble (ensemble_ckpt_paths) for --mode accurate; use --mode fast")
         if self.mode == "accurate":
+            missing = [Path(p).name for p in parser.get_parsed_content("ensemble_ckpt_paths") if not Path(p).is_file()]
+            if missing:  # brats_deeplab3d ships its fast model only (the weight budget)
+                raise FileNotFoundError(f"bundle '{bundle}' ships no fold models for --mode accurate (missing in its models/: {', '.join(missing)}); "
+                                        "use --mode fast, or train them: volseg cv train --bundle NAME --output-dir R, then put R/fold<k>/model.pt in models/ as fold<k>.pt")
+        if self.mode == "accurate":
             for key in ("infer_mode", "overlap", "sw_batch_size", "n4_average"):
                 if f"accurate_{key}" in parser:
                     parser[key] = parser.get_parsed_content(f"accurate_{key}")  # a value or a metadata reference

@@ -107,3 +107,13 @@ def test_segment_accurate_mode_cli_and_api_agree(phantom_root: Path, tmp_path: P
     np.testing.assert_array_equal(np.asarray(written.dataobj), label)
     bad = CliRunner().invoke(cli, ["segment", str(case), "--output", str(tmp_path), "--mode", "best"])
     assert bad.exit_code == 2 and "mode must be one of fast, accurate" in bad.output
+
+
+def test_accurate_mode_of_a_bundle_without_fold_models_says_so():
+    """brats_deeplab3d ships its fast model only: --mode accurate names the missing fold files and
+    the way out, before any network is built."""
+    from app.inference import Segmenter
+
+    with pytest.raises(FileNotFoundError, match=r"ships no fold models for --mode accurate \(missing in its models/: fold0.pt, .*fold4.pt\); use --mode fast"):
+        Segmenter("brats_deeplab3d", device="cpu", backend="torch", mode="accurate")
+    assert Segmenter("brats_deeplab3d", device="cpu", backend="torch", mode="fast").mode == "fast"
