@@ -27,6 +27,19 @@ __all__ = [
 ]
 
 
+def _small_components(mask: np.ndarray, min_fraction: float, connectivity: int) -> np.ndarray | None:
+    """Boolean mask of the connected components of ``mask`` smaller than ``min_fraction`` times
+    the largest one (scipy ``ndimage.label``); None where ``mask`` has at most one component."""
+    components, n = ndimage.label(mask, structure=ndimage.generate_binary_structure(mask.ndim, connectivity))
+    if n <= 1:
+        return None
+    sizes = np.bincount(components.ravel())
+    sizes[0] = 0
+    drop = sizes < min_fraction * sizes.max()
+    drop[0] = False
+    return drop[components]
+
+
 class RemoveRelativelySmallComponents(Transform):
     """Zero every connected component of the non-zero voxels (all labels and channels together)
     whose size is under ``min_fraction`` of the largest component's.
@@ -60,15 +73,10 @@ class RemoveRelativelySmallComponents(Transform):
             return img
         array = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
         foreground = (array != 0).any(axis=0)
-        structure = ndimage.generate_binary_structure(foreground.ndim, self.connectivity)
-        components, n = ndimage.label(foreground, structure=structure)
-        if n <= 1:
+        small = _small_components(foreground, self.min_fraction, self.connectivity)
+        if small is None:
             return img
-        sizes = np.bincount(components.ravel())
-        sizes[0] = 0
-        drop = sizes < self.min_fraction * sizes.max()
-        drop[0] = False
-        mask = torch.as_tensor(drop[components], device=img.device if isinstance(img, torch.Tensor) else None)
+        mask = torch.as_tensor(small, device=img.device if isinstance(img, torch.Tensor) else None)
         out = img.clone() if isinstance(img, torch.Tensor) else torch.as_tensor(array).clone()
         out[:, mask] = 0
         return out
@@ -141,18 +149,11 @@ class RelabelRelativelySmallComponents(Transform):
             return img
         array = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
         out = img.clone() if isinstance(img, torch.Tensor) else torch.as_tensor(array).clone()
-        structure = ndimage.generate_binary_structure(array.ndim - 1, self.connectivity)
         for channel in range(array.shape[0]):
             region = array[channel] == self.labels[0] if len(self.labels) == 1 else np.isin(array[channel], self.labels)
-            components, n = ndimage.label(region, structure=structure)
-            if n <= 1:
-                continue
-            sizes = np.bincount(components.ravel())
-            sizes[0] = 0
-            drop = sizes < self.min_fraction * sizes.max()
-            drop[0] = False
-            mask = torch.as_tensor(drop[components], device=out.device)
-            out[channel][mask] = self.to_label
+            small = _small_components(region, self.min_fraction, self.connectivity)
+            if small is not None:
+                out[channel][torch.as_tensor(small, device=out.device)] = self.to_label
         return out
 
 
