@@ -109,7 +109,21 @@ def ensemble_members(network: torch.nn.Module, ckpt_paths: Sequence[str | Path],
     """
     if not ckpt_paths:
         raise ValueError("an ensemble needs at least one checkpoint")
+    check_ensemble_paths(ckpt_paths)
     return [load_weights(copy.deepcopy(network), p, device) for p in ckpt_paths]
+
+
+def check_ensemble_paths(ckpt_paths: Sequence[str | Path]) -> None:
+    """Fail before any network is built where fold models of ``--mode accurate`` are missing
+    (brats_deeplab3d ships its fast model only).
+
+    Raises:
+        FileNotFoundError: naming every missing file, its folder, and the way out.
+    """
+    missing = [Path(p) for p in ckpt_paths if not Path(p).is_file()]
+    if missing:
+        raise FileNotFoundError(f"no fold models for --mode accurate in '{missing[0].parent}' (missing: {', '.join(p.name for p in missing)}); "
+                                "use --mode fast, or train them: volseg cv train --bundle NAME --output-dir R, then put R/fold<k>/model.pt in models/ as fold<k>.pt")
 
 
 def save_compact(ckpt_path: str | Path, out: str | Path) -> Path:

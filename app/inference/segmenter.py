@@ -15,7 +15,7 @@ from app.data.cases import case_id_from_path, find_case  # case_id_from_path: re
 from app.data.verify import InputError, check_case_images
 from app.inference.backends import OpenVINONetwork, resolve_backend
 from app.inference.int8 import find_int8_ir
-from app.inference.ensemble import MODES, MirrorEnsemble, ensemble_members
+from app.inference.ensemble import MODES, MirrorEnsemble, check_ensemble_paths, ensemble_members
 
 #: ``n4_combine`` values: segment the N4-corrected case only, or average it with the case as given.
 N4_COMBINE = ("n4", "average")
@@ -198,10 +198,7 @@ class Segmenter:
         if self.mode == "accurate" and "ensemble_ckpt_paths" not in parser:
             raise ValueError(f"bundle '{bundle}' has no ensemble (ensemble_ckpt_paths) for --mode accurate; use --mode fast")
         if self.mode == "accurate":
-            missing = [Path(p).name for p in parser.get_parsed_content("ensemble_ckpt_paths") if not Path(p).is_file()]
-            if missing:  # brats_deeplab3d ships its fast model only (the weight budget)
-                raise FileNotFoundError(f"bundle '{bundle}' ships no fold models for --mode accurate (missing in its models/: {', '.join(missing)}); "
-                                        "use --mode fast, or train them: volseg cv train --bundle NAME --output-dir R, then put R/fold<k>/model.pt in models/ as fold<k>.pt")
+            check_ensemble_paths(parser.get_parsed_content("ensemble_ckpt_paths"))  # either backend, before anything is built
         if self.mode == "accurate":
             for key in ("infer_mode", "overlap", "sw_batch_size", "n4_average"):
                 if f"accurate_{key}" in parser:

@@ -112,8 +112,11 @@ def test_segment_accurate_mode_cli_and_api_agree(phantom_root: Path, tmp_path: P
 def test_accurate_mode_of_a_bundle_without_fold_models_says_so():
     """brats_deeplab3d ships its fast model only: --mode accurate names the missing fold files and
     the way out, before any network is built."""
+    from app.bundles import bundle_path
     from app.inference import Segmenter
 
-    with pytest.raises(FileNotFoundError, match=r"ships no fold models for --mode accurate \(missing in its models/: fold0.pt, .*fold4.pt\); use --mode fast"):
+    with pytest.raises(FileNotFoundError, match=r"no fold models for --mode accurate in '.*brats_deeplab3d.models' \(missing: fold0.pt, .*fold4.pt\); use --mode fast"):
         Segmenter("brats_deeplab3d", device="cpu", backend="torch", mode="accurate")
+    with pytest.raises(FileNotFoundError, match="fold0.pt, .*fold4.pt"):  # the bundle workflow's path (mode_network) says the same
+        ensemble_members(_net(0), [bundle_path("brats_deeplab3d") / "models" / f"fold{k}.pt" for k in range(5)])
     assert Segmenter("brats_deeplab3d", device="cpu", backend="torch", mode="fast").mode == "fast"
