@@ -313,7 +313,8 @@ def train(bundle: str = DEFAULT_BUNDLE, manifest: str | Path | None = None, data
             validation split while validation is due (:func:`app.engines.preflight.check_training_splits`),
             or ``augment_on_device`` on CUDA with loader worker processes
             (:func:`app.engines.preflight.check_augment_device`).
-        FileNotFoundError: the manifest or the ``init_from`` weights are missing.
+        FileNotFoundError: the manifest, the ``init_from`` weights or the ``distill_teacher`` weights
+            (knowledge distillation, :mod:`app.engines.distillation`) are missing.
     """
     from monai.bundle import ConfigWorkflow
 
@@ -330,10 +331,11 @@ def train(bundle: str = DEFAULT_BUNDLE, manifest: str | Path | None = None, data
         raise ValueError("--freeze-encoder needs --init-from: a frozen random encoder learns nothing")
     init_ckpt = _init_checkpoint(init_from) if init_from is not None else None
     workflow.initialize()
-    from app.engines.preflight import check_augment_device, check_training_splits
+    from app.engines.preflight import check_augment_device, check_distill_teacher, check_training_splits
 
     check_training_splits(workflow.parser)  # an empty training (or due validation) split: one clear ValueError
     check_augment_device(workflow.parser)  # GPU augmentation with loader worker processes
+    check_distill_teacher(workflow.parser)  # a missing teacher: one clear FileNotFoundError
     out = Path(workflow.parser.get_parsed_content("output_dir"))
     if init_ckpt is not None and not (out / "last.pt").is_file():
         from app.inference.ensemble import load_weights

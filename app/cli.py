@@ -176,7 +176,7 @@ def cv_train(
     fold: list[int] = typer.Option([], help="folds to train (repeat the option; default: every fold without a model.pt)"),
     max_epochs: Optional[int] = typer.Option(None, help="override the bundle's max_epochs"),
     init_from: Optional[str] = typer.Option(None, help="start each fold from these weights; '{fold}' is replaced by the fold, e.g. bundles/brats_unet3d/models/fold{fold}.pt"),
-    set_: list[str] = typer.Option([], "--set", help="config override KEY=VALUE, VALUE as JSON where it parses (repeat)"),
+    set_: list[str] = typer.Option([], "--set", help="config override KEY=VALUE, VALUE as JSON where it parses (repeat); '{fold}' in a text VALUE is replaced by the fold, e.g. --set 'distill_teacher=runs/t/fold{fold}.pt'"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
     """Train one model per fold, one after another (same as `volseg train --fold k` for each k)."""
@@ -195,7 +195,8 @@ def cv_train(
             overrides["max_epochs"] = max_epochs
         for f in fold or [f for f in range(k) if not (output_dir / f"fold{f}" / "model.pt").is_file()]:
             typer.echo(f"fold {f}: training in {output_dir / f'fold{f}'}")
-            train_api(bundle, manifest, data_dir, output_dir / f"fold{f}", overrides, progress=not quiet, fold=f,
+            fold_overrides = {key: v.replace("{fold}", str(f)) if isinstance(v, str) else v for key, v in overrides.items()}
+            train_api(bundle, manifest, data_dir, output_dir / f"fold{f}", fold_overrides, progress=not quiet, fold=f,
                       init_from=init_from.replace("{fold}", str(f)) if init_from else None)
     except (FileNotFoundError, ValueError) as err:
         _fail(err)

@@ -45,17 +45,18 @@ from app.data import default_brats_dir, load_datalist
 from app.evaluation.cv import fold_checkpoint
 from app.inference import Segmenter
 
-SUBSETS = {"t1+t1ce+t2+flair": MODALITIES, "t1ce+flair": ("t1ce", "flair"), "t1+t1ce+flair": ("t1", "t1ce", "flair")}
+SUBSETS = {"t1+t1ce+t2+flair": MODALITIES, "t1ce+flair": ("t1ce", "flair"), "t1+t1ce+flair": ("t1", "t1ce", "flair"),
+           "t1ce+t2+flair": ("t1ce", "t2", "flair")}
 REGIONS = ("TC", "WT", "ET")  # channel order of the network
 CANDIDATES = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
 
 
-def save_probabilities(bundle: str, manifest: Path, weights: Path, out: Path, subsets: list[str], data_dir: Path) -> None:
+def save_probabilities(bundle: str, manifest: Path, weights: Path, out: Path, subsets: list[str], data_dir: Path, n4: bool = False) -> None:
     content = json.loads(manifest.read_text())
     items = load_datalist(manifest, "training", data_dir)
     fold_of = {it["case_id"]: it["fold"] for it in content["training"]}
     for fold in range(int(content["numFolds"])):
-        seg = Segmenter(bundle, ckpt_path=fold_checkpoint(weights, fold), mode="fast", int8=False)
+        seg = Segmenter(bundle, ckpt_path=fold_checkpoint(weights, fold), mode="fast", int8=False, n4=n4)
         for item in (it for it in items if fold_of[it["case_id"]] == fold):
             for subset in subsets:
                 keep = SUBSETS[subset]
@@ -94,12 +95,13 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--regions", nargs="+", default=["WT", "TC", "ET"], help="regions to sweep")
     parser.add_argument("--candidates", type=float, nargs="+", default=list(CANDIDATES), help="thresholds to try (0.5 is always added)")
+    parser.add_argument("--n4", action="store_true", help="N4-correct the sequences first (volseg segment --n4)")
     parser.add_argument("--mix", type=Path, default=None, help="stored probabilities of another network's CV to average with")
     parser.add_argument("--mix-weights", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0], help="shares of --mix")
     args = parser.parse_args()
     data_dir = Path(args.data_dir or default_brats_dir())
     if args.weights is not None:
-        save_probabilities(args.bundle, args.manifest, args.weights, args.out, args.subsets, data_dir)
+        save_probabilities(args.bundle, args.manifest, args.weights, args.out, args.subsets, data_dir, n4=args.n4)
     post = Segmenter(args.bundle, mode="fast").postprocessing.transforms
     after = post[[i for i, t in enumerate(post) if type(t).__name__ == "ChannelThresholdd"][0] + 1:]  # labels, island removal, filter
     regions = {"WT": (1, 2, 4), "TC": (1, 4), "ET": (4,)}

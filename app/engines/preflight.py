@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 __all__ = ["check_augment_device", "check_training_splits"]
@@ -69,3 +70,21 @@ def check_augment_device(parser: Any) -> None:
         raise ValueError(f"augment_on_device runs the augmentation on {device} in the loading thread, "
                          f"but train#dataloader#num_workers is {workers} (CUDA tensors cannot be made in worker processes); "
                          "set train#dataloader#num_workers=0, or augment_on_device=false to augment on the CPU in workers")
+
+
+def check_distill_teacher(parser: Any) -> None:
+    """Refuse a ``distill_teacher`` (knowledge distillation, :mod:`app.engines.distillation`)
+    whose weights file does not exist, before the data are cached and the trainer is built.
+
+    Args:
+        parser: the run's ``ConfigParser``; a bundle without ``distill_teacher`` skips the check.
+
+    Raises:
+        FileNotFoundError: the path and the key that set it.
+    """
+    if "distill_teacher" not in parser:
+        return
+    path = parser.get_parsed_content("distill_teacher")
+    if path and not Path(str(path)).is_file():
+        raise FileNotFoundError(f"distill_teacher: no weights at '{path}' (the full-sequence teacher for knowledge distillation; "
+                                "a model.pt or fold*.pt, '{fold}' replaced by volseg cv train)")
