@@ -38,6 +38,7 @@ import numpy as np
 from monai.transforms import KeepLargestConnectedComponent
 
 from app.data import default_brats_dir
+from app.evaluation.cv import nested_choice
 from app.evaluation.metrics import case_metrics
 from app.labels import BRATS
 from app.transforms import RelabelRelativelySmallComponents, RemoveRelativelySmallComponents
@@ -61,21 +62,6 @@ def rules(fractions: list[float], et_fractions: list[float] = ()) -> dict:
     out.update({f"frac {f:g}": RemoveRelativelySmallComponents(f) for f in fractions})
     out.update({f"ET frac {f:g}": RelabelRelativelySmallComponents([4], to_label=1, min_fraction=f) for f in et_fractions})
     return out
-
-
-def nested_choice(scores: dict[str, dict[str, dict]], names: list[str], region: str) -> tuple[list[str], np.ndarray]:
-    """For each fold, the rule among ``names`` with the best mean ``region`` Dice over the other
-    folds' cases (ties: the earlier name); returns the choices and each case's paired gain of the
-    chosen rule over ``names[0]``."""
-    cases = list(scores[names[0]])
-    folds = sorted({scores[names[0]][c]["fold"] for c in cases})
-    chosen, gains = [], []
-    for fold in folds:
-        train = [c for c in cases if scores[names[0]][c]["fold"] != fold]
-        best = max(names, key=lambda n: (np.mean([scores[n][c][f"{region}_dice"] for c in train]), -names.index(n)))
-        chosen.append(best)
-        gains += [scores[best][c][f"{region}_dice"] - scores[names[0]][c][f"{region}_dice"] for c in cases if scores[names[0]][c]["fold"] == fold]
-    return chosen, np.asarray(gains)
 
 
 def main() -> None:
@@ -116,7 +102,10 @@ def main() -> None:
             print(f"| {subset.replace('+', ' + ')} | {name} | {len(rows)} | " + " | ".join(f"{m:.3f}" for m in means) + f" | {up} / {down} |")
         et_names = ["none", *(n for n in candidates if n.startswith("ET frac"))]
         if len(et_names) > 1:
-            chosen, gains = nested_choice(scores, et_names, "ET")
+            cases = list(scores["none"])
+            picks, gains = nested_choice(np.array([[scores[n][c]["ET_dice"] for c in cases] for n in et_names]),
+                                         [scores["none"][c]["fold"] for c in cases])
+            chosen = [et_names[j] for j in picks]
             se = gains.std(ddof=1) / np.sqrt(len(gains)) if len(gains) > 1 else float("nan")
             summary[subset]["ET nested"] = {"chosen": chosen, "gain": round(float(gains.mean()), 4), "se": round(float(se), 4)}
             print(f"| {subset.replace('+', ' + ')} | ET rule by nested CV ({', '.join(chosen)}) | {len(gains)} | | | "

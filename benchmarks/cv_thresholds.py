@@ -42,7 +42,7 @@ from monai.transforms import Invertd
 
 from app.constants import MODALITIES
 from app.data import default_brats_dir, load_datalist
-from app.evaluation.cv import fold_checkpoint
+from app.evaluation.cv import fold_checkpoint, nested_choice
 from app.inference import Segmenter
 
 SUBSETS = {"t1+t1ce+t2+flair": MODALITIES, "t1ce+flair": ("t1ce", "flair"), "t1+t1ce+flair": ("t1", "t1ce", "flair"),
@@ -154,12 +154,9 @@ def main() -> None:
                 table[f"{region} {c}"] = {r: round(float(np.mean([x[r] for x in rows])), 4) for r in regions}
                 print(f"| {subset} | {region} >= {c} | " + " | ".join(f"{table[f'{region} {c}'][r]:.3f}" for r in ("WT", "TC", "ET")) + " |", flush=True)
             own = np.array(own)
-            nested, chosen = np.zeros(len(cases)), []
-            for k in sorted(set(folds.tolist())):
-                j = int(np.argmax(own[:, folds != k].mean(1)))
-                chosen.append(candidates[j])
-                nested[folds == k] = own[j, folds == k]
-            gain = nested - own[candidates.index(0.5)]
+            picks, gain = nested_choice(own, folds, baseline=candidates.index(0.5))
+            chosen = [candidates[j] for j in picks]
+            nested = own[candidates.index(0.5)] + gain
             table[f"{region} nested"] = {"mean": round(float(nested.mean()), 4), "at_0.5": round(float(own[candidates.index(0.5)].mean()), 4),
                                          "chosen_per_fold": chosen, "paired_gain": round(float(gain.mean()), 4),
                                          "paired_se": round(float(gain.std(ddof=1) / np.sqrt(len(gain))), 4),

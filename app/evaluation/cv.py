@@ -34,6 +34,40 @@ def fold_checkpoint(weights: str | Path, fold: int) -> Path:
     raise FileNotFoundError(f"no weights for fold {fold} in '{root}' (expected fold{fold}.pt or fold{fold}/model.pt)")
 
 
+def nested_choice(scores: np.ndarray, folds: Sequence[int], baseline: int = 0) -> tuple[list[int], np.ndarray]:
+    """Choose a candidate (threshold, postprocessing rule) by nested cross-validation.
+
+    A choice made on the same cases it is scored on flatters itself. Here, for each fold, the
+    candidate with the best mean score over the *other* folds' cases is applied to that fold's
+    cases, so no case is scored with a choice made on it (the inner loop of nested CV; the way
+    nnU-Net's postprocessing and the bundle's thresholds are chosen).
+
+    Args:
+        scores: ``(n_candidates, n_cases)`` per-case scores (higher is better, e.g. Dice).
+        folds: the fold of each case, length ``n_cases``.
+        baseline: index of the reference candidate (e.g. threshold 0.5, rule off).
+
+    Returns:
+        The index chosen for each fold (folds in ascending order; ties go to the lower index) and
+        each case's paired gain ``(n_cases,)`` of its fold's choice over ``baseline``.
+
+    Raises:
+        ValueError: ``folds`` does not match the number of cases, or there is only one fold.
+    """
+    scores = np.asarray(scores, dtype=float)
+    folds = np.asarray(folds)
+    if scores.ndim != 2 or folds.shape != (scores.shape[1],):
+        raise ValueError(f"scores must be (candidates, cases) with one fold per case; got {scores.shape} scores and {folds.shape} folds")
+    if len(set(folds.tolist())) < 2:
+        raise ValueError("nested cross-validation needs cases from at least 2 folds")
+    chosen, nested = [], np.empty(scores.shape[1])
+    for fold in sorted(set(folds.tolist())):
+        j = int(np.argmax(scores[:, folds != fold].mean(1)))
+        chosen.append(j)
+        nested[folds == fold] = scores[j, folds == fold]
+    return chosen, nested - scores[baseline]
+
+
 def summarise(rows: Sequence[dict[str, Any]], metrics: Sequence[str] = ("dice", "hd95")) -> dict[str, dict[str, float]]:
     """Mean and sample standard deviation over cases of ``<region>_<metric>``, NaNs left out
     (``n`` counts the finite values: an HD95 is NaN where a region is predicted empty)."""

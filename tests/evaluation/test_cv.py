@@ -12,7 +12,7 @@ import torch
 
 from app import api
 from app.data.folds import build_cv_manifest
-from app.evaluation.cv import fold_checkpoint, format_cv, summarise
+from app.evaluation.cv import fold_checkpoint, format_cv, nested_choice, summarise
 from app.networks import create_network
 
 TINY = {"network_def#channels": [8, 16, 32], "roi_size": [32, 32, 32], "sw_batch_size": 2}
@@ -107,3 +107,23 @@ def test_cv_with_a_subset_of_sequences_scores_uncertainty(cv_setup, phantom_root
     assert hist.shape == (2, 1000) and hist.sum() > 0
     with pytest.raises(ValueError, match="sequences must name"):
         api.cross_validate("brats_unet3d", manifest, weights, tmp_path, phantom_root, backend="torch", overrides=TINY, sequences=["dwi"])
+
+
+def test_nested_choice_never_scores_a_case_with_a_choice_made_on_it():
+    # candidate 1 is best over all 6 cases (+0.1 over candidate 0 in-sample), yet no fold's choice
+    # made without it gains on it
+    scores = np.array([[0.5, 0.5, 0.5, 0.5, 0.5, 0.5],
+                       [0.7, 0.7, 0.7, 0.7, 0.4, 0.4],
+                       [0.4, 0.4, 0.4, 0.4, 0.9, 0.9]])
+    folds = [0, 0, 1, 1, 2, 2]
+    chosen, gains = nested_choice(scores, folds)
+    assert chosen == [2, 2, 1]  # fold 2 is scored with what folds 0 and 1 chose, not with its own best (2)
+    assert np.allclose(gains, -0.1)
+    chosen, gains = nested_choice(scores[[0, 0]], folds)  # ties: the lower index
+    assert chosen == [0, 0, 0] and np.allclose(gains, 0)
+    _, gains = nested_choice(scores, folds, baseline=2)
+    assert np.allclose(gains, [0.0, 0.0, 0.0, 0.0, -0.5, -0.5])
+    with pytest.raises(ValueError, match="one fold per case"):
+        nested_choice(scores, [0, 1])
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        nested_choice(scores, [0] * 6)
