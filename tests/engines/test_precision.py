@@ -51,7 +51,8 @@ def test_bundle_trainers_use_the_float32_loss_and_the_guard(name: str):
     parser.read_config(config_files(name, "train"))
     meta = bundle_dir(name) / "configs" / "metadata.json"
     parser.read_meta(str(meta))
-    assert parser["train"]["trainer"]["loss_function"].startswith("$app.engines.Float32Loss(@loss)")
+    loss = parser.get_parsed_content("train#trainer#loss_function")  # distillation off by default: the plain loss, wrapped
+    assert isinstance(loss, Float32Loss) and loss.loss is parser.get_parsed_content("loss")
     assert any(isinstance(h, dict) and h.get("_target_") == "app.engines.NonFiniteLossGuard" for h in parser["train"]["handlers"])
 
 
