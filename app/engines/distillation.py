@@ -44,36 +44,27 @@ class DistillationInferer:
         for :class:`DistillationLoss`.
 
     Raises:
-        ValueError: ``prob`` outside [0, 1], or an input with fewer than 2 channels.
+        ValueError: ``prob`` outside [0, 1], or an input with fewer than 2 channels (from
+            :class:`app.transforms.RandModalityDropoutd`).
     """
 
     def __init__(self, teacher: torch.nn.Module, prob: float = 0.4, allowed: Sequence[Sequence[int]] | None = None,
                  inferer: Callable[..., Any] | None = None, seed: int = 0) -> None:
-        if not 0.0 <= prob <= 1.0:
-            raise ValueError(f"distillation dropout prob must be in [0, 1], got {prob}")
+        from app.transforms import RandModalityDropoutd
+
         self.teacher = teacher.eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
-        self.prob = float(prob)
-        self.allowed = [tuple(a) for a in allowed] if allowed is not None else None
+        self.dropout = RandModalityDropoutd("image", prob=prob, allowed=allowed)  # the transform chain's own dropout, per sample
+        self.dropout.set_random_state(seed)
         self.inferer = inferer if inferer is not None else SimpleInferer()
-        self.generator = torch.Generator().manual_seed(seed)
 
     def drop(self, inputs: torch.Tensor) -> torch.Tensor:
-        """A copy of ``inputs`` (B, C, ...) with, per sample and with probability ``prob``, the
-        channels outside one drawn subset set to zero."""
-        from app.transforms import channel_subsets
-
-        n = inputs.shape[1]
-        if n < 2:
-            raise ValueError(f"modality dropout needs at least 2 channels, the input has {n}")
-        subsets = self.allowed if self.allowed is not None else channel_subsets(n)
-        out = inputs.clone()
-        for b in range(inputs.shape[0]):
-            if torch.rand(1, generator=self.generator).item() < self.prob:
-                keep = subsets[int(torch.randint(len(subsets), (1,), generator=self.generator))]
-                drop = [c for c in range(n) if c not in keep]
-                out[b, drop] = 0
+        """``inputs`` (B, C, ...) with each sample passed through the modality dropout
+        (:class:`app.transforms.RandModalityDropoutd`); ``inputs`` itself is not changed."""
+        out = torch.stack([self.dropout({"image": sample})["image"] for sample in inputs])
+        if inputs.ndim == 5 and inputs.is_contiguous(memory_format=torch.channels_last_3d):
+            out = out.contiguous(memory_format=torch.channels_last_3d)  # keep the layout the network runs fastest in
         return out
 
     def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
@@ -123,8 +114,9 @@ class DistillationLoss(torch.nn.Module):
 
 
 def load_teacher(network: torch.nn.Module, path: str | Path) -> torch.nn.Module:
-    """A frozen copy of ``network`` (same device and memory format) with the weights at ``path``
-    (a ``model.pt``, float16 ``fold*.pt`` or ``last.pt``; :func:`app.inference.ensemble.load_weights`).
+    """A copy of ``network`` (same device and memory format, eval mode) with the weights at ``path``
+    (a ``model.pt``, float16 ``fold*.pt`` or ``last.pt``; :func:`app.inference.ensemble.load_weights`);
+    :class:`DistillationInferer` freezes it.
 
     Raises:
         FileNotFoundError: no file at ``path``.
@@ -135,7 +127,4 @@ def load_teacher(network: torch.nn.Module, path: str | Path) -> torch.nn.Module:
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"distillation teacher: no weights at '{path}' (distill_teacher)")
-    teacher = load_weights(copy.deepcopy(network), Path(path))
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    return teacher
+    return load_weights(copy.deepcopy(network), Path(path))

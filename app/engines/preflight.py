@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["check_augment_device", "check_training_splits"]
+__all__ = ["check_augment_device", "check_distill_teacher", "check_training_splits"]
 
 
 def check_training_splits(parser: Any) -> None:

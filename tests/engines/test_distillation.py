@@ -42,6 +42,8 @@ def test_teacher_sees_full_input_student_the_dropped_subset():
     x_copy = x.clone()
     DistillationInferer(teacher, prob=0.0)(x, student)
     assert torch.equal(student.seen, x) and torch.equal(x, x_copy)  # prob 0: nothing dropped, input untouched
+    cl = x.contiguous(memory_format=torch.channels_last_3d)
+    assert inferer.drop(cl).is_contiguous(memory_format=torch.channels_last_3d)
     with pytest.raises(ValueError, match="prob"):
         DistillationInferer(teacher, prob=1.5)
 
@@ -63,13 +65,15 @@ def test_loss_adds_soft_target_term_and_handles_student_only_input():
         loss(torch.randn(1, 5, 4, 4, 4), target)
 
 
-def test_load_teacher_is_frozen_copy(tmp_path: Path):
+def test_load_teacher_is_a_copy_the_inferer_freezes(tmp_path: Path):
     net = torch.nn.Conv3d(4, 3, 1)
     other = torch.nn.Conv3d(4, 3, 1)
     torch.save(other.state_dict(), tmp_path / "t.pt")
     teacher = load_teacher(net, tmp_path / "t.pt")
     assert teacher is not net and torch.equal(teacher.weight, other.weight) and not torch.equal(net.weight, other.weight)
-    assert not teacher.training and not teacher.weight.requires_grad and net.weight.requires_grad
+    assert not teacher.training and net.weight.requires_grad
+    DistillationInferer(teacher)
+    assert not teacher.weight.requires_grad and net.weight.requires_grad  # the inferer freezes the copy only
     with pytest.raises(FileNotFoundError, match="distill_teacher"):
         load_teacher(net, tmp_path / "missing.pt")
 
