@@ -83,11 +83,14 @@ def test_shipped_bundle_openvino_and_whole_volume_agree_with_torch(phantom_root:
     label, ov_affine = ov_seg.predict(images)
     np.testing.assert_array_equal(affine, ov_affine)
     # float32 explicitly (OpenVINO's CPU default is bf16 where the CPU has bf16 units); instance
-    # norm sums in another order, so a few voxels at the 0.5 boundary may still differ (0.4.0
-    # weights: 0.012 % of the phantom's voxels; the logits themselves are compared in
-    # test_openvino_network_matches_torch_and_caches_its_ir)
+    # norm sums in another order, so a few voxels at the 0.5 boundary may still differ, and the
+    # component rules can pass such a flip on (0.4.0 weights: 0.012 % of the phantom's voxels;
+    # 0.10.0: 0.056 %, 39 of 69,120 voxels, each a swap of neighbouring labels 0/2, 2/1, 1/4 or 0/1
+    # on this synthetic phantom). The logits
+    # themselves are compared tightly in test_openvino_network_matches_torch_and_caches_its_ir;
+    # a wrong layout or preprocessing disagrees on far more than 0.1 % of the voxels.
     assert ov_seg.precision == "f32"
-    assert (label == ref).mean() > 0.9995
+    assert (label == ref).mean() > 0.999
     whole, _ = Segmenter("brats_unet3d", device="cpu", backend="torch", overrides={"infer_mode": "whole_volume"}).predict(images)
     assert whole.shape == ref.shape and set(np.unique(whole)) <= {0, 1, 2, 4}
 
