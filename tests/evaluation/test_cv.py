@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from pathlib import Path
 
@@ -84,8 +85,6 @@ def test_a_finished_fold_frees_its_cached_cases(cv_setup, phantom_root: Path, tm
     """Folds run one after another in one process (`volseg cv train`): each run's datasets, which
     sit in reference cycles, must be gone when it returns, even while the cyclic collector is off
     (with them kept, three BraTS folds held 19 GB and the fourth was killed for memory)."""
-    import gc
-
     from monai.data import Dataset
 
     manifest, _ = cv_setup

@@ -86,8 +86,8 @@ def test_shipped_bundle_openvino_and_whole_volume_agree_with_torch(phantom_root:
     # norm sums in another order, so a few voxels at the 0.5 boundary may still differ, and the
     # component rules can pass such a flip on (0.4.0 weights: 0.012 % of the phantom's voxels;
     # 0.10.0: 0.056 %, 39 of 69,120 voxels, each a swap of neighbouring labels 0/2, 2/1, 1/4 or 0/1
-    # on this synthetic phantom). The logits
-    # themselves are compared tightly in test_openvino_network_matches_torch_and_caches_its_ir;
+    # on this synthetic phantom). The logits themselves are compared tightly in
+    # test_openvino_network_matches_torch_and_caches_its_ir;
     # a wrong layout or preprocessing disagrees on far more than 0.1 % of the voxels.
     assert ov_seg.precision == "f32"
     assert (label == ref).mean() > 0.999
