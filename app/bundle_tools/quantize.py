@@ -31,7 +31,7 @@ FOLD_PATTERN = re.compile(r"^fold(\d+)\.pt$")
 def quantize_bundle(bundle: str | Path, weights_dir: str | Path | None = None, manifest: str | Path | None = None,
                     data_dir: str | Path | None = None, per_case: int = 3, force: bool = False,
                     fast_bias_correction: bool = True, keep_subsets: Sequence[Sequence[int]] | None = None,
-                    float_layers: Sequence[str] = ()) -> list[Path]:
+                    float_layers: Sequence[str] = (), overflow_fix: str = "enable") -> list[Path]:
     """Write ``<name>_int8.xml`` beside each checkpoint of ``weights_dir`` that lacks an up-to-date one.
 
     Args:
@@ -49,6 +49,9 @@ def quantize_bundle(bundle: str | Path, weights_dir: str | Path | None = None, m
             bundle's ``training#int8_keep_subsets`` in ``configs/metadata.json`` (what its shipped
             int8 models were made with), or none where it has no such key.
         float_layers: regular expressions of layer names kept in float32
+            (:func:`app.inference.int8.quantize_checkpoint`).
+        overflow_fix: NNCF's overflow fix, ``"enable"`` (7-bit weights in every layer: the same
+            results on CPUs with and without VNNI), ``"first_layer_only"`` or ``"disable"``
             (:func:`app.inference.int8.quantize_checkpoint`).
 
     Returns:
@@ -97,7 +100,8 @@ def quantize_bundle(bundle: str | Path, weights_dir: str | Path | None = None, m
         info = {"cases": [c["case_id"] for c in chosen], "per_case": per_case, "roi_size": list(roi_size)}
         if keep_subsets:
             info["keep_subsets"] = [[int(c) for c in subset] for subset in keep_subsets]
-        written.append(quantize_checkpoint(seg.network, ckpt, windows, seg.in_channels, info, fast_bias_correction, float_layers))
+        written.append(quantize_checkpoint(seg.network, ckpt, windows, seg.in_channels, info, fast_bias_correction, float_layers,
+                                           overflow_fix))
         logger.info("%s: wrote %s (%d windows of %d cases)", ckpt, written[-1], len(windows), len(chosen))
     return written
 
@@ -117,11 +121,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "(default: the bundle's training#int8_keep_subsets in configs/metadata.json)")
     parser.add_argument("--float-layers", nargs="+", default=[], metavar="REGEX",
                         help="OpenVINO layer names (regular expressions) to keep in float32")
+    parser.add_argument("--overflow-fix", choices=("enable", "first_layer_only", "disable"), default="enable",
+                        help="NNCF overflow fix: 7-bit weights in every layer (enable, the default: int8 models then give "
+                             "the same results on CPUs without VNNI, whose 8-bit dot products saturate), the first "
+                             "layer only (NNCF's default) or none")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     keep = None if args.keep_subsets is None else [[int(c) for c in s.split(",")] for s in args.keep_subsets]
     written = quantize_bundle(args.bundle, args.weights, args.manifest, args.data_dir, args.per_case, args.force, not args.full_bias_correction, keep,
-                              args.float_layers)
+                              args.float_layers, args.overflow_fix)
     sys.stdout.write("".join(f"written: {p}\n" for p in written) or "all int8 models up to date\n")
     return 0
 

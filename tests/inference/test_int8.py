@@ -90,6 +90,7 @@ def test_quantize_checkpoint_writes_an_int8_ir_that_tracks_the_float_network(tmp
     assert xml == tmp_path / "fold0_int8.xml" and xml.with_suffix(".bin").is_file()
     record = json.loads((tmp_path / "fold0_int8.json").read_text())
     assert record["source_sha256"] == file_sha256(ckpt) and record["calibration"] == {"windows": 4, "cases": ["a", "b"]}
+    assert record["overflow_fix"] == "enable"
     assert find_int8_ir(ckpt) == xml
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fold0.pt", "fold0_int8.bin", "fold0_int8.json", "fold0_int8.xml"]  # no temporaries
     model = ov.Core().read_model(str(xml))
@@ -119,6 +120,36 @@ def test_quantize_checkpoint_keeps_float_layers_unquantized(tmp_path: Path):
         counts[name] = sum(op.get_type_name() == "FakeQuantize" for op in ov.Core().read_model(str(xml)).get_ops())
         assert json.loads((folder / "fold0_int8.json").read_text()).get("float_layers", []) == list(layers)
     assert 0 < counts["float_ends"] < counts["all"]
+
+
+def int8_weight_range(xml: Path) -> tuple[int, int]:
+    """Smallest and largest value of the IR's int8 weight constants."""
+    consts = [op.get_data() for op in ov.Core().read_model(str(xml)).get_ops()
+              if op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.i8]
+    assert consts, f"{xml}: no int8 weight constants"
+    return min(int(c.min()) for c in consts), max(int(c.max()) for c in consts)
+
+
+def test_quantize_checkpoint_overflow_fix_keeps_every_weight_in_7_bits(tmp_path: Path):
+    """On CPUs without VNNI, 8-bit weights saturate OpenVINO's 16-bit intermediate sums; NNCF's
+    overflow fix ("enable", our default) stores every layer's weights in [-64, 63]."""
+    pytest.importorskip("nncf")
+    rng = np.random.default_rng(0)
+    windows = [rng.normal(size=(1, 2, 32, 32, 32)).astype(np.float32) for _ in range(2)]
+    ranges = {}
+    for fix in ("enable", "first_layer_only"):
+        folder = tmp_path / fix
+        folder.mkdir()
+        torch.manual_seed(0)
+        torch.save(create_network("unet3d", in_channels=2, out_channels=3, channels=[8, 16, 32, 64, 128]).state_dict(), folder / "fold0.pt")
+        xml = quantize_checkpoint(create_network("unet3d", in_channels=2, out_channels=3, channels=[8, 16, 32, 64, 128]), folder / "fold0.pt",
+                                  windows, 2, overflow_fix=fix)
+        ranges[fix] = int8_weight_range(xml)
+        assert json.loads((folder / "fold0_int8.json").read_text())["overflow_fix"] == fix
+    assert -64 <= ranges["enable"][0] and ranges["enable"][1] <= 63
+    assert ranges["first_layer_only"][1] > 64  # NNCF's default keeps 8 bits after the first layer
+    with pytest.raises(ValueError, match="overflow_fix must be one of"):
+        quantize_checkpoint(create_network("unet3d", channels=[8, 16, 32, 64, 128]), tmp_path / "model.pt", windows, 4, overflow_fix="on")
 
 
 def test_quantize_checkpoint_needs_windows(tmp_path: Path):
