@@ -72,6 +72,39 @@ def find_int8_ir(ckpt_path: str | Path) -> Path | None:
     return None
 
 
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def cpu_lacks_vnni(cpuinfo: str | Path = "/proc/cpuinfo") -> bool | None:
+    """Whether this x86 CPU lacks VNNI (``avx512_vnni``, ``avx_vnni`` or ``amx_int8`` in its flags).
+
+    Without VNNI, OpenVINO computes int8 convolutions through 16-bit intermediate sums that can
+    saturate with 8-bit weights (OpenVINO's "Saturation (overflow) issue"), unless the model was
+    quantized with NNCF's overflow fix (:func:`quantize_checkpoint`). Returns None where it cannot
+    tell (no readable ``cpuinfo``, or a CPU that lists no x86 flags, e.g. ARM).
+    """
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return None
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), None)
+    if not flags or "sse2" not in flags:
+        return None
+    return not any(f in flags for f in VNNI_FLAGS)
+
+
+def int8_may_saturate(xml: str | Path, cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """True when the int8 IR at ``xml`` was made without NNCF's overflow fix in every layer (its
+    record has no ``"overflow_fix": "enable"``) and this CPU lacks VNNI (:func:`cpu_lacks_vnni`):
+    its labels can then differ from those on a VNNI CPU (the 0.10.0 models lost 0.034 TC Dice on
+    an AVX2-only CPU)."""
+    try:
+        info = json.loads(Path(xml).with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        info = {}
+    return info.get("overflow_fix") != "enable" and bool(cpu_lacks_vnni(cpuinfo))
+
+
 def calibration_windows(volumes: Iterable[np.ndarray], roi_size: Sequence[int] = (96, 96, 96), per_volume: int = 3,
                         seed: int = 0, keep_subsets: Sequence[Sequence[int]] = ()) -> list[np.ndarray]:
     """Random ``roi_size`` windows of preprocessed volumes, as a sliding window would see them.

@@ -14,7 +14,7 @@ from app.constants import MODALITIES
 from app.data.cases import case_id_from_path, find_case  # case_id_from_path: re-exported by app.inference
 from app.data.verify import InputError, check_case_images
 from app.inference.backends import OpenVINONetwork, resolve_backend
-from app.inference.int8 import find_int8_ir
+from app.inference.int8 import find_int8_ir, int8_may_saturate
 from app.inference.ensemble import MODES, MirrorEnsemble, check_ensemble_paths, ensemble_members
 
 #: ``n4_combine`` values: segment the N4-corrected case only, or average it with the case as given.
@@ -279,6 +279,10 @@ class Segmenter:
         exactly these weights and it compiles; else the float32 conversion of the weights."""
         ir = find_int8_ir(path) if self.int8 else None
         if ir is not None:
+            if int8_may_saturate(ir):
+                logger.warning("int8 model %s was made without NNCF's overflow fix and this CPU has no VNNI: its int8 sums can "
+                               "saturate and its labels differ from float32 (remake it with python -m app.bundle_tools.quantize "
+                               "BUNDLE --force, or run with --no-int8)", ir)
             try:
                 return OpenVINONetwork(None, self.in_channels, ir=ir)
             except RuntimeError as err:  # e.g. an IR this OpenVINO version cannot read

@@ -222,3 +222,32 @@ def test_an_int8_model_that_does_not_compile_falls_back_to_float32(tmp_path: Pat
     seg = Segmenter("brats_unet3d", device="cpu", backend="openvino", int8=True, ckpt_path=ckpt)
     assert seg.precision == "f32"
     assert "cannot run the int8 model" in caplog.text and "fold0_int8.xml" in caplog.text
+
+
+def test_cpu_lacks_vnni_reads_the_cpu_flags(tmp_path: Path):
+    from app.inference.int8 import cpu_lacks_vnni
+
+    def cpuinfo(flags: str) -> Path:
+        path = tmp_path / f"cpuinfo_{len(list(tmp_path.iterdir()))}"
+        path.write_text(f"processor\t: 0\nmodel name\t: test\nflags\t\t: {flags}\n\n")
+        return path
+
+    assert cpu_lacks_vnni(cpuinfo("fpu sse sse2 avx avx2 fma")) is True  # e.g. AMD EPYC Zen 3
+    assert cpu_lacks_vnni(cpuinfo("fpu sse sse2 avx2 avx512f avx512_vnni avx512_bf16")) is False
+    assert cpu_lacks_vnni(cpuinfo("fpu sse sse2 avx2 avx_vnni")) is False
+    assert cpu_lacks_vnni(cpuinfo("fp asimd evtstrm")) is None  # not x86
+    assert cpu_lacks_vnni(tmp_path / "missing") is None
+
+
+def test_an_int8_model_without_the_overflow_fix_warns_on_a_cpu_without_vnni(tmp_path: Path):
+    from app.inference.int8 import int8_may_saturate
+
+    avx2 = tmp_path / "avx2"
+    avx2.write_text("flags\t\t: fpu sse sse2 avx2\n")
+    vnni = tmp_path / "vnni"
+    vnni.write_text("flags\t\t: fpu sse sse2 avx2 avx512_vnni\n")
+    xml = tmp_path / "fold0_int8.xml"
+    xml.with_suffix(".json").write_text(json.dumps({"source_sha256": "x"}))  # made before the fix: no overflow_fix
+    assert int8_may_saturate(xml, avx2) and not int8_may_saturate(xml, vnni)
+    xml.with_suffix(".json").write_text(json.dumps({"source_sha256": "x", "overflow_fix": "enable"}))
+    assert not int8_may_saturate(xml, avx2)
