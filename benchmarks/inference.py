@@ -206,7 +206,11 @@ def main() -> None:
                 if name.startswith("VolSeg"):
                     scores = [case_metrics(fn(list(c.images), Path(tmp) / "seg.nii.gz"), np.asarray(nib.load(c.label).dataobj).astype(np.uint8)) for c in cases]
                     split_dice[name] = {r: float(np.mean([m[f"{r}_dice"] for m in scores])) for r in ("WT", "TC", "ET")}
-    print(f"case {args.case}, torch {torch.__version__}, {torch.get_num_threads()} threads, {args.runs} runs after {args.warmup} warm-up")
+    from app.inference.int8 import cpu_lacks_vnni
+
+    vnni = {True: "no VNNI: int8 models need 7-bit weights", False: "VNNI", None: "VNNI unknown"}[cpu_lacks_vnni()]
+    print(f"case {args.case}, torch {torch.__version__}, {torch.get_num_threads()} threads, {args.runs} runs after {args.warmup} warm-up, "
+          f"CPU {torch.backends.cpu.get_cpu_capability()} ({vnni})")
     print(f"{'configuration':<66} {'min s':>6} {'median s':>8} {'max s':>6} {'x tutorial':>10} {'GFLOP':>6} {'GFLOP/s':>7} {'peak MiB':>8} {'WT':>6} {'TC':>6} {'ET':>6}")
     base = statistics.median(times[next(iter(rows))])
     for name in rows:
