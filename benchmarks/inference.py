@@ -11,7 +11,7 @@ median time, peak resident memory sampled during the row's runs, and Dice per re
 case's label. With --dice-split, also the mean Dice per region of each VolSeg row over that split
 of the shared manifest. With --n4, also each --mode with --n4 and with --no-n4 (N4 bias-field correction
 before the model, as the bundle's ``n4_combine`` says), and with --n4-params, --n4 with other
-N4 settings (``n4_params``). Measures only; asserts nothing.
+N4 settings (``n4_params``); with --fast-set, each bundle's --mode fast with other config overrides. Measures only; asserts nothing.
 
     python benchmarks/inference.py --runs 5 --dice-split test
 """
@@ -149,6 +149,8 @@ def main() -> None:
     parser.add_argument("--n4", action="store_true", help="also each bundle's --mode fast and --mode accurate with --n4 and with --no-n4")
     parser.add_argument("--n4-params", action="append", default=[], type=json.loads, metavar="JSON",
                         help="with --n4, also each mode's --n4 row with these n4_params (repeat), e.g. '{\"shrink_factor\": 6, \"iterations\": [25, 25], \"crop_foreground\": true, \"num_threads\": 1}'")
+    parser.add_argument("--fast-set", action="append", default=[], type=json.loads, metavar="JSON",
+                        help="also each bundle's --mode fast with these config overrides (repeat), e.g. '{\"roi_size\": [96, 96, 96]}'")
     args = parser.parse_args()
     case = find_case(args.data_dir / args.case, require_label=True)
     ref = np.asarray(nib.load(case.label).dataobj).astype(np.uint8)
@@ -170,6 +172,8 @@ def main() -> None:
                         rows[f"VolSeg {short} --mode {mode} --n4, n4_params {json.dumps(params)}"] = volseg(bundle, {"n4_params": params}, None, mode, n4=True)
             except FileNotFoundError as err:
                 print(f"skipping {bundle} --mode {mode}: {err}")
+        for overrides in args.fast_set:
+            rows[f"VolSeg {short} --mode fast, {json.dumps(overrides)}"] = volseg(bundle, overrides, None, "fast")
         if args.modes_only:
             continue
         rows[f"VolSeg {short} sliding window overlap 0.5, torch (unoptimised)"] = volseg(bundle, {"infer_mode": "sliding_window", "overlap": 0.5}, "torch")
