@@ -36,6 +36,7 @@ from app.data import default_brats_dir, find_case
 from app.evaluation import case_metrics
 from app.inference import Segmenter
 from app.inference.backends import openvino_available
+from app.inference.int8 import cpu_lacks_vnni
 from app.io.save import save_label_map
 
 
@@ -210,8 +211,6 @@ def main() -> None:
                 if name.startswith("VolSeg"):
                     scores = [case_metrics(fn(list(c.images), Path(tmp) / "seg.nii.gz"), np.asarray(nib.load(c.label).dataobj).astype(np.uint8)) for c in cases]
                     split_dice[name] = {r: float(np.mean([m[f"{r}_dice"] for m in scores])) for r in ("WT", "TC", "ET")}
-    from app.inference.int8 import cpu_lacks_vnni
-
     vnni = {True: "no VNNI: int8 models need 7-bit weights", False: "VNNI", None: "VNNI unknown"}[cpu_lacks_vnni()]
     print(f"case {args.case}, torch {torch.__version__}, {torch.get_num_threads()} threads, {args.runs} runs after {args.warmup} warm-up, "
           f"CPU {torch.backends.cpu.get_cpu_capability()} ({vnni})")

@@ -107,6 +107,8 @@ def quantize_bundle(bundle: str | Path, weights_dir: str | Path | None = None, m
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from app.inference.int8 import OVERFLOW_FIXES
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bundle", help="bundle name or folder")
     parser.add_argument("--weights", type=Path, help="folder of fold<k>.pt / model.pt (default: the bundle's models/)")
@@ -121,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "(default: the bundle's training#int8_keep_subsets in configs/metadata.json)")
     parser.add_argument("--float-layers", nargs="+", default=[], metavar="REGEX",
                         help="OpenVINO layer names (regular expressions) to keep in float32")
-    parser.add_argument("--overflow-fix", choices=("enable", "first_layer_only", "disable"), default="enable",
+    parser.add_argument("--overflow-fix", choices=OVERFLOW_FIXES, default="enable",
                         help="NNCF overflow fix: 7-bit weights in every layer (enable, the default: int8 models then give "
                              "the same results on CPUs without VNNI, whose 8-bit dot products saturate), the first "
                              "layer only (NNCF's default) or none")

@@ -15,6 +15,7 @@ Making one needs ``pip install "volseg[quantize]"`` (NNCF); running one needs on
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -29,6 +30,8 @@ import torch
 logger = logging.getLogger(__name__)
 
 INT8_SUFFIX = "_int8"
+#: NNCF ``OverflowFix`` values (:func:`quantize_checkpoint`); "enable" is VolSeg's default
+OVERFLOW_FIXES = ("enable", "first_layer_only", "disable")
 
 
 def file_sha256(path: str | Path) -> str:
@@ -75,6 +78,7 @@ def find_int8_ir(ckpt_path: str | Path) -> Path | None:
 VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 
+@functools.cache
 def cpu_lacks_vnni(cpuinfo: str | Path = "/proc/cpuinfo") -> bool | None:
     """Whether this x86 CPU lacks VNNI (``avx512_vnni``, ``avx_vnni`` or ``amx_int8`` in its flags).
 
@@ -178,9 +182,8 @@ def quantize_checkpoint(network: torch.nn.Module, ckpt_path: str | Path, windows
         ImportError: NNCF or OpenVINO is not installed (the message gives the install command).
         ValueError: no calibration windows, or an unknown ``overflow_fix``.
     """
-    overflows = ("enable", "first_layer_only", "disable")
-    if overflow_fix not in overflows:
-        raise ValueError(f"overflow_fix must be one of {', '.join(overflows)}, got '{overflow_fix}'")
+    if overflow_fix not in OVERFLOW_FIXES:
+        raise ValueError(f"overflow_fix must be one of {', '.join(OVERFLOW_FIXES)}, got '{overflow_fix}'")
     try:
         import nncf
         import openvino as ov
@@ -207,8 +210,8 @@ def quantize_checkpoint(network: torch.nn.Module, ckpt_path: str | Path, windows
         os.replace(staged, xml)
         info = {"source": ckpt_path.name, "source_sha256": file_sha256(ckpt_path), "method": "nncf.quantize (post-training, preset mixed, "
                 f"{'fast' if fast_bias_correction else 'full'} bias correction, overflow fix {overflow_fix})",
-                "nncf": nncf.__version__, "openvino": ov.__version__.split("-")[0], "calibration": {"windows": len(windows), **(calibration or {})}}
-        info["overflow_fix"] = overflow_fix
+                "nncf": nncf.__version__, "openvino": ov.__version__.split("-")[0], "overflow_fix": overflow_fix,
+                "calibration": {"windows": len(windows), **(calibration or {})}}
         if float_layers:
             info["float_layers"] = list(float_layers)
         staged_record = Path(tmp) / record.name
