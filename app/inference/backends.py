@@ -151,13 +151,17 @@ class OpenVINONetwork(torch.nn.Module):
             used is in ``self.precision`` (and in the run record).
         ir: an int8 IR made from these weights (:func:`app.inference.int8.find_int8_ir`) to run
             instead of converting ``network``; ``self.precision`` is then ``"int8"``.
+        input_shape: the ``(B, C, H, W, D)`` input the caller will mostly send (a sliding window's
+            ``(sw_batch_size, C, *roi_size)``): the model is compiled for that static shape, which
+            OpenVINO's CPU plugin runs faster than the dynamic one (docs/performance.md); any
+            other shape runs the dynamic model, compiled on first use. None: dynamic only.
 
     Raises:
         ImportError: OpenVINO is not installed.
     """
 
     def __init__(self, network: torch.nn.Module | None, in_channels: int, cache_dir: str | Path | None = None, precision: str = "f32",
-                 ir: str | Path | None = None) -> None:
+                 ir: str | Path | None = None, input_shape: tuple[int, ...] | None = None) -> None:
         super().__init__()
         import openvino as ov
 
@@ -172,13 +176,26 @@ class OpenVINONetwork(torch.nn.Module):
             if not xml.is_file():
                 logger.info("converting the network to OpenVINO once (cached in %s)", xml.parent)
                 export_network(network, "openvino", xml, in_channels)
-        core = ov.Core()
-        config = {"CACHE_DIR": str(root / "openvino" / "kernels"), "ENABLE_CPU_PINNING": False, "INFERENCE_PRECISION_HINT": precision}
-        self.compiled = core.compile_model(str(xml), "CPU", config)
+        self._core = ov.Core()
+        self._config = {"CACHE_DIR": str(root / "openvino" / "kernels"), "ENABLE_CPU_PINNING": False, "INFERENCE_PRECISION_HINT": precision}
+        self.xml = xml
+        self.input_shape = tuple(int(n) for n in input_shape) if input_shape is not None else None
+        self.compiled = self._compile(self.input_shape)
+        self._dynamic = None if self.input_shape is not None else self.compiled
         hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
         self.precision = "int8" if ir is not None else (hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint))  # "f32", "bf16"
-        self.xml = xml
+
+    def _compile(self, shape: tuple[int, ...] | None) -> object:
+        """The IR compiled for the CPU: for ``shape`` only (static), or for any shape (None)."""
+        model = self._core.read_model(str(self.xml))
+        if shape is not None:
+            model.reshape(list(shape))
+        return self._core.compile_model(model, "CPU", self._config)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.compiled(x.detach().float().contiguous().cpu().numpy())[0]
-        return torch.from_numpy(out)
+        array = x.detach().float().contiguous().cpu().numpy()
+        if self.input_shape is not None and array.shape != self.input_shape:
+            if self._dynamic is None:
+                self._dynamic = self._compile(None)
+            return torch.from_numpy(self._dynamic(array)[0])
+        return torch.from_numpy(self.compiled(array)[0])

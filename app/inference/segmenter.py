@@ -232,7 +232,8 @@ class Segmenter:
         network = parser.get_parsed_content("network")
         paths = parser.get_parsed_content("ensemble_ckpt_paths") if self.mode == "accurate" else [parser.get_parsed_content("ckpt_path")]
         if self.backend == "openvino":
-            members = [self._openvino_member(network, path) for path in paths]
+            shape = self._window_shape(parser)
+            members = [self._openvino_member(network, path, shape) for path in paths]
         else:
             members = ensemble_members(network, paths, self.device)
         self.precision = "+".join(dict.fromkeys(m.precision for m in members)) if self.backend == "openvino" else "f32"
@@ -274,9 +275,20 @@ class Segmenter:
         out["image_n4"] = corrected["image"]
         return out
 
-    def _openvino_member(self, network: Any, path: str | Path) -> OpenVINONetwork:
+    def _window_shape(self, parser) -> tuple[int, ...] | None:
+        """The input shape of every full batch of sliding windows in fast mode without mirrorings,
+        ``(sw_batch_size, C, *roi_size)``, for which OpenVINO compiles a static model; None where
+        the shapes vary (whole-volume forwards, ensembles, mirrored batches)."""
+        mirrored = self.uncertainty and parser.get_parsed_content("uncertainty_mirror_axes", default=[])
+        if self.mode != "fast" or mirrored or parser.get_parsed_content("infer_mode", default="sliding_window") != "sliding_window":
+            return None
+        roi_size = parser.get_parsed_content("roi_size")
+        return (int(parser.get_parsed_content("sw_batch_size")), self.in_channels, *(int(n) for n in roi_size))
+
+    def _openvino_member(self, network: Any, path: str | Path, input_shape: tuple[int, ...] | None = None) -> OpenVINONetwork:
         """One checkpoint on OpenVINO: its int8 model where ``self.int8`` and one was made from
-        exactly these weights and it compiles; else the float32 conversion of the weights."""
+        exactly these weights and it compiles; else the float32 conversion of the weights. With
+        ``input_shape``, compiled for that shape first (:class:`OpenVINONetwork`)."""
         ir = find_int8_ir(path) if self.int8 else None
         if ir is not None:
             if int8_may_saturate(ir):
@@ -284,12 +296,12 @@ class Segmenter:
                                "saturate and its labels differ from float32 (remake it with python -m app.bundle_tools.quantize "
                                "BUNDLE --force, or run with --no-int8)", ir)
             try:
-                return OpenVINONetwork(None, self.in_channels, ir=ir)
+                return OpenVINONetwork(None, self.in_channels, ir=ir, input_shape=input_shape)
             except RuntimeError as err:  # e.g. an IR this OpenVINO version cannot read
                 logger.warning("cannot run the int8 model %s (%s): running %s in float32", ir, err, path)
         elif self.int8:
             logger.info("no int8 model made from %s: running it in float32", path)
-        return OpenVINONetwork(ensemble_members(network, [path], self.device)[0], self.in_channels)
+        return OpenVINONetwork(ensemble_members(network, [path], self.device)[0], self.in_channels, input_shape=input_shape)
 
     def load(self, images: Sequence[str | Path]) -> dict:
         """Check and preprocess one case (reading, RAS, spacing, crop, z-score): the CPU-side half

@@ -59,6 +59,37 @@ def test_openvino_network_matches_torch_and_caches_its_ir(small_unet: torch.nn.M
     assert again.xml == net.xml and again.xml.stat().st_mtime_ns == stamp  # converted once, then read
 
 
+def test_openvino_network_with_an_input_shape_compiles_it_static_and_runs_other_shapes_dynamic(small_unet: torch.nn.Module, tmp_path: Path):
+    """input_shape: that shape runs a statically compiled model, any other the dynamic one (compiled on
+    first use); both give the dynamic-only network's logits."""
+    dynamic = OpenVINONetwork(small_unet, 4, cache_dir=tmp_path)
+    static = OpenVINONetwork(small_unet, 4, cache_dir=tmp_path, input_shape=(2, 4, 32, 32, 32))
+    assert static.input_shape == (2, 4, 32, 32, 32) and dynamic.input_shape is None
+    assert static.compiled.input(0).get_partial_shape().is_static and dynamic.compiled.input(0).get_partial_shape().is_dynamic
+    x = torch.randn(2, 4, 32, 32, 32)
+    assert torch.allclose(static(x), dynamic(x), atol=1e-4)
+    assert static._dynamic is None  # the window shape never needs the dynamic model
+    y = torch.randn(1, 4, 48, 32, 32)  # a last, smaller batch of windows; another size
+    assert torch.allclose(static(y), dynamic(y), atol=1e-4)
+    assert static._dynamic is not None and static._dynamic.input(0).get_partial_shape().is_dynamic
+
+
+def test_segmenter_compiles_the_sliding_window_shape_in_fast_mode_only(phantom_root: Path):
+    """Fast mode with sliding windows: the OpenVINO model is compiled for (sw_batch_size, C, *roi_size);
+    whole-volume forwards keep the dynamic model. The labels are the same either way."""
+    images = case_files(phantom_root / "Phantom_001")
+    seg = Segmenter("brats_unet3d", device="cpu", backend="openvino", int8=False, overrides={"sw_batch_size": 2})
+    roi = tuple(seg.parser.get_parsed_content("roi_size"))
+    assert seg.network.input_shape == (2, 4, *roi)
+    whole = Segmenter("brats_unet3d", device="cpu", backend="openvino", int8=False, overrides={"infer_mode": "whole_volume"})
+    assert whole.network.input_shape is None
+    labels, _ = seg.predict(images)
+    seg.network.input_shape = None  # the dynamic model for every batch
+    seg.network.compiled = seg.network._compile(None)
+    again, _ = seg.predict(images)
+    assert labels.any() and np.array_equal(labels, again)
+
+
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx", "openvino"])
 def test_export_formats_run_at_other_sizes(fmt: str, small_unet: torch.nn.Module, tmp_path: Path):
     path = export_network(small_unet, fmt, tmp_path / {"torchscript": "m.ts", "onnx": "m.onnx", "openvino": "m.xml"}[fmt], 4, example_size=32)
