@@ -276,11 +276,15 @@ class Segmenter:
         return out
 
     def _window_shape(self, parser) -> tuple[int, ...] | None:
-        """The input shape of every full batch of sliding windows in fast mode without mirrorings,
-        ``(sw_batch_size, C, *roi_size)``, for which OpenVINO compiles a static model; None where
-        the shapes vary (whole-volume forwards, ensembles, mirrored batches)."""
-        mirrored = self.uncertainty and parser.get_parsed_content("uncertainty_mirror_axes", default=[])
-        if self.mode != "fast" or mirrored or parser.get_parsed_content("infer_mode", default="sliding_window") != "sliding_window":
+        """The input shape of every full batch of sliding windows that each model receives when no
+        mirrorings are batched with them, ``(sw_batch_size, C, *roi_size)``, for which OpenVINO
+        compiles a static model (fast mode, and accurate mode without ``mirror_axes``); None where the
+        shapes vary (whole-volume forwards, mirrored batches)."""
+        if self.mode == "accurate":
+            mirrored = parser.get_parsed_content("mirror_axes", default=[])
+        else:
+            mirrored = self.uncertainty and parser.get_parsed_content("uncertainty_mirror_axes", default=[])
+        if mirrored or parser.get_parsed_content("infer_mode", default="sliding_window") != "sliding_window":
             return None
         roi_size = parser.get_parsed_content("roi_size")
         return (int(parser.get_parsed_content("sw_batch_size")), self.in_channels, *(int(n) for n in roi_size))

@@ -74,15 +74,19 @@ def test_openvino_network_with_an_input_shape_compiles_it_static_and_runs_other_
     assert static._dynamic is not None and static._dynamic.input(0).get_partial_shape().is_dynamic
 
 
-def test_segmenter_compiles_the_sliding_window_shape_in_fast_mode_only(phantom_root: Path):
-    """Fast mode with sliding windows: the OpenVINO model is compiled for (sw_batch_size, C, *roi_size);
-    whole-volume forwards keep the dynamic model. The labels are the same either way."""
+def test_segmenter_compiles_the_sliding_window_shape_unless_shapes_vary(phantom_root: Path):
+    """Sliding windows without mirrorings: the OpenVINO model is compiled for (sw_batch_size, C, *roi_size);
+    whole-volume forwards and mirrored ensembles keep the dynamic model. The labels are the same either way."""
     images = case_files(phantom_root / "Phantom_001")
     seg = Segmenter("brats_unet3d", device="cpu", backend="openvino", int8=False, overrides={"sw_batch_size": 2})
     roi = tuple(seg.parser.get_parsed_content("roi_size"))
     assert seg.network.input_shape == (2, 4, *roi)
     whole = Segmenter("brats_unet3d", device="cpu", backend="openvino", int8=False, overrides={"infer_mode": "whole_volume"})
     assert whole.network.input_shape is None
+    ensemble = Segmenter("brats_unet3d", device="cpu", backend="openvino", int8=True, mode="accurate")
+    assert all(m.input_shape == (int(ensemble.parser.get_parsed_content("sw_batch_size")), 4, *roi) for m in ensemble.network.members)
+    mirrored = Segmenter("brats_unet3d", device="cpu", backend="openvino", int8=True, mode="accurate", overrides={"mirror_axes": [0]})
+    assert all(m.input_shape is None for m in mirrored.network.members)
     labels, _ = seg.predict(images)
     seg.network.input_shape = None  # the dynamic model for every batch
     seg.network.compiled = seg.network._compile(None)
