@@ -11,7 +11,7 @@ median time, peak resident memory sampled during the row's runs, and Dice per re
 case's label. With --dice-split, also the mean Dice per region of each VolSeg row over that split
 of the shared manifest. With --n4, also each --mode with --n4 and with --no-n4 (N4 bias-field correction
 before the model, as the bundle's ``n4_combine`` says), and with --n4-params, --n4 with other
-N4 settings (``n4_params``); with --fast-set, each bundle's --mode fast with other config overrides. Measures only; asserts nothing.
+N4 settings (``n4_params``); with --fast-set / --accurate-set, each bundle's --mode fast / accurate with other config overrides. Measures only; asserts nothing.
 
     python benchmarks/inference.py --runs 5 --dice-split test
 """
@@ -152,6 +152,8 @@ def main() -> None:
                         help="with --n4, also each mode's --n4 row with these n4_params (repeat), e.g. '{\"shrink_factor\": 6, \"iterations\": [25, 25], \"crop_foreground\": true, \"num_threads\": 1}'")
     parser.add_argument("--fast-set", action="append", default=[], type=json.loads, metavar="JSON",
                         help="also each bundle's --mode fast with these config overrides (repeat), e.g. '{\"roi_size\": [96, 96, 96]}'")
+    parser.add_argument("--accurate-set", action="append", default=[], type=json.loads, metavar="JSON",
+                        help="also each bundle's --mode accurate with these config overrides (repeat), e.g. '{\"openvino_static_shapes\": false}'")
     args = parser.parse_args()
     case = find_case(args.data_dir / args.case, require_label=True)
     ref = np.asarray(nib.load(case.label).dataobj).astype(np.uint8)
@@ -175,6 +177,8 @@ def main() -> None:
                 print(f"skipping {bundle} --mode {mode}: {err}")
         for overrides in args.fast_set:
             rows[f"VolSeg {short} --mode fast, {json.dumps(overrides)}"] = volseg(bundle, overrides, None, "fast")
+        for overrides in args.accurate_set:
+            rows[f"VolSeg {short} --mode accurate, {json.dumps(overrides)}"] = volseg(bundle, overrides, None, "accurate")
         if args.modes_only:
             continue
         rows[f"VolSeg {short} sliding window overlap 0.5, torch (unoptimised)"] = volseg(bundle, {"infer_mode": "sliding_window", "overlap": 0.5}, "torch")
@@ -184,9 +188,9 @@ def main() -> None:
             rows[f"VolSeg {short} whole crop, openvino"] = volseg(bundle, {"infer_mode": "whole_volume"}, "openvino", int8=False)
     images = list(case.images)
     gflop = {name: network_gflop(fn, images) if not (hasattr(fn, "segmenter") and fn.segmenter.backend == "openvino") else float("nan")
-             for name, fn in rows.items() if "openvino" not in name}
+             for name, fn in rows.items() if not name.endswith(", openvino")}
     for name in rows:  # an OpenVINO row runs the same network as its torch twin
-        if "openvino" in name:
+        if name.endswith(", openvino"):
             twin = name.replace(", openvino", ", torch (unoptimised)" if "sliding" in name else ", torch")
             gflop[name] = gflop[twin]
     times: dict[str, list[float]] = {name: [] for name in rows}

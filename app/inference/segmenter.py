@@ -279,12 +279,13 @@ class Segmenter:
         """The input shape of every full batch of sliding windows that each model receives when no
         mirrorings are batched with them, ``(sw_batch_size, C, *roi_size)``, for which OpenVINO
         compiles a static model (fast mode, and accurate mode without ``mirror_axes``); None where the
-        shapes vary (whole-volume forwards, mirrored batches)."""
+        shapes vary (whole-volume forwards, mirrored batches) or the bundle's ``openvino_static_shapes``
+        is false."""
         if self.mode == "accurate":
             mirrored = parser.get_parsed_content("mirror_axes", default=[])
         else:
             mirrored = self.uncertainty and parser.get_parsed_content("uncertainty_mirror_axes", default=[])
-        if mirrored or parser.get_parsed_content("infer_mode", default="sliding_window") != "sliding_window":
+        if not parser.get("openvino_static_shapes", True) or mirrored or parser.get_parsed_content("infer_mode", default="sliding_window") != "sliding_window":
             return None
         roi_size = parser.get_parsed_content("roi_size")
         return (int(parser.get_parsed_content("sw_batch_size")), self.in_channels, *(int(n) for n in roi_size))
