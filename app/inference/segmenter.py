@@ -252,10 +252,11 @@ class Segmenter:
         transforms = list(self.preprocessing.transforms)
         if not transforms or not isinstance(transforms[0], LoadImaged):
             raise ValueError(f"n4_average needs a preprocessing that starts with a reader (LoadImaged); it starts with {type(transforms[0]).__name__ if transforms else 'nothing'}")
-        params = dict(self.parser.get("n4_params", {}))  # the bundle's N4 settings (shrink_factor, iterations, crop_foreground, num_threads)
-        unknown = set(params) - {"shrink_factor", "iterations", "crop_foreground", "num_threads"}
+        params = dict(self.parser.get("n4_params", {}))  # the bundle's N4 settings (app.transforms.N4BiasCorrection's arguments)
+        known = ("shrink_factor", "iterations", "crop_foreground", "num_threads", "field_spacing", "mask_shrunk")
+        unknown = set(params) - set(known)
         if unknown:
-            raise ValueError(f"n4_params: unknown key(s) {', '.join(sorted(unknown))}; known: shrink_factor, iterations, crop_foreground, num_threads")
+            raise ValueError(f"n4_params: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(known)}")
         return transforms[0], N4BiasCorrectiond("image", **params), Compose(transforms[1:])
 
     def _preprocess(self, data: dict) -> dict:

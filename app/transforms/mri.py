@@ -25,6 +25,15 @@ class N4BiasCorrection(Transform):
     The channels are fitted in parallel threads (SimpleITK releases the GIL while a filter runs);
     each channel's result is the same as a serial fit's.
 
+    Two settings make a case cheaper without refitting anything differently (about 2.9 s -> 1.7 s
+    for a BraTS case's four sequences on a 2-core AVX2 CPU; docs/performance.md):
+    ``field_spacing`` > 1 evaluates the fitted log field, a cubic B-spline whose knots are tens of
+    voxels apart, every ``field_spacing`` voxels (both ends of each axis included) and
+    interpolates it trilinearly (``torch.nn.functional.interpolate``, ``align_corners=True``)
+    instead of evaluating it at every voxel (relative change of the output about 1e-4 at 4);
+    ``mask_shrunk`` takes the Otsu foreground mask of the shrunk copy the fit runs on instead of
+    the full-resolution channel (the same voxels up to the histogram of a subsample).
+
     Args:
         shrink_factor: downsampling for the fit.
         iterations: fitting iterations per level (one level per entry).
@@ -32,6 +41,12 @@ class N4BiasCorrection(Transform):
             skull-stripped brain: about a third of a BraTS volume, so a faster fit); voxels
             outside it are returned unchanged.
         num_threads: channels fitted at once; None: one per CPU core, at most one per channel.
+        field_spacing: voxels between the points where the log field is evaluated (1: every
+            voxel, SimpleITK's ``GetLogBiasFieldAsImage`` on the full grid).
+        mask_shrunk: Otsu mask from the shrunk copy (True) or from the full channel, then shrunk.
+
+    Raises:
+        ValueError: ``shrink_factor``, ``iterations``, ``num_threads`` or ``field_spacing`` below 1.
 
     Input ``(C, H, W, D)`` non-negative intensities; output the same shape and type. Zero voxels
     stay zero (the field divides), and a channel without a positive voxel (a missing sequence,
@@ -41,15 +56,19 @@ class N4BiasCorrection(Transform):
     backend = [torch.Tensor, np.ndarray]
 
     def __init__(self, shrink_factor: int = 4, iterations: tuple[int, ...] = (50, 50, 30), crop_foreground: bool = False,
-                 num_threads: int | None = None) -> None:
+                 num_threads: int | None = None, field_spacing: int = 1, mask_shrunk: bool = False) -> None:
         if int(shrink_factor) < 1 or not iterations or any(int(i) < 1 for i in iterations):
             raise ValueError(f"N4 needs shrink_factor >= 1 and at least one level of >= 1 iterations, got shrink_factor={shrink_factor}, iterations={list(iterations)}")
         if num_threads is not None and int(num_threads) < 1:
             raise ValueError(f"N4 needs num_threads >= 1 (or None: one per CPU core), got {num_threads}")
+        if int(field_spacing) < 1:
+            raise ValueError(f"N4 needs field_spacing >= 1 (voxels between field evaluations; 1: every voxel), got {field_spacing}")
         self.shrink_factor = int(shrink_factor)
         self.iterations = [int(i) for i in iterations]
         self.crop_foreground = crop_foreground
         self.num_threads = None if num_threads is None else int(num_threads)
+        self.field_spacing = int(field_spacing)
+        self.mask_shrunk = bool(mask_shrunk)
 
     def _channel(self, array: np.ndarray) -> np.ndarray:
         if self.crop_foreground:
@@ -63,15 +82,27 @@ class N4BiasCorrection(Transform):
     def _fit(self, array: np.ndarray) -> np.ndarray:
         import SimpleITK as sitk
 
-        image = sitk.GetImageFromArray(np.ascontiguousarray(array, dtype=np.float32))
-        mask = sitk.OtsuThreshold(image, 0, 1, 200)
+        array = np.ascontiguousarray(array, dtype=np.float32)
+        image = sitk.GetImageFromArray(array)
         small = sitk.Shrink(image, [self.shrink_factor] * 3)
-        small_mask = sitk.Shrink(mask, [self.shrink_factor] * 3)
+        if self.mask_shrunk:
+            small_mask = sitk.OtsuThreshold(small, 0, 1, 200)
+        else:
+            small_mask = sitk.Shrink(sitk.OtsuThreshold(image, 0, 1, 200), [self.shrink_factor] * 3)
         corrector = sitk.N4BiasFieldCorrectionImageFilter()
         corrector.SetMaximumNumberOfIterations(self.iterations)
         corrector.Execute(small, small_mask)
-        log_field = corrector.GetLogBiasFieldAsImage(image)
-        return sitk.GetArrayFromImage(image / sitk.Exp(log_field))
+        if self.field_spacing == 1:
+            return sitk.GetArrayFromImage(image / sitk.Exp(corrector.GetLogBiasFieldAsImage(image)))
+        # the field on a coarse grid that spans the same voxel centres (first and last of each axis)
+        shape = np.array(array.shape)  # numpy (z, y, x); SimpleITK sizes and spacings are (x, y, z)
+        points = np.where(shape > 1, np.maximum(2, -(-(shape - 1) // self.field_spacing) + 1), 1)
+        spacing = np.where(points > 1, (shape - 1) / np.maximum(points - 1, 1), 1.0)
+        grid = sitk.Image([int(n) for n in points[::-1]], sitk.sitkFloat32)
+        grid.SetSpacing([float(sp) for sp in spacing[::-1]])  # the channel's image: origin 0, spacing 1, identity direction
+        coarse = torch.from_numpy(sitk.GetArrayFromImage(corrector.GetLogBiasFieldAsImage(grid)))
+        log_field = torch.nn.functional.interpolate(coarse[None, None], size=tuple(int(n) for n in shape), mode="trilinear", align_corners=True)[0, 0]
+        return (torch.from_numpy(array) * torch.exp(-log_field)).numpy()
 
     def __call__(self, img: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
         array = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
@@ -93,9 +124,9 @@ class N4BiasCorrectiond(MapTransform):
     backend = N4BiasCorrection.backend
 
     def __init__(self, keys: KeysCollection, shrink_factor: int = 4, iterations: tuple[int, ...] = (50, 50, 30), crop_foreground: bool = False,
-                 num_threads: int | None = None, allow_missing_keys: bool = False) -> None:
+                 num_threads: int | None = None, field_spacing: int = 1, mask_shrunk: bool = False, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.corrector = N4BiasCorrection(shrink_factor, iterations, crop_foreground, num_threads)
+        self.corrector = N4BiasCorrection(shrink_factor, iterations, crop_foreground, num_threads, field_spacing, mask_shrunk)
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
