@@ -18,15 +18,15 @@ class N4BiasCorrection(Transform):
     """N4 bias-field correction of each channel (SimpleITK ``N4BiasFieldCorrectionImageFilter``).
 
     The field is fitted on a copy shrunk by ``shrink_factor`` inside an Otsu foreground mask
-    and applied to the full-resolution channel. Seconds per volume (about 1.5 s for a BraTS case's
-    four sequences on 2 cores with brats_unet3d's ``n4_params``): off in ``--mode fast``, on in
-    brats_unet3d's ``--mode accurate``.
+    and applied to the full-resolution channel. Seconds per volume (a median 1.08 s for a BraTS
+    case's four sequences on 2 AVX2 cores with brats_unet3d's ``n4_params``, ``benchmarks/n4.py``):
+    off in ``--mode fast``, on in brats_unet3d's ``--mode accurate``.
 
     The channels are fitted in parallel threads (SimpleITK releases the GIL while a filter runs);
     each channel's result is the same as a serial fit's.
 
-    Two settings make a case cheaper without refitting anything differently (about 2.9 s -> 1.7 s
-    for a BraTS case's four sequences on a 2-core AVX2 CPU; docs/performance.md):
+    Two settings make a case cheaper without fitting differently (1.82 s -> 1.08 s, median of the
+    15 shared BraTS cases' four sequences on a 2-core AVX2 CPU; docs/performance.md):
     ``field_spacing`` > 1 evaluates the fitted log field, a cubic B-spline whose knots are tens of
     voxels apart, every ``field_spacing`` voxels (both ends of each axis included) and
     interpolates it trilinearly (``torch.nn.functional.interpolate``, ``align_corners=True``)
