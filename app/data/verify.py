@@ -62,9 +62,7 @@ def check_case_images(paths: Sequence[str | Path], atol_mm: float = 1e-3) -> tup
     hold complete, finite, non-zero data (:func:`app.io.readers.verify_volume`).
 
     Headers are compared first; then each volume's data is streamed through once (gzip CRC and
-    length, NaN, infinite and all-zero voxels), the volumes in parallel threads
-    (:func:`app.io.readers.map_files`; the first failing one in the order given raises), before
-    any model sees it.
+    length, NaN, infinite and all-zero voxels), one volume at a time, before any model sees it.
 
     Args:
         paths: the image files or DICOM series folders (T1, T1ce, T2, FLAIR for BraTS), in any
@@ -83,7 +81,7 @@ def check_case_images(paths: Sequence[str | Path], atol_mm: float = 1e-3) -> tup
     Example:
         >>> shape, affine = check_case_images(case.images)  # doctest: +SKIP
     """
-    from app.io.readers import map_files, verify_volume
+    from app.io.readers import verify_volume
 
     ref_path, ref_shape, ref_affine = None, None, None
     for path in paths:
@@ -104,5 +102,6 @@ def check_case_images(paths: Sequence[str | Path], atol_mm: float = 1e-3) -> tup
                              f"{np.abs(affine - ref_affine).max():.4g} mm); the modalities must be co-registered")
     if ref_shape is None:
         raise InputError("no image file given")
-    map_files(verify_volume, paths)  # in parallel threads; the first failing path in order raises
+    for path in paths:
+        verify_volume(path)
     return ref_shape, np.asarray(ref_affine)

@@ -20,7 +20,7 @@ from monai.transforms import LoadImaged
 from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
 
 from app.errors import InputError
-from app.io.readers import map_files, read_volume, volume_format
+from app.io.readers import read_volume, volume_format
 
 
 class SimpleITKReader(ImageReader):
@@ -56,7 +56,7 @@ class SimpleITKReader(ImageReader):
             return False
 
     def read(self, data: Sequence[str | Path] | str | Path, **kwargs) -> list:
-        return map_files(read_volume, ensure_tuple(data))  # the files in parallel threads, in order
+        return [read_volume(path) for path in ensure_tuple(data)]
 
     def get_data(self, img) -> tuple[np.ndarray, dict]:
         import SimpleITK as sitk

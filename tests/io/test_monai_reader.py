@@ -88,27 +88,3 @@ def test_xyz_copy_is_a_contiguous_transpose(shape):
     out = _xyz_copy(view, slab=32)
     assert out.flags["C_CONTIGUOUS"] and out.dtype == view.dtype
     assert np.array_equal(out, view.T) and not np.shares_memory(out, view)
-
-
-def test_files_read_in_threads_keep_their_order_and_the_first_bad_file_raises(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """:func:`app.io.readers.map_files`: with several workers the channels come back in the order
-    given (each file's own voxels in its channel), and where two files are bad the first one in
-    that order is named, as a serial read would name it; one core reads serially."""
-    import os
-
-    from app.io import readers
-    from app.io.readers import map_files
-
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
-    files = [str(_volume(tmp_path / f"m{i}.nii.gz", i)) for i in range(4)]
-    stacked = np.asarray(LoadImage(reader=SimpleITKReader(), image_only=True, ensure_channel_first=True)(files))
-    for i, f in enumerate(files):
-        np.testing.assert_array_equal(stacked[i], sitk.GetArrayFromImage(sitk.ReadImage(f)).T)
-    bad = [files[0], str(tmp_path / "gone_1.nii.gz"), files[2], str(tmp_path / "gone_2.nii.gz")]
-    with pytest.raises(InputError, match="gone_1.nii.gz': file does not exist"):
-        SimpleITKReader().read(bad)
-    assert map_files(lambda x: x * 2, range(7)) == [0, 2, 4, 6, 8, 10, 12]
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
-    calls = []
-    monkeypatch.setattr(readers, "ThreadPoolExecutor", lambda *a, **k: calls.append(a) or pytest.fail("no pool on one core"))
-    assert map_files(str, [1, 2]) == ["1", "2"] and not calls
