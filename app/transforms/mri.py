@@ -96,10 +96,9 @@ class N4BiasCorrection(Transform):
             return sitk.GetArrayFromImage(image / sitk.Exp(corrector.GetLogBiasFieldAsImage(image)))
         # the field on a coarse grid that spans the same voxel centres (first and last of each axis)
         shape = np.array(array.shape)  # numpy (z, y, x); SimpleITK sizes and spacings are (x, y, z)
-        points = np.where(shape > 1, np.maximum(2, -(-(shape - 1) // self.field_spacing) + 1), 1)
-        spacing = np.where(points > 1, (shape - 1) / np.maximum(points - 1, 1), 1.0)
+        points = np.maximum(2, -(-(shape - 1) // self.field_spacing) + 1)  # N4 itself refuses an axis of one voxel
         grid = sitk.Image([int(n) for n in points[::-1]], sitk.sitkFloat32)
-        grid.SetSpacing([float(sp) for sp in spacing[::-1]])  # the channel's image: origin 0, spacing 1, identity direction
+        grid.SetSpacing([float(sp) for sp in ((shape - 1) / (points - 1))[::-1]])  # the channel's image: origin 0, spacing 1, identity direction
         coarse = torch.from_numpy(sitk.GetArrayFromImage(corrector.GetLogBiasFieldAsImage(grid)))
         log_field = torch.nn.functional.interpolate(coarse[None, None], size=tuple(int(n) for n in shape), mode="trilinear", align_corners=True)[0, 0]
         return (torch.from_numpy(array) * torch.exp(-log_field)).numpy()
