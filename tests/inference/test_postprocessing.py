@@ -178,3 +178,60 @@ def test_region_thresholds_follow_the_bundle_metadata():
     assert _thresholds(shipped, missing=True) == [tuple(meta["inference"]["region_thresholds_missing"])]
     assert _thresholds(Segmenter("brats_unet3d", device="cpu", backend="torch", overrides={"region_thresholds": [0.5, 0.5, 0.5]})) == [(0.5, 0.5, 0.5)]
     assert _thresholds(Segmenter("brats_deeplab3d", device="cpu", backend="torch")) == [(0.5, 0.5, 0.5)]  # not measured on CV for DeepLab
+
+
+def _blob_logits(image: torch.Tensor, seed: int) -> MetaTensor:
+    """Region logits on the preprocessed crop ``image`` ``(C, h, w, d)``: a large blob per region
+    channel plus scattered specks (small components for the filters), noisy around 0."""
+    gen = torch.Generator().manual_seed(seed)
+    shape = image.shape[1:]
+    grid = torch.stack(torch.meshgrid(*[torch.arange(n, dtype=torch.float32) for n in shape], indexing="ij"))
+    centre = torch.tensor(shape, dtype=torch.float32).view(3, 1, 1, 1) * 0.45
+    dist = ((grid - centre) ** 2).sum(0).sqrt()
+    logits = torch.stack([6.0 - dist, 9.0 - dist, 4.0 - dist]) + torch.randn(3, *shape, generator=gen)
+    specks = torch.rand(3, *shape, generator=gen) > 0.995
+    logits = torch.where(specks, torch.full_like(logits, 3.0), logits)
+    return MetaTensor(logits, affine=image.affine, meta=dict(image.meta))
+
+
+def _labels(seg: Segmenter, data: dict, transforms) -> torch.Tensor:
+    out = {key: value.clone() if hasattr(value, "clone") else value for key, value in data.items()}
+    for transform in transforms:
+        out = transform(out)
+    return torch.as_tensor(out["pred"]).to(torch.uint8)
+
+
+def test_label_steps_on_the_crop_give_the_labels_of_the_configured_order(tmp_path):
+    """At the bundle's 1 mm the inverse only flips and pads, so the Segmenter thresholds, codes and
+    filters on the brain crop and inverts the uint8 labels last: the same labels (codes 0/1/2/4,
+    components dropped and relabelled) as inverting the probabilities first. A case that needs
+    resampling, or a run with uncertainty, keeps the configured order."""
+    from monai.transforms import Invertd
+
+    from app.data.phantom import make_brats_phantom
+    from tests.conftest import case_files
+
+    make_brats_phantom(tmp_path, "Iso", shape=(44, 52, 40), spacing_mm=(1.0, 1.0, 1.0), seed=3)
+    make_brats_phantom(tmp_path, "Aniso", shape=(40, 48, 36), spacing_mm=(1.0, 0.9, 1.5), seed=3)
+    seg = Segmenter("brats_unet3d", device="cpu", backend="torch")
+    configured = list(seg.postprocessing.transforms)
+    data = seg.load(case_files(tmp_path / "Iso"))
+    shape = data.pop("shape")
+    del data["affine"], data["missing_sequences"]
+    assert tuple(data["image"].shape[1:]) != shape  # cropped, so the inverse pads
+    reordered = seg._postprocessing_order(data["image"])
+    assert isinstance(reordered[-1], Invertd) and reordered[-1].nearest_interp == (True,)
+    assert [type(t) for t in reordered[:-1]] == [type(t) for t in configured if not isinstance(t, Invertd)]
+    assert not configured[1].nearest_interp[0]  # the bundle's own Invertd is left as it was
+    for seed in range(3):
+        data["pred"] = _blob_logits(data["image"], seed)
+        expected = _labels(seg, data, configured)
+        got = _labels(seg, data, reordered)
+        assert tuple(got.shape[1:]) == shape
+        assert set(expected.unique().tolist()) == {0, 1, 2, 4}
+        assert torch.equal(got, expected)
+
+    aniso = seg.load(case_files(tmp_path / "Aniso"))
+    assert seg._postprocessing_order(aniso["image"]) == configured  # 0.9 x 1.5 mm -> 1 mm interpolates
+    with_map = Segmenter("brats_unet3d", device="cpu", backend="torch", uncertainty=True)
+    assert with_map._postprocessing_order(with_map.load(case_files(tmp_path / "Iso"))["image"]) == list(with_map.postprocessing.transforms)
