@@ -376,7 +376,9 @@ class Segmenter:
             raise InputError("a case needs at least one input volume; every sequence is missing")
         shape, affine = check_case_images(present)
         data = self._preprocess({"image": [str(p) if p is not None else None for p in images]})
-        if not torch.isfinite(data["image"]).all():
+        # a NaN or infinite voxel makes the sum non-finite (one pass, no mask); a non-finite sum
+        # from overflow alone is told apart by the voxel-wise check
+        if not torch.isfinite(data["image"].sum()) and not torch.isfinite(data["image"]).all():
             raise InputError(f"case '{case_id_from_path(present[0])}': NaN or infinite voxel values in {', '.join(str(p) for p in present)}")
         data["shape"], data["affine"] = shape, affine
         data["missing_sequences"] = [name for name, p in zip(self.channels, images) if p is None]

@@ -10,6 +10,7 @@ speed of ITK's reader. SimpleITK wraps the same ITK readers, imports in 0.15 s, 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from monai.data.utils import orientation_ras_lps
 from monai.transforms import LoadImaged
 from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
 
+from app.devices import usable_cores
 from app.errors import InputError
 from app.io.readers import read_volume, volume_format
 
@@ -56,37 +58,60 @@ class SimpleITKReader(ImageReader):
             return False
 
     def read(self, data: Sequence[str | Path] | str | Path, **kwargs) -> list:
-        return [read_volume(path) for path in ensure_tuple(data)]
+        """Read each file (or DICOM folder) of ``data`` with :func:`app.io.read_volume`.
+
+        Several files are read in parallel threads, one per CPU core this process may use
+        (SimpleITK and zlib release the GIL while they decompress): the four gzipped NIfTI files
+        of a BraTS case in 0.17 s against 0.31 s one after another on 2 cores. The images are
+        the same, in the order given; a file that fails raises the error of the first failing
+        file in that order, as a serial read would. DICOM folders are read one after another.
+        """
+        paths = ensure_tuple(data)
+        threads = min(len(paths), usable_cores())
+        if threads < 2 or any(Path(path).is_dir() for path in paths):
+            return [read_volume(path) for path in paths]
+        with ThreadPoolExecutor(threads) as pool:
+            return list(pool.map(read_volume, paths))
 
     def get_data(self, img) -> tuple[np.ndarray, dict]:
         import SimpleITK as sitk
 
-        arrays, meta = [], {}
+        views, meta = [], {}
         for image in ensure_tuple(img):
-            array = _xyz_copy(sitk.GetArrayViewFromImage(image))  # (z, y, x) -> (x, y, z), ITK index order
+            view = sitk.GetArrayViewFromImage(image)  # (z, y, x): ITK's buffer, copied below to (x, y, z)
             affine = np.eye(4)
             affine[:3, :3] = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3) @ np.diag(image.GetSpacing())
             affine[:3, 3] = image.GetOrigin()
             affine = orientation_ras_lps(affine)  # ITK's LPS -> RAS
             header = {MetaKeys.ORIGINAL_AFFINE: affine, MetaKeys.AFFINE: affine.copy(), MetaKeys.SPACE: SpaceKeys.RAS,
-                      MetaKeys.SPATIAL_SHAPE: np.asarray(array.shape), MetaKeys.ORIGINAL_CHANNEL_DIM: float("nan")}
-            _copy_compatible_dict(header, meta)
-            arrays.append(array)
-        return _stack_images(arrays, meta), meta  # fresh arrays: never a view into SimpleITK's buffer
+                      MetaKeys.SPATIAL_SHAPE: np.asarray(view.shape[::-1]), MetaKeys.ORIGINAL_CHANNEL_DIM: float("nan")}
+            _copy_compatible_dict(header, meta)  # raises on a differing affine or shape before any copy
+            views.append(view)
+        if len(views) < 2 or any(v.ndim != 3 for v in views):
+            return _stack_images([_xyz_copy(v) for v in views], meta), meta  # fresh arrays: never a view into SimpleITK's buffer
+        # several volumes: each copied straight into its channel of one array, in parallel threads
+        # (numpy releases the GIL while it copies); np.stack's dtype and channel metadata
+        stacked = np.empty((len(views), *views[0].shape[::-1]), dtype=np.result_type(*views))
+        with ThreadPoolExecutor(min(len(views), usable_cores())) as pool:
+            list(pool.map(lambda c: _xyz_copy(views[c], out=stacked[c]), range(len(views))))
+        meta[MetaKeys.ORIGINAL_CHANNEL_DIM] = 0
+        return stacked, meta
 
 
-def _xyz_copy(view: np.ndarray, slab: int = 32) -> np.ndarray:
+def _xyz_copy(view: np.ndarray, slab: int = 32, out: np.ndarray | None = None) -> np.ndarray:
     """``view.T`` as a new C-contiguous array: ITK's ``(z, y, x)`` voxel buffer in ``(x, y, z)``
     order (``(c, x, y, z)`` for a vector image).
 
     A 3D volume is copied in slabs of ``slab`` z-slices: each slab's transpose stays in cache,
     4x faster than one strided copy of the whole volume (0.044 s against 0.185 s for the four
     240x240x155 int16 volumes of a BraTS case on 2 Xeon cores; MONAI's ``LoadImage`` would
-    otherwise make that strided copy itself, as ``np.ascontiguousarray``).
+    otherwise make that strided copy itself, as ``np.ascontiguousarray``). ``out``: a C-contiguous
+    array of shape ``view.shape[::-1]`` to copy into (cast to its dtype) instead of a new one.
     """
     if view.ndim != 3:
         return np.array(view.T, order="C")
-    out = np.empty(view.shape[::-1], dtype=view.dtype)
+    if out is None:
+        out = np.empty(view.shape[::-1], dtype=view.dtype)
     for z0 in range(0, view.shape[0], slab):
         out[..., z0:z0 + slab] = view[z0:z0 + slab].T
     return out

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Hashable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
@@ -12,6 +11,8 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
 from monai.transforms.utils import generate_spatial_bounding_box
 from monai.utils import convert_to_dst_type
+
+from app.devices import usable_cores
 
 
 class N4BiasCorrection(Transform):
@@ -106,8 +107,7 @@ class N4BiasCorrection(Transform):
     def __call__(self, img: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
         array = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
         fit = [c for c in range(len(array)) if (array[c] > 0).any()]  # a zero-filled (missing) sequence stays zero
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)  # the cores this process may use
-        threads = min(len(fit), self.num_threads or cores)
+        threads = min(len(fit), self.num_threads or usable_cores())
         if threads > 1:
             with ThreadPoolExecutor(threads) as pool:
                 corrected = dict(zip(fit, pool.map(self._channel, [array[c] for c in fit])))

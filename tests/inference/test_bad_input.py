@@ -115,3 +115,32 @@ def test_cli_refuses_damaged_case_with_exit_1(case: Path, tmp_path: Path, damage
     assert result.exit_code == 1, result.output
     assert "1 of 1 case(s) failed" in result.output and "is truncated" in result.output
     assert not list(out.glob("*_seg.nii.gz"))  # no label map from zero-filled or unallocated voxels
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_voxels_after_preprocessing_are_refused(case: Path, monkeypatch: pytest.MonkeyPatch, bad: float):
+    """The reader refuses NaN and infinite voxels in a file; ``Segmenter.load`` checks the
+    preprocessed image once more (a bundle's own transforms could make them). Huge finite values
+    whose float32 sum overflows still pass."""
+    import torch
+
+    from app.inference import Segmenter
+
+    seg = Segmenter("brats_unet3d", device="cpu", backend="torch")
+    preprocess = seg._preprocess
+
+    def with_voxel(value: float, fill: float | None = None):
+        def run(data: dict) -> dict:
+            out = preprocess(data)
+            if fill is not None:
+                out["image"] = torch.full_like(out["image"], fill)
+            out["image"][1, 2, 3, 4] = value
+            return out
+        return run
+
+    monkeypatch.setattr(seg, "_preprocess", with_voxel(bad))
+    with pytest.raises(InputError, match=r"case 'Phantom_000': NaN or infinite voxel values in .*Phantom_000_t1.nii.gz"):
+        seg.load(case_files(case))
+    monkeypatch.setattr(seg, "_preprocess", with_voxel(3e38, fill=3e38))  # sum overflows to inf; every voxel finite
+    data = seg.load(case_files(case))
+    assert torch.isinf(data["image"].sum()) and bool(torch.isfinite(data["image"]).all())

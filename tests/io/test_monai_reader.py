@@ -88,3 +88,19 @@ def test_xyz_copy_is_a_contiguous_transpose(shape):
     out = _xyz_copy(view, slab=32)
     assert out.flags["C_CONTIGUOUS"] and out.dtype == view.dtype
     assert np.array_equal(out, view.T) and not np.shares_memory(out, view)
+
+
+def test_files_read_in_parallel_threads_give_the_serial_read(tmp_path: Path, monkeypatch):
+    import app.io.monai_reader as monai_reader
+
+    files = [str(_volume(tmp_path / f"m{i}.nii.gz", i)) for i in range(4)]
+    threads, serial = SimpleITKReader().read(files), [sitk.ReadImage(f) for f in files]
+    assert len(threads) == 4
+    for ours, theirs in zip(threads, serial):
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(ours), sitk.GetArrayFromImage(theirs))
+        assert ours.GetSpacing() == theirs.GetSpacing() and ours.GetOrigin() == theirs.GetOrigin()
+    monkeypatch.setattr(monai_reader, "usable_cores", lambda: 4)  # threads even on a 1-core runner
+    (tmp_path / "m1.nii.gz").write_bytes((tmp_path / "m1.nii.gz").read_bytes()[:200])  # truncated
+    (tmp_path / "m3.nii.gz").unlink()
+    with pytest.raises(InputError, match="m1.nii.gz"):  # the first failing file in the order given
+        SimpleITKReader().read(files)
