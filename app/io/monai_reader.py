@@ -9,6 +9,7 @@ speed of ITK's reader. SimpleITK wraps the same ITK readers, imports in 0.15 s, 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,7 +21,6 @@ from monai.data.utils import orientation_ras_lps
 from monai.transforms import LoadImaged
 from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
 
-from app.devices import usable_cores
 from app.errors import InputError
 from app.io.readers import read_volume, volume_format
 
@@ -67,7 +67,7 @@ class SimpleITKReader(ImageReader):
         file in that order, as a serial read would. DICOM folders are read one after another.
         """
         paths = ensure_tuple(data)
-        threads = min(len(paths), usable_cores())
+        threads = min(len(paths), _usable_cores())
         if threads < 2 or any(Path(path).is_dir() for path in paths):
             return [read_volume(path) for path in paths]
         with ThreadPoolExecutor(threads) as pool:
@@ -92,10 +92,15 @@ class SimpleITKReader(ImageReader):
         # several volumes: each copied straight into its channel of one array, in parallel threads
         # (numpy releases the GIL while it copies); np.stack's dtype and channel metadata
         stacked = np.empty((len(views), *views[0].shape[::-1]), dtype=np.result_type(*views))
-        with ThreadPoolExecutor(min(len(views), usable_cores())) as pool:
+        with ThreadPoolExecutor(min(len(views), _usable_cores())) as pool:
             list(pool.map(lambda c: _xyz_copy(views[c], out=stacked[c]), range(len(views))))
         meta[MetaKeys.ORIGINAL_CHANNEL_DIM] = 0
         return stacked, meta
+
+
+def _usable_cores() -> int:
+    """:func:`app.devices.usable_cores`, which this low layer may not import (tests/test_structure.py)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _xyz_copy(view: np.ndarray, slab: int = 32, out: np.ndarray | None = None) -> np.ndarray:
