@@ -22,7 +22,7 @@ import torch
 from typer.testing import CliRunner
 
 from app.cli import app as cli
-from app.data.verify import check_case_images
+from app.data.verify import InputError, check_case_images
 from tests.conftest import write_header_bomb
 
 
@@ -195,6 +195,29 @@ def test_middle_case_missing_a_sequence_is_segmented_with_the_others(cases: list
     assert fake.segmented == ["Phantom_000", "Phantom_001", "Phantom_002"]
     record = json.loads((out / "volseg_run.json").read_text())
     assert [c["missing_sequences"] for c in record["cases"]] == [[], ["t2"], []]
+
+
+def test_dataset_folder_of_cases_is_segmented_case_by_case(cases: list[Path], tmp_path: Path, fake: FakeSegmenter):
+    """``volseg segment <dataset>``: a BraTS-style folder of case folders stands for its cases, in
+    name order; a file and a folder that is no case beside them are left out, and a broken case
+    fails alone."""
+    from app.inference import resolve_inputs
+
+    dataset = cases[0].parent
+    (dataset / "README.md").write_text("three phantom cases\n")
+    (dataset / "derivatives").mkdir()
+    (cases[1] / "Phantom_001_flair.nii.gz").write_bytes(b"not a volume")
+    out = tmp_path / "out"
+    result = _segment(dataset, "-o", out)
+    assert result.exit_code == 1, result.output  # one case failed, the others were written
+    assert fake.segmented == ["Phantom_000", "Phantom_002"]
+    record = json.loads((out / "volseg_run.json").read_text())
+    assert [(c["case_id"], c["error"] is None) for c in record["cases"]] == [("Phantom_000", True), ("Phantom_001", False), ("Phantom_002", True)]
+    assert "Phantom_001_flair.nii.gz" in record["cases"][1]["error"]
+    assert [case_id for case_id, _ in resolve_inputs([dataset])] == ["Phantom_000", "Phantom_001", "Phantom_002"]  # the API
+    (dataset / "Phantom_000_t1.nii.gz").write_bytes(b"")  # a loose sequence file: not a dataset folder any more
+    with pytest.raises(InputError, match="data"):
+        resolve_inputs([dataset])
 
 
 # --- duplicates and resuming ----------------------------------------------------------------

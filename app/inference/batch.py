@@ -24,7 +24,7 @@ from typing import Any
 
 from app.bundles import DEFAULT_BUNDLE
 from app.errors import InputError, OutputError
-from app.inference.segmenter import CaseResult, Segmenter, _is_case_folder, _is_dicom_folder, resolve_inputs
+from app.inference.segmenter import CaseResult, Segmenter, _is_case_folder, _is_dicom_folder, expand_dataset_folders, resolve_inputs
 from app.io.outputs import prepare_output_dir
 
 logger = logging.getLogger(__name__)
@@ -132,6 +132,8 @@ def _resolve(paths: list[Path], channels: Sequence[str], sequences: Sequence[str
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise InputError(f"input not found: {', '.join(missing)}")
+    if len(channels) > 1:
+        paths = expand_dataset_folders(paths)  # a BraTS-style dataset folder: each of its case folders fails alone
     folders = [p for p in paths if len(channels) == 1 or _is_case_input(p)]
     loose = [p for p in paths if p not in folders]
     planned = []

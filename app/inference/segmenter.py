@@ -74,11 +74,43 @@ def _is_dicom_folder(folder: Path) -> bool:
     return bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
 
 
+def expand_dataset_folders(paths: Sequence[Path]) -> list[Path]:
+    """Replace each dataset folder among ``paths`` by its case folders, in name order.
+
+    A dataset folder is laid out as BraTS and the Medical Segmentation Decathlon's raw data are,
+    ``<dataset>/<case>/<case>_<sequence>.nii.gz``: it is not a case folder itself, holds no file
+    named for a sequence, and has at least one case folder below it. Its subfolders that are not
+    case folders (and hidden ones) are left out, with a log line naming them. Every other path is
+    kept as it is, in order.
+
+    Example:
+        >>> expand_dataset_folders([Path("../shared/data/brats2018")])  # doctest: +SKIP
+        [PosixPath('../shared/data/brats2018/Brats18_2013_11_1'), ...]
+    """
+    from app.data.cases import split_sequence_name
+
+    out: list[Path] = []
+    for path in paths:
+        if path.is_dir() and not _is_case_folder(path):
+            entries = sorted(path.iterdir())
+            subfolders = [e for e in entries if e.is_dir() and not e.name.startswith(".")]
+            cases = [d for d in subfolders if _is_case_folder(d)]
+            if cases and not any(e.is_file() and split_sequence_name(e) for e in entries):
+                others = [d.name for d in subfolders if d not in cases]
+                logger.info("%s: a dataset folder of %d case folders%s", path, len(cases),
+                            f" (not case folders, left out: {', '.join(others)})" if others else "")
+                out += cases
+                continue
+        out.append(path)
+    return out
+
+
 def resolve_inputs(inputs: Sequence[str | Path], channels: Sequence[str] = MODALITIES, sequences: Sequence[str] | None = None,
                    allow_missing: bool = True) -> list[tuple[str, list[Path | None]]]:
     """Turn CLI inputs into cases.
 
-    For the four-sequence BraTS bundles, each input is a case folder, or a loose volume (NIfTI,
+    For the four-sequence BraTS bundles, each input is a case folder, a dataset folder of case
+    folders (:func:`expand_dataset_folders`), or a loose volume (NIfTI,
     NRRD, MetaImage file or DICOM series folder) matched to its sequence by name
     (``<case>_t1ce.nii.gz`` or BraTS 2023+ ``<case>-t1c.nii.gz``, :data:`app.data.cases.SEQUENCE_ALIASES`),
     never by position; loose files are grouped into cases by the case ID in their names.
@@ -109,6 +141,7 @@ def resolve_inputs(inputs: Sequence[str | Path], channels: Sequence[str] = MODAL
         from app.data.single_channel import single_channel_cases
 
         return single_channel_cases(paths)
+    paths = expand_dataset_folders(paths)
     folders, files = [], []
     for p in paths:
         if p.is_dir() and (_is_case_folder(p) or not _is_dicom_folder(p)):
