@@ -85,7 +85,9 @@ def segment_cases(
     or a symbolic link) is segmented once, with a note.
 
     Args:
-        inputs: case folders and/or the four modality files of one case.
+        inputs: case folders, dataset folders of case folders (BraTS layout; each stands for
+            its case folders, :func:`app.inference.segmenter.expand_dataset_folders`), and/or
+            the modality files of one case.
         output_dir: output folder.
         bundle: bundle name or folder.
         device: ``"cpu"``, ``"cuda"`` or None (CUDA where available).

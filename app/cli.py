@@ -248,7 +248,7 @@ def cv_evaluate(
 
 @app.command()
 def segment(
-    inputs: list[Path] = typer.Argument(..., help="BraTS case folders, or modality files named <case>_t1|_t1ce|_t2|_flair (BraTS 2023+: -t1n|-t1c|-t2w|-t2f); any non-empty subset of the four sequences; for a one-channel bundle (ct_unet3d): CT volumes, DICOM series or folders of them, one case each"),
+    inputs: list[Path] = typer.Argument(..., help="BraTS case folders (or a dataset folder of them), or modality files named <case>_t1|_t1ce|_t2|_flair (BraTS 2023+: -t1n|-t1c|-t2w|-t2f); any non-empty subset of the four sequences; for a one-channel bundle (ct_unet3d): CT volumes, DICOM series or folders of them, one case each"),
     output: Path = typer.Option(..., "--output", "-o", help="output folder for <case>_seg.nii.gz"),
     bundle: str = typer.Option("brats_unet3d", help=BUNDLE_HELP),
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP, callback=_checked_device),
