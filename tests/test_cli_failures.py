@@ -220,6 +220,17 @@ def test_dataset_folder_of_cases_is_segmented_case_by_case(cases: list[Path], tm
         resolve_inputs([dataset])
 
 
+def test_folder_of_dataset_folders_says_what_to_give(cases: list[Path], tmp_path: Path, fake: FakeSegmenter):
+    """A folder one level above the cases (BraTS 2018's HGG / LGG) fails with the folders it holds
+    named and what to give instead."""
+    top = tmp_path / "MICCAI_BraTS"
+    (top / "HGG").mkdir(parents=True)
+    shutil.move(str(cases[0].parent), str(top / "HGG" / "data"))
+    result = _segment(top, "-o", tmp_path / "out")
+    assert result.exit_code == 1 and "it holds folders (HGG): give the case folders, or a dataset folder that holds them directly" in result.output, result.output
+    assert fake.segmented == []
+
+
 # --- duplicates and resuming ----------------------------------------------------------------
 
 def test_same_case_through_other_paths_is_segmented_once(cases: list[Path], tmp_path: Path, fake: FakeSegmenter, monkeypatch: pytest.MonkeyPatch):

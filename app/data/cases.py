@@ -132,10 +132,13 @@ def find_case(folder: str | Path, require_label: bool = False, allow_missing: bo
         missing.append("seg")
     if missing:
         found = len(MODALITIES) - len([m for m in missing if m != "seg"])
+        subfolders = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")) if found == 0 else []
+        hint = (f"; it holds folders ({', '.join(subfolders[:5])}{', ...' if len(subfolders) > 5 else ''}): give the case "
+                f"folders, or a dataset folder that holds them directly") if subfolders else ""
         raise FileNotFoundError(
             f"case '{case_id}' in '{folder}': expected 4 modalities ({', '.join(MODALITIES)})"
             f"{' and a seg label' if require_label else ''}, found {found}: missing {', '.join(missing)}"
-            f" (file names must be {case_id}_<key>.nii.gz or {case_id}-<t1n|t1c|t2w|t2f>.nii.gz, or .nii, .nrrd, .mha)"
+            f" (file names must be {case_id}_<key>.nii.gz or {case_id}-<t1n|t1c|t2w|t2f>.nii.gz, or .nii, .nrrd, .mha){hint}"
         )
     return BratsCase(case_id, tuple(images[key] for key in MODALITIES), label)
 
