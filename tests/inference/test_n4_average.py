@@ -62,8 +62,10 @@ def test_n4_threads_give_the_serial_result():
     brain = (grid[0] ** 2 + grid[1] ** 2 + grid[2] ** 2) < 0.7
     channels = [np.where(brain, 100.0 * np.exp(a * grid[0] - b * grid[2]), 0.0) for a, b in ((0.3, 0.1), (-0.2, 0.3), (0.1, -0.4))]
     image = torch.from_numpy(np.stack([channels[0], np.zeros_like(channels[0]), channels[1], channels[2]])).float()
+    given = image.clone()
     serial = N4BiasCorrection(shrink_factor=2, iterations=(10, 10), crop_foreground=True, num_threads=1)(image)
     threaded = N4BiasCorrection(shrink_factor=2, iterations=(10, 10), crop_foreground=True, num_threads=3)(image)
+    assert torch.equal(image, given)  # the output is a new array: the input is not corrected in place
     assert torch.equal(serial, threaded)
     assert torch.count_nonzero(threaded[1]) == 0
     assert all(not torch.equal(threaded[c], image[c]) for c in (0, 2, 3))
@@ -104,7 +106,7 @@ def test_identity_correction_gives_the_plain_label(phantom_root: Path, monkeypat
     files = case_files(phantom_root / "Phantom_002")
     plain, affine = Segmenter("brats_unet3d", device="cpu", backend="torch", n4=False).predict(files)
     assert len(np.unique(plain)) > 1  # a tumour to compare
-    monkeypatch.setattr(N4BiasCorrection, "_channel", lambda self, array: array.astype(np.float32))
+    monkeypatch.setattr(N4BiasCorrection, "_fit", lambda self, array: array.astype(np.float32))
     seg = Segmenter("brats_unet3d", device="cpu", backend="torch", n4=True, overrides={"n4_combine": "average"})
     data = seg.load(files)
     assert "image_n4" in data and data["image_n4"].shape == data["image"].shape
@@ -118,7 +120,7 @@ def test_n4_only_segments_the_corrected_case(phantom_root: Path, monkeypatch: py
     ``image_n4`` of the averaging mode and differs from the plain one (a non-linear stand-in for
     N4, which z-scoring cannot undo); with the identity as N4 the label is the plain run's."""
     files = case_files(phantom_root / "Phantom_002")
-    monkeypatch.setattr(N4BiasCorrection, "_channel", lambda self, array: np.sqrt(array).astype(np.float32))
+    monkeypatch.setattr(N4BiasCorrection, "_fit", lambda self, array: np.sqrt(array).astype(np.float32))
     only = Segmenter("brats_unet3d", device="cpu", backend="torch", n4=True, overrides={"n4_combine": "n4"})
     assert only.n4_combine == "n4"
     data = only.load(files)
@@ -127,7 +129,7 @@ def test_n4_only_segments_the_corrected_case(phantom_root: Path, monkeypatch: py
     torch.testing.assert_close(data["image"].as_tensor(), averaged["image_n4"].as_tensor())
     assert not torch.allclose(data["image"].as_tensor(), averaged["image"].as_tensor(), atol=1e-2)
     plain, affine = Segmenter("brats_unet3d", device="cpu", backend="torch", n4=False).predict(files)
-    monkeypatch.setattr(N4BiasCorrection, "_channel", lambda self, array: array.astype(np.float32))
+    monkeypatch.setattr(N4BiasCorrection, "_fit", lambda self, array: array.astype(np.float32))
     label, affine_n4 = only.predict(files)
     assert np.array_equal(label, plain) and np.allclose(affine_n4, affine) and len(np.unique(plain)) > 1
     with pytest.raises(ValueError, match="n4_combine must be one of n4, average, got 'mean'"):
