@@ -13,15 +13,7 @@ Example:
 
 from __future__ import annotations
 
-import os
-
-__all__ = ["check_device", "usable_cores"]
-
-
-def usable_cores() -> int:
-    """The CPU cores this process may run on: its affinity mask where the OS has one (a container
-    or ``taskset`` limit), else ``os.cpu_count()``; at least 1."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+__all__ = ["check_device"]
 
 
 def check_device(device: str | None) -> None:

@@ -67,7 +67,7 @@ class SimpleITKReader(ImageReader):
         file in that order, as a serial read would. DICOM folders are read one after another.
         """
         paths = ensure_tuple(data)
-        threads = min(len(paths), _usable_cores())
+        threads = min(len(paths), usable_cores())
         if threads < 2 or any(Path(path).is_dir() for path in paths):
             return [read_volume(path) for path in paths]
         with ThreadPoolExecutor(threads) as pool:
@@ -92,14 +92,16 @@ class SimpleITKReader(ImageReader):
         # several volumes: each copied straight into its channel of one array, in parallel threads
         # (numpy releases the GIL while it copies); np.stack's dtype and channel metadata
         stacked = np.empty((len(views), *views[0].shape[::-1]), dtype=np.result_type(*views))
-        with ThreadPoolExecutor(min(len(views), _usable_cores())) as pool:
+        with ThreadPoolExecutor(min(len(views), usable_cores())) as pool:
             list(pool.map(lambda c: _xyz_copy(views[c], out=stacked[c]), range(len(views))))
         meta[MetaKeys.ORIGINAL_CHANNEL_DIM] = 0
         return stacked, meta
 
 
-def _usable_cores() -> int:
-    """:func:`app.devices.usable_cores`, which this low layer may not import (tests/test_structure.py)."""
+def usable_cores() -> int:
+    """The CPU cores this process may run on: its affinity mask where the OS has one (a container
+    or ``taskset`` limit), else ``os.cpu_count()``; at least 1. Sizes the reader's and N4's thread
+    pools (:class:`app.transforms.N4BiasCorrection`)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 

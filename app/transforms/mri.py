@@ -12,7 +12,7 @@ from monai.transforms import MapTransform, Transform
 from monai.transforms.utils import generate_spatial_bounding_box
 from monai.utils import convert_to_dst_type
 
-from app.devices import usable_cores
+from app.io.monai_reader import usable_cores
 
 
 class N4BiasCorrection(Transform):

@@ -99,7 +99,7 @@ def test_files_read_in_parallel_threads_give_the_serial_read(tmp_path: Path, mon
     for ours, theirs in zip(threads, serial):
         np.testing.assert_array_equal(sitk.GetArrayFromImage(ours), sitk.GetArrayFromImage(theirs))
         assert ours.GetSpacing() == theirs.GetSpacing() and ours.GetOrigin() == theirs.GetOrigin()
-    monkeypatch.setattr(monai_reader, "_usable_cores", lambda: 4)  # threads even on a 1-core runner
+    monkeypatch.setattr(monai_reader, "usable_cores", lambda: 4)  # threads even on a 1-core runner
     (tmp_path / "m1.nii.gz").write_bytes((tmp_path / "m1.nii.gz").read_bytes()[:200])  # truncated
     (tmp_path / "m3.nii.gz").unlink()
     with pytest.raises(InputError, match="m1.nii.gz"):  # the first failing file in the order given
