@@ -9,8 +9,11 @@ speed of ITK's reader. SimpleITK wraps the same ITK readers, imports in 0.15 s, 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -124,6 +127,46 @@ def _xyz_copy(view: np.ndarray, slab: int = 32, out: np.ndarray | None = None) -
     return out
 
 
+#: MONAI's logger for its GPU DICOM decoder plugin (nvImageCodec through pydicom, MONAI 1.6)
+_NVIMGCODEC_LOGGER = "monai.data.nvimgcodec_pydicom_plugin"
+_NVIMGCODEC_NOTICES = ("nvImageCodec is not available", "NvImgCodecPydicomReader: nvImageCodec decoder plugin did not register")
+
+
+class _DropNotices(logging.Filter):
+    """Drops the log records whose message starts with one of ``notices``."""
+
+    def __init__(self, notices: Sequence[str]) -> None:
+        super().__init__()
+        self.notices = tuple(notices)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith(self.notices)
+
+
+@contextlib.contextmanager
+def _quiet_default_readers() -> Iterator[None]:
+    """Silence what MONAI's unused default readers say while ``LoadImage`` builds them.
+
+    ``LoadImage`` instantiates every reader in MONAI's ``SUPPORTED_READERS`` even when it is
+    given its own. Since MONAI 1.6 that includes ``NvImgCodecPydicomReader`` (GPU decoding of
+    compressed DICOM through pydicom, MONAI PR #8954), which, on every machine without
+    nvImageCodec, CuPy and CUDA, logs "nvImageCodec is not available; skipping pydicom decoder
+    plugin registration." and warns "... Falling back to default pydicom decoders." VolSeg never
+    reads through those readers (:class:`LoadVolumed` reads with SimpleITK alone, DICOM through
+    GDCM), so both lines were noise on every ``volseg`` command and bundle run. Only these two
+    notices are dropped, and only while the readers are built: any other warning passes.
+    """
+    plugin_logger = logging.getLogger(_NVIMGCODEC_LOGGER)
+    drop = _DropNotices(_NVIMGCODEC_NOTICES)
+    plugin_logger.addFilter(drop)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_NVIMGCODEC_NOTICES[1])
+            yield
+    finally:
+        plugin_logger.removeFilter(drop)
+
+
 class LoadVolumed(LoadImaged):
     """``LoadImaged`` that reads with :class:`SimpleITKReader` alone: a volume it refuses stops
     the load with its :class:`~app.data.verify.InputError`.
@@ -154,7 +197,8 @@ class LoadVolumed(LoadImaged):
 
     def __init__(self, keys, **kwargs) -> None:
         self.volume_reader = SimpleITKReader()
-        super().__init__(keys, reader=self.volume_reader, **kwargs)
+        with _quiet_default_readers():  # MONAI also builds its own readers, which this class never uses
+            super().__init__(keys, reader=self.volume_reader, **kwargs)
 
     def __call__(self, data, reader: ImageReader | None = None):
         d, missing = dict(data), {}

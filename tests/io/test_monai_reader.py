@@ -104,3 +104,29 @@ def test_files_read_in_parallel_threads_give_the_serial_read(tmp_path: Path, mon
     (tmp_path / "m3.nii.gz").unlink()
     with pytest.raises(InputError, match="m1.nii.gz"):  # the first failing file in the order given
         SimpleITKReader().read(files)
+
+
+def test_load_volumed_is_quiet_about_monais_unused_gpu_dicom_reader(tmp_path: Path, caplog):
+    """MONAI 1.6's LoadImage also builds NvImgCodecPydicomReader, which logs and warns about a
+    missing nvImageCodec on every machine without it: LoadVolumed never uses that reader, so both
+    notices are dropped while it is built, and only then (other records still pass afterwards)."""
+    import logging
+    import warnings
+
+    from app.io import LoadVolumed
+    from app.io.monai_reader import _NVIMGCODEC_LOGGER
+
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.DEBUG):
+        warnings.simplefilter("always")
+        loader = LoadVolumed("image", ensure_channel_first=True)
+    assert [str(w.message) for w in caught if "nvImageCodec" in str(w.message)] == []
+    assert [r.getMessage() for r in caplog.records if "nvImageCodec" in r.getMessage()] == []
+    plugin = logging.getLogger(_NVIMGCODEC_LOGGER)
+    assert plugin.filters == []  # the filter is gone once the loader is built
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG):
+        plugin.warning("nvImageCodec is not available; a record after the build")
+    assert [r.getMessage() for r in caplog.records if r.name == _NVIMGCODEC_LOGGER] == ["nvImageCodec is not available; a record after the build"]
+    path = tmp_path / "v.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.arange(24, dtype=np.float32).reshape(2, 3, 4)), str(path))
+    assert tuple(loader({"image": str(path)})["image"].shape) == (1, 4, 3, 2)  # and it still reads
