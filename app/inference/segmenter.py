@@ -17,7 +17,7 @@ from app.data.verify import InputError, check_case_images
 from app.inference.backends import OpenVINONetwork, resolve_backend
 from app.inference.int8 import find_int8_ir, int8_may_saturate
 from app.inference.ensemble import MODES, MirrorEnsemble, check_ensemble_paths, ensemble_members
-from app.transforms import ChannelThresholdd, InForegroundBoxd, RegionsToBratsLabelsd
+from app.transforms import ChannelThresholdd, FillRegionHolesd, InForegroundBoxd, RegionsToBratsLabelsd
 
 #: ``n4_combine`` values: segment the N4-corrected case only, or average it with the case as given.
 N4_COMBINE = ("n4", "average")
@@ -25,8 +25,9 @@ N4_COMBINE = ("n4", "average")
 logger = logging.getLogger(__name__)
 
 #: postprocessing steps after ``Invertd`` that give the same labels before it where the inverse
-#: only flips and zero-pads (voxel-wise thresholds and codes; connected-component filters).
-_LABEL_STEPS = (ChannelThresholdd, RegionsToBratsLabelsd, InForegroundBoxd)
+#: only flips and zero-pads (voxel-wise thresholds and codes; connected-component filters; hole
+#: filling in the slices of all three axes, which axis permutations, flips and zero padding keep).
+_LABEL_STEPS = (ChannelThresholdd, RegionsToBratsLabelsd, InForegroundBoxd, FillRegionHolesd)
 
 
 def _spacing_transform(preprocessing: Any) -> Any:

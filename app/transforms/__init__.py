@@ -8,6 +8,7 @@ from app.transforms.components import (
     RemoveRelativelySmallComponents,
     RemoveRelativelySmallComponentsd,
 )
+from app.transforms.holes import FillRegionHoles, FillRegionHolesd, fill_holes_in_slices
 from app.transforms.dropout import RandModalityDropoutd, channel_subsets
 from app.transforms.ct import HU_WINDOWS, HUWindow, HUWindowd
 from app.transforms.mri import N4BiasCorrection, N4BiasCorrectiond
@@ -20,6 +21,8 @@ from app.transforms.zscore import NonzeroZScore, NonzeroZScored
 __all__ = [
     "ChannelThreshold",
     "ChannelThresholdd",
+    "FillRegionHoles",
+    "FillRegionHolesd",
     "HUWindow",
     "HUWindowd",
     "HU_WINDOWS",
@@ -40,6 +43,7 @@ __all__ = [
     "TorchRandBiasField",
     "TorchRandBiasFieldd",
     "channel_subsets",
+    "fill_holes_in_slices",
     "is_anisotropic",
     "legendre_field",
     "slabs_to_volume",

@@ -235,3 +235,27 @@ def test_label_steps_on_the_crop_give_the_labels_of_the_configured_order(tmp_pat
     assert seg._postprocessing_order(aniso["image"]) == configured  # 0.9 x 1.5 mm -> 1 mm interpolates
     with_map = Segmenter("brats_unet3d", device="cpu", backend="torch", uncertainty=True)
     assert with_map._postprocessing_order(with_map.load(case_files(tmp_path / "Iso"))["image"]) == list(with_map.postprocessing.transforms)
+
+
+def test_tc_hole_filling_follows_the_bundle_metadata():
+    """brats_unet3d fills what its tumour core encloses in a slice (chosen by nested CV); the
+    DeepLab bundle, whose CV label maps were not scored with it, does not; an override turns it off."""
+    import json
+
+    from app.bundles import bundle_path
+    from app.transforms import FillRegionHolesd
+
+    def fillers(seg: Segmenter) -> list:
+        return [t for t in seg.postprocessing.transforms if isinstance(t, FillRegionHolesd)]
+
+    meta = json.loads((bundle_path("brats_unet3d") / "configs" / "metadata.json").read_text())
+    assert meta["inference"]["fill_tc_holes"] is True
+    (on,) = fillers(Segmenter("brats_unet3d", device="cpu", backend="torch"))
+    assert on.filler.labels == [1, 4] and on.filler.fill_label == 1 and on.filler.axes == (0, 1, 2)
+    label = torch.zeros(1, 12, 12, 12)
+    label[0, 2:10, 2:10, 2:10] = 4
+    label[0, 4:8, 4:8, 4:8] = 2  # edema inside the enhancing shell
+    out = on({"pred": MetaTensor(label.clone())})["pred"]
+    assert torch.all(out[0, 4:8, 4:8, 4:8] == 1) and int((out != label).sum()) == 64
+    assert fillers(Segmenter("brats_unet3d", device="cpu", backend="torch", overrides={"fill_tc_holes": False})) == []
+    assert fillers(Segmenter("brats_deeplab3d", device="cpu", backend="torch")) == []
