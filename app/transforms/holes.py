@@ -10,8 +10,9 @@ hole in a BraTS ET rim would become ET; here the filled voxels get one chosen la
 On the 5-fold CV of ``brats_unet3d`` this raised TC on every subset of sequences and left WT and
 ET as they were (bundle README, "Postprocessing").
 
-The filling is scipy's (``ndimage.binary_fill_holes`` with an in-plane structuring element: holes
-are background regions, 4-connected within the slice, that do not reach the slice's border).
+The holes are scipy's: background regions, 4-connected within the slice (``ndimage.label`` with
+an in-plane structuring element), that do not reach the slice's border; the same voxels as
+``ndimage.binary_fill_holes`` with that structuring element fills.
 """
 
 from __future__ import annotations

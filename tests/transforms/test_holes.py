@@ -80,6 +80,18 @@ def test_flips_permutations_and_zero_padding_commute_with_the_fill(seed: int):
     assert np.array_equal(padded[:, 3:-1, :-5, 2:-2], out) and not padded[:, :3].any()
 
 
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_the_same_holes_as_scipys_fill_with_an_in_plane_structure(axis: int):
+    rng = np.random.default_rng(axis)
+    mask = ndimage.gaussian_filter(rng.standard_normal((28, 24, 20)), 1.5) > 0.05
+    structure = ndimage.generate_binary_structure(3, 1)
+    structure[(slice(None),) * axis + (0,)] = False
+    structure[(slice(None),) * axis + (2,)] = False
+    expected = ndimage.binary_fill_holes(mask, structure=structure)
+    assert (expected & ~mask).any()
+    assert np.array_equal(fill_holes_in_slices(mask, axes=(axis,)), expected)
+
+
 def test_channels_are_filled_on_their_own_and_nothing_to_fill_returns_the_input():
     label = torch.cat([_ring_tumour(), torch.zeros(1, 24, 24, 24, dtype=torch.uint8)])
     out = FillRegionHolesd("pred", labels=[1, 4], fill_label=1)({"pred": label})["pred"]
