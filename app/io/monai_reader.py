@@ -140,7 +140,7 @@ class _DropNotices(logging.Filter):
         self.notices = tuple(notices)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.getMessage()).startswith(self.notices)
+        return not record.getMessage().startswith(self.notices)
 
 
 @contextlib.contextmanager

@@ -104,7 +104,7 @@ class FillRegionHoles(Transform):
 
     Args:
         labels: the label values that form the region.
-        fill_label: the value given to the enclosed voxels (not one of ``labels`` is allowed too).
+        fill_label: the value given to the enclosed voxels (one of ``labels`` or any other).
         axes: the axes whose slices are filled (default all three, so the result does not depend on
             the array's orientation).
 
@@ -127,8 +127,12 @@ class FillRegionHoles(Transform):
         self.axes = tuple(int(a) for a in axes)
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        """``img``: ``(C, H, W, D)`` label map(s), each channel filled on its own; returns the same
-        type, shape and dtype (a new tensor where anything was filled)."""
+        """``img``: ``(C, H, W, D)`` label map(s), each channel filled on its own. Returns a tensor
+        (a MetaTensor for a MetaTensor, a torch tensor for a numpy array) of the same shape and dtype:
+        ``img`` itself where nothing was enclosed, else a filled copy.
+
+        Raises:
+            ValueError: ``img`` is not 4D."""
         array = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
         if array.ndim != 4:
             raise ValueError(f"FillRegionHoles expects a (C, H, W, D) label map, got shape {array.shape}")
