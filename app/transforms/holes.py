@@ -12,7 +12,10 @@ ET as they were (bundle README, "Postprocessing").
 
 The holes are scipy's: background regions, 4-connected within the slice (``ndimage.label`` with
 an in-plane structuring element), that do not reach the slice's border; the same voxels as
-``ndimage.binary_fill_holes`` with that structuring element fills.
+``ndimage.binary_fill_holes`` with that structuring element fills. One pass: a fill in one
+orientation can enclose a new hole in another, which a second call would fill (a median of 40
+voxels on the 45 int8 CV label maps of the shipped weights, at most 4,602); the rule scored on CV
+is the single pass.
 """
 
 from __future__ import annotations
