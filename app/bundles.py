@@ -58,12 +58,13 @@ def label_names(bundle: str | Path) -> dict[int, str]:
         return {}
 
 
-def missing_sequence_cv(bundle: str | Path, missing: Sequence[str], n4: bool = False) -> dict[str, float]:
+def missing_sequence_cv(bundle: str | Path, missing: Sequence[str], n4: bool = False, int8: bool = False) -> dict[str, float]:
     """Cross-validation Dice per region of a bundle for cases that lack ``missing`` sequences.
 
-    Read from ``missing_sequences_cv`` in the bundle's ``configs/metadata.json`` (with ``n4``:
-    ``missing_sequences_cv_n4``, the figures of ``volseg segment --n4``), keyed by the sequences
-    present joined with ``+`` in channel order (``"t1ce+flair"``).
+    Read from ``missing_sequences_cv`` in the bundle's ``configs/metadata.json``: with ``n4``
+    ``missing_sequences_cv_n4`` (the figures of ``volseg segment --n4``), with ``int8`` the same
+    key with ``_int8`` appended (the bundle's int8 OpenVINO models), keyed by the sequences present
+    joined with ``+`` in channel order (``"t1ce+flair"``).
 
     Returns:
         ``{"WT": ..., "TC": ..., "ET": ...}``, or ``{}`` where the bundle has no figure for it.
@@ -75,21 +76,39 @@ def missing_sequence_cv(bundle: str | Path, missing: Sequence[str], n4: bool = F
     except (OSError, ValueError):
         return {}
     key = "+".join(m for m in MODALITIES if m not in set(missing))
-    return dict(meta.get("missing_sequences_cv_n4" if n4 else "missing_sequences_cv", {}).get(key, {}))
+    table = "missing_sequences_cv" + ("_n4" if n4 else "") + ("_int8" if int8 else "")
+    return dict(meta.get(table, {}).get(key, {}))
 
 
-def run_subset_cv(bundle: str | Path, missing: Sequence[str], n4: bool = False) -> tuple[dict[str, float], str]:
-    """The CV Dice to quote for a run that lacked ``missing`` sequences: with ``n4`` the bundle's
-    ``--n4`` figures where it has them, else its default ones.
+def run_subset_cv(bundle: str | Path, missing: Sequence[str], n4: bool = False, int8: bool = False) -> tuple[dict[str, float], str]:
+    """The CV Dice to quote for a run that lacked ``missing`` sequences: the bundle's figures for
+    the same path (``n4``: with ``--n4``; ``int8``: its int8 models) where it has them. Where it
+    does not, int8 falls back to the float32 figures and ``n4`` to those without N4, and the
+    source says so.
 
     Returns:
-        ``(figures, source)``: :func:`missing_sequence_cv`'s dict, and ``"with --n4"``,
-        ``"without --n4"`` (an ``n4`` run quoted the default figures) or ``""`` (no ``n4``).
+        ``(figures, source)``: :func:`missing_sequence_cv`'s dict, and where the figures come from:
+        ``"with --n4"``, ``"without --n4"`` (an ``n4`` run quoted the default figures), ``"int8"``,
+        ``"float32"`` (an ``int8`` run quoted the float32 figures), joined with ``", "``; ``""`` for
+        a float32 run without ``n4``.
+
+    Example:
+        >>> run_subset_cv("brats_unet3d", ["t2"], n4=True, int8=True)[1]
+        'with --n4, int8'
     """
-    figures = missing_sequence_cv(bundle, missing, n4=True) if n4 else {}
-    if figures:
-        return figures, "with --n4"
-    return missing_sequence_cv(bundle, missing), "without --n4" if n4 else ""
+    for use_n4 in dict.fromkeys((n4, False)):
+        for use_int8 in dict.fromkeys((int8, False)):
+            figures = missing_sequence_cv(bundle, missing, n4=use_n4, int8=use_int8)
+            if figures:
+                source = [("with --n4" if use_n4 else "without --n4") if n4 else "", ("int8" if use_int8 else "float32") if int8 else ""]
+                return figures, ", ".join(s for s in source if s)
+    return {}, ""
+
+
+def ran_int8(precision: str | None) -> bool:
+    """Whether a run's ``precision`` (``Segmenter.precision``, in ``volseg_run.json``: ``"int8"``,
+    ``"f32"``, ``"bf16"``, or several joined with ``+`` for an ensemble) says every model ran as int8."""
+    return str(precision or "").split("+") == ["int8"]
 
 
 def bundle_dir(name: str) -> Path:

@@ -14,11 +14,12 @@ from typing import Optional
 
 import typer
 
+# rich_markup_mode=None: help texts are plain text, so "volseg[dicom]" is not taken for Rich markup and dropped
 app = typer.Typer(help="VolSeg: 3D segmentation of CT and MRI with MONAI bundles.", no_args_is_help=True, add_completion=False,
-                  context_settings={"help_option_names": ["-h", "--help"]})
-manifest_app = typer.Typer(help="Build Decathlon-format datalists (manifests).", no_args_is_help=True)
+                  context_settings={"help_option_names": ["-h", "--help"]}, rich_markup_mode=None)
+manifest_app = typer.Typer(help="Build Decathlon-format datalists (manifests).", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(manifest_app, name="manifest")
-cv_app = typer.Typer(help="k-fold cross-validation: folds, per-fold training, scores over every case.", no_args_is_help=True)
+cv_app = typer.Typer(help="k-fold cross-validation: folds, per-fold training, scores over every case.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(cv_app, name="cv")
 
 BACKEND_HELP = "auto (OpenVINO on CPU where installed, else torch), torch or openvino (default: the bundle's inference_backend)"
@@ -286,14 +287,14 @@ def segment(
     except RankError as err:  # a rank of --nproc failed (its own traceback is above)
         _fail(err, code=1)
     failed = [r for r in results if r.error]
-    used_n4 = _run_used_n4(output)
+    used_n4, used_int8 = _run_path(output)
     for r in results:
         if r.note:
             typer.echo(f"{r.case_id}: {r.note}")
         elif not r.error:
             typer.echo(f"{r.case_id}: {r.output} ({r.seconds:.1f} s)")
             if r.extra.get("missing_sequences"):
-                typer.echo(f"  {_missing_line(bundle, r.extra['missing_sequences'], used_n4)}")
+                typer.echo(f"  {_missing_line(bundle, r.extra['missing_sequences'], used_n4, used_int8)}")
             if "quality" in r.extra:
                 typer.echo(f"  uncertainty: {r.extra['uncertainty']} (quality score {r.extra['quality']:.3f}: expected WT Dice)")
     if (output / "volumes.csv").is_file():
@@ -305,20 +306,24 @@ def segment(
         raise typer.Exit(1)
 
 
-def _run_used_n4(output: Path) -> bool:
-    """Whether the batch's run record (``volseg_run.json``) says it ran N4 (``--n4``)."""
+def _run_path(output: Path) -> tuple[bool, bool]:
+    """Whether the batch's run record (``volseg_run.json``) says it ran N4 (``--n4``), and int8 models."""
+    from app.bundles import ran_int8
+
     try:
-        return bool(json.loads((output / "volseg_run.json").read_text()).get("n4_average"))
+        record = json.loads((output / "volseg_run.json").read_text())
     except (OSError, ValueError):
-        return False
+        return False, False
+    return bool(record.get("n4_average")), ran_int8(record.get("precision"))
 
 
-def _missing_line(bundle: str, missing: list[str], n4: bool = False) -> str:
+def _missing_line(bundle: str, missing: list[str], n4: bool = False, int8: bool = False) -> str:
     """``missing sequences: t2 (zero-filled; 5-fold CV Dice with this subset: WT 0.800  TC 0.700  ET 0.600)``;
-    with ``n4`` the bundle's ``--n4`` figures where it has them (else the default ones, said so)."""
+    the bundle's figures for the path that ran (``n4``: ``--n4``; ``int8``: its int8 models) where it
+    has them, else the nearest ones, said so (:func:`app.bundles.run_subset_cv`)."""
     from app.bundles import run_subset_cv
 
-    cv, source = run_subset_cv(bundle, missing, n4)
+    cv, source = run_subset_cv(bundle, missing, n4, int8)
     which = f" {source}" if source else ""
     cost = (f"; 5-fold CV Dice with this subset{which}: " + "  ".join(f"{r} {cv[r]:.3f}" for r in ("WT", "TC", "ET") if r in cv)) if cv else "; no CV figure for this subset"
     return f"missing sequences: {', '.join(missing)} (zero-filled{cost})"

@@ -172,7 +172,7 @@ def _header_bomb(case: Path) -> str:
 def _not_a_case(case: Path) -> str:
     for f in case.iterdir():
         f.unlink()
-    return "found 0"
+    return "found none (the folder is empty)"
 
 
 @pytest.mark.parametrize("damage", [_truncate, _nan, _header_bomb, _not_a_case], ids=["truncated_gz", "nan", "header_bomb", "no_volumes"])

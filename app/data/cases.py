@@ -135,9 +135,12 @@ def find_case(folder: str | Path, require_label: bool = False, allow_missing: bo
         subfolders = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")) if found == 0 else []
         hint = (f"; it holds folders ({', '.join(subfolders[:5])}{', ...' if len(subfolders) > 5 else ''}): give the case "
                 f"folders, or a dataset folder that holds them directly") if subfolders else ""
+        expected = (f"expected at least one of the 4 modalities ({', '.join(MODALITIES)}; any non-empty subset is segmented)"
+                    if allow_missing and found == 0 else f"expected 4 modalities ({', '.join(MODALITIES)})")
+        found_text = f"found {found}: missing {', '.join(missing)}" if found else "found none" + (" (the folder is empty)" if not any(folder.iterdir()) else "")
         raise FileNotFoundError(
-            f"case '{case_id}' in '{folder}': expected 4 modalities ({', '.join(MODALITIES)})"
-            f"{' and a seg label' if require_label else ''}, found {found}: missing {', '.join(missing)}"
+            f"case '{case_id}' in '{folder}': {expected}"
+            f"{' and a seg label' if require_label else ''}, {found_text}"
             f" (file names must be {case_id}_<key>.nii.gz or {case_id}-<t1n|t1c|t2w|t2f>.nii.gz, or .nii, .nrrd, .mha){hint}"
         )
     return BratsCase(case_id, tuple(images[key] for key in MODALITIES), label)

@@ -156,7 +156,9 @@ def load_datalist(manifest: str | Path, key: str, data_dir: str | Path) -> list[
     """Load one split of a datalist with paths joined to ``data_dir`` (MONAI ``load_decathlon_datalist``).
 
     Raises:
-        FileNotFoundError: the manifest is missing.
+        FileNotFoundError: the manifest is missing, or files of the list are (the message names
+            ``data_dir``, the first missing file and how many items lack files: a bundle run
+            whose ``dataset_dir`` points elsewhere fails here, before any model is built).
         ValueError: the manifest has no list under ``key``.
     """
     from monai.data import load_decathlon_datalist
@@ -174,4 +176,20 @@ def load_datalist(manifest: str | Path, key: str, data_dir: str | Path) -> list[
     for item, original in zip(items, content[key]):  # MONAI joins any key naming an existing path
         if "case_id" in original:
             item["case_id"] = original["case_id"]
+    _check_files(items, manifest, key, data_dir)
     return items
+
+
+def _check_files(items: list[dict[str, Any]], manifest: Path, key: str, data_dir: str | Path) -> None:
+    """Raise FileNotFoundError where an item's ``image`` or ``label`` file does not exist."""
+    lacking = []
+    for item in items:
+        paths = [*(item["image"] if isinstance(item.get("image"), (list, tuple)) else [item.get("image")]), item.get("label")]
+        missing = [str(p) for p in paths if isinstance(p, str) and p and not Path(p).exists()]
+        if missing:
+            lacking.append(missing[0])
+    if lacking:
+        where = f"dataset_dir '{data_dir}' does not exist" if not Path(data_dir).is_dir() else f"under dataset_dir '{data_dir}'"
+        raise FileNotFoundError(f"datalist '{manifest}', list '{key}': {len(lacking)} of {len(items)} item(s) name files that do not exist "
+                                f"({where}; first: '{lacking[0]}'). Pass the data root of the datalist's relative paths "
+                                f"(--dataset_dir DIR for python -m monai.bundle run, --data-dir DIR for volseg)")

@@ -21,9 +21,9 @@ __all__ = ["single_channel_cases"]
 
 
 def _is_dicom_series(folder: Path) -> bool:
-    import SimpleITK as sitk
+    from app.io.readers import dicom_series_ids
 
-    return bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+    return bool(dicom_series_ids(folder))
 
 
 def _folder_cases(folder: Path) -> list[Path]:

@@ -176,17 +176,18 @@ def _background(images: Sequence[str | Path | None]) -> str | Path | None:
     return (named or present or [None])[-1]
 
 
-def _subset_cv(bundle: str, missing: Sequence[str], n4: bool = False) -> str:
-    """The bundle's cross-validation Dice per region for cases lacking ``missing`` sequences
-    (with ``n4``, its ``--n4`` figures where it has them)."""
+def _subset_cv(bundle: str, missing: Sequence[str], n4: bool = False, int8: bool = False) -> str:
+    """The bundle's cross-validation Dice per region for cases lacking ``missing`` sequences, for
+    the path that ran (``n4``: ``--n4``; ``int8``: its int8 models) where it has figures for it
+    (:func:`app.bundles.run_subset_cv`)."""
     from app.bundles import run_subset_cv
 
-    cv, source = run_subset_cv(bundle, missing, n4)
+    cv, source = run_subset_cv(bundle, missing, n4, int8)
     return ("  ".join(f"{region} {dice:.3f}" for region, dice in cv.items()) + (f" ({source})" if source else "")) if cv else "no CV figure for this subset"
 
 
 def case_section(entry: Mapping[str, Any], images: Sequence[str | Path | None] | None, names: Mapping[int, str], bundle: str = "",
-                 n4: bool = False) -> str:
+                 n4: bool = False, int8: bool = False) -> str:
     """One case: overlays, volumes table, missing sequences (with the bundle's CV Dice for the
     sequences present; its ``--n4`` figures where the run used N4, ``n4``), quality score and other facts."""
     case_id = str(entry.get("case_id"))
@@ -213,7 +214,7 @@ def case_section(entry: Mapping[str, Any], images: Sequence[str | Path | None] |
              ("quality score", _fmt(quality) if quality is not None else "not computed (volseg segment --uncertainty)"),
              ("label map", str(output)), ("seconds", _fmt(entry.get("seconds")))]
     if entry.get("missing_sequences") and bundle:
-        facts.insert(1, ("CV Dice with these sequences", _subset_cv(bundle, entry["missing_sequences"], n4)))
+        facts.insert(1, ("CV Dice with these sequences", _subset_cv(bundle, entry["missing_sequences"], n4, int8)))
     facts += [(k, _fmt(v)) for k, v in entry.items() if k not in _SHOWN and v is not None]
     if entry.get("note"):
         facts.append(("note", str(entry["note"])))
@@ -257,7 +258,10 @@ def write_report(run_dir: str | Path, images: Mapping[str, Sequence[str | Path |
     run = [("bundle", bundle), ("mode", _fmt(record.get("mode"))), ("device", _fmt(record.get("device"))), ("backend", _fmt(record.get("backend"))), ("N4 (--n4)", _fmt(record.get("n4_combine")) if record.get("n4_average") else "off"),
            ("VolSeg", _fmt(record.get("volseg"))), ("cases", f"{sum(1 for c in cases if not c.get('error'))} segmented, {sum(1 for c in cases if c.get('error'))} failed")]
     n4 = bool(record.get("n4_average"))
-    sections = [case_section(c, (images or {}).get(c.get("case_id")) or c.get("inputs"), names, bundle, n4) for c in cases]
+    from app.bundles import ran_int8
+
+    int8 = ran_int8(record.get("precision"))
+    sections = [case_section(c, (images or {}).get(c.get("case_id")) or c.get("inputs"), names, bundle, n4, int8) for c in cases]
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>VolSeg report: {len(cases)} case(s)</title><style>{_STYLE}</style></head><body>'
             f'<h1>VolSeg segmentation report</h1><p>generated {datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")} from {html.escape(str(record_path))}; '
             f'not for clinical use without review</p>{_table(run, "run")}{bundle_section(bundle)}{"".join(sections)}</body></html>\n')

@@ -276,6 +276,7 @@ def write_run_record(plan: BatchPlan, segmenter: Segmenter, settings: SegmentSet
     """Write ``<output_dir>/volseg_run.json``: ``info`` (package versions, :func:`app.api.run_info`),
     bundle settings, precision, the number of processes, notes on the inputs, and each case's
     outcome in input order."""
+    from app.bundles import ran_int8
     from app.inference.volumes import add_case_volumes
     from app.io.atomic import atomic_write_text
 
@@ -283,8 +284,23 @@ def write_run_record(plan: BatchPlan, segmenter: Segmenter, settings: SegmentSet
     record = {**info, "bundle": str(settings.bundle), "device": str(segmenter.device), "backend": segmenter.backend, "precision": segmenter.precision,
               "mode": segmenter.mode, "n4_average": bool(getattr(segmenter, "n4", False)), "n4_combine": getattr(segmenter, "n4_combine", None) if getattr(segmenter, "n4", False) else None, "nproc": nproc, "config": {k: segmenter.parser.get_parsed_content(k) for k in keys if k in segmenter.parser},
               "notes": plan.notes, "cases": entries}
+    add_missing_sequence_cv(entries, settings.bundle, record["n4_average"], ran_int8(segmenter.precision))
     add_case_volumes(entries, settings.bundle, plan.output_dir)  # volumes_ml per case from the written labels, and volumes.csv
     return atomic_write_text(Path(plan.output_dir) / RUN_RECORD, json.dumps(record, indent=2, default=str) + "\n")
+
+
+def add_missing_sequence_cv(entries: list[dict[str, Any]], bundle: str | Path, n4: bool, int8: bool) -> None:
+    """Give each run-record entry that lacked sequences what that costs: ``missing_sequences_cv_dice``,
+    the bundle's 5-fold CV Dice per region for the sequences present (``{}`` where it has none), and
+    ``missing_sequences_cv_source``, which figures those are (:func:`app.bundles.run_subset_cv`: the
+    path that ran, ``n4`` and ``int8``, where the bundle has figures for it; None without figures)."""
+    from app.bundles import run_subset_cv
+
+    for entry in entries:
+        if entry.get("missing_sequences"):
+            cv, source = run_subset_cv(bundle, entry["missing_sequences"], n4, int8)
+            entry["missing_sequences_cv_dice"] = cv
+            entry["missing_sequences_cv_source"] = (source or "float32, without --n4") if cv else None
 
 
 def merge_results(plan: BatchPlan, computed: dict[int, CaseResult]) -> list[CaseResult]:

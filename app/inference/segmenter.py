@@ -70,9 +70,9 @@ def _inverse_is_exact_on_labels(image: Any, spacing: Any) -> bool:
 
 
 def _is_dicom_folder(folder: Path) -> bool:
-    import SimpleITK as sitk
+    from app.io.readers import dicom_series_ids
 
-    return bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+    return bool(dicom_series_ids(folder))
 
 
 def expand_dataset_folders(paths: Sequence[Path]) -> list[Path]:

@@ -12,7 +12,36 @@ from app.errors import InputError
 from app.io.formats import VOLUME_SUFFIXES, strip_volume_suffix, volume_format  # re-exported: callers import them from here
 from app.io.integrity import VoxelCounts, check_voxel_budget, describe, read_file_information, sequence_of, verify_file
 
-__all__ = ["VOLUME_SUFFIXES", "dicom_series", "read_image_information", "read_volume", "strip_volume_suffix", "verify_volume", "volume_format"]
+__all__ = ["VOLUME_SUFFIXES", "dicom_series", "dicom_series_ids", "read_image_information", "read_volume", "strip_volume_suffix", "verify_volume", "volume_format"]
+
+
+def dicom_series_ids(folder: str | Path) -> tuple[str, ...]:
+    """Series instance UIDs of the DICOM series in ``folder`` (GDCM), without ITK's warning.
+
+    ``sitk.ImageSeriesReader.GetGDCMSeriesIDs`` prints "No Series were found" to stderr, with
+    the path of ITK's build folder, for every folder that holds none: an empty case folder, a
+    BraTS case folder, a dataset folder. Callers that only ask whether a folder is a series then
+    leak ITK noise before their own message. Here ITK's warnings are off during the call, and a
+    folder without files is not scanned.
+
+    Returns:
+        The UIDs, ``()`` where there is none or ``folder`` is not a folder.
+
+    Example:
+        >>> dicom_series_ids("/nonexistent")
+        ()
+    """
+    import SimpleITK as sitk
+
+    folder = Path(folder)
+    if not folder.is_dir() or not any(p.is_file() for p in folder.iterdir()):
+        return ()
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        return tuple(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or ())
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
 
 
 def dicom_series(folder: str | Path) -> dict[str, list[str]]:
@@ -26,7 +55,7 @@ def dicom_series(folder: str | Path) -> dict[str, list[str]]:
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"'{folder}': DICOM folder does not exist")
-    uids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or ()
+    uids = dicom_series_ids(folder)
     if not uids:
         raise InputError(f"'{folder}': no DICOM series found (empty folder or no readable DICOM slices)")
     return {uid: list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)) for uid in uids}

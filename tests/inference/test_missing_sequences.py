@@ -89,3 +89,33 @@ def test_missing_line_quotes_the_n4_figures_when_the_run_used_n4(tmp_path):
     # no --n4 figure for that subset: the default one, said so
     assert "with this subset without --n4: WT 0.810" in _missing_line(bundle, ["t2"], n4=True)
     assert "no CV figure for this subset" in _missing_line(bundle, ["flair"], n4=True)
+
+
+def test_missing_line_and_run_record_quote_the_int8_figures_when_int8_models_ran(tmp_path):
+    from app.bundles import ran_int8, run_subset_cv
+    from app.cli import _missing_line
+    from app.inference.batch import add_missing_sequence_cv
+
+    configs = tmp_path / "b" / "configs"
+    configs.mkdir(parents=True)
+    (configs / "metadata.json").write_text(json.dumps({
+        "missing_sequences_cv": {"t1ce+flair": {"WT": 0.8, "TC": 0.6, "ET": 0.5}, "t1+t1ce+flair": {"WT": 0.81, "TC": 0.7, "ET": 0.6}},
+        "missing_sequences_cv_int8": {"t1ce+flair": {"WT": 0.79, "TC": 0.61, "ET": 0.49}},
+        "missing_sequences_cv_n4": {"t1ce+flair": {"WT": 0.85, "TC": 0.7, "ET": 0.65}},
+        "missing_sequences_cv_n4_int8": {"t1ce+flair": {"WT": 0.84, "TC": 0.71, "ET": 0.64}}}))
+    bundle = str(tmp_path / "b")
+    assert ran_int8("int8") and not ran_int8("f32") and not ran_int8("int8+f32") and not ran_int8(None)
+    assert "CV Dice with this subset int8: WT 0.790  TC 0.610  ET 0.490" in _missing_line(bundle, ["t1", "t2"], int8=True)
+    assert "with this subset with --n4, int8: WT 0.840  TC 0.710  ET 0.640" in _missing_line(bundle, ["t1", "t2"], n4=True, int8=True)
+    # no int8 figure for no T2: the float32 one, said so; no --n4 either: both said
+    assert "with this subset float32: WT 0.810" in _missing_line(bundle, ["t2"], int8=True)
+    assert run_subset_cv(bundle, ["t2"], n4=True, int8=True) == ({"WT": 0.81, "TC": 0.7, "ET": 0.6}, "without --n4, float32")
+    assert "CV Dice with this subset: WT 0.800" in _missing_line(bundle, ["t1", "t2"])  # float32 run: the float32 figures
+    # the run record stores what the CLI printed, per case that lacked sequences
+    entries = [{"case_id": "a", "missing_sequences": ["t1", "t2"]}, {"case_id": "b", "missing_sequences": []},
+               {"case_id": "c", "missing_sequences": ["t1", "flair"]}]
+    add_missing_sequence_cv(entries, bundle, n4=True, int8=True)
+    assert entries[0]["missing_sequences_cv_dice"] == {"WT": 0.84, "TC": 0.71, "ET": 0.64}
+    assert entries[0]["missing_sequences_cv_source"] == "with --n4, int8"
+    assert "missing_sequences_cv_dice" not in entries[1]
+    assert entries[2]["missing_sequences_cv_dice"] == {} and entries[2]["missing_sequences_cv_source"] is None

@@ -186,6 +186,7 @@ def test_cli_n4_with_a_missing_sequence_records_it(phantom_root: Path, tmp_path:
 
     cv = missing_sequence_cv("brats_unet3d", ["t1", "t2"], n4=True)
     assert cv and f"with this subset with --n4: WT {cv['WT']:.3f}" in result.output
+    assert record["cases"][0]["missing_sequences_cv_dice"] == cv and record["cases"][0]["missing_sequences_cv_source"] == "with --n4"
     label = nib.load(tmp_path / "out" / "FlairT1ce_seg.nii.gz")
     ref = nib.load(case / "FlairT1ce_flair.nii.gz")
     assert label.shape == ref.shape and np.allclose(label.affine, ref.affine)

@@ -124,3 +124,24 @@ def test_mixed_series_are_listed_and_selectable(tmp_path: Path):
     with pytest.raises(InputError, match=r"2 DICOM series found.*1\.2\.3\.4\.1 \(40 slices\).*1\.2\.3\.4\.2 \(40 slices\)"):
         read_volume(tmp_path / "mixed")
     assert read_volume(tmp_path / "mixed", series_uid="1.2.3.4.2").GetSize() == SIZE
+
+
+def test_dicom_series_ids_finds_a_series_and_keeps_itk_quiet_where_there_is_none(tmp_path: Path, capfd):
+    import SimpleITK as sitk
+
+    from app.io.readers import dicom_series_ids
+    from tests.io.dicom_util import write_dicom_series
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "not_dicom").mkdir()
+    (tmp_path / "not_dicom" / "notes.txt").write_text("no DICOM here\n")
+    image = sitk.GetImageFromArray(np.arange(4 * 6 * 5, dtype=np.int16).reshape(4, 6, 5))
+    image.SetSpacing((0.8, 0.8, 2.5))
+    write_dicom_series(image, tmp_path / "series", series_uid="1.2.826.0.1.3680043.2.1125.9.7", intercept=0.0)
+    capfd.readouterr()
+    assert dicom_series_ids(tmp_path / "empty") == () and dicom_series_ids(tmp_path / "not_dicom") == ()
+    assert dicom_series_ids(tmp_path / "missing") == ()
+    assert dicom_series_ids(tmp_path / "series") == ("1.2.826.0.1.3680043.2.1125.9.7",)
+    err = capfd.readouterr().err
+    assert "No Series were found" not in err and "WARNING" not in err, err
+    assert sitk.ProcessObject.GetGlobalWarningDisplay()  # ITK's warnings are on again afterwards
