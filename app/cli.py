@@ -162,7 +162,7 @@ def cv_n4_copies(
 
     try:
         dest = n4_mixed_datalist(manifest or manifest_path("brats2018_cv5"), data_dir or default_brats_dir(), out_dir, shrink_factor, iterations,
-                                 crop_foreground, progress=lambda it: tqdm(it, desc="N4", unit="case", disable=quiet))
+                                 crop_foreground, progress=lambda it: tqdm(it, desc="N4", unit="case", disable=True if quiet else None))
     except (FileNotFoundError, ValueError) as err:
         _fail(err)
     typer.echo(f"wrote {dest}: train with volseg cv train --manifest {dest} --output-dir DIR")
@@ -235,7 +235,7 @@ def cv_evaluate(
         overrides.update(infer_mode=infer_mode, accurate_infer_mode=infer_mode)
     try:
         result = cross_validate(bundle, manifest, weights, output, data_dir, mode=mode, backend=backend, device=device, overrides=overrides,
-                                progress=lambda it: tqdm(it, desc="cases", unit="case", disable=quiet), folds=fold or None,
+                                progress=lambda it: tqdm(it, desc="cases", unit="case", disable=True if quiet else None), folds=fold or None,
                                 sequences=sequences.split(",") if sequences else None, uncertainty=uncertainty)
     except (FileNotFoundError, ValueError) as err:
         _fail(err)
@@ -268,7 +268,11 @@ def segment(
 ) -> None:
     """Segment cases into uint8 label maps (the bundle's codes: BraTS 0/1/2/4, ct_unet3d 0/1) with the input's shape and affine.
 
-    Inputs may be NIfTI, NRRD or MetaImage files or DICOM series folders."""
+    Inputs may be NIfTI, NRRD or MetaImage files or DICOM series folders.
+
+    Exit status: 0 when every case was written; 1 when a case failed (the other cases are still
+    written, and volseg_run.json gives each case's error); 2 when nothing could start (an input
+    that does not exist, a bad option, an output folder that cannot be written)."""
     _setup(quiet)
     from tqdm import tqdm
 
@@ -277,7 +281,7 @@ def segment(
     from app.inference.distributed import RankError
 
     try:
-        results = segment_cases(inputs, output, bundle=bundle, device=device, progress=lambda it: tqdm(it, desc="cases", unit="case", disable=quiet), output_format=output_format, dicom_seg=dicom_seg, backend=backend, mode=mode,
+        results = segment_cases(inputs, output, bundle=bundle, device=device, progress=lambda it: tqdm(it, desc="cases", unit="case", disable=True if quiet else None), output_format=output_format, dicom_seg=dicom_seg, backend=backend, mode=mode,
                                 uncertainty=uncertainty, sequences=sequences.split(",") if sequences else None, overwrite=overwrite, nproc=nproc, report=report, int8=int8, n4=n4)
     except ImportError as err:
         skipped = [name for name in SEGMENT_SKIPPED_IMPORTS if name in sys.modules and sys.modules[name] is None]

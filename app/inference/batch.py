@@ -250,6 +250,8 @@ def run_cases(segmenter: Segmenter, cases: Sequence[PlannedCase], settings: Segm
                 label, affine, ref, out_dir = done["label"], done["affine"], case.reference, Path(case.output).parent
                 out = write_label_like(label, ref, case.output)
                 extra = {"missing_sequences": done["missing_sequences"]}
+                if done.get("input_warnings"):
+                    extra["input_warnings"] = done["input_warnings"]
                 if "uncertainty" in done:
                     extra["uncertainty"] = str(write_map_like(done["uncertainty"], ref, out_dir / f"{case.case_id}_uncertainty.nii.gz"))
                     extra["quality"] = done["quality"]

@@ -397,7 +397,9 @@ class Segmenter:
             The preprocessed data dict, with ``"shape"`` and ``"affine"`` of the input added.
 
         A sequence given as None (missing) is fed as a zero channel (see
-        :class:`app.io.LoadVolumed`); ``"missing_sequences"`` in the result names them.
+        :class:`app.io.LoadVolumed`); ``"missing_sequences"`` in the result names them, and
+        ``"input_warnings"`` holds the warnings of the bundle's input checks (such as a sequence
+        that does not look skull-stripped).
 
         Raises:
             InputError: unreadable, non-3D or non-co-registered files, NaN/infinite voxels, or
@@ -416,6 +418,7 @@ class Segmenter:
             raise InputError(f"case '{case_id_from_path(present[0])}': NaN or infinite voxel values in {', '.join(str(p) for p in present)}")
         data["shape"], data["affine"] = shape, affine
         data["missing_sequences"] = [name for name, p in zip(self.channels, images) if p is None]
+        data["input_warnings"] = list(getattr(data["image"], "meta", {}).get("input_warnings", []))  # e.g. not skull-stripped
         return data
 
     def run(self, data: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -428,7 +431,8 @@ class Segmenter:
 
         Returns:
             ``label`` ``(H, W, D)`` uint8 and ``affine`` (4x4) of the input; ``missing_sequences``
-            (names); with ``uncertainty``: ``uncertainty`` ``(H, W, D)`` float32 entropy in bits of
+            (names); ``input_warnings`` (what the bundle's input checks said of the case, e.g.
+            :class:`app.transforms.CheckSkullStrippedd`; also logged); with ``uncertainty``: ``uncertainty`` ``(H, W, D)`` float32 entropy in bits of
             the whole-tumour probability, on the input grid, and ``quality`` (expected Dice of
             the whole tumour, :func:`app.inference.uncertainty.expected_dice`).
         """
@@ -437,6 +441,7 @@ class Segmenter:
 
         shape, affine = data.pop("shape"), data.pop("affine")
         missing = data.pop("missing_sequences", [])
+        warnings = data.pop("input_warnings", [])
         image = data["image"].unsqueeze(0).to(self.device)
         corrected = data.pop("image_n4", None)
         with torch.no_grad(), torch.autocast(self.device.type, enabled=self.amp and self.device.type == "cuda"):
@@ -445,7 +450,7 @@ class Segmenter:
                 other = self.inferer(corrected.unsqueeze(0).to(self.device), self.network)[0].float()
                 mean = (torch.sigmoid(data["pred"]) + torch.sigmoid(other)) / 2
                 data["pred"] = torch.logit(mean.clamp(1e-6, 1 - 1e-6))
-        result: dict[str, Any] = {"affine": affine, "missing_sequences": missing}
+        result: dict[str, Any] = {"affine": affine, "missing_sequences": missing, "input_warnings": warnings}
         out = data
         for transform in self._postprocessing_order(data["image"]):
             out = transform(out)

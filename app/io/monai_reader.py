@@ -181,6 +181,8 @@ class LoadVolumed(LoadImaged):
     its place, the input of a network trained with modality dropout
     (:class:`app.transforms.RandModalityDropoutd`). The missing channel indices are stored in
     the output's metadata under ``"missing_channels"``. Needs ``ensure_channel_first=True``.
+    A list of files read as channels is kept in the metadata under ``"channel_files"`` (one path,
+    or None, a channel; MONAI's ``"filename_or_obj"`` names the first file only).
 
     Args:
         keys: keys of the data dict holding file paths (one file or a list stacked as channels).
@@ -201,9 +203,11 @@ class LoadVolumed(LoadImaged):
             super().__init__(keys, reader=self.volume_reader, **kwargs)
 
     def __call__(self, data, reader: ImageReader | None = None):
-        d, missing = dict(data), {}
+        d, missing, given = dict(data), {}, {}
         for key in self.key_iterator(d):
             files = d[key]
+            if isinstance(files, (list, tuple)):
+                given[key] = [None if f is None else str(f) for f in files]
             if isinstance(files, (list, tuple)) and any(f is None for f in files):
                 if all(f is None for f in files):
                     raise ValueError(f"'{key}': every channel is missing; VolSeg needs at least one input volume")
@@ -214,6 +218,9 @@ class LoadVolumed(LoadImaged):
         d = super().__call__(d, reader=reader or self.volume_reader)  # no fallback to other readers
         for key, (n_channels, absent) in missing.items():
             d[key] = _zero_fill(d[key], n_channels, absent)
+        for key, files in given.items():
+            if hasattr(d[key], "meta") and len(files) == d[key].shape[0]:
+                d[key].meta["channel_files"] = files
         return d
 
 

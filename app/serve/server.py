@@ -195,6 +195,8 @@ def create_app(config: ServerConfig) -> FastAPI:
         result = {"label_names": served[model].labels.names_to_values(),
                   "latencies": {"pre": 0.0, "infer": round(done - start, 3), "invert": 0.0, "post": 0.0, "write": round(total - (done - start), 3),
                                 "total": round(total, 3), "transform": None}}
+        if case.get("input_warnings"):  # e.g. a sequence that is not skull-stripped: MONAI Label clients show "params"
+            result["warnings"] = list(case["input_warnings"])
         if "uncertainty" in case:  # params {"uncertainty": true}: the map goes beside the labels, for 3D Slicer to load
             write_map_like(case["uncertainty"], reference, store.uncertainty_path(image))
             result["uncertainty"] = {"url": f"/datastore/uncertainty?image={image}", "quality": case["quality"],

@@ -14,11 +14,14 @@ from app.transforms.ct import HU_WINDOWS, HUWindow, HUWindowd
 from app.transforms.mri import N4BiasCorrection, N4BiasCorrectiond
 from app.transforms.regions import ChannelThreshold, ChannelThresholdd, RegionsToBratsLabels, RegionsToBratsLabelsd
 from app.transforms.save import SaveLabelMapd
+from app.transforms.skull import CheckSkullStripped, CheckSkullStrippedd, zero_fractions
 from app.transforms.slices import slabs_to_volume, stack_slices, volume_to_slabs
 from app.transforms.spacing import is_anisotropic, target_spacing
 from app.transforms.zscore import NonzeroZScore, NonzeroZScored
 
 __all__ = [
+    "CheckSkullStripped",
+    "CheckSkullStrippedd",
     "ChannelThreshold",
     "ChannelThresholdd",
     "FillRegionHoles",
@@ -50,4 +53,5 @@ __all__ = [
     "stack_slices",
     "target_spacing",
     "volume_to_slabs",
+    "zero_fractions",
 ]

@@ -144,3 +144,17 @@ def test_non_finite_voxels_after_preprocessing_are_refused(case: Path, monkeypat
     monkeypatch.setattr(seg, "_preprocess", with_voxel(3e38, fill=3e38))  # sum overflows to inf; every voxel finite
     data = seg.load(case_files(case))
     assert torch.isinf(data["image"].sum()) and bool(torch.isfinite(data["image"]).all())
+
+
+def test_a_sequence_that_is_not_skull_stripped_is_segmented_with_a_warning_in_the_run_record(case: Path, tmp_path: Path):
+    t2 = case / "Phantom_000_t2.nii.gz"
+    img = nib.load(t2)
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    data[data == 0] = np.random.default_rng(0).uniform(1, 20, int((data == 0).sum()))  # scanner noise where the skull was stripped
+    nib.save(nib.Nifti1Image(data, img.affine), t2)
+    result = CliRunner().invoke(cli, ["segment", str(case), "--output", str(tmp_path / "out"), "--quiet", "--backend", "torch"])
+    assert result.exit_code == 0, result.output
+    [entry] = json.loads((tmp_path / "out" / "volseg_run.json").read_text())["cases"]
+    [warning] = entry["input_warnings"]
+    assert warning.startswith("Phantom_000_t2.nii.gz: does not look skull-stripped") and "HD-BET or SynthStrip" in warning
+    assert (tmp_path / "out" / "Phantom_000_seg.nii.gz").is_file()

@@ -185,3 +185,16 @@ def test_infer_with_uncertainty_serves_the_map_beside_the_label(client: TestClie
     values = sitk.GetArrayViewFromImage(image)
     assert values.min() >= 0.0 and values.max() <= 1.0
     assert client.get("/datastore/uncertainty?image=..%2Fx").status_code == 400
+
+
+def test_infer_answer_carries_the_warning_of_a_study_that_is_not_skull_stripped(client: TestClient, studies: Path):
+    assert "warnings" not in client.post("/infer/brats_unet3d?image=Phantom_000&output=json").json()
+    flair = case_files(studies / "Phantom_001")[3]
+    img = nib.load(flair)
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    data[data == 0] = 5.0  # a background that is not zero, as in a head that was not skull-stripped
+    nib.save(nib.Nifti1Image(data, img.affine), flair)
+    r = client.post("/infer/brats_unet3d?image=Phantom_001&output=json")
+    assert r.status_code == 200, r.text
+    [warning] = r.json()["warnings"]
+    assert warning.startswith(f"{flair.name}: does not look skull-stripped")
