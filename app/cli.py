@@ -484,24 +484,30 @@ def export(
 
 #: Packages that ``import monai`` loads (it imports every MONAI submodule, and with them their optional
 #: dependencies: Ignite for engines, scikit-learn for one metric, matplotlib for notebooks,
-#: scipy.signal for ultrasound) and that segmentation never uses. They cost 2.8 of the 4 s
-#: ``import monai`` takes on 2 cores; ``volseg segment`` marks them absent, as if not installed,
-#: which MONAI handles (``optional_import``). Set ``VOLSEG_FULL_IMPORT=1`` for a custom bundle whose
-#: inference needs one of them.
-SEGMENT_SKIPPED_IMPORTS = ("ignite", "sklearn", "matplotlib", "scipy.signal")
+#: scipy.signal for ultrasound; ITK for MONAI's ITK reader and writer, tifffile for whole-slide
+#: images, pydicom for MONAI's DICOM reader (through nibabel), jsonschema for bundle checks,
+#: requests for downloads, pydot through torch.fx's graph drawer) and that segmentation never uses
+#: (VolSeg reads and writes volumes with SimpleITK). The first four cost 2.8 of the 4 s ``import
+#: monai`` took on 2 cores, the other six 1.0-1.3 s more; ``volseg segment`` marks them absent, as if
+#: not installed, which MONAI handles (``optional_import``). Set ``VOLSEG_FULL_IMPORT=1`` for a
+#: custom bundle whose inference needs one of them.
+SEGMENT_SKIPPED_IMPORTS = ("ignite", "sklearn", "matplotlib", "scipy.signal", "itk", "tifffile", "pydicom", "jsonschema", "requests", "pydot")
+#: The option of ``volseg segment`` that needs each package it would otherwise skip.
+_NEEDED_BY = {"matplotlib": "--report", "pydicom": "--dicom-seg"}
 
 
 def skip_unused_imports(argv: list[str]) -> list[str]:
     """For a ``segment`` command (and unless ``$VOLSEG_FULL_IMPORT`` is 1), mark the packages of
     :data:`SEGMENT_SKIPPED_IMPORTS` that are not yet imported as absent in this process
-    (matplotlib stays importable for ``--report``, which draws with it).
+    (matplotlib stays importable for ``--report``, which draws with it, and pydicom for
+    ``--dicom-seg``, which writes with it: :data:`_NEEDED_BY`).
 
     Returns:
         The names marked absent.
     """
     if argv[:1] != ["segment"] or os.environ.get("VOLSEG_FULL_IMPORT", "0") == "1":
         return []
-    skipped = [name for name in SEGMENT_SKIPPED_IMPORTS if name not in sys.modules and not (name == "matplotlib" and "--report" in argv)]
+    skipped = [name for name in SEGMENT_SKIPPED_IMPORTS if name not in sys.modules and _NEEDED_BY.get(name) not in argv]
     for name in skipped:
         sys.modules[name] = None  # Python's documented marker: importing it raises ImportError
     return skipped
