@@ -23,6 +23,14 @@ def test_help_does_not_import_torch():
     assert result.exit_code == 0 and "segment" in result.output and "evaluate" in result.output
 
 
+def test_help_texts_keep_square_brackets_and_give_the_exit_codes():
+    segment = CliRunner().invoke(cli, ["segment", "--help"], terminal_width=200)
+    assert segment.exit_code == 0 and "(needs volseg[dicom])" in segment.output  # not dropped as Rich markup
+    assert "Exit status: 0 when every case was written; 1 when a case failed" in " ".join(segment.output.split())
+    evaluate = CliRunner().invoke(cli, ["evaluate", "--help"], terminal_width=200)
+    assert evaluate.exit_code == 0 and "volseg[lesion]" in evaluate.output
+
+
 def test_segment_skips_unused_imports_only_for_segment():
     code = ("import sys, os; from app.cli import skip_unused_imports, SEGMENT_SKIPPED_IMPORTS as S; "
             "assert skip_unused_imports(['evaluate']) == []; "

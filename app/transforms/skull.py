@@ -95,8 +95,9 @@ def _message(low: Sequence[int], fractions: Sequence[float], channel_files: Sequ
         names = [Path(str(channel_files[c])).name for c in low]
     else:
         names = [f"channel {c} of '{Path(str(filename)).name}'" if filename else f"channel {c}" for c in low]
-    share = ", ".join(f"{100 * fractions[c]:.0f} %" for c in low)
-    return (f"{', '.join(names)}: does not look skull-stripped ({share} of the voxels are 0, under {100 * min_zero_fraction:.0f} %; "
+    shares = [f"{100 * fractions[c]:.0f} %" for c in low]
+    share = f"{shares[0]} of the voxels are 0" + (" in each" if len(low) > 1 else "") if len(set(shares)) == 1 else f"{', '.join(shares)} of the voxels are 0"
+    return (f"{', '.join(names)}: does not look skull-stripped ({share}, under {100 * min_zero_fraction:.0f} %; "
             f"skull-stripped BraTS volumes have about 80-90 %). The BraTS models expect skull-stripped, co-registered "
             f"sequences (BraTS preprocessing, e.g. HD-BET or SynthStrip for the skull stripping); on a whole head their "
             f"labels are unreliable")
