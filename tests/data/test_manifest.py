@@ -50,6 +50,20 @@ def test_manifest_paths_are_relative_and_load_against_any_root(phantom_root: Pat
     assert json.loads(out.read_text()) == manifest
 
 
+def test_a_datalist_whose_files_are_not_under_the_data_root_names_it_before_any_model(phantom_root: Path, tmp_path: Path):
+    out = tmp_path / "m.json"
+    build_manifest(phantom_root, out=out, seed=0, fractions=(0.6, 0.2, 0.2))
+    with pytest.raises(FileNotFoundError, match=r"list 'training': 3 of 3 item\(s\) name files that do not exist \(dataset_dir '.*nowhere' does not exist; first: '.*nowhere/Phantom_00\d/Phantom_00\d_t1.nii.gz'\).*--dataset_dir DIR"):
+        load_datalist(out, "training", tmp_path / "nowhere")
+    partial = tmp_path / "partial"
+    shutil.copytree(phantom_root, partial)
+    (partial / "Phantom_004" / "Phantom_004_seg.nii.gz").unlink()
+    names = [i["case_id"] for i in json.loads(out.read_text())["training"]]
+    key = "training" if "Phantom_004" in names else next(k for k in ("validation", "test") if any(i["case_id"] == "Phantom_004" for i in json.loads(out.read_text())[k]))
+    with pytest.raises(FileNotFoundError, match=rf"list '{key}': 1 of \d item\(s\) .*under dataset_dir .*first: '.*Phantom_004_seg.nii.gz'"):
+        load_datalist(out, key, partial)
+
+
 def test_scan_reports_every_incomplete_case(phantom_root: Path, tmp_path: Path):
     root = tmp_path / "data"
     shutil.copytree(phantom_root, root)
