@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -34,6 +37,19 @@ def test_box_gives_the_full_grid_result(seed: int):
         assert 0 < int((got > 0).sum()) < int((label > 0).sum())  # the filter removed something and kept something
         np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
         assert isinstance(got, MetaTensor) and torch.equal(got.affine, label.affine)
+
+
+def test_box_keeps_scikit_image_min_size_notice_out_of_the_output():
+    """MONAI's RemoveSmallObjects passes scikit-image's deprecated ``min_size``; the bundles run it
+    through InForegroundBox, and the notice is no message for a user (``monai.bundle run`` printed it).
+    A fresh interpreter, because pytest resets warning filters set while it imports test modules."""
+    code = ("import torch; from monai.transforms import RemoveSmallObjects; from app.transforms import InForegroundBox; "
+            "x = torch.zeros(1, 20, 20, 20); x[0, 2:5, 2:5, 2:5] = 1; x[0, 10, 10, 10] = 1; "
+            "print(int(InForegroundBox(RemoveSmallObjects(min_size=5, connectivity=3))(x).sum()))")
+    run = subprocess.run([sys.executable, "-W", "default::FutureWarning", "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["27"]  # the lone voxel went, the 27-voxel cube stayed
+    assert "min_size" not in run.stderr
 
 
 def test_box_dict_twin_and_empty_label():
