@@ -529,7 +529,7 @@ def demo(data_dir: str | Path | None = None, output_dir: str | Path = "volseg_de
     start = time.perf_counter()
     result = segment_cases([case.images[0].parent], out_dir, bundle=bundle, device=device)[0]
     if result.error:
-        raise RuntimeError(f"case '{case.case_id}' failed: {result.error}")
+        raise RuntimeError(f"case '{case.case_id}' failed: {result.reason}")
     ref = nib.load(str(case.label))
     ref_label = np.asarray(ref.dataobj).astype(np.uint8)
     metrics = case_metrics(result.label, ref_label, ref.header.get_zooms()[:3])

@@ -306,7 +306,7 @@ def segment(
     if failed:
         typer.secho(f"{len(failed)} of {len(results)} case(s) failed:", err=True, fg="red")
         for r in failed:
-            typer.secho(f"  {r.case_id}: {r.error}", err=True, fg="red")
+            typer.secho(f"  {r.case_id}: {r.reason}", err=True, fg="red")
         raise typer.Exit(1)
 
 

@@ -262,8 +262,8 @@ def run_cases(segmenter: Segmenter, cases: Sequence[PlannedCase], settings: Segm
                     write_dicom_seg(label, ref, out_dir / f"{case.case_id}_seg.dcm", label_names(settings.bundle), model_name=Path(str(settings.bundle)).name)
                 results.append(CaseResult(case.case_id, label, affine, out, time.perf_counter() - start, extra=extra))
             except Exception as err:  # one bad case must not abort the batch
-                logger.error(f"case '{case.case_id}' failed: {err}")
                 results.append(CaseResult(case.case_id, seconds=time.perf_counter() - start, error=str(err)))
+                logger.error(f"case '{case.case_id}' failed: {results[-1].reason}")
     return results
 
 

@@ -213,6 +213,12 @@ class CaseResult:
     extra: dict = field(default_factory=dict)
     note: str | None = None  # why the case was not segmented though not failed (its output exists)
 
+    @property
+    def reason(self) -> str | None:
+        """``error`` without its leading ``case '<case_id>': ``, for lines that name the case already."""
+        prefix = f"case '{self.case_id}': "
+        return self.error[len(prefix):] if self.error and self.error.startswith(prefix) else self.error
+
 
 class Segmenter:
     """Load a bundle's inference workflow once and segment many cases with it.

@@ -114,6 +114,9 @@ def test_cli_refuses_damaged_case_with_exit_1(case: Path, tmp_path: Path, damage
     result = CliRunner().invoke(cli, ["segment", str(case), "--output", str(out), "--quiet"])
     assert result.exit_code == 1, result.output
     assert "1 of 1 case(s) failed" in result.output and "is truncated" in result.output
+    case_id = case.name
+    assert f"  {case_id}: FLAIR file" in result.output or damage != "truncated"
+    assert f"case '{case_id}': case" not in result.output  # the summary names the case once a line
     assert not list(out.glob("*_seg.nii.gz"))  # no label map from zero-filled or unallocated voxels
 
 
