@@ -27,7 +27,8 @@ logger = logging.getLogger(__name__)
 
 
 def segment(inputs: str | Path | Sequence[str | Path], bundle: str = DEFAULT_BUNDLE, device: str | None = None,
-            backend: str | None = None, mode: str | None = None, int8: bool | None = None, n4: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+            backend: str | None = None, mode: str | None = None, int8: bool | None = None, n4: bool | None = None,
+            resample: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Segment one case: for a BraTS bundle a case folder or its modality files (T1, T1ce, T2,
     FLAIR); for a one-channel bundle (``ct_unet3d``, or a ``volseg train`` output of it) one CT
     volume or DICOM series. The bundle's metadata says which (:class:`app.labels.LabelManager`).
@@ -42,18 +43,30 @@ def segment(inputs: str | Path | Sequence[str | Path], bundle: str = DEFAULT_BUN
         ``n4`` applies N4 bias-field correction first (True; the bundle's ``n4_combine`` says
         whether the corrected case alone is segmented or averaged with the case as given), or
         not (False), or as the bundle says (None: ``n4_average``, off, in fast mode;
-        ``accurate_n4_average`` in accurate mode, on for brats_unet3d).
+        ``accurate_n4_average`` in accurate mode, on for brats_unet3d). ``resample`` puts
+        sequences on different voxel grids onto the finest one first (see :func:`segment_cases`);
+        the label and affine are then that grid's.
 
     Raises:
-        app.data.verify.InputError: missing, unreadable, non-3D or non-co-registered input.
+        app.data.verify.InputError: missing, unreadable, non-3D or non-co-registered input
+            (without ``resample``: sequences on different grids).
     """
+    import tempfile
+
     from app.inference import Segmenter, resolve_inputs
+    from app.inference.align import align_case, grid_reference
     from app.labels import labels_of
 
     cases = resolve_inputs([inputs] if isinstance(inputs, (str, Path)) else list(inputs), channels=labels_of(bundle).channels)
     if len(cases) != 1:
         raise ValueError(f"segment() takes one case, got {len(cases)}; use segment_cases() for several")
-    return Segmenter(bundle, device=device, backend=backend, mode=mode, int8=int8, n4=n4).predict(cases[0][1])
+    segmenter = Segmenter(bundle, device=device, backend=backend, mode=mode, int8=int8, n4=n4)
+    images = cases[0][1]
+    reference = grid_reference(images) if resample else None
+    if reference is None:
+        return segmenter.predict(images)
+    with tempfile.TemporaryDirectory(prefix="volseg_resample_") as tmp:
+        return segmenter.predict(align_case(images, reference, tmp, segmenter.channels)[0])
 
 
 def segment_cases(
@@ -73,6 +86,7 @@ def segment_cases(
     report: bool = False,
     int8: bool | None = None,
     n4: bool | None = None,
+    resample: bool = False,
 ) -> list[Any]:
     """Segment several cases, writing ``<output_dir>/<case_id>_seg.<ext>`` (uint8, input geometry;
     the input's format, NIfTI for DICOM input).
@@ -116,6 +130,11 @@ def segment_cases(
             case alone is segmented or averaged with the case as given. Slower by the N4 fits
             (about 1.5 s a case on 2 CPU cores); its CV gain is in the bundle docs (see
             :class:`app.inference.Segmenter`).
+        resample: a case whose sequences lie on different voxel grids of one session (e.g. a 5 mm
+            2D FLAIR beside a 1 mm 3D T1ce) is resampled onto its finest grid first (linear, in
+            scanner coordinates, no registration; :mod:`app.inference.align`), and its label map
+            is written on that grid; its record says so under ``resampled``. False: such a case
+            fails with an error that names the files.
 
     A case may lack sequences (any non-empty subset of T1, T1ce, T2, FLAIR): they are fed as
     zero channels to the modality-dropout model, and the case's record names them under
@@ -134,7 +153,7 @@ def segment_cases(
     """
     from app.inference.batch import SegmentSettings, plan_batch, run_batch
 
-    settings = SegmentSettings(str(bundle), device, backend, mode, output_format, dicom_seg, uncertainty, tuple(sequences) if sequences else None, int8, n4)
+    settings = SegmentSettings(str(bundle), device, backend, mode, output_format, dicom_seg, uncertainty, tuple(sequences) if sequences else None, int8, n4, resample)
     if nproc < 1:
         raise ValueError(f"--nproc must be >= 1, got {nproc}")
     plan = plan_batch(inputs, output_dir, settings, overwrite=overwrite)

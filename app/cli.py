@@ -264,6 +264,7 @@ def segment(
     report: bool = typer.Option(False, "--report", help="also write <output>/report.html: per case, overlays on three planes, volumes (mL), missing sequences, quality score, the bundle's CV figures"),
     int8: Optional[bool] = typer.Option(None, "--int8/--no-int8", help="OpenVINO backend: run the bundle's int8 models (NNCF post-training quantization; brats_unet3d: 5-fold CV Dice within 0.005 of float32) or float32; default: the bundle's openvino_int8"),
     n4: Optional[bool] = typer.Option(None, "--n4/--no-n4", help="N4 bias-field correction of every sequence before the model (the bundle's n4_combine: the corrected case only, or averaged with the case as given; brats_unet3d 5-fold CV gain in its docs; about 1.5 s a case more on 2 CPU cores); default: the bundle's, off in --mode fast, on in --mode accurate for brats_unet3d"),
+    resample: bool = typer.Option(False, "--resample", help="a case whose sequences lie on different voxel grids of one session (e.g. a 5 mm 2D FLAIR beside a 1 mm 3D T1ce) is resampled onto its finest grid first (linear, scanner coordinates, no registration), where its label map is written; default: such a case fails"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
     """Segment cases into uint8 label maps (the bundle's codes: BraTS 0/1/2/4, ct_unet3d 0/1) with the input's shape and affine.
@@ -282,7 +283,7 @@ def segment(
 
     try:
         results = segment_cases(inputs, output, bundle=bundle, device=device, progress=lambda it: tqdm(it, desc="cases", unit="case", disable=True if quiet else None), output_format=output_format, dicom_seg=dicom_seg, backend=backend, mode=mode,
-                                uncertainty=uncertainty, sequences=sequences.split(",") if sequences else None, overwrite=overwrite, nproc=nproc, report=report, int8=int8, n4=n4)
+                                uncertainty=uncertainty, sequences=sequences.split(",") if sequences else None, overwrite=overwrite, nproc=nproc, report=report, int8=int8, n4=n4, resample=resample)
     except ImportError as err:
         skipped = [name for name in SEGMENT_SKIPPED_IMPORTS if name in sys.modules and sys.modules[name] is None]
         _fail(ImportError(f"{err}" + (f" (volseg segment skips {', '.join(skipped)}; set VOLSEG_FULL_IMPORT=1 if the bundle needs them)" if skipped else "")))
@@ -297,6 +298,10 @@ def segment(
             typer.echo(f"{r.case_id}: {r.note}")
         elif not r.error:
             typer.echo(f"{r.case_id}: {r.output} ({r.seconds:.1f} s)")
+            if r.extra.get("resampled"):
+                grid = r.extra["resampled"]
+                typer.echo(f"  resampled onto the grid of {Path(grid['grid']).name} ({' x '.join(map(str, grid['grid_size']))} voxels of "
+                           f"{' x '.join(f'{s:g}' for s in grid['spacing_mm'])} mm): " + ", ".join(f"{n} ({g})" for n, g in grid["resampled"].items()))
             if r.extra.get("missing_sequences"):
                 typer.echo(f"  {_missing_line(bundle, r.extra['missing_sequences'], used_n4, used_int8)}")
             if "quality" in r.extra:

@@ -96,10 +96,12 @@ def check_case_images(paths: Sequence[str | Path], atol_mm: float = 1e-3) -> tup
             continue
         if shape != ref_shape:
             raise InputError(f"'{path}': shape {shape} differs from {ref_shape} of '{ref_path}'; "
-                             "the modalities of a case must be co-registered on one voxel grid")
+                             "the modalities of a case must be co-registered on one voxel grid (sequences of one session on "
+                             "different grids: volseg segment --resample)")
         if not np.allclose(affine, ref_affine, atol=atol_mm):
             raise InputError(f"'{path}': affine differs from that of '{ref_path}' (max difference "
-                             f"{np.abs(affine - ref_affine).max():.4g} mm); the modalities must be co-registered")
+                             f"{np.abs(affine - ref_affine).max():.4g} mm); the modalities must be co-registered (sequences of one "
+                             "session on different grids: volseg segment --resample)")
     if ref_shape is None:
         raise InputError("no image file given")
     for path in paths:

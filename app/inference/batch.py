@@ -47,6 +47,7 @@ class SegmentSettings:
     sequences: tuple[str, ...] | None = None
     int8: bool | None = None
     n4: bool | None = None
+    resample: bool = False
 
 
 @dataclass
@@ -60,6 +61,8 @@ class PlannedCase:
         output: ``<output_dir>/<case_id>_seg.<ext>``, or None where unresolved.
         error: why the case fails before inference (None: it can run).
         note: why it is skipped (its output exists); None: it runs.
+        grid: with ``resample``, the volume whose voxel grid the others are resampled onto (the
+            finest; :func:`app.inference.align.grid_reference`); None where they share one.
     """
 
     case_id: str
@@ -67,6 +70,7 @@ class PlannedCase:
     output: str | None = None
     error: str | None = None
     note: str | None = None
+    grid: str | None = None
 
     @property
     def todo(self) -> bool:
@@ -74,8 +78,9 @@ class PlannedCase:
 
     @property
     def reference(self) -> str:
-        """The first volume the case has: the geometry and format of its outputs."""
-        return next(p for p in self.images if p is not None)
+        """The volume whose geometry and format the outputs take: ``grid`` where set, else the
+        first volume the case has."""
+        return self.grid or next(p for p in self.images if p is not None)
 
     def result(self) -> CaseResult:
         """The result of a case that does not run (failed in planning, or skipped)."""
@@ -200,6 +205,7 @@ def plan_batch(inputs: Sequence[str | Path], output_dir: str | Path, settings: S
         >>> [c.case_id for c in plan.cases if c.todo]  # doctest: +SKIP
         ['Brats18_X', 'Brats18_Y']
     """
+    from app.inference.align import grid_reference
     from app.io.writers import output_suffix
     from app.labels import labels_of
 
@@ -207,6 +213,11 @@ def plan_batch(inputs: Sequence[str | Path], output_dir: str | Path, settings: S
     cases, notes = _merge_duplicates(_resolve([Path(p) for p in inputs], labels_of(settings.bundle).channels, settings.sequences))
     out_dir = prepare_output_dir(output_dir)
     for case in cases:
+        if case.error is None and settings.resample:
+            try:
+                case.grid = grid_reference(case.images)
+            except InputError as err:
+                case.error = str(err)
         if case.error is not None:
             continue
         output = out_dir / f"{case.case_id}_seg{output_suffix(case.reference, settings.output_format)}"
@@ -241,15 +252,16 @@ def run_cases(segmenter: Segmenter, cases: Sequence[PlannedCase], settings: Segm
 
     results = []
     with ThreadPoolExecutor(max_workers=1) as reader:  # reads the next case while this one computes
-        pending = reader.submit(segmenter.load, cases[0].images) if cases else None
+        pending = reader.submit(_load, segmenter, cases[0]) if cases else None
         for index, case in enumerate((progress or (lambda x: x))(cases)):
             start = time.perf_counter()
             try:
-                loading, pending = pending, (reader.submit(segmenter.load, cases[index + 1].images) if index + 1 < len(cases) else None)
-                done = segmenter.run_case(loading.result())
+                loading, pending = pending, (reader.submit(_load, segmenter, cases[index + 1]) if index + 1 < len(cases) else None)
+                data, aligned = loading.result()
+                done = segmenter.run_case(data)
                 label, affine, ref, out_dir = done["label"], done["affine"], case.reference, Path(case.output).parent
                 out = write_label_like(label, ref, case.output)
-                extra = {"missing_sequences": done["missing_sequences"]}
+                extra = {"missing_sequences": done["missing_sequences"], **({"resampled": aligned} if aligned else {})}
                 if done.get("input_warnings"):
                     extra["input_warnings"] = done["input_warnings"]
                 if "uncertainty" in done:
@@ -265,6 +277,21 @@ def run_cases(segmenter: Segmenter, cases: Sequence[PlannedCase], settings: Segm
                 results.append(CaseResult(case.case_id, seconds=time.perf_counter() - start, error=str(err)))
                 logger.error(f"case '{case.case_id}' failed: {results[-1].reason}")
     return results
+
+
+def _load(segmenter: Segmenter, case: PlannedCase) -> tuple[dict, dict | None]:
+    """``segmenter.load`` of a case, its sequences first resampled onto ``case.grid`` where set
+    (copies in a temporary folder, removed once read). Returns the data and the resampling
+    record (:func:`app.inference.align.align_case`), or None."""
+    if case.grid is None:
+        return segmenter.load(case.images), None
+    import tempfile
+
+    from app.inference.align import align_case
+
+    with tempfile.TemporaryDirectory(prefix="volseg_resample_") as tmp:
+        images, record = align_case(case.images, case.grid, tmp, segmenter.channels)
+        return segmenter.load(images), record
 
 
 def case_entry(result: CaseResult) -> dict[str, Any]:
