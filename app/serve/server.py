@@ -83,17 +83,26 @@ class _Models:
         self._segmenters: dict[str, Any] = {}
         self._locks = {b: threading.Lock() for b in bundles}
 
-    def predict(self, model: str, files: list[Path], uncertainty: bool = False) -> dict[str, Any]:
+    def predict(self, model: str, files: list[Path], uncertainty: bool = False, resample: bool = False) -> dict[str, Any]:
         """``Segmenter.run_case`` of one study: ``label``, ``affine`` and, with ``uncertainty``,
-        the whole-tumour ``uncertainty`` map and case ``quality``."""
+        the whole-tumour ``uncertainty`` map and case ``quality``. With ``resample``, a study whose
+        sequences lie on different grids is put on its finest grid first
+        (:mod:`app.inference.align`): ``resampled`` then gives that grid's file and what was resampled."""
         from app.inference import Segmenter
+        from app.inference.align import align_case, grid_reference
 
         with self._locks[model]:
             key = f"{model}+uncertainty" if uncertainty else model
             if key not in self._segmenters:
                 self._segmenters[key] = Segmenter(self.bundles[model], device=self.device, uncertainty=uncertainty)
             segmenter = self._segmenters[key]
-            return segmenter.run_case(segmenter.load(files))
+            grid = grid_reference(files) if resample else None
+            if grid is None:
+                return segmenter.run_case(segmenter.load(files))
+            with tempfile.TemporaryDirectory(prefix="volseg_resample_") as tmp:
+                aligned, record = align_case(files, grid, tmp, segmenter.channels)
+                data = segmenter.load(aligned)
+            return {**segmenter.run_case(data), "resampled": record}
 
 
 def _multipart(params: dict[str, Any], filename: str, data: bytes) -> Response:
@@ -182,12 +191,14 @@ def create_app(config: ServerConfig) -> FastAPI:
             raise DatastoreError(f"result_dtype '{p['result_dtype']}' not supported; label maps are uint8")
         files = store.modality_files(image)
         start = time.perf_counter()
-        case = models.predict(model, files, uncertainty=bool(p.get("uncertainty", False)))
+        case = models.predict(model, files, uncertainty=bool(p.get("uncertainty", False)), resample=bool(p.get("resample", False)))
         label = case["label"]
         done = time.perf_counter()
         from app.io.writers import write_label_like, write_map_like
 
         reference = files[MODALITIES.index("flair")] if len(files) == len(MODALITIES) else files[0]
+        if "resampled" in case:  # params {"resample": true}: the label is on the study's finest grid
+            reference = Path(case["resampled"]["grid"])
         with tempfile.TemporaryDirectory() as tmp:
             out = write_label_like(label, reference, Path(tmp) / f"{image}_seg{ext}")
             data = out.read_bytes()
@@ -195,6 +206,8 @@ def create_app(config: ServerConfig) -> FastAPI:
         result = {"label_names": served[model].labels.names_to_values(),
                   "latencies": {"pre": 0.0, "infer": round(done - start, 3), "invert": 0.0, "post": 0.0, "write": round(total - (done - start), 3),
                                 "total": round(total, 3), "transform": None}}
+        if "resampled" in case:
+            result["resampled"] = case["resampled"]
         if case.get("input_warnings"):  # e.g. a sequence that is not skull-stripped: MONAI Label clients show "params"
             result["warnings"] = list(case["input_warnings"])
         if "uncertainty" in case:  # params {"uncertainty": true}: the map goes beside the labels, for 3D Slicer to load

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from email.parser import BytesParser
 from email.policy import default
@@ -198,3 +199,25 @@ def test_infer_answer_carries_the_warning_of_a_study_that_is_not_skull_stripped(
     assert r.status_code == 200, r.text
     [warning] = r.json()["warnings"]
     assert warning.startswith(f"{flair.name}: does not look skull-stripped")
+
+
+def test_infer_with_resample_segments_a_study_on_different_grids_on_its_finest(client: TestClient, studies: Path):
+    import SimpleITK as sitk
+
+    flair = case_files(studies / "Phantom_001")[3]
+    image = sitk.ReadImage(str(flair))
+    size, spacing = image.GetSize(), image.GetSpacing()
+    thick = sitk.Resample(image, [size[0], size[1], size[2] // 3], sitk.Transform(), sitk.sitkLinear,
+                          image.TransformContinuousIndexToPhysicalPoint((0.0, 0.0, 1.0)), (spacing[0], spacing[1], spacing[2] * 3), image.GetDirection())
+    sitk.WriteImage(thick, str(flair))  # a 2D FLAIR of slices 3x as thick, in the same scanner space
+    refused = client.post("/infer/brats_unet3d?image=Phantom_001&output=json")
+    assert refused.status_code == 422 and "--resample" in refused.json()["error"]
+    r = client.post("/infer/brats_unet3d?image=Phantom_001", data={"params": json.dumps({"resample": True})})
+    assert r.status_code == 200, r.text
+    form, files = _parse_multipart(r)
+    params = json.loads(form["params"])
+    assert params["resampled"]["grid"].endswith("Phantom_001_t1.nii.gz") and list(params["resampled"]["resampled"]) == ["flair"]
+    (name, data), = files.items()
+    label = nib.Nifti1Image.from_bytes(gzip.decompress(data))
+    t1 = nib.load(case_files(studies / "Phantom_001")[0])
+    assert label.shape == t1.shape and np.allclose(label.affine, t1.affine)
