@@ -355,12 +355,18 @@ def train(bundle: str = DEFAULT_BUNDLE, manifest: str | Path | None = None, data
     if freeze_encoder and init_from is None:
         raise ValueError("--freeze-encoder needs --init-from: a frozen random encoder learns nothing")
     init_ckpt = _init_checkpoint(init_from) if init_from is not None else None
-    workflow.initialize()
-    from app.engines.preflight import check_augment_device, check_distill_teacher, check_training_splits
+    from app.engines.preflight import check_augment_device, check_distill_teacher, check_training_splits, config_error_cause
 
-    check_training_splits(workflow.parser)  # an empty training (or due validation) split: one clear ValueError
-    check_augment_device(workflow.parser)  # GPU augmentation with loader worker processes
-    check_distill_teacher(workflow.parser)  # a missing teacher: one clear FileNotFoundError
+    try:
+        workflow.initialize()
+        check_training_splits(workflow.parser)  # an empty training (or due validation) split: one clear ValueError
+        check_augment_device(workflow.parser)  # GPU augmentation with loader worker processes
+        check_distill_teacher(workflow.parser)  # a missing teacher: one clear FileNotFoundError
+    except RuntimeError as err:  # MONAI's wrapper of a config expression's error: raise the cause (a missing data file)
+        cause = config_error_cause(err)
+        if cause is err:
+            raise
+        raise cause from err
     out = Path(workflow.parser.get_parsed_content("output_dir"))
     if init_ckpt is not None and not (out / "last.pt").is_file():
         from app.inference.ensemble import load_weights

@@ -14,7 +14,33 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["check_augment_device", "check_distill_teacher", "check_training_splits"]
+__all__ = ["check_augment_device", "check_distill_teacher", "check_training_splits", "config_error_cause"]
+
+
+def config_error_cause(err: RuntimeError) -> Exception:
+    """The user's error inside MONAI's wrapper, or ``err`` itself.
+
+    MONAI's ``ConfigParser`` re-raises any error of a ``$`` expression or ``_target_`` call as
+    ``RuntimeError("Failed to evaluate ConfigExpression ...")`` (or "Failed to instantiate"), so a
+    missing data file ended ``volseg train`` in a 150-line traceback with the cause in the middle.
+    Returns the first :class:`FileNotFoundError` or :class:`ValueError` (which includes
+    :class:`app.errors.InputError`) in the chain of causes, for a one-line message.
+
+    Example:
+        >>> try:
+        ...     raise RuntimeError("Failed to evaluate ConfigExpression") from FileNotFoundError("no 'x.nii.gz'")
+        ... except RuntimeError as err:
+        ...     print(repr(config_error_cause(err)))
+        FileNotFoundError("no 'x.nii.gz'")
+    """
+    seen: set[int] = set()
+    cause: BaseException | None = err
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, (FileNotFoundError, ValueError)):
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    return err
 
 
 def check_training_splits(parser: Any) -> None:

@@ -77,6 +77,20 @@ def test_empty_splits_give_a_clear_error(ct_phantom_root: Path, ct_phantom_manif
     assert not (tmp_path / "b" / "model.pt").exists()
 
 
+def test_a_missing_data_root_is_one_line_from_volseg_train(ct_phantom_manifest: Path, tmp_path: Path):
+    """MONAI wraps the datalist's FileNotFoundError in "Failed to evaluate ConfigExpression"; the CLI
+    gives the cause in one line (it was a 150-line traceback for a user without --data-dir)."""
+    from typer.testing import CliRunner
+
+    from app.cli import app as cli
+
+    result = CliRunner().invoke(cli, ["train", "--bundle", "ct_unet3d", "--manifest", str(ct_phantom_manifest), "--data-dir", str(tmp_path / "nowhere"),
+                                      "--output-dir", str(tmp_path / "run"), "--max-epochs", "1", "--quiet"])
+    assert result.exit_code == 2, result.output
+    assert "error: datalist" in result.output and "--data-dir DIR for volseg" in result.output
+    assert "Traceback" not in result.output and "ConfigExpression" not in result.output
+
+
 def test_new_weights_do_not_inherit_the_source_weights_accurate_n4():
     """A run's bundle starts from the source metadata, but N4 by default in accurate mode was
     chosen for the source's N4-trained weights: the new bundle has it off (``--n4`` still works);
