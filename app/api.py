@@ -293,6 +293,13 @@ def run_info() -> dict[str, str]:
     return {"volseg": app.__version__, "python": platform.python_version(), "monai": monai.__version__, "torch": torch.__version__, "numpy": np.__version__}
 
 
+def _default_output_dir(bundle: str | Path, root: Path) -> Path:
+    """Where a training run without ``output_dir`` writes: ``runs/<name>`` in the working folder for
+    a shipped bundle (its folder may sit in a read-only site-packages, and is shared by every run),
+    ``<bundle folder>/runs/train`` for a bundle given as a folder (the Model Zoo's place)."""
+    return root / "runs" / "train" if Path(bundle).is_dir() else Path.cwd() / "runs" / str(bundle)
+
+
 def _train_args(root: Path, overrides: dict[str, Any] | None, manifest: str | Path | None, data_dir: str | Path | None,
                 output_dir: str | Path | None) -> dict[str, Any]:
     """Config overrides for a training run: bundle root, data and output paths made absolute."""
@@ -308,6 +315,8 @@ def train(bundle: str = DEFAULT_BUNDLE, manifest: str | Path | None = None, data
           fold: int | None = None, init_from: str | Path | None = None, freeze_encoder: bool = False) -> Path:
     """Run a bundle's own ``[common, train]`` configs (the same path as ``python -m monai.bundle run``).
 
+    ``output_dir`` defaults to ``runs/<bundle name>`` in the working folder for a shipped bundle, and
+    to ``<bundle folder>/runs/train`` for a bundle given as a folder.
     The resolved config and package versions are saved in ``output_dir`` as ``run_config.json``
     and ``run_info.json``. Checkpoints: ``output_dir/last.pt`` (resumable) and ``model.pt`` (best,
     or the final weights where no validation ran). The finished ``output_dir`` is a complete
@@ -350,7 +359,7 @@ def train(bundle: str = DEFAULT_BUNDLE, manifest: str | Path | None = None, data
     root = Path(files[0]).parents[1]
     if fold is not None:
         manifest, overrides = _fold_run(manifest or manifest_path("brats2018_cv5"), fold, output_dir, overrides)
-    args = _train_args(root, overrides, manifest, data_dir, output_dir)
+    args = _train_args(root, overrides, manifest, data_dir, output_dir if output_dir is not None else _default_output_dir(bundle, root))
     workflow = ConfigWorkflow(config_file=files, meta_file=str(root / "configs" / "metadata.json"), logging_file=str(root / "configs" / "logging.conf"), workflow_type="train", **args)
     if freeze_encoder and init_from is None:
         raise ValueError("--freeze-encoder needs --init-from: a frozen random encoder learns nothing")
@@ -457,7 +466,7 @@ def train_distributed(bundle: str = DEFAULT_BUNDLE, nproc: int = 2, manifest: st
         raise ValueError(f"nproc must be >= 1, got {nproc}")
     files = config_files(bundle, "train", "multi_gpu_train") + [str(Path(f).resolve()) for f in extra_configs]
     root = Path(files[0]).parents[1]
-    out = Path(output_dir).resolve() if output_dir is not None else root / "runs" / "train"
+    out = Path(output_dir).resolve() if output_dir is not None else _default_output_dir(bundle, root)
     args = _train_args(root, overrides, manifest, data_dir, out)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "monai.bundle", "run",
            "--config_file", json.dumps(files), "--meta_file", str(root / "configs" / "metadata.json"), "--logging_file", str(root / "configs" / "logging.conf")]

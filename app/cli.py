@@ -372,7 +372,7 @@ def train(
     bundle: str = typer.Option("brats_unet3d", help=BUNDLE_HELP),
     manifest: Optional[Path] = typer.Option(None, help="Decathlon datalist (default: the bundle's data_list_file)"),
     data_dir: Optional[Path] = typer.Option(None, help="data root of the manifest's paths"),
-    output_dir: Optional[Path] = typer.Option(None, help="checkpoints, TensorBoard logs and the resolved config (default <bundle>/runs/train)"),
+    output_dir: Optional[Path] = typer.Option(None, help="checkpoints, TensorBoard logs and the resolved config; the finished folder is a bundle (default: runs/<bundle name> in the working folder for a shipped bundle, <bundle folder>/runs/train for a bundle folder)"),
     max_epochs: Optional[int] = typer.Option(None, help="override the bundle's max_epochs"),
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP, callback=_checked_device),
     nproc: int = typer.Option(1, help="processes (GPUs) for DistributedDataParallel via torchrun; 1: single process"),

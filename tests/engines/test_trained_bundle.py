@@ -91,6 +91,20 @@ def test_a_missing_data_root_is_one_line_from_volseg_train(ct_phantom_manifest: 
     assert "Traceback" not in result.output and "ConfigExpression" not in result.output
 
 
+def test_a_shipped_bundle_trains_into_the_working_folder_by_default(ct_phantom_root: Path, ct_phantom_manifest: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch):
+    """Without --output-dir a run of a shipped bundle wrote into the bundle's folder, which in a wheel
+    install is site-packages (read-only on shared machines, and shared by every run)."""
+    from app.bundles import bundle_dir
+
+    monkeypatch.chdir(tmp_path)
+    before = set((bundle_dir("ct_unet3d") / "runs").rglob("*")) if (bundle_dir("ct_unet3d") / "runs").exists() else set()
+    out = api.train("ct_unet3d", ct_phantom_manifest, ct_phantom_root, None, dict(RUN), progress=False)
+    assert out == tmp_path / "runs" / "ct_unet3d" and (out / "models" / "model.pt").is_file()
+    after = set((bundle_dir("ct_unet3d") / "runs").rglob("*")) if (bundle_dir("ct_unet3d") / "runs").exists() else set()
+    assert after == before  # nothing written into the shipped bundle
+
+
 def test_new_weights_do_not_inherit_the_source_weights_accurate_n4():
     """A run's bundle starts from the source metadata, but N4 by default in accurate mode was
     chosen for the source's N4-trained weights: the new bundle has it off (``--n4`` still works);
