@@ -264,3 +264,34 @@ def test_written_cases_are_skipped_unless_overwrite(cases: list[Path], tmp_path:
     assert record["cases"][0]["note"].startswith("skipped") and record["cases"][0]["output"] == str(out / "Phantom_000_seg.nii.gz")
     again = CliRunner().invoke(cli, ["segment", str(cases[0]), "-o", str(out), "--quiet", "--overwrite"])
     assert again.exit_code == 0 and fake.segmented[-1] == "Phantom_000" and len(fake.segmented) == 4
+
+
+def test_a_second_batch_in_the_same_folder_keeps_the_first(cases: list[Path], tmp_path: Path, fake: FakeSegmenter):
+    """The README's commands share one output folder: a later batch must not drop the earlier cases
+    from volseg_run.json and volumes.csv, and each case says what it was segmented with."""
+    out = tmp_path / "out"
+    assert _segment(cases[0], cases[1], "-o", out).exit_code == 0
+    assert _segment(cases[2], "-o", out).exit_code == 0
+    record = json.loads((out / "volseg_run.json").read_text())
+    assert [c["case_id"] for c in record["cases"]] == ["Phantom_000", "Phantom_001", "Phantom_002"]
+    assert all(c["settings"] == {"bundle": "brats_unet3d", "mode": "fast", "n4_average": False, "precision": "f32"} for c in record["cases"])
+    assert all(c["inputs"][0].endswith("_t1.nii.gz") and c["volumes_ml"]["ED"] > 0 for c in record["cases"])
+    assert [row.split(",")[0] for row in (out / "volumes.csv").read_text().splitlines()[1:]] == ["Phantom_000", "Phantom_001", "Phantom_002"]
+
+
+def test_a_written_case_made_with_other_settings_is_segmented_again(cases: list[Path], tmp_path: Path, fake: FakeSegmenter):
+    out = tmp_path / "out"
+    assert _segment(cases[0], cases[1], "-o", out).exit_code == 0
+    same = _segment(cases[0], "-o", out)  # same settings: skipped, its entry kept with the note
+    entry = json.loads((out / "volseg_run.json").read_text())["cases"]
+    assert same.exit_code == 0 and fake.segmented == ["Phantom_000", "Phantom_001"]
+    assert entry[1]["case_id"] == "Phantom_000" and entry[1]["note"].startswith("skipped") and entry[1]["settings"]["mode"] == "fast"
+    fake.mode = "accurate"  # as `--mode accurate` would resolve
+    assert _segment(cases[0], "-o", out).exit_code == 0
+    assert fake.segmented == ["Phantom_000", "Phantom_001", "Phantom_000"]  # not skipped: its label was a fast-mode one
+    by_id = {c["case_id"]: c for c in json.loads((out / "volseg_run.json").read_text())["cases"]}
+    assert by_id["Phantom_000"]["settings"]["mode"] == "accurate" and by_id["Phantom_000"]["note"] is None
+    assert by_id["Phantom_001"]["settings"]["mode"] == "fast"  # the earlier case keeps what it was made with
+    fake.mode = "fast"
+    assert _segment(cases[1], "-o", out, "--uncertainty").exit_code == 0
+    assert fake.segmented[-1] == "Phantom_001"  # it has no uncertainty map, which this run asks for

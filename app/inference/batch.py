@@ -304,7 +304,12 @@ def write_run_record(plan: BatchPlan, segmenter: Segmenter, settings: SegmentSet
                      nproc: int = 1) -> Path:
     """Write ``<output_dir>/volseg_run.json``: ``info`` (package versions, :func:`app.api.run_info`),
     bundle settings, precision, the number of processes, notes on the inputs, and each case's
-    outcome in input order."""
+    outcome, and ``volumes.csv`` beside it.
+
+    An output folder that holds an earlier batch keeps it: the earlier record's cases that this batch
+    did not touch (and whose label map is still there) stay in ``cases``, first, and a case this batch
+    skipped keeps its earlier entry with the skip note. Each entry carries the ``settings`` it was
+    segmented with (bundle, mode, N4, precision), since cases of one folder may differ."""
     from app.bundles import ran_int8
     from app.inference.volumes import add_case_volumes
     from app.io.atomic import atomic_write_text
@@ -312,10 +317,62 @@ def write_run_record(plan: BatchPlan, segmenter: Segmenter, settings: SegmentSet
     keys = ("infer_mode", "roi_size", "sw_batch_size", "overlap", "spacing_mm", "ckpt_path", *(("ensemble_ckpt_paths", "mirror_axes") if segmenter.mode == "accurate" else ()))
     record = {**info, "bundle": str(settings.bundle), "device": str(segmenter.device), "backend": segmenter.backend, "precision": segmenter.precision,
               "mode": segmenter.mode, "n4_average": bool(getattr(segmenter, "n4", False)), "n4_combine": getattr(segmenter, "n4_combine", None) if getattr(segmenter, "n4", False) else None, "nproc": nproc, "config": {k: segmenter.parser.get_parsed_content(k) for k in keys if k in segmenter.parser},
-              "notes": plan.notes, "cases": entries}
-    add_missing_sequence_cv(entries, settings.bundle, record["n4_average"], ran_int8(segmenter.precision))
-    add_case_volumes(entries, settings.bundle, plan.output_dir)  # volumes_ml per case from the written labels, and volumes.csv
+              "notes": plan.notes}
+    ran = [e for e in entries if not e.get("note")]
+    for entry, case in zip(entries, plan.cases):
+        entry.setdefault("inputs", [str(p) if p is not None else None for p in case.images])
+    for entry in ran:
+        entry["settings"] = run_settings(record)
+    add_missing_sequence_cv(ran, settings.bundle, record["n4_average"], ran_int8(segmenter.precision))
+    record["cases"] = _with_earlier_cases(entries, earlier_entries(plan.output_dir))
+    add_case_volumes(record["cases"], settings.bundle, plan.output_dir)  # volumes_ml per case from the written labels, and volumes.csv
     return atomic_write_text(Path(plan.output_dir) / RUN_RECORD, json.dumps(record, indent=2, default=str) + "\n")
+
+
+def run_settings(record: dict[str, Any]) -> dict[str, Any]:
+    """What a run record's cases were segmented with: ``bundle``, ``mode``, ``n4_average``, ``precision``."""
+    return {key: record.get(key) for key in ("bundle", "mode", "n4_average", "precision")}
+
+
+def earlier_entries(out_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """Case ID -> entry of the run record already in ``out_dir`` (``{}`` where there is none or it
+    cannot be read), each with its ``settings`` (from the record's top level where an older record
+    has none per case)."""
+    try:
+        record = json.loads((Path(out_dir) / RUN_RECORD).read_text())
+        return {e["case_id"]: {**e, "settings": e.get("settings") or run_settings(record)} for e in record.get("cases", [])}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def _with_earlier_cases(entries: list[dict[str, Any]], earlier: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """This batch's entries after the earlier record's cases it did not touch (label still on disk);
+    a skipped case takes its earlier entry, with the skip note."""
+    ids = {e["case_id"] for e in entries}
+    kept = [e for cid, e in earlier.items() if cid not in ids and e.get("output") and Path(e["output"]).is_file()]
+    merged = [{**earlier[e["case_id"]], "note": e["note"]} if e.get("note") and e["case_id"] in earlier else e for e in entries]
+    return kept + merged
+
+
+def stale_skips(plan: BatchPlan, segmenter: Segmenter, settings: SegmentSettings) -> list[str]:
+    """Un-skip the planned cases whose label in the output folder was made with other settings
+    (bundle, mode, N4, precision: the earlier run record says so) or lacks the uncertainty map this
+    run asks for: they are segmented again. Returns a line per case for the log."""
+    earlier = earlier_entries(plan.output_dir)
+    now = {"bundle": str(settings.bundle), "mode": segmenter.mode, "n4_average": bool(getattr(segmenter, "n4", False)), "precision": segmenter.precision}
+    lines = []
+    for case in plan.cases:
+        entry = earlier.get(case.case_id)
+        if not case.note or entry is None:
+            continue
+        changed = {k: (entry["settings"].get(k), v) for k, v in now.items() if entry["settings"].get(k) != v}
+        no_map = settings.uncertainty and not (entry.get("uncertainty") and Path(entry["uncertainty"]).is_file())
+        if changed or no_map:
+            case.note = None
+            why = (f"was made with other settings ({', '.join(f'{k} {old} -> {new}' for k, (old, new) in changed.items())})" if changed
+                   else "has no uncertainty map, which this run asks for")
+            lines.append(f"case '{case.case_id}': its label in {plan.output_dir} {why}; segmenting it again")
+    return lines
 
 
 def add_missing_sequence_cv(entries: list[dict[str, Any]], bundle: str | Path, n4: bool, int8: bool) -> None:
@@ -351,6 +408,8 @@ def run_batch(plan: BatchPlan, settings: SegmentSettings, info: dict[str, Any], 
         One :class:`CaseResult` per planned case, in input order.
     """
     segmenter = make_segmenter(settings)
+    for line in stale_skips(plan, segmenter, settings):
+        logger.warning(line)
     todo = plan.todo()
     computed = dict(zip(todo, run_cases(segmenter, [plan.cases[i] for i in todo], settings, progress)))
     results = merge_results(plan, computed)
