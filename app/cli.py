@@ -305,7 +305,8 @@ def segment(
             if r.extra.get("missing_sequences"):
                 typer.echo(f"  {_missing_line(bundle, r.extra['missing_sequences'], used_n4, used_int8)}")
             if "quality" in r.extra:
-                typer.echo(f"  uncertainty: {r.extra['uncertainty']} (quality score {r.extra['quality']:.3f}: expected WT Dice)")
+                caveat = "; not to be trusted: the input warnings above say the case is unlike BraTS MRI" if r.extra.get("input_warnings") else ""
+                typer.echo(f"  uncertainty: {r.extra['uncertainty']} (quality score {r.extra['quality']:.3f}: expected WT Dice{caveat})")
     if (output / "volumes.csv").is_file():
         typer.echo(f"volumes (mL): {output / 'volumes.csv'}" + (f"; report: {output / 'report.html'}" if report else ""))
     if failed:

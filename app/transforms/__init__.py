@@ -2,6 +2,7 @@
 
 from app.transforms.bias_field import TorchRandBiasField, TorchRandBiasFieldd, legendre_field
 from app.transforms.box import InForegroundBox, InForegroundBoxd
+from app.transforms.brain import CheckBrainMRI, CheckBrainMRId, tissue_volume_ml
 from app.transforms.components import (
     RelabelRelativelySmallComponents,
     RelabelRelativelySmallComponentsd,
@@ -20,6 +21,8 @@ from app.transforms.spacing import is_anisotropic, target_spacing
 from app.transforms.zscore import NonzeroZScore, NonzeroZScored
 
 __all__ = [
+    "CheckBrainMRI",
+    "CheckBrainMRId",
     "CheckSkullStripped",
     "CheckSkullStrippedd",
     "ChannelThreshold",
@@ -50,6 +53,7 @@ __all__ = [
     "is_anisotropic",
     "legendre_field",
     "slabs_to_volume",
+    "tissue_volume_ml",
     "stack_slices",
     "target_spacing",
     "volume_to_slabs",

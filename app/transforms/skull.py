@@ -20,7 +20,7 @@ from monai.transforms import MapTransform, Transform
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CheckSkullStripped", "CheckSkullStrippedd", "zero_fractions"]
+__all__ = ["CheckSkullStripped", "CheckSkullStrippedd", "channel_names", "zero_fractions"]
 
 #: metadata key of the warnings about an input, read by ``app.inference.Segmenter.load``
 WARNINGS_KEY = "input_warnings"
@@ -88,13 +88,18 @@ class CheckSkullStripped(Transform):
         return img
 
 
+def channel_names(channels: Sequence[int], channel_files: Sequence[str | None] | None, filename: object) -> list[str]:
+    """A name for each channel in a warning: its file's name where ``channel_files`` (the reader's
+    ``"channel_files"`` metadata, one entry a channel) is given, else ``channel <c>`` (of ``filename``)."""
+    if channel_files:
+        return [Path(str(channel_files[c])).name for c in channels]
+    return [f"channel {c} of '{Path(str(filename)).name}'" if filename else f"channel {c}" for c in channels]
+
+
 def _message(low: Sequence[int], fractions: Sequence[float], channel_files: Sequence[str | None] | None, filename: object,
              min_zero_fraction: float) -> str:
     """``'<files>': N % of the voxels are 0 ...``, naming the channels' files where known."""
-    if channel_files and len(channel_files) == len(fractions):
-        names = [Path(str(channel_files[c])).name for c in low]
-    else:
-        names = [f"channel {c} of '{Path(str(filename)).name}'" if filename else f"channel {c}" for c in low]
+    names = channel_names(low, channel_files if channel_files and len(channel_files) == len(fractions) else None, filename)
     shares = [f"{100 * fractions[c]:.0f} %" for c in low]
     share = f"{shares[0]} of the voxels are 0" + (" in each" if len(low) > 1 else "") if len(set(shares)) == 1 else f"{', '.join(shares)} of the voxels are 0"
     return (f"{', '.join(names)}: does not look skull-stripped ({share}, under {100 * min_zero_fraction:.0f} %; "

@@ -158,6 +158,17 @@ def test_a_sequence_that_is_not_skull_stripped_is_segmented_with_a_warning_in_th
     result = CliRunner().invoke(cli, ["segment", str(case), "--output", str(tmp_path / "out"), "--quiet", "--backend", "torch"])
     assert result.exit_code == 0, result.output
     [entry] = json.loads((tmp_path / "out" / "volseg_run.json").read_text())["cases"]
-    [warning] = entry["input_warnings"]
+    [warning] = [w for w in entry["input_warnings"] if "does not look skull-stripped" in w]  # the phantom is also too small for a brain (93 mL)
     assert warning.startswith("Phantom_000_t2.nii.gz: does not look skull-stripped") and "HD-BET or SynthStrip" in warning
     assert (tmp_path / "out" / "Phantom_000_seg.nii.gz").is_file()
+
+
+def test_a_case_too_small_for_a_brain_gets_a_warning_and_its_quality_score_a_caveat(case: Path, tmp_path: Path):
+    """A spinal-cord MRI passed as FLAIR came back with 63 mL of tumour and quality 0.85, unwarned
+    but for skull stripping. The phantom, 29 mL of tissue, is as small."""
+    result = CliRunner().invoke(cli, ["segment", str(case), "--output", str(tmp_path / "out"), "--quiet", "--backend", "torch", "--uncertainty"])
+    assert result.exit_code == 0, result.output
+    [entry] = json.loads((tmp_path / "out" / "volseg_run.json").read_text())["cases"]
+    [warning] = entry["input_warnings"]
+    assert "mL of non-zero voxels, too little for a brain" in warning and warning.startswith("Phantom_000_t1.nii.gz, ")
+    assert "quality score" in result.output and "not to be trusted: the input warnings above" in result.output

@@ -189,7 +189,8 @@ def test_infer_with_uncertainty_serves_the_map_beside_the_label(client: TestClie
 
 
 def test_infer_answer_carries_the_warning_of_a_study_that_is_not_skull_stripped(client: TestClient, studies: Path):
-    assert "warnings" not in client.post("/infer/brats_unet3d?image=Phantom_000&output=json").json()
+    skull = lambda answer: [w for w in answer.get("warnings", []) if "does not look skull-stripped" in w]  # noqa: E731 (phantoms are also too small for a brain)
+    assert not skull(client.post("/infer/brats_unet3d?image=Phantom_000&output=json").json())
     flair = case_files(studies / "Phantom_001")[3]
     img = nib.load(flair)
     data = np.asarray(img.dataobj, dtype=np.float32)
@@ -197,7 +198,7 @@ def test_infer_answer_carries_the_warning_of_a_study_that_is_not_skull_stripped(
     nib.save(nib.Nifti1Image(data, img.affine), flair)
     r = client.post("/infer/brats_unet3d?image=Phantom_001&output=json")
     assert r.status_code == 200, r.text
-    [warning] = r.json()["warnings"]
+    [warning] = skull(r.json())
     assert warning.startswith(f"{flair.name}: does not look skull-stripped")
 
 
