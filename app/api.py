@@ -37,8 +37,8 @@ def segment(inputs: str | Path | Sequence[str | Path], bundle: str = DEFAULT_BUN
         ``(label, affine)``: ``(H, W, D)`` uint8 label map with the bundle's codes (BraTS 0/1/2/4,
         CT 0/1) in the input's grid, and the input's 4x4 affine (mm). ``backend`` is ``"auto"``, ``"torch"``,
         ``"openvino"`` or None for the bundle's ``inference_backend``. ``mode`` is ``"fast"``
-        (one model), ``"accurate"`` (the cross-validation fold models, each with mirroring
-        test-time augmentation) or None for the bundle's ``mode`` (fast). ``int8`` runs the
+        (one model), ``"accurate"`` (the average of the cross-validation fold models; mirroring
+        test-time augmentation only where the bundle's ``mirror_axes`` lists axes, none as shipped) or None for the bundle's ``mode`` (fast). ``int8`` runs the
         bundle's int8 models on OpenVINO (True), float32 (False) or as the bundle says (None).
         ``n4`` applies N4 bias-field correction first (True; the bundle's ``n4_combine`` says
         whether the corrected case alone is segmented or averaged with the case as given), or
@@ -128,7 +128,7 @@ def segment_cases(
             bundle's ``n4_average`` (off) in fast mode, ``accurate_n4_average`` in accurate mode
             (on for brats_unet3d). The bundle's ``n4_combine`` says whether the corrected
             case alone is segmented or averaged with the case as given. Slower by the N4 fits
-            (about 1.5 s a case on 2 CPU cores); its CV gain is in the bundle docs (see
+            (about 1.1 s a case on 2 CPU cores); its CV gain is in the bundle docs (see
             :class:`app.inference.Segmenter`).
         resample: a case whose sequences lie on different voxel grids of one session (e.g. a 5 mm
             2D FLAIR beside a 1 mm 3D T1ce) is resampled onto its finest grid first (linear, in

@@ -40,6 +40,21 @@ def _fail(err: Exception, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _shipped_manifest(manifest: Optional[Path]) -> Optional[Path]:
+    """``--manifest`` callback: a path that does not exist but names a shipped datalist, as the README's
+    ``data_manifests/brats2018_shared.json`` does outside the source checkout (a wheel install),
+    is taken from the installed package, said on stderr (:func:`app.resources.manifest_path`)."""
+    if manifest is None or manifest.exists() or (manifest.parent.name not in ("", "data_manifests")):
+        return manifest
+    from app.resources import manifests_root
+
+    shipped = manifests_root() / manifest.name
+    if not shipped.is_file():
+        return manifest
+    typer.echo(f"note: '{manifest}' is not here; using the shipped datalist {shipped}", err=True)
+    return shipped
+
+
 def _checked_device(device: Optional[str]) -> Optional[str]:
     """``--device`` callback: a device this machine cannot run on (``cuda`` without CUDA) fails
     here, in one line, before any data or model is loaded (:func:`app.devices.check_device`)."""
@@ -121,7 +136,7 @@ def list_bundles() -> None:
 
 @cv_app.command("folds")
 def cv_folds(
-    manifest: Path = typer.Argument(..., help="Decathlon datalist whose labelled cases (all splits) are pooled"),
+    manifest: Path = typer.Argument(..., help="Decathlon datalist whose labelled cases (all splits) are pooled", callback=_shipped_manifest),
     out: Path = typer.Option(..., "--out", help="cross-validation datalist JSON to write"),
     data_dir: Optional[Path] = typer.Option(None, help="data root of the manifest's paths (default $VOLSEG_BRATS_DIR or ../shared/data/brats2018)"),
     folds: int = typer.Option(5, help="number of folds"),
@@ -143,7 +158,7 @@ def cv_folds(
 
 @cv_app.command("n4-copies")
 def cv_n4_copies(
-    manifest: Optional[Path] = typer.Option(None, help="cross-validation datalist (default: the shipped brats2018_cv5.json)"),
+    manifest: Optional[Path] = typer.Option(None, help="cross-validation datalist (default: the shipped brats2018_cv5.json)", callback=_shipped_manifest),
     data_dir: Optional[Path] = typer.Option(None, help="data root of the manifest's paths (default $VOLSEG_BRATS_DIR or ../shared/data/brats2018)"),
     out_dir: Path = typer.Option(..., help="folder of the N4-corrected copies (<case>_n4/) and of the datalist of both"),
     shrink_factor: int = typer.Option(6, help="N4 fit on a copy shrunk by this factor"),
@@ -171,7 +186,7 @@ def cv_n4_copies(
 @cv_app.command("train")
 def cv_train(
     bundle: str = typer.Option("brats_unet3d", help=BUNDLE_HELP),
-    manifest: Optional[Path] = typer.Option(None, help="cross-validation datalist (volseg cv folds; default: the shipped brats2018_cv5.json)"),
+    manifest: Optional[Path] = typer.Option(None, help="cross-validation datalist (volseg cv folds; default: the shipped brats2018_cv5.json)", callback=_shipped_manifest),
     data_dir: Optional[Path] = typer.Option(None, help="data root of the manifest's paths"),
     output_dir: Path = typer.Option(..., help="runs go to <output-dir>/fold<k>/ (resumed from last.pt)"),
     fold: list[int] = typer.Option([], help="folds to train (repeat the option; default: every fold without a model.pt)"),
@@ -206,11 +221,11 @@ def cv_train(
 @cv_app.command("evaluate")
 def cv_evaluate(
     bundle: str = typer.Option("brats_unet3d", help=BUNDLE_HELP),
-    manifest: Optional[Path] = typer.Option(None, help="cross-validation datalist (default data_manifests/brats2018_cv5.json)"),
+    manifest: Optional[Path] = typer.Option(None, help="cross-validation datalist (default data_manifests/brats2018_cv5.json)", callback=_shipped_manifest),
     weights: Optional[Path] = typer.Option(None, help="folder of fold<k>.pt or fold<k>/model.pt (default: the bundle's models/)"),
     output: Path = typer.Option(Path("cv"), "--output", "-o", help="predictions, cv_cases.csv, cv_summary.json"),
     data_dir: Optional[Path] = typer.Option(None, help="data root of the manifest's paths"),
-    mode: str = typer.Option("fast", help="fast: each fold model once; accurate: each fold model with mirroring TTA and the accurate settings"),
+    mode: str = typer.Option("fast", help="fast: each fold model once; accurate: each fold model with the bundle's accurate settings (brats_unet3d: N4; mirroring only where its mirror_axes lists axes, none as shipped)"),
     backend: Optional[str] = typer.Option(None, help=BACKEND_HELP),
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP, callback=_checked_device),
     infer_mode: Optional[str] = typer.Option(None, help="override infer_mode (both modes): sliding_window or whole_volume"),
@@ -263,7 +278,7 @@ def segment(
     overwrite: bool = typer.Option(False, "--overwrite", help="segment cases whose label map is already in the output folder again (default: skip them, so a stopped batch resumes; a label made with another bundle, mode, N4 or precision, or without the uncertainty map asked for, is made again; earlier cases stay in volseg_run.json and volumes.csv)"),
     report: bool = typer.Option(False, "--report", help="also write <output>/report.html: per case, overlays on three planes, volumes (mL), missing sequences, quality score, the bundle's CV figures"),
     int8: Optional[bool] = typer.Option(None, "--int8/--no-int8", help="OpenVINO backend: run the bundle's int8 models (NNCF post-training quantization; brats_unet3d: 5-fold CV Dice within 0.005 of float32) or float32; default: the bundle's openvino_int8"),
-    n4: Optional[bool] = typer.Option(None, "--n4/--no-n4", help="N4 bias-field correction of every sequence before the model (the bundle's n4_combine: the corrected case only, or averaged with the case as given; brats_unet3d 5-fold CV gain in its docs; about 1.5 s a case more on 2 CPU cores); default: the bundle's, off in --mode fast, on in --mode accurate for brats_unet3d"),
+    n4: Optional[bool] = typer.Option(None, "--n4/--no-n4", help="N4 bias-field correction of every sequence before the model (the bundle's n4_combine: the corrected case only, or averaged with the case as given; brats_unet3d 5-fold CV gain in its docs; about 1.1 s a case more on 2 CPU cores); default: the bundle's, off in --mode fast, on in --mode accurate for brats_unet3d"),
     resample: bool = typer.Option(False, "--resample", help="a case whose sequences lie on different voxel grids of one session (e.g. a 5 mm 2D FLAIR beside a 1 mm 3D T1ce) is resampled onto its finest grid first (linear, scanner coordinates, no registration), where its label map is written; default: such a case fails"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
@@ -342,7 +357,7 @@ def _missing_line(bundle: str, missing: list[str], n4: bool = False, int8: bool 
 @app.command()
 def evaluate(
     pred: Path = typer.Option(..., "--pred", help="folder of <case>_seg.nii.gz (or .nrrd, .mha) predictions"),
-    manifest: Optional[Path] = typer.Option(None, "--manifest", help="Decathlon datalist with the reference labels (default: the bundle's data_list_file)"),
+    manifest: Optional[Path] = typer.Option(None, "--manifest", help="Decathlon datalist with the reference labels (default with --bundle: that bundle's data_list_file)", callback=_shipped_manifest),
     bundle: Optional[str] = typer.Option(None, help="bundle whose labels and evaluation regions are scored (name or folder, e.g. a `volseg train` output); default: BraTS WT, TC, ET"),
     data_dir: Optional[Path] = typer.Option(None, help="data root of the manifest's paths (default: the bundle's dataset_dir; without --bundle $VOLSEG_BRATS_DIR or ../shared/data/brats2018)"),
     split: list[str] = typer.Option(["training", "validation", "test"], help="manifest lists to score (repeat the option)"),
@@ -371,7 +386,7 @@ def evaluate(
 @app.command()
 def train(
     bundle: str = typer.Option("brats_unet3d", help=BUNDLE_HELP),
-    manifest: Optional[Path] = typer.Option(None, help="Decathlon datalist (default: the bundle's data_list_file)"),
+    manifest: Optional[Path] = typer.Option(None, help="Decathlon datalist (default: the bundle's data_list_file)", callback=_shipped_manifest),
     data_dir: Optional[Path] = typer.Option(None, help="data root of the manifest's paths"),
     output_dir: Optional[Path] = typer.Option(None, help="checkpoints, TensorBoard logs and the resolved config; the finished folder is a bundle (default: runs/<bundle name> in the working folder for a shipped bundle, <bundle folder>/runs/train for a bundle folder)"),
     max_epochs: Optional[int] = typer.Option(None, help="override the bundle's max_epochs"),

@@ -81,7 +81,9 @@ def build_cv_manifest(manifest: str | Path, data_dir: str | Path, k: int = 5, se
     for cid, item in items.items():
         path = Path(data_dir) / item["label"]
         if not path.is_file():
-            raise FileNotFoundError(f"case '{cid}': label '{path}' not found")
+            root = f"data root '{data_dir}'" + ("" if Path(data_dir).is_dir() else " does not exist")
+            raise FileNotFoundError(f"case '{cid}': label '{path}' not found ({root}); pass the folder that the datalist's "
+                                    f"paths are relative to (--data-dir DIR, or VOLSEG_BRATS_DIR)")
         sizes[cid] = label_volume_ml(path)
     folds = stratified_folds(sizes, k, seed)
     header = {key: value for key, value in content.items() if not isinstance(value, list) and not key.startswith("num")}

@@ -253,7 +253,7 @@ class Segmenter:
             trained on cases as given and N4-corrected, brats_unet3d >= 0.9.0); ``"average"``
             (the default where absent) segments the case as given and corrected and averages the
             two sigmoid probabilities. Raises 5-fold CV Dice of brats_unet3d (bundle docs) at the
-            cost of the N4 fits (about 1.5 s a case on 2 CPU cores, the sequences fitted in parallel).
+            cost of the N4 fits (about 1.1 s a case on 2 CPU cores, the sequences fitted in parallel).
 
     Raises:
         FileNotFoundError: the bundle or its weights are missing.

@@ -65,3 +65,26 @@ def test_shipped_cv_manifest_covers_the_15_shared_cases():
     all_ids = sorted(it["case_id"] for key in ("training", "validation", "test") for it in shared[key])
     assert sorted(it["case_id"] for it in cv["training"]) == all_ids and len(all_ids) == 15
     assert sorted(it["fold"] for it in cv["training"]) == sorted(list(range(5)) * 3)
+
+
+def test_a_wrong_data_root_is_named_with_the_way_out(phantom_manifest: Path, tmp_path: Path):
+    with pytest.raises(FileNotFoundError, match=r"label '.*' not found \(data root '.*nowhere' does not exist\); .*--data-dir DIR"):
+        build_cv_manifest(phantom_manifest, tmp_path / "nowhere")
+
+
+def test_cli_takes_a_shipped_datalist_by_its_repository_path_from_any_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The README's `data_manifests/brats2018_shared.json` exists only in the source checkout; from a
+    wheel install in another folder the CLI takes the shipped copy and says so."""
+    from typer.testing import CliRunner
+
+    from app.cli import _shipped_manifest
+    from app.resources import manifests_root
+
+    monkeypatch.chdir(tmp_path)
+    assert _shipped_manifest(Path("data_manifests/brats2018_shared.json")) == manifests_root() / "brats2018_shared.json"
+    assert _shipped_manifest(Path("elsewhere/brats2018_shared.json")) == Path("elsewhere/brats2018_shared.json")  # not ours to guess
+    assert _shipped_manifest(Path("data_manifests/mine.json")) == Path("data_manifests/mine.json")
+    from app.cli import app as cli
+
+    result = CliRunner().invoke(cli, ["cv", "folds", "data_manifests/brats2018_shared.json", "--out", "cv.json", "--data-dir", str(tmp_path / "nowhere")])
+    assert "using the shipped datalist" in result.output and "data root" in result.output and result.exit_code == 2
