@@ -179,6 +179,10 @@ def _group_loose_files(files: list[Path], channels: Sequence[str], sequences: Se
             raise InputError(f"--sequences must name one of {', '.join(channels)} for each of the {len(files)} input file(s), "
                              f"got {', '.join(map(str, sequences))}")
         named = [(case_id_from_path(files[0]), k, f) for k, f in zip(keys, files)]
+        parsed_ids = list(dict.fromkeys(p[0] for p in map(split_sequence_name, files) if p is not None and p[0]))
+        if len(parsed_ids) > 1:
+            logger.warning("--sequences makes one case '%s' of %d files whose names name %d cases (%s): check that they are one "
+                           "patient's session", named[0][0], len(files), len(parsed_ids), ", ".join(parsed_ids))
     else:
         parsed = [(split_sequence_name(f), f) for f in files]
         unnamed = [str(f) for p, f in parsed if p is None or p[1] not in channels]

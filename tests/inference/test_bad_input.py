@@ -37,6 +37,18 @@ def test_loose_files_of_one_sequence_twice(case: Path, tmp_path: Path):
         resolve_inputs([t1, other])
 
 
+def test_sequences_over_files_of_two_cases_warn(case: Path, phantom_root: Path, caplog: pytest.LogCaptureFixture):
+    files = [case_files(case)[1], case_files(phantom_root / "Phantom_001")[3]]  # T1ce of one case, FLAIR of another
+    with caplog.at_level("WARNING"):
+        [(case_id, images)] = resolve_inputs(files, sequences=["t1ce", "flair"])
+    assert case_id == "Phantom_000" and images[1] == files[0] and images[3] == files[1]
+    assert "names name 2 cases (Phantom_000, Phantom_001)" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        resolve_inputs(case_files(case)[1::2], sequences=["t1ce", "flair"])
+    assert "names name" not in caplog.text  # one case's files: no warning
+
+
 def test_shape_mismatch_names_file(case: Path):
     t2 = case / "Phantom_000_t2.nii.gz"
     img = nib.load(t2)
