@@ -37,6 +37,13 @@ def test_loose_files_of_one_sequence_twice(case: Path, tmp_path: Path):
         resolve_inputs([t1, other])
 
 
+def test_a_single_slice_is_named_as_such(case: Path):
+    t1 = case / "Phantom_000_t1.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((40, 48, 1), dtype=np.int16), nib.load(t1).affine), t1)
+    with pytest.raises(InputError, match=r"expected a 3D volume, got shape \(40, 48, 1\) \(a single slice along axis 2\)"):
+        check_case_images(case_files(case))
+
+
 def test_sequences_over_files_of_two_cases_warn(case: Path, phantom_root: Path, caplog: pytest.LogCaptureFixture):
     files = [case_files(case)[1], case_files(phantom_root / "Phantom_001")[3]]  # T1ce of one case, FLAIR of another
     with caplog.at_level("WARNING"):
