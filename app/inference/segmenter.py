@@ -157,6 +157,10 @@ def resolve_inputs(inputs: Sequence[str | Path], channels: Sequence[str] = MODAL
             raise InputError(str(err)) from err
         cases.append((case.case_id, list(case.images)))
     if files:
+        from app.io.formats import volume_format
+
+        for f in files:
+            volume_format(f)  # a file type VolSeg does not read (a PNG) is said first, before its name is parsed
         cases += _group_loose_files(files, channels, sequences, allow_missing)
     return cases
 

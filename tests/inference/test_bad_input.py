@@ -37,6 +37,13 @@ def test_loose_files_of_one_sequence_twice(case: Path, tmp_path: Path):
         resolve_inputs([t1, other])
 
 
+def test_a_file_type_that_is_not_read_is_said_before_its_name(tmp_path: Path):
+    png = tmp_path / "case_flair.png"
+    png.write_bytes(b"\x89PNG\r\n")
+    with pytest.raises(InputError, match=r"case_flair.png': unsupported file type; expected a DICOM folder or one of .nii.gz"):
+        resolve_inputs([png])
+
+
 def test_a_single_slice_is_named_as_such(case: Path):
     t1 = case / "Phantom_000_t1.nii.gz"
     nib.save(nib.Nifti1Image(np.ones((40, 48, 1), dtype=np.int16), nib.load(t1).affine), t1)
