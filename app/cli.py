@@ -22,6 +22,19 @@ app.add_typer(manifest_app, name="manifest")
 cv_app = typer.Typer(help="k-fold cross-validation: folds, per-fold training, scores over every case.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(cv_app, name="cv")
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from app import __version__
+
+        typer.echo(f"volseg {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="print VolSeg's version and exit")) -> None:
+    """VolSeg: 3D segmentation of CT and MRI with MONAI bundles."""
+
 BACKEND_HELP = "auto (OpenVINO on CPU where installed, else torch), torch or openvino (default: the bundle's inference_backend)"
 BUNDLE_HELP = "bundle name (brats_unet3d, brats_deeplab3d, ct_unet3d) or bundle folder"
 DEVICE_HELP = "cpu or cuda; default: cuda where available"
@@ -466,6 +479,9 @@ def serve(
         api = create_app(ServerConfig(store, studies, list(bundle), device, token, max_upload_mb))
     except ValueError as err:
         _fail(err)
+    if not quiet:
+        typer.echo(f"volseg serve: models {', '.join(map(str, bundle))}; studies {studies or 'none (upload them, or --studies DIR)'}; "
+                   f"datastore {store.resolve()}; MONAI Label server at http://{host}:{port} (3D Slicer: MONAI Label module, this address)")
     uvicorn.run(api, host=host, port=port, log_level="warning" if quiet else "info")
 
 

@@ -23,6 +23,13 @@ def test_help_does_not_import_torch():
     assert result.exit_code == 0 and "segment" in result.output and "evaluate" in result.output
 
 
+def test_version_is_the_package_version():
+    from app import __version__
+
+    result = CliRunner().invoke(cli, ["--version"])
+    assert result.exit_code == 0 and result.output == f"volseg {__version__}\n"
+
+
 def test_help_texts_keep_square_brackets_and_give_the_exit_codes():
     segment = CliRunner().invoke(cli, ["segment", "--help"], terminal_width=200)
     assert segment.exit_code == 0 and "(needs volseg[dicom])" in segment.output  # not dropped as Rich markup

@@ -90,16 +90,18 @@ class BratsCase:
 
 def _case_files(folder: Path, case_id: str) -> dict[str, Path]:
     """Sequence key -> file of ``case_id`` in ``folder`` (either BraTS naming; for one key the
-    first format of ``_SUFFIXES`` wins)."""
-    found: dict[str, tuple[int, Path]] = {}
+    first format of ``_SUFFIXES`` wins). Bare names without a case ID (``FLAIR.nii.gz``,
+    ``T1c.nii.gz``, as loose files are matched) fill the keys that no ``<case_id>_<key>`` file gives."""
+    found: dict[str, tuple[int, int, Path]] = {}
     for path in folder.iterdir():
         parsed = split_sequence_name(path)
         suffix = next((i for i, s in enumerate(_SUFFIXES) if path.name.lower().endswith(s)), None)
-        if parsed is None or suffix is None or parsed[0] != case_id or not path.is_file():
+        if parsed is None or suffix is None or parsed[0] not in (case_id, None, "") or not path.is_file():
             continue
-        if parsed[1] not in found or suffix < found[parsed[1]][0]:
-            found[parsed[1]] = (suffix, path)
-    return {key: path for key, (_, path) in found.items()}
+        rank = (0 if parsed[0] == case_id else 1, suffix)
+        if parsed[1] not in found or rank < found[parsed[1]][:2]:
+            found[parsed[1]] = (*rank, path)
+    return {key: path for key, (_, _, path) in found.items()}
 
 
 def find_case(folder: str | Path, require_label: bool = False, allow_missing: bool = False) -> BratsCase:
@@ -141,7 +143,8 @@ def find_case(folder: str | Path, require_label: bool = False, allow_missing: bo
         raise FileNotFoundError(
             f"case '{case_id}' in '{folder}': {expected}"
             f"{' and a seg label' if require_label else ''}, {found_text}"
-            f" (file names must be {case_id}_<key>.nii.gz or {case_id}-<t1n|t1c|t2w|t2f>.nii.gz, or .nii, .nrrd, .mha){hint}"
+            f" (file names must be {case_id}_<key>.nii.gz, {case_id}-<t1n|t1c|t2w|t2f>.nii.gz or a bare <key>.nii.gz such as FLAIR.nii.gz, "
+            f"or .nii, .nrrd, .mha){hint}"
         )
     return BratsCase(case_id, tuple(images[key] for key in MODALITIES), label)
 

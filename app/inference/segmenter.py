@@ -166,9 +166,15 @@ def resolve_inputs(inputs: Sequence[str | Path], channels: Sequence[str] = MODAL
 
 
 def _is_case_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds a volume named for its case (``<folder>_<key>``) or a bare sequence
+    file (``FLAIR.nii.gz``), as :func:`app.data.cases.find_case` reads them."""
     from app.data.cases import split_sequence_name
 
-    return any((split_sequence_name(f) or (None, None))[0] == folder.name for f in folder.iterdir())
+    for f in folder.iterdir():
+        case_id, key = split_sequence_name(f) or (None, None)
+        if case_id == folder.name or (key in MODALITIES and not case_id and f.is_file()):
+            return True
+    return False
 
 
 def _group_loose_files(files: list[Path], channels: Sequence[str], sequences: Sequence[str] | None,

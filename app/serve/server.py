@@ -225,7 +225,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         path = store.uncertainty_path(image)
         if not path.is_file():
             raise DatastoreError(f"no uncertainty map for image '{image}'; run /infer/<model> with params {{\"uncertainty\": true}}", 404)
-        return FileResponse(path, filename=path.name, media_type="application/octet-stream")
+        return FileResponse(path, filename=f"{image}_uncertainty.nii.gz", media_type="application/octet-stream")  # not the image's own name
 
     @api.get("/datastore/")
     def datastore(output: str = "stats") -> Any:

@@ -124,3 +124,16 @@ def test_load_volumed_zero_fills_missing_channels(case: Path):
     assert torch.allclose(part.affine, full.affine)
     with pytest.raises(ValueError, match="every channel is missing"):
         LoadVolumed("image", ensure_channel_first=True)({"image": [None, None]})
+
+
+def test_a_folder_of_bare_sequence_names_is_a_case_as_its_loose_files_are(case: Path, tmp_path: Path):
+    """FLAIR.nii.gz, T1.nii.gz, T1c.nii.gz and T2.nii.gz were matched as loose files but refused as a folder."""
+    bare = tmp_path / "data" / "PatientX"
+    bare.mkdir(parents=True)
+    for key, name in zip(MODALITIES, ("T1", "T1c", "T2", "FLAIR")):
+        shutil.copy(case / f"Phantom_000_{key}.nii.gz", bare / f"{name}.nii.gz")
+    found = find_case(bare)
+    assert found.case_id == "PatientX" and [p.name for p in found.images] == ["T1.nii.gz", "T1c.nii.gz", "T2.nii.gz", "FLAIR.nii.gz"]
+    assert resolve_inputs([bare]) == resolve_inputs([tmp_path / "data"]) == [("PatientX", list(found.images))]  # also in a dataset folder
+    shutil.copy(case / "Phantom_000_t2.nii.gz", bare / "PatientX_t2.nii.gz")  # a file named for the case wins over a bare one
+    assert find_case(bare).images[2].name == "PatientX_t2.nii.gz"

@@ -176,7 +176,7 @@ def test_infer_with_uncertainty_serves_the_map_beside_the_label(client: TestClie
     unc = r.json()["uncertainty"]
     assert unc["url"] == "/datastore/uncertainty?image=Phantom_001" and 0.0 <= unc["quality"] <= 1.0
     got = client.get(unc["url"])
-    assert got.status_code == 200
+    assert got.status_code == 200 and 'filename="Phantom_001_uncertainty.nii.gz"' in got.headers["content-disposition"]
     import SimpleITK as sitk
 
     (tmp_path / "unc.nii.gz").write_bytes(got.content)
