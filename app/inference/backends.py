@@ -8,6 +8,7 @@ by the network's class, input channels and weights, so later processes only comp
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -73,6 +74,20 @@ def network_key(network: torch.nn.Module, in_channels: int) -> str:
     return digest.hexdigest()[:16]
 
 
+@contextlib.contextmanager
+def _quiet_loggers(levels: dict[str, int]):
+    """Raise these loggers' levels for the block: the ONNX exporter's passes log every step at INFO
+    (40 lines an export) and torch warns that torchvision, which VolSeg does not use, is missing."""
+    saved = {name: logging.getLogger(name).level for name in levels}
+    try:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+        yield
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
+
+
 def _plain_copy(network: torch.nn.Module) -> torch.nn.Module:
     """The network on CPU, contiguous (not channels-last), in eval mode, for tracing."""
     import copy
@@ -118,8 +133,9 @@ def export_network(network: torch.nn.Module, fmt: str, path: str | Path, in_chan
             convert_to_torchscript(net, filename_or_obj=str(staged), use_trace=False)  # scripted: no size branch frozen
         elif fmt == "onnx":
             auto = torch.export.Dim.AUTO
-            torch.onnx.export(net, (example,), str(staged), dynamo=True, opset_version=18, input_names=["image"], output_names=["pred"],
-                              dynamic_shapes=({0: auto, 2: auto, 3: auto, 4: auto},), external_data=False)
+            with _quiet_loggers({"onnx_ir": logging.WARNING, "onnxscript": logging.WARNING, "torch.onnx._internal.exporter._registration": logging.ERROR}):
+                torch.onnx.export(net, (example,), str(staged), dynamo=True, opset_version=18, input_names=["image"], output_names=["pred"],
+                                  dynamic_shapes=({0: auto, 2: auto, 3: auto, 4: auto},), external_data=False, verbose=False)
         else:
             import openvino as ov
 
