@@ -112,3 +112,13 @@ def write_header_bomb(folder: Path, case_id: str) -> Path:
 def case_files(case_dir: Path) -> list[Path]:
     """The four modality files of a case folder, in ``MODALITIES`` order."""
     return [case_dir / f"{case_dir.name}_{m}.nii.gz" for m in MODALITIES]
+
+
+def loaded_shared_brats_cases():
+    """Each shared BraTS case's four sequences as the bundles' reader loads them: ``(case_id, image)``
+    with ``image`` ``(4, H, W, D)``, for the real-data tests of the input checks."""
+    from app.io import LoadVolumed
+
+    load = LoadVolumed("image", ensure_channel_first=True)
+    for folder in sorted(p for p in SHARED_BRATS.iterdir() if p.is_dir()):
+        yield folder.name, load({"image": [str(f) for f in case_files(folder)]})["image"]

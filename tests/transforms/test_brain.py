@@ -12,7 +12,7 @@ from monai.data import MetaTensor
 
 from app.io import LoadVolumed
 from app.transforms import CheckBrainMRI, CheckBrainMRId, tissue_volume_ml
-from tests.conftest import SHARED_BRATS
+from tests.conftest import SHARED_BRATS, loaded_shared_brats_cases
 
 
 def _image(shape=(2, 40, 40, 40), spacing_mm=(1.0, 1.0, 1.0), values: int | None = None, seed: int = 0) -> MetaTensor:
@@ -69,10 +69,8 @@ def test_zero_turns_each_check_off_and_negative_thresholds_raise():
 def test_shared_brats_cases_pass_and_spinal_cord_mri_and_a_label_map_are_flagged():
     check = CheckBrainMRI()
     load = LoadVolumed("image", ensure_channel_first=True)
-    for folder in sorted(p for p in SHARED_BRATS.iterdir() if p.is_dir()):
-        files = [str(folder / f"{folder.name}_{m}.nii.gz") for m in ("t1", "t1ce", "t2", "flair")]
-        img = check(load({"image": files})["image"])
-        assert "input_warnings" not in img.meta, folder.name
+    for case_id, img in loaded_shared_brats_cases():
+        assert "input_warnings" not in check(img).meta, case_id
     seg = next(SHARED_BRATS.glob("*/*_seg.nii.gz"))
     warnings = check(load({"image": [str(seg)]})["image"]).meta["input_warnings"]
     assert "too little for a brain" in warnings[0] and "label map" in warnings[1]

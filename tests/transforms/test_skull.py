@@ -13,7 +13,7 @@ from monai.data import MetaTensor
 
 from app.io import LoadVolumed
 from app.transforms import CheckSkullStripped, CheckSkullStrippedd, zero_fractions
-from tests.conftest import SHARED_BRATS
+from tests.conftest import SHARED_BRATS, loaded_shared_brats_cases
 
 SHAPE = (24, 32, 40)
 SPACING = (0.8, 0.8, 2.5)
@@ -85,10 +85,8 @@ def test_threshold_zero_turns_the_check_off_and_bad_arguments_raise():
 def test_shared_brats_cases_pass_and_mri_that_is_not_skull_stripped_is_flagged():
     check = CheckSkullStripped()
     load = LoadVolumed("image", ensure_channel_first=True)
-    for folder in sorted(p for p in SHARED_BRATS.iterdir() if p.is_dir()):
-        files = [str(folder / f"{folder.name}_{m}.nii.gz") for m in ("t1", "t1ce", "t2", "flair")]
-        img = check(load({"image": files})["image"])
-        assert "input_warnings" not in img.meta, folder.name
+    for case_id, img in loaded_shared_brats_cases():
+        assert "input_warnings" not in check(img).meta, case_id
     spinal = SHARED_BRATS.parent / "spinalcord" / "t1_t1w.nii.gz"  # a neck MRI as scanned: no zero background
     if spinal.is_file():
         img = check(load({"image": [str(spinal)]})["image"])
