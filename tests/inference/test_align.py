@@ -54,7 +54,7 @@ def test_cli_refuses_mixed_grids_with_the_way_out_and_segments_them_with_resampl
     refused = CliRunner().invoke(cli, ["segment", str(mixed_case), "--output", str(tmp_path / "plain"), "--quiet"])
     assert refused.exit_code == 1 and "Phantom_000_t1.nii.gz" in refused.output and "volseg segment --resample" in refused.output
     out = tmp_path / "out"
-    result = CliRunner().invoke(cli, ["segment", str(mixed_case), "--output", str(out), "--quiet", "--resample"])
+    result = CliRunner().invoke(cli, ["segment", str(mixed_case), "--output", str(out), "--quiet", "--resample", "--report"])
     assert result.exit_code == 0, result.output
     assert "resampled onto the grid of Phantom_000_t1ce.nii.gz (40 x 48 x 36 voxels of 1 x 0.9 x 1.5 mm): t1 (40 x 48 x 12" in result.output
     label, reference = nib.load(out / "Phantom_000_seg.nii.gz"), nib.load(mixed_case / "Phantom_000_t1ce.nii.gz")
@@ -63,7 +63,9 @@ def test_cli_refuses_mixed_grids_with_the_way_out_and_segments_them_with_resampl
     entry = json.loads((out / "volseg_run.json").read_text())["cases"][0]
     assert entry["error"] is None and entry["resampled"]["grid"].endswith("Phantom_000_t1ce.nii.gz")
     assert sorted(entry["resampled"]["resampled"]) == ["flair", "t1"] and entry["volumes_ml"]["WT"] >= 0
-    assert sorted(p.name for p in out.iterdir()) == ["Phantom_000_seg.nii.gz", "volseg_run.json", "volumes.csv"]  # copies not left here
+    assert sorted(p.name for p in out.iterdir()) == ["Phantom_000_seg.nii.gz", "report.html", "volseg_run.json", "volumes.csv"]  # copies not left here
+    report = (out / "report.html").read_text()
+    assert report.count('<img class="overlay"') == 3 and "no overlay" not in report  # the 4.5 mm FLAIR resampled under the label's grid
 
 
 def test_api_segment_with_resample_answers_on_the_finest_grid(mixed_case: Path):
