@@ -295,3 +295,13 @@ def test_a_written_case_made_with_other_settings_is_segmented_again(cases: list[
     fake.mode = "fast"
     assert _segment(cases[1], "-o", out, "--uncertainty").exit_code == 0
     assert fake.segmented[-1] == "Phantom_001"  # it has no uncertainty map, which this run asks for
+
+
+def test_a_run_record_of_an_earlier_version_gives_its_cases_the_record_settings(tmp_path: Path):
+    from app.inference.batch import earlier_entries
+
+    (tmp_path / "volseg_run.json").write_text(json.dumps({"bundle": "brats_unet3d", "mode": "accurate", "n4_average": True, "precision": "int8",
+                                                          "cases": [{"case_id": "A", "output": "A_seg.nii.gz"}]}))
+    assert earlier_entries(tmp_path)["A"]["settings"] == {"bundle": "brats_unet3d", "mode": "accurate", "n4_average": True, "precision": "int8"}
+    (tmp_path / "volseg_run.json").write_text("{not json")
+    assert earlier_entries(tmp_path) == {} and earlier_entries(tmp_path / "none") == {}
