@@ -114,7 +114,9 @@ def evaluate_predictions(pred_dir: str | Path, items: list[dict[str, Any]], csv_
     if skipped:
         logger.info(f"{len(skipped)} manifest case(s) have no prediction in '{pred_dir}' and were not scored: {', '.join(skipped)}")
     if not rows:
-        raise FileNotFoundError(f"no prediction '<case_id>_seg.nii.gz' (or .nrrd, .mha) in '{pred_dir}' matches the {len(items)} manifest case(s)")
+        raise FileNotFoundError(f"no prediction '<case_id>_seg.nii.gz' (or .nrrd, .mha) in '{pred_dir}' matches the {len(items)} manifest case(s) "
+                                f"scored ({', '.join(skipped[:3])}{', ...' if len(skipped) > 3 else ''}); are the predictions' cases in "
+                                "another list of the datalist? (--split; by default every list is scored)")
     keys = [k for k in rows[0] if k != "case"]
     rows.append({"case": "mean", **{k: _mean([r[k] for r in rows]) for k in keys}})
     if csv_path is not None:

@@ -325,6 +325,10 @@ def write_run_record(plan: BatchPlan, segmenter: Segmenter, settings: SegmentSet
         entry["settings"] = run_settings(record)
     add_missing_sequence_cv(ran, settings.bundle, record["n4_average"], ran_int8(segmenter.precision))
     record["cases"] = _with_earlier_cases(entries, earlier_entries(plan.output_dir))
+    kept = len(record["cases"]) - len(entries)
+    if kept:
+        record["notes"] = [*plan.notes, f"{kept} case(s) of earlier batches in this folder are kept, first; the settings above are this batch's, "
+                                        "each case's own are under its 'settings'"]
     add_case_volumes(record["cases"], settings.bundle, plan.output_dir)  # volumes_ml per case from the written labels, and volumes.csv
     return atomic_write_text(Path(plan.output_dir) / RUN_RECORD, json.dumps(record, indent=2, default=str) + "\n")
 
