@@ -181,6 +181,7 @@ def _group_loose_files(files: list[Path], channels: Sequence[str], sequences: Se
                        allow_missing: bool) -> list[tuple[str, list[Path | None]]]:
     """Loose volumes -> cases, each file put in the channel its name (or ``sequences``) gives."""
     from app.data.cases import SEQUENCE_ALIASES, split_sequence_name
+    from app.io.formats import strip_volume_suffix
 
     if sequences is not None:
         aliases = {a: k for k, names in SEQUENCE_ALIASES.items() for a in names}
@@ -188,7 +189,11 @@ def _group_loose_files(files: list[Path], channels: Sequence[str], sequences: Se
         if len(keys) != len(files) or any(k not in channels for k in keys):
             raise InputError(f"--sequences must name one of {', '.join(channels)} for each of the {len(files)} input file(s), "
                              f"got {', '.join(map(str, sequences))}")
-        named = [(case_id_from_path(files[0]), k, f) for k, f in zip(keys, files)]
+        first = split_sequence_name(files[0])
+        # the name's sequence key is dropped from the case ID only where it is the sequence declared
+        # (t2_t2.nii.gz given as flair is case 't2_t2', not 't2')
+        case_id = case_id_from_path(files[0]) if first is None or first[1] == keys[0] else strip_volume_suffix(files[0].name)
+        named = [(case_id, k, f) for k, f in zip(keys, files)]
         parsed_ids = list(dict.fromkeys(p[0] for p in map(split_sequence_name, files) if p is not None and p[0]))
         if len(parsed_ids) > 1:
             logger.warning("--sequences makes one case '%s' of %d files whose names name %d cases (%s): check that they are one "

@@ -137,3 +137,11 @@ def test_a_folder_of_bare_sequence_names_is_a_case_as_its_loose_files_are(case: 
     assert resolve_inputs([bare]) == resolve_inputs([tmp_path / "data"]) == [("PatientX", list(found.images))]  # also in a dataset folder
     shutil.copy(case / "Phantom_000_t2.nii.gz", bare / "PatientX_t2.nii.gz")  # a file named for the case wins over a bare one
     assert find_case(bare).images[2].name == "PatientX_t2.nii.gz"
+
+
+def test_sequences_keep_a_name_key_that_is_not_the_declared_sequence_in_the_case_id(case: Path, tmp_path: Path):
+    """A spinal-cord t2_t2.nii.gz given as FLAIR was case 't2' (its '_t2' dropped as if it were the T2)."""
+    odd = shutil.copy(case / "Phantom_000_t2.nii.gz", tmp_path / "t2_t2.nii.gz")
+    assert [c for c, _ in resolve_inputs([odd], sequences=["flair"])] == ["t2_t2"]
+    assert [c for c, _ in resolve_inputs([odd], sequences=["t2"])] == ["t2"]
+    assert [c for c, _ in resolve_inputs([case / "Phantom_000_t1.nii.gz"], sequences=["t1"])] == ["Phantom_000"]
