@@ -51,10 +51,8 @@ def segment(inputs: str | Path | Sequence[str | Path], bundle: str = DEFAULT_BUN
         app.data.verify.InputError: missing, unreadable, non-3D or non-co-registered input
             (without ``resample``: sequences on different grids).
     """
-    import tempfile
-
     from app.inference import Segmenter, resolve_inputs
-    from app.inference.align import align_case, grid_reference
+    from app.inference.align import grid_reference, load_on_grid
     from app.labels import labels_of
 
     cases = resolve_inputs([inputs] if isinstance(inputs, (str, Path)) else list(inputs), channels=labels_of(bundle).channels)
@@ -62,11 +60,7 @@ def segment(inputs: str | Path | Sequence[str | Path], bundle: str = DEFAULT_BUN
         raise ValueError(f"segment() takes one case, got {len(cases)}; use segment_cases() for several")
     segmenter = Segmenter(bundle, device=device, backend=backend, mode=mode, int8=int8, n4=n4)
     images = cases[0][1]
-    reference = grid_reference(images) if resample else None
-    if reference is None:
-        return segmenter.predict(images)
-    with tempfile.TemporaryDirectory(prefix="volseg_resample_") as tmp:
-        return segmenter.predict(align_case(images, reference, tmp, segmenter.channels)[0])
+    return segmenter.run(load_on_grid(segmenter, images, grid_reference(images) if resample else None)[0])
 
 
 def segment_cases(

@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from app.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["align_case", "grid_reference"]
+__all__ = ["align_case", "grid_reference", "load_on_grid"]
 
 
 def grid_reference(images: Sequence[str | Path | None]) -> str | None:
@@ -45,7 +46,7 @@ def align_case(images: Sequence[str | Path | None], reference: str, tmp_dir: str
     Args:
         images: the case's volumes in channel order, None for a missing sequence.
         reference: one of ``images``, from :func:`grid_reference`.
-        tmp_dir: where the resampled copies go (``<n>_<file name>.nii.gz``); the caller removes them.
+        tmp_dir: where the resampled copies go (``<n>_<file name>.nii``, uncompressed); the caller removes them.
         names: the sequence name of each channel, for the record (default: ``channel <n>``).
 
     Returns:
@@ -72,8 +73,25 @@ def align_case(images: Sequence[str | Path | None], reference: str, tmp_dir: str
             aligned.append(str(path))
             continue
         stem = Path(str(path).rstrip("/")).name.split(".")[0]
-        aligned.append(str(resample_onto(path, reference, Path(tmp_dir) / f"{index}_{stem}.nii.gz")))
+        aligned.append(str(resample_onto(path, reference, Path(tmp_dir) / f"{index}_{stem}.nii")))  # read once, at once: no gzip
         resampled[name] = grid.describe()
     record = {"grid": str(reference), "grid_size": list(ref.size), "spacing_mm": [round(s, 4) for s in ref.spacing_mm], "resampled": resampled}
     logger.info("resampled %s onto the grid of %s (%s; no registration)", ", ".join(f"{n} ({g})" for n, g in resampled.items()), reference, ref.describe())
     return aligned, record
+
+
+def load_on_grid(segmenter: Any, images: Sequence[str | Path | None], grid: str | None) -> tuple[dict, dict | None]:
+    """``segmenter.load(images)`` (:meth:`app.inference.Segmenter.load`), the sequences first put on
+    ``grid``'s voxel grid where it is given (:func:`align_case`; copies in a temporary folder,
+    removed once read). Returns the loaded data and the resampling record, or None.
+
+    Raises:
+        InputError: as :func:`align_case` and ``Segmenter.load``.
+    """
+    if grid is None:
+        return segmenter.load(images), None
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="volseg_resample_") as tmp:
+        aligned, record = align_case(images, grid, tmp, segmenter.channels)
+        return segmenter.load(aligned), record

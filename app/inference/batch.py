@@ -280,18 +280,10 @@ def run_cases(segmenter: Segmenter, cases: Sequence[PlannedCase], settings: Segm
 
 
 def _load(segmenter: Segmenter, case: PlannedCase) -> tuple[dict, dict | None]:
-    """``segmenter.load`` of a case, its sequences first resampled onto ``case.grid`` where set
-    (copies in a temporary folder, removed once read). Returns the data and the resampling
-    record (:func:`app.inference.align.align_case`), or None."""
-    if case.grid is None:
-        return segmenter.load(case.images), None
-    import tempfile
+    """``segmenter.load`` of a case, on ``case.grid`` where set (:func:`app.inference.align.load_on_grid`)."""
+    from app.inference.align import load_on_grid
 
-    from app.inference.align import align_case
-
-    with tempfile.TemporaryDirectory(prefix="volseg_resample_") as tmp:
-        images, record = align_case(case.images, case.grid, tmp, segmenter.channels)
-        return segmenter.load(images), record
+    return load_on_grid(segmenter, case.images, case.grid)
 
 
 def case_entry(result: CaseResult) -> dict[str, Any]:

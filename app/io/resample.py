@@ -106,7 +106,7 @@ def resample_onto(path: str | Path, reference: str | Path, dest: str | Path) -> 
     Args:
         path: the volume to resample (a file or DICOM series folder; verified as it is read).
         reference: the volume whose grid the output takes (only its geometry is used).
-        dest: the output ``.nii.gz`` path.
+        dest: the output ``.nii.gz`` (compressed) or ``.nii`` path.
 
     Returns:
         ``dest``.
@@ -131,4 +131,5 @@ def resample_onto(path: str | Path, reference: str | Path, dest: str | Path) -> 
     image = read_volume(path)
     out = sitk.Resample(image, list(ref.size), sitk.Transform(), sitk.sitkLinear, list(ref.origin_mm), list(ref.spacing_mm),
                         list(ref.direction), 0.0, sitk.sitkFloat32)
-    return atomic_write(dest, lambda tmp: sitk.WriteImage(out, tmp, True), suffix=".nii.gz")
+    gz = str(dest).endswith(".gz")
+    return atomic_write(dest, lambda tmp: sitk.WriteImage(out, tmp, gz), suffix=".nii.gz" if gz else ".nii")

@@ -89,20 +89,15 @@ class _Models:
         sequences lie on different grids is put on its finest grid first
         (:mod:`app.inference.align`): ``resampled`` then gives that grid's file and what was resampled."""
         from app.inference import Segmenter
-        from app.inference.align import align_case, grid_reference
+        from app.inference.align import grid_reference, load_on_grid
 
         with self._locks[model]:
             key = f"{model}+uncertainty" if uncertainty else model
             if key not in self._segmenters:
                 self._segmenters[key] = Segmenter(self.bundles[model], device=self.device, uncertainty=uncertainty)
             segmenter = self._segmenters[key]
-            grid = grid_reference(files) if resample else None
-            if grid is None:
-                return segmenter.run_case(segmenter.load(files))
-            with tempfile.TemporaryDirectory(prefix="volseg_resample_") as tmp:
-                aligned, record = align_case(files, grid, tmp, segmenter.channels)
-                data = segmenter.load(aligned)
-            return {**segmenter.run_case(data), "resampled": record}
+            data, record = load_on_grid(segmenter, files, grid_reference(files) if resample else None)
+            return {**segmenter.run_case(data), **({"resampled": record} if record else {})}
 
 
 def _multipart(params: dict[str, Any], filename: str, data: bytes) -> Response:
