@@ -307,8 +307,7 @@ def write_run_record(plan: BatchPlan, segmenter: Segmenter, settings: SegmentSet
     from app.io.atomic import atomic_write_text
 
     keys = ("infer_mode", "roi_size", "sw_batch_size", "overlap", "spacing_mm", "ckpt_path", *(("ensemble_ckpt_paths", "mirror_axes") if segmenter.mode == "accurate" else ()))
-    record = {**info, "bundle": str(settings.bundle), "device": str(segmenter.device), "backend": segmenter.backend, "precision": segmenter.precision,
-              "mode": segmenter.mode, "n4_average": bool(getattr(segmenter, "n4", False)), "n4_combine": getattr(segmenter, "n4_combine", None) if getattr(segmenter, "n4", False) else None, "nproc": nproc, "config": {k: segmenter.parser.get_parsed_content(k) for k in keys if k in segmenter.parser},
+    record = {**info, **current_settings(settings, segmenter), "device": str(segmenter.device), "backend": segmenter.backend, "n4_combine": getattr(segmenter, "n4_combine", None) if getattr(segmenter, "n4", False) else None, "nproc": nproc, "config": {k: segmenter.parser.get_parsed_content(k) for k in keys if k in segmenter.parser},
               "notes": plan.notes}
     ran = [e for e in entries if not e.get("note")]
     for entry, case in zip(entries, plan.cases):
@@ -323,6 +322,11 @@ def write_run_record(plan: BatchPlan, segmenter: Segmenter, settings: SegmentSet
                                         "each case's own are under its 'settings'"]
     add_case_volumes(record["cases"], settings.bundle, plan.output_dir)  # volumes_ml per case from the written labels, and volumes.csv
     return atomic_write_text(Path(plan.output_dir) / RUN_RECORD, json.dumps(record, indent=2, default=str) + "\n")
+
+
+def current_settings(settings: SegmentSettings, segmenter: Segmenter) -> dict[str, Any]:
+    """What this batch segments with: ``bundle``, ``mode``, ``n4_average``, ``precision``."""
+    return {"bundle": str(settings.bundle), "mode": segmenter.mode, "n4_average": bool(getattr(segmenter, "n4", False)), "precision": segmenter.precision}
 
 
 def run_settings(record: dict[str, Any]) -> dict[str, Any]:
@@ -355,7 +359,7 @@ def stale_skips(plan: BatchPlan, segmenter: Segmenter, settings: SegmentSettings
     (bundle, mode, N4, precision: the earlier run record says so) or lacks the uncertainty map this
     run asks for: they are segmented again. Returns a line per case for the log."""
     earlier = earlier_entries(plan.output_dir)
-    now = {"bundle": str(settings.bundle), "mode": segmenter.mode, "n4_average": bool(getattr(segmenter, "n4", False)), "precision": segmenter.precision}
+    now = current_settings(settings, segmenter)
     lines = []
     for case in plan.cases:
         entry = earlier.get(case.case_id)
