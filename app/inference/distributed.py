@@ -29,7 +29,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from app.inference.batch import RUN_RECORD, BatchPlan, SegmentSettings, case_entry, make_segmenter, run_batch, run_cases, write_run_record
+from app.inference.batch import RUN_RECORD, BatchPlan, SegmentSettings, case_entry, earlier_entries, make_segmenter, run_batch, run_cases, stale_skips, write_run_record
 from app.inference.segmenter import CaseResult
 
 logger = logging.getLogger(__name__)
@@ -69,7 +69,8 @@ def segment_distributed(plan: BatchPlan, settings: SegmentSettings, nproc: int, 
 
     if nproc < 1:
         raise ValueError(f"--nproc must be >= 1, got {nproc}")
-    nproc = min(nproc, max(1, len(plan.todo())))
+    earlier = earlier_entries(plan.output_dir)  # a skipped case may be segmented again (stale_skips, on the ranks)
+    nproc = min(nproc, max(1, len(plan.todo()) + sum(1 for c in plan.cases if c.note and c.case_id in earlier)))
     cuda = _uses_cuda(settings.device)
     if cuda and nproc > torch.cuda.device_count():
         raise ValueError(f"--nproc {nproc} on CUDA needs {nproc} GPUs (one per process); this machine has {torch.cuda.device_count()}")
@@ -101,9 +102,11 @@ def run_rank(plan: BatchPlan, settings: SegmentSettings, info: dict[str, Any]) -
     """One rank under ``torchrun``: segment this rank's share, then gather the case records on
     every rank, and rank 0 writes the run record in input order.
 
-    The share is :func:`monai.data.partition_dataset` of the cases to do with
+    Cases whose label the output folder already holds, made with other settings or without the
+    uncertainty map asked for, are segmented again (:func:`app.inference.batch.stale_skips`, the
+    same on every rank). The share is that of :func:`monai.data.partition_dataset` with
     ``even_divisible=False`` (rank ``r`` of ``N`` takes cases ``r, r + N, ...``), the split of
-    ``monai.data.DistributedSampler(shuffle=False, even_divisible=False)``.
+    ``monai.data.DistributedSampler(shuffle=False, even_divisible=False)``; a rank may have none.
 
     Args:
         plan: the batch the parent process planned (the same on every rank).
@@ -112,7 +115,6 @@ def run_rank(plan: BatchPlan, settings: SegmentSettings, info: dict[str, Any]) -
     """
     import torch
     import torch.distributed as dist
-    from monai.data import partition_dataset
 
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     cuda = _uses_cuda(settings.device)
@@ -121,9 +123,12 @@ def run_rank(plan: BatchPlan, settings: SegmentSettings, info: dict[str, Any]) -
     dist.init_process_group(backend="nccl" if cuda else "gloo")
     try:
         rank, world = dist.get_rank(), dist.get_world_size()
-        mine = partition_dataset(plan.todo(), num_partitions=world, shuffle=False, even_divisible=False)[rank]
         device = f"cuda:{local_rank}" if cuda else "cpu"
-        segmenter = make_segmenter(settings, device) if mine or rank == 0 else None
+        segmenter = make_segmenter(settings, device)
+        for line in stale_skips(plan, segmenter, settings):  # the same on every rank: each reads the same earlier record
+            if rank == 0:
+                logger.warning(line)
+        mine = plan.todo()[rank::world]  # partition_dataset's split, which refuses fewer cases than ranks
         results = run_cases(segmenter, [plan.cases[i] for i in mine], settings) if mine else []
         logger.info(f"rank {rank}: {len(mine)} case(s) done")
         gathered: list[Any] = [None] * world

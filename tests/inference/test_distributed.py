@@ -73,3 +73,17 @@ def test_bundle_overlay_on_two_gloo_processes_resumes_and_writes_each_case_once(
         (a, affine_a), (b, affine_b) = _voxels(result.output), _voxels(out / result.output.name)
         assert np.array_equal(affine_a, affine_b) and (a > 0).any()
         assert np.array_equal(a, b), f"{result.case_id}: {(a != b).sum()} voxels differ from volseg segment"
+
+
+def test_two_gloo_processes_segment_again_a_written_case_that_lacks_what_the_run_asks_for(three_cases: list[Path], tmp_path: Path):
+    """A rerun into the same folder skips a written case, unless it was made with other settings or
+    lacks the uncertainty map now asked for: with --nproc as in one process."""
+    out = tmp_path / "out"
+    api.segment_cases(three_cases[:2], out, device="cpu", overwrite=False)
+    assert not list(out.glob("*_uncertainty.nii.gz"))
+    again = api.segment_cases(three_cases, out, device="cpu", nproc=2, uncertainty=True, overwrite=False)
+    assert [(r.case_id, r.error, r.note) for r in again] == [(f"Phantom_00{i}", None, None) for i in range(3)]  # none skipped
+    record = json.loads((out / "volseg_run.json").read_text())
+    assert record["nproc"] == 2 and all(Path(c["uncertainty"]).is_file() for c in record["cases"])
+    skipped = api.segment_cases(three_cases, out, device="cpu", nproc=2, uncertainty=True, overwrite=False)
+    assert all(r.note and r.note.startswith("skipped") for r in skipped)  # now they have everything asked for
