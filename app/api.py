@@ -9,12 +9,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import logging
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -344,8 +345,6 @@ def train(bundle: str = DEFAULT_BUNDLE, manifest: str | Path | None = None, data
         FileNotFoundError: the manifest, the ``init_from`` weights or the ``distill_teacher`` weights
             (knowledge distillation, :mod:`app.engines.distillation`) are missing.
     """
-    from monai.bundle import ConfigWorkflow
-
     from app.bundles import config_files, manifest_path
     from app.io.atomic import atomic_write_text
 
@@ -354,22 +353,9 @@ def train(bundle: str = DEFAULT_BUNDLE, manifest: str | Path | None = None, data
     if fold is not None:
         manifest, overrides = _fold_run(manifest or manifest_path("brats2018_cv5"), fold, output_dir, overrides)
     args = _train_args(root, overrides, manifest, data_dir, output_dir if output_dir is not None else _default_output_dir(bundle, root))
-    workflow = ConfigWorkflow(config_file=files, meta_file=str(root / "configs" / "metadata.json"), logging_file=str(root / "configs" / "logging.conf"), workflow_type="train", **args)
-    if freeze_encoder and init_from is None:
-        raise ValueError("--freeze-encoder needs --init-from: a frozen random encoder learns nothing")
+    with _removed_if_left_empty(Path(args["output_dir"])):  # a run that fails its checks leaves no empty folder
+        workflow = _initialized_training(files, root, args, init_from, freeze_encoder)
     init_ckpt = _init_checkpoint(init_from) if init_from is not None else None
-    from app.engines.preflight import check_augment_device, check_distill_teacher, check_training_splits, config_error_cause
-
-    try:
-        workflow.initialize()
-        check_training_splits(workflow.parser)  # an empty training (or due validation) split: one clear ValueError
-        check_augment_device(workflow.parser)  # GPU augmentation with loader worker processes
-        check_distill_teacher(workflow.parser)  # a missing teacher: one clear FileNotFoundError
-    except RuntimeError as err:  # MONAI's wrapper of a config expression's error: raise the cause (a missing data file)
-        cause = config_error_cause(err)
-        if cause is err:
-            raise
-        raise cause from err
     out = Path(workflow.parser.get_parsed_content("output_dir"))
     if init_ckpt is not None and not (out / "last.pt").is_file():
         from app.inference.ensemble import load_weights
@@ -399,6 +385,48 @@ def train(bundle: str = DEFAULT_BUNDLE, manifest: str | Path | None = None, data
     del workflow
     gc.collect()
     return out
+
+
+def _initialized_training(files: Sequence[str], root: Path, args: dict[str, Any], init_from: str | Path | None, freeze_encoder: bool) -> Any:
+    """The bundle's train workflow (``monai.bundle.ConfigWorkflow``), initialised and checked before
+    any epoch (:mod:`app.engines.preflight`).
+
+    Raises:
+        ValueError, FileNotFoundError: as listed in :func:`train`; where MONAI wraps a config
+            expression's error (a missing data file), its cause.
+    """
+    from monai.bundle import ConfigWorkflow
+
+    from app.engines.preflight import check_augment_device, check_distill_teacher, check_training_splits, config_error_cause
+
+    workflow = ConfigWorkflow(config_file=files, meta_file=str(root / "configs" / "metadata.json"), logging_file=str(root / "configs" / "logging.conf"), workflow_type="train", **args)
+    if freeze_encoder and init_from is None:
+        raise ValueError("--freeze-encoder needs --init-from: a frozen random encoder learns nothing")
+    if init_from is not None:
+        _init_checkpoint(init_from)  # a missing checkpoint: FileNotFoundError before the data are read
+    try:
+        workflow.initialize()
+        check_training_splits(workflow.parser)  # an empty training (or due validation) split: one clear ValueError
+        check_augment_device(workflow.parser)  # GPU augmentation with loader worker processes
+        check_distill_teacher(workflow.parser)  # a missing teacher: one clear FileNotFoundError
+    except RuntimeError as err:  # MONAI's wrapper of a config expression's error: raise the cause (a missing data file)
+        cause = config_error_cause(err)
+        if cause is err:
+            raise
+        raise cause from err
+    return workflow
+
+
+@contextlib.contextmanager
+def _removed_if_left_empty(folder: Path) -> Iterator[None]:
+    """Remove ``folder`` where the block raises, ``folder`` did not exist before it, and is still empty."""
+    new = not folder.exists()
+    try:
+        yield
+    except BaseException:
+        if new and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
 
 
 def _write_trained_bundle(root: Path, out: Path, parser: Any, args: dict[str, Any], seconds: float, init_ckpt: Path | None) -> None:

@@ -136,6 +136,7 @@ def export_network(network: torch.nn.Module, fmt: str, path: str | Path, in_chan
             with _quiet_loggers({"onnx_ir": logging.WARNING, "onnxscript": logging.WARNING, "torch.onnx._internal.exporter._registration": logging.ERROR}):
                 torch.onnx.export(net, (example,), str(staged), dynamo=True, opset_version=18, input_names=["image"], output_names=["pred"],
                                   dynamic_shapes=({0: auto, 2: auto, 3: auto, 4: auto},), external_data=False, verbose=False)
+            name_onnx_axes(staged)
         else:
             import openvino as ov
 
@@ -147,6 +148,41 @@ def export_network(network: torch.nn.Module, fmt: str, path: str | Path, in_chan
         for produced in sorted(Path(tmp).iterdir(), key=lambda f: f == staged):  # the main file (.xml) last
             os.replace(produced, path.parent / produced.name)
     return path
+
+
+ONNX_AXES = {0: "batch", 2: "height", 3: "width", 4: "depth"}
+
+
+def name_onnx_axes(path: str | Path, axes: dict[int, str] | None = None) -> None:
+    """Rename, in place, the dynamic axes of an ONNX model exported by ``torch.onnx.export(dynamo=True)``.
+
+    The exporter names each dynamic input axis after its internal symbol (``s77``, ``s53``) and
+    each output axis by an expression of those (``2*(((s53 - 1)//2)) + 2``), which is what ONNX
+    Runtime, Netron and the model's users see. The symbols of the first input's axes become
+    ``axes`` (default :data:`ONNX_AXES`: batch, height, width, depth of ``(B, C, H, W, D)``)
+    wherever they occur: inputs, outputs and intermediate value infos.
+
+    Raises:
+        ValueError: an axis of ``axes`` is not dynamic in the model's first input.
+    """
+    import re
+
+    import onnx
+
+    axes = ONNX_AXES if axes is None else axes
+    model = onnx.load(str(path))
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    symbols = {}
+    for axis, name in axes.items():
+        if not dims[axis].dim_param:
+            raise ValueError(f"{path}: axis {axis} of input '{model.graph.input[0].name}' is not dynamic (size {dims[axis].dim_value})")
+        symbols[dims[axis].dim_param] = name
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, symbols)) + r")\b")
+    for value in [*model.graph.input, *model.graph.output, *model.graph.value_info]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param:
+                dim.dim_param = pattern.sub(lambda m: symbols[m.group(1)], dim.dim_param)
+    onnx.save(model, str(path))
 
 
 class OpenVINONetwork(torch.nn.Module):

@@ -80,3 +80,18 @@ def test_shipped_manifest_lists_the_15_shared_cases():
     ids = [i["case_id"] for k in ("training", "validation", "test") for i in manifest[k]]
     assert len(ids) == len(set(ids)) == 15
     assert (manifest["numTraining"], manifest["numValidation"], manifest["numTest"]) == (11, 2, 2)
+
+
+def test_a_training_run_that_fails_its_checks_leaves_no_empty_output_folder(phantom_root: Path, tmp_path: Path):
+    from app import api
+
+    out = tmp_path / "m.json"
+    build_manifest(phantom_root, out=out, seed=0, fractions=(0.6, 0.2, 0.2))
+    with pytest.raises(FileNotFoundError, match="name files that do not exist"):
+        api.train(manifest=out, data_dir=tmp_path / "nowhere", output_dir=tmp_path / "runs" / "new", progress=False, overrides={"max_epochs": 1})
+    assert not (tmp_path / "runs" / "new").exists()
+    kept = tmp_path / "runs" / "existing"
+    kept.mkdir()
+    with pytest.raises(FileNotFoundError, match="name files that do not exist"):
+        api.train(manifest=out, data_dir=tmp_path / "nowhere", output_dir=kept, progress=False, overrides={"max_epochs": 1})
+    assert kept.is_dir()  # a folder the user had is not removed
