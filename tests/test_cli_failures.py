@@ -280,6 +280,14 @@ def test_a_second_batch_in_the_same_folder_keeps_the_first(cases: list[Path], tm
     assert record["notes"] == ["2 case(s) of earlier batches in this folder are kept, first; the settings above are this batch's, each case's own are under its 'settings'"]
 
 
+def test_the_run_record_names_inputs_given_as_relative_paths_absolutely(cases: list[Path], tmp_path: Path, fake: FakeSegmenter,
+                                                                       monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(cases[0].parent)
+    assert _segment(cases[0].name, "-o", tmp_path / "out").exit_code == 0
+    inputs = json.loads((tmp_path / "out" / "volseg_run.json").read_text())["cases"][0]["inputs"]
+    assert inputs == [str(cases[0] / f"{cases[0].name}_{s}.nii.gz") for s in ("t1", "t1ce", "t2", "flair")]
+
+
 def test_a_written_case_made_with_other_settings_is_segmented_again(cases: list[Path], tmp_path: Path, fake: FakeSegmenter):
     out = tmp_path / "out"
     assert _segment(cases[0], cases[1], "-o", out).exit_code == 0

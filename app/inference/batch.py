@@ -311,7 +311,7 @@ def write_run_record(plan: BatchPlan, segmenter: Segmenter, settings: SegmentSet
               "notes": plan.notes}
     ran = [e for e in entries if not e.get("note")]
     for entry, case in zip(entries, plan.cases):
-        entry.setdefault("inputs", [str(p) if p is not None else None for p in case.images])
+        entry.setdefault("inputs", [os.path.abspath(p) if p is not None else None for p in case.images])  # usable from any working folder
     for entry in ran:
         entry["settings"] = run_settings(record)
     add_missing_sequence_cv(ran, settings.bundle, record["n4_average"], ran_int8(segmenter.precision))
