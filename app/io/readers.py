@@ -103,6 +103,7 @@ def read_volume(path: str | Path, series_uid: str | None = None, check_finite: b
             reader = _dicom_reader(path, series_uid)
             header_read = True
             image = reader.Execute()
+            check_slice_positions(path, reader)
         else:
             if not path.is_file():
                 raise InputError(f"'{path}': file does not exist")
@@ -143,7 +144,55 @@ def _dicom_reader(folder: Path, series_uid: str | None):
     check_voxel_budget(folder, (width, height, len(series[uid])), first.GetNumberOfComponents())
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(series[uid])
+    reader.MetaDataDictionaryArrayUpdateOn()  # each slice's position, for check_slice_positions
     return reader
+
+
+#: Largest departure of a DICOM slice gap from the series' median gap, as a fraction of it: a
+#: missing slice departs by 100 %, a duplicate one by 100 %; rounding of positions by far less.
+SLICE_GAP_TOLERANCE = 0.1
+
+
+def check_slice_positions(folder: str | Path, reader) -> None:
+    """Refuse a DICOM series whose slices are not evenly spaced along the slice normal.
+
+    ITK stacks the slices on one regular grid whatever their ImagePositionPatient (0020,0032)
+    says: with a slice missing, every slice after the gap lands at the wrong position, and
+    volumes come out wrong, with only a warning of ITK's on stderr ("Non uniform sampling or
+    missing slices detected"). The gaps are the positions projected onto the normal of
+    ImageOrientationPatient (0020,0037) of the first slice. Series without these tags, or of
+    fewer than 3 slices, are not checked.
+
+    Args:
+        folder: the series folder (for the message).
+        reader: the ``SimpleITK.ImageSeriesReader`` after ``Execute``, with
+            ``MetaDataDictionaryArrayUpdateOn``.
+
+    Raises:
+        InputError: a gap departs from the median gap by more than :data:`SLICE_GAP_TOLERANCE`
+            of it; the message names the two slice files and both distances.
+    """
+    import numpy as np
+
+    files = list(reader.GetFileNames())
+    keys = ("0020|0032", "0020|0037")
+    if len(files) < 3 or not all(reader.HasMetaDataKey(i, k) for i in range(len(files)) for k in keys):
+        return
+    try:
+        positions = np.array([[float(v) for v in reader.GetMetaData(i, keys[0]).split("\\")] for i in range(len(files))])
+        orientation = np.array([float(v) for v in reader.GetMetaData(0, keys[1]).split("\\")])
+    except ValueError:
+        return
+    if positions.shape[1] != 3 or orientation.shape != (6,):
+        return
+    gaps = np.abs(np.diff(positions @ np.cross(orientation[:3], orientation[3:])))
+    nominal = float(np.median(gaps))
+    worst = int(np.argmax(np.abs(gaps - nominal)))
+    if nominal > 0 and abs(gaps[worst] - nominal) > SLICE_GAP_TOLERANCE * nominal:
+        raise InputError(f"'{folder}': DICOM slices are not evenly spaced: {Path(files[worst]).name} and {Path(files[worst + 1]).name} "
+                         f"are {gaps[worst]:.2f} mm apart, the other slices {nominal:.2f} mm "
+                         f"({'a missing slice?' if gaps[worst] > nominal else 'a duplicate slice?'}). A volume needs one regular grid: "
+                         "export the complete series again")
 
 
 def read_image_information(path: str | Path):

@@ -145,3 +145,27 @@ def test_dicom_series_ids_finds_a_series_and_keeps_itk_quiet_where_there_is_none
     err = capfd.readouterr().err
     assert "No Series were found" not in err and "WARNING" not in err, err
     assert sitk.ProcessObject.GetGlobalWarningDisplay()  # ITK's warnings are on again afterwards
+
+
+def test_a_dicom_series_with_a_missing_or_duplicate_slice_is_refused_not_misplaced(tmp_path: Path):
+    """ITK stacks the slices on one grid whatever their positions: with a slice missing, the ones
+    after the gap would land at wrong positions (and volumes be wrong) with only a warning on stderr."""
+    image = _volume()
+    files = write_dicom_series(image, tmp_path / "whole")
+    assert read_volume(tmp_path / "whole").GetSize() == SIZE  # evenly spaced: read
+    files[17].unlink()
+    with pytest.raises(InputError, match=r"whole': DICOM slices are not evenly spaced: slice_0016.dcm and slice_0018.dcm are (\d+\.\d+) mm apart, "
+                                         r"the other slices .* \(a missing slice\?\)"):
+        read_volume(tmp_path / "whole")
+    shifted = write_dicom_series(image, tmp_path / "shifted")
+    moved = sitk.ReadImage(str(shifted[5]))  # a slice stored at the position of its neighbour: a duplicate
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(shifted[4]))
+    reader.ReadImageInformation()
+    moved.SetMetaData("0020|0032", reader.GetMetaData("0020|0032"))
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    writer.SetFileName(str(shifted[5]))
+    writer.Execute(moved)
+    with pytest.raises(InputError, match=r"not evenly spaced.*a duplicate slice\?"):
+        read_volume(tmp_path / "shifted")
