@@ -133,7 +133,8 @@ def segment_cases(
 
     A case may lack sequences (any non-empty subset of T1, T1ce, T2, FLAIR): they are fed as
     zero channels to the modality-dropout model, and the case's record names them under
-    ``missing_sequences``.
+    ``missing_sequences``. A batch that cannot start leaves nothing behind: an output folder it
+    made is removed where nothing was written into it.
 
     Returns:
         One :class:`app.inference.CaseResult` per case. ``<output_dir>/volseg_run.json`` records
@@ -144,20 +145,24 @@ def segment_cases(
         app.errors.OutputError: an output folder that is a file, cannot be created or is not
             writable (found before any model loads).
         ValueError: an unknown output format or device, CUDA asked for where there is none,
-            ``nproc < 1``, or more processes than GPUs.
+            ``nproc < 1``, more processes than GPUs, ``sequences``, ``n4`` or ``uncertainty`` for
+            a bundle that has no use for them (a one-channel CT bundle).
+        FileNotFoundError: the bundle's weights are missing (a template that ships none).
+        ImportError: ``dicom_seg`` without highdicom.
     """
     from app.inference.batch import SegmentSettings, plan_batch, run_batch
 
     settings = SegmentSettings(str(bundle), device, backend, mode, output_format, dicom_seg, uncertainty, tuple(sequences) if sequences else None, int8, n4, resample)
     if nproc < 1:
         raise ValueError(f"--nproc must be >= 1, got {nproc}")
-    plan = plan_batch(inputs, output_dir, settings, overwrite=overwrite)
-    if nproc > 1:
-        from app.inference.distributed import segment_distributed
+    with _removed_if_left_empty(Path(output_dir)):  # a batch that cannot start leaves no empty output folder
+        plan = plan_batch(inputs, output_dir, settings, overwrite=overwrite)
+        if nproc > 1:
+            from app.inference.distributed import segment_distributed
 
-        results = segment_distributed(plan, settings, nproc, run_info())
-    else:
-        results = run_batch(plan, settings, run_info(), progress)
+            results = segment_distributed(plan, settings, nproc, run_info())
+        else:
+            results = run_batch(plan, settings, run_info(), progress)
     if report:
         from app.evaluation.case_report import write_report
 

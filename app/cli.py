@@ -314,7 +314,8 @@ def segment(
                                 uncertainty=uncertainty, sequences=sequences.split(",") if sequences else None, overwrite=overwrite, nproc=nproc, report=report, int8=int8, n4=n4, resample=resample)
     except ImportError as err:
         skipped = [name for name in SEGMENT_SKIPPED_IMPORTS if name in sys.modules and sys.modules[name] is None]
-        _fail(ImportError(f"{err}" + (f" (volseg segment skips {', '.join(skipped)}; set VOLSEG_FULL_IMPORT=1 if the bundle needs them)" if skipped else "")))
+        halted = isinstance(err, ModuleNotFoundError) and skipped  # an import of a skipped package, not a missing extra
+        _fail(ImportError(f"{err}" + (f" (volseg segment skips {', '.join(skipped)}; set VOLSEG_FULL_IMPORT=1 if the bundle needs them)" if halted else "")))
     except (InputError, FileNotFoundError, ValueError) as err:  # OutputError is a ValueError
         _fail(err)
     except RankError as err:  # a rank of --nproc failed (its own traceback is above)

@@ -314,3 +314,13 @@ def test_a_run_record_of_an_earlier_version_gives_its_cases_the_record_settings(
     assert earlier_entries(tmp_path)["A"]["settings"] == {"bundle": "brats_unet3d", "mode": "accurate", "n4_average": True, "precision": "int8"}
     (tmp_path / "volseg_run.json").write_text("{not json")
     assert earlier_entries(tmp_path) == {} and earlier_entries(tmp_path / "none") == {}
+
+
+def test_dicom_seg_without_highdicom_stops_before_any_case(cases: list[Path], tmp_path: Path, no_model: None, monkeypatch: pytest.MonkeyPatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "highdicom" else find_spec(name, *a))
+    result = _segment(cases[0], "-o", tmp_path / "out", "--dicom-seg")
+    assert "--dicom-seg (DICOM SEG output) needs highdicom: pip install 'volseg[dicom]'" in _one_line_error(result)
+    assert "VOLSEG_FULL_IMPORT" not in result.output and not (tmp_path / "out").exists()

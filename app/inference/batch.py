@@ -114,7 +114,10 @@ def check_settings(settings: SegmentSettings) -> None:
         ValueError: an unknown output format, or a device this machine cannot run on
             (:func:`app.devices.check_device`: one line naming the flag and the fix).
         FileNotFoundError: the bundle or its inference config is missing.
+        ImportError: DICOM SEG output (``dicom_seg``) without highdicom installed.
     """
+    import importlib.util
+
     from app.bundles import config_files
     from app.devices import check_device
 
@@ -122,6 +125,8 @@ def check_settings(settings: SegmentSettings) -> None:
         raise ValueError(f"output_format must be 'same' or 'nifti', got '{settings.output_format}'")
     check_device(settings.device)
     config_files(settings.bundle, "inference")
+    if settings.dicom_seg and importlib.util.find_spec("highdicom") is None:  # found now, not after the first case is segmented
+        raise ImportError("--dicom-seg (DICOM SEG output) needs highdicom: pip install 'volseg[dicom]'")
 
 
 def _is_case_input(path: Path) -> bool:
@@ -198,7 +203,8 @@ def plan_batch(inputs: Sequence[str | Path], output_dir: str | Path, settings: S
         InputError: a path that does not exist, or loose files that form no case (see
             :func:`app.inference.resolve_inputs`).
         app.errors.OutputError: an output folder that is a file, cannot be created or is not writable.
-        ValueError, FileNotFoundError: see :func:`check_settings`.
+        ValueError: ``sequences`` for a one-channel bundle; see also :func:`check_settings`.
+        FileNotFoundError, ImportError: see :func:`check_settings`.
 
     Example:
         >>> plan = plan_batch(["data/Brats18_X", "data/Brats18_Y"], "out", SegmentSettings())  # doctest: +SKIP
@@ -210,7 +216,11 @@ def plan_batch(inputs: Sequence[str | Path], output_dir: str | Path, settings: S
     from app.labels import labels_of
 
     check_settings(settings)
-    cases, notes = _merge_duplicates(_resolve([Path(p) for p in inputs], labels_of(settings.bundle).channels, settings.sequences))
+    channels = labels_of(settings.bundle).channels
+    if settings.sequences and len(channels) < 2:
+        raise ValueError(f"--sequences names the sequences of a multi-sequence bundle (BraTS: t1, t1ce, t2, flair); bundle '{settings.bundle}' "
+                         f"takes one volume a case ({', '.join(channels)})")
+    cases, notes = _merge_duplicates(_resolve([Path(p) for p in inputs], channels, settings.sequences))
     out_dir = prepare_output_dir(output_dir)
     for case in cases:
         if case.error is None and settings.resample:

@@ -126,6 +126,20 @@ def check_ensemble_paths(ckpt_paths: Sequence[str | Path]) -> None:
                                 "use --mode fast, or train them: volseg cv train --bundle NAME --output-dir R, then put R/fold<k>/model.pt in models/ as fold<k>.pt")
 
 
+def check_weights(ckpt_path: str | Path, bundle: str | Path) -> None:
+    """Fail before any network is built where the weights of ``--mode fast`` (``ckpt_path``) are
+    missing: a template bundle (ct_unet3d) ships none.
+
+    Raises:
+        FileNotFoundError: naming the file and how to get trained weights.
+    """
+    if not Path(ckpt_path).is_file():
+        name = Path(str(bundle)).name
+        raise FileNotFoundError(f"bundle '{bundle}' has no trained weights: '{ckpt_path}' is missing (a template such as ct_unet3d ships none). "
+                                f"Train it first: volseg train --bundle {name} --manifest DATALIST --data-dir DATA --output-dir R; "
+                                "then segment with --bundle R")
+
+
 def save_compact(ckpt_path: str | Path, out: str | Path) -> Path:
     """Write a state dict's floating-point tensors as float16 (half the bytes), atomically.
 

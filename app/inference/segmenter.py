@@ -16,7 +16,7 @@ from app.data.cases import case_id_from_path, find_case  # case_id_from_path: re
 from app.data.verify import InputError, check_case_images
 from app.inference.backends import OpenVINONetwork, resolve_backend
 from app.inference.int8 import find_int8_ir, int8_may_saturate
-from app.inference.ensemble import MODES, MirrorEnsemble, check_ensemble_paths, ensemble_members
+from app.inference.ensemble import MODES, MirrorEnsemble, check_ensemble_paths, check_weights, ensemble_members
 from app.transforms import ChannelThresholdd, FillRegionHolesd, InForegroundBoxd, RegionsToBratsLabelsd
 
 #: ``n4_combine`` values: segment the N4-corrected case only, or average it with the case as given.
@@ -303,6 +303,11 @@ class Segmenter:
             raise ValueError(f"bundle '{bundle}' has no ensemble (ensemble_ckpt_paths) for --mode accurate; use --mode fast")
         if self.mode == "accurate":
             check_ensemble_paths(parser.get_parsed_content("ensemble_ckpt_paths"))  # either backend, before anything is built
+        else:
+            check_weights(parser.get_parsed_content("ckpt_path"), bundle)
+        if n4 and "n4_params" not in parser:
+            raise ValueError(f"bundle '{bundle}' has no N4 settings (n4_params): --n4 corrects the bias field of MRI, and this bundle's "
+                             "input is not MRI it was trained to correct; leave out --n4")
         if self.mode == "accurate":
             for key in ("infer_mode", "overlap", "sw_batch_size", "n4_average"):
                 if f"accurate_{key}" in parser:
@@ -316,6 +321,9 @@ class Segmenter:
         self.in_channels = int(next(iter(inputs.values()))["num_channels"]) if inputs else len(MODALITIES)
         self.channels = tuple(MODALITIES) if self.in_channels == len(MODALITIES) else tuple(f"channel{i}" for i in range(self.in_channels))
         self.regions = tuple(parser.get("regions", ()))
+        if uncertainty and "WT" not in self.regions:
+            raise ValueError(f"bundle '{bundle}' has no whole-tumour region (WT): --uncertainty gives the whole-tumour uncertainty map and "
+                             "quality score of the BraTS bundles only; leave it out")
         self.backend = resolve_backend(backend or parser.get("inference_backend", "torch"), self.device)
         self.int8 = bool(parser.get("openvino_int8", False)) if int8 is None else bool(int8)
         self.network = self._build_network(parser)

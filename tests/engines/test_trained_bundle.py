@@ -8,6 +8,7 @@ the bundle must carry into inference.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import nibabel as nib
@@ -62,6 +63,29 @@ def test_segment_evaluate_and_serve_take_the_output_folder(trained_ct: Path, ct_
     assert rows[0]["case"] == case["case_id"] and "spleen_dice" in rows[0] and "WT_dice" not in rows[0]
     info = TestClient(create_app(ServerConfig(tmp_path / "store", None, [str(trained_ct)], "cpu"))).get("/info/").json()
     assert info["models"]["ct_run"]["labels"] == {"spleen": 1} and info["labels"] == {"spleen": 1}
+
+
+def test_mri_options_on_a_ct_bundle_and_a_template_without_weights_stop_before_anything_is_written(trained_ct: Path, ct_phantom_root: Path,
+                                                                                                     ct_phantom_manifest: Path, tmp_path: Path):
+    """Options the CT bundle has no use for were run (N4 on HU) or ignored (no uncertainty map
+    written, --sequences); the shipped template, which has no weights, said "no fold models for
+    --mode accurate". Each is one error line, exit 2, and no output folder is left behind."""
+    from typer.testing import CliRunner
+
+    from app.cli import app as cli
+
+    image = ct_phantom_root / json.loads(ct_phantom_manifest.read_text())["test"][0]["image"]
+    for bundle, args, message in [
+        ("ct_unet3d", [], "bundle 'ct_unet3d' has no trained weights: '.*model.pt' is missing .* volseg train --bundle ct_unet3d"),
+        (str(trained_ct), ["--n4"], "has no N4 settings \\(n4_params\\): --n4 corrects the bias field of MRI"),
+        (str(trained_ct), ["--uncertainty"], "has no whole-tumour region \\(WT\\): --uncertainty"),
+        (str(trained_ct), ["--sequences", "flair"], "--sequences names the sequences of a multi-sequence bundle"),
+    ]:
+        out = tmp_path / f"out{len(args)}{args[:1]}"
+        result = CliRunner().invoke(cli, ["segment", str(image), "--bundle", bundle, "--output", str(out), "--device", "cpu", "--quiet", *args])
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        assert re.search(message, " ".join(result.output.split())), result.output
+        assert not out.exists()
 
 
 def test_empty_splits_give_a_clear_error(ct_phantom_root: Path, ct_phantom_manifest: Path, tmp_path: Path):
