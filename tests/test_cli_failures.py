@@ -274,7 +274,7 @@ def test_a_second_batch_in_the_same_folder_keeps_the_first(cases: list[Path], tm
     assert _segment(cases[2], "-o", out).exit_code == 0
     record = json.loads((out / "volseg_run.json").read_text())
     assert [c["case_id"] for c in record["cases"]] == ["Phantom_000", "Phantom_001", "Phantom_002"]
-    assert all(c["settings"] == {"bundle": "brats_unet3d", "mode": "fast", "n4_average": False, "precision": "f32"} for c in record["cases"])
+    assert all(c["settings"] == {"bundle": "brats_unet3d", "mode": "fast", "n4_average": False, "precision": "f32", "weights": None} for c in record["cases"])
     assert all(c["inputs"][0].endswith("_t1.nii.gz") and c["volumes_ml"]["ED"] > 0 for c in record["cases"])
     assert [row.split(",")[0] for row in (out / "volumes.csv").read_text().splitlines()[1:]] == ["Phantom_000", "Phantom_001", "Phantom_002"]
     assert record["notes"] == ["2 case(s) of earlier batches in this folder are kept, first; the settings above are this batch's, each case's own are under its 'settings'"]
@@ -324,3 +324,30 @@ def test_dicom_seg_without_highdicom_stops_before_any_case(cases: list[Path], tm
     result = _segment(cases[0], "-o", tmp_path / "out", "--dicom-seg")
     assert "--dicom-seg (DICOM SEG output) needs highdicom: pip install 'volseg[dicom]'" in _one_line_error(result)
     assert "VOLSEG_FULL_IMPORT" not in result.output and not (tmp_path / "out").exists()
+
+
+def test_a_written_case_made_by_other_weights_of_the_same_bundle_is_segmented_again(cases: list[Path], tmp_path: Path, fake: FakeSegmenter):
+    """A bundle folder trained again keeps its name: the checkpoint's fingerprint tells its labels apart."""
+    from monai.bundle import ConfigParser
+
+    from app.inference.batch import weights_fingerprint
+
+    out = tmp_path / "out"
+    fake._weights_fingerprint = "0123456789abcdef"
+    assert _segment(cases[0], "-o", out).exit_code == 0 and _segment(cases[0], "-o", out).exit_code == 0
+    assert fake.segmented == ["Phantom_000"]  # the same weights: skipped
+    fake._weights_fingerprint = "fedcba9876543210"  # trained again
+    again = _segment(cases[0], "-o", out)
+    assert again.exit_code == 0 and fake.segmented == ["Phantom_000", "Phantom_000"]
+    assert json.loads((out / "volseg_run.json").read_text())["cases"][0]["settings"]["weights"] == "fedcba9876543210"
+
+    class Model:
+        mode = "fast"
+
+    ckpt = tmp_path / "model.pt"
+    ckpt.write_bytes(b"weights")
+    first, model = Model(), Model()
+    first.parser = model.parser = ConfigParser({"ckpt_path": str(ckpt)})
+    assert len(weights_fingerprint(first)) == 16
+    ckpt.write_bytes(b"weights trained again")
+    assert weights_fingerprint(model) != weights_fingerprint(first) == first._weights_fingerprint  # computed once a segmenter
