@@ -11,7 +11,7 @@ from app.transforms.components import (
 )
 from app.transforms.holes import FillRegionHoles, FillRegionHolesd, fill_holes_in_slices
 from app.transforms.dropout import RandModalityDropoutd, channel_subsets
-from app.transforms.ct import HU_WINDOWS, HUWindow, HUWindowd
+from app.transforms.ct import HU_WINDOWS, CheckHounsfield, CheckHounsfieldd, HUWindow, HUWindowd
 from app.transforms.mri import N4BiasCorrection, N4BiasCorrectiond
 from app.transforms.regions import ChannelThreshold, ChannelThresholdd, RegionsToBratsLabels, RegionsToBratsLabelsd
 from app.transforms.save import SaveLabelMapd
@@ -23,6 +23,8 @@ from app.transforms.zscore import NonzeroZScore, NonzeroZScored
 __all__ = [
     "CheckBrainMRI",
     "CheckBrainMRId",
+    "CheckHounsfield",
+    "CheckHounsfieldd",
     "CheckSkullStripped",
     "CheckSkullStrippedd",
     "ChannelThreshold",

@@ -88,6 +88,19 @@ def test_mri_options_on_a_ct_bundle_and_a_template_without_weights_stop_before_a
         assert not out.exists()
 
 
+def test_an_image_that_is_not_ct_in_hu_is_segmented_with_a_warning_in_the_record(trained_ct: Path, ct_phantom_root: Path, ct_phantom_manifest: Path,
+                                                                                  tmp_path: Path):
+    image = ct_phantom_root / json.loads(ct_phantom_manifest.read_text())["test"][0]["image"]
+    ct = nib.load(image)
+    nib.save(nib.Nifti1Image(np.asarray(ct.dataobj).astype(np.int16) + 1100, ct.affine), tmp_path / "mr_like.nii.gz")  # no air: as an MRI
+    for name, path in (("ct", image), ("mr", tmp_path / "mr_like.nii.gz")):
+        result, = api.segment_cases([path], tmp_path / name, bundle=str(trained_ct), device="cpu")
+        assert result.error is None
+    records = {name: json.loads((tmp_path / name / "volseg_run.json").read_text())["cases"][0] for name in ("ct", "mr")}
+    assert not records["ct"].get("input_warnings")
+    assert "not CT in Hounsfield units" in records["mr"]["input_warnings"][0] and "mr_like.nii.gz" in records["mr"]["input_warnings"][0]
+
+
 def test_empty_splits_give_a_clear_error(ct_phantom_root: Path, ct_phantom_manifest: Path, tmp_path: Path):
     content = json.loads(ct_phantom_manifest.read_text())
     no_training = tmp_path / "no_training.json"

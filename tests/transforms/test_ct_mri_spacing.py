@@ -45,3 +45,37 @@ def test_n4_flattens_a_smooth_bias_field():
     before = np.std((truth * bias)[brain]) / np.mean((truth * bias)[brain])
     after = np.std(np.asarray(out[0])[brain]) / np.mean(np.asarray(out[0])[brain])
     assert out.shape == (1, *shape) and after < 0.5 * before
+
+
+@pytest.mark.skipif(not __import__("pathlib").Path("../shared/data/totalseg_refs").is_dir(), reason="needs ../shared/data")
+def test_hounsfield_check_warns_on_mri_and_label_maps_not_on_ct(caplog: pytest.LogCaptureFixture):
+    """The shared CTs have air (38 % of voxels at or below -500 HU); the shared abdominal MR and the
+    label maps have none, and the CT bundle segmented them without a word."""
+    from app.io import LoadVolumed
+    from app.transforms import CheckHounsfieldd
+
+    check, load = CheckHounsfieldd("image"), LoadVolumed("image", ensure_channel_first=True)
+    root = "../shared/data"
+    for name, expected in [("msd_spleen/imagesTr/spleen_8.nii.gz", None), ("totalseg_refs/example_ct_sm.nii.gz", None),
+                           ("totalseg_refs/example_mr_sm.nii.gz", "it looks like an MRI"),
+                           ("totalseg_refs/example_seg.nii.gz", "distinct values: a label map or mask"),
+                           ("msd_spleen/labelsTr/spleen_8.nii.gz", "2 distinct values: a label map or mask")]:
+        caplog.clear()
+        img = check(load({"image": f"{root}/{name}"}))["image"]
+        warnings = img.meta.get("input_warnings", [])
+        if expected is None:
+            assert warnings == [] and not caplog.records, name
+        else:
+            assert len(warnings) == 1 and expected in warnings[0] and name.split("/")[-1] in warnings[0] and "not CT in Hounsfield units" in warnings[0], warnings
+            assert caplog.records and caplog.records[0].levelname == "WARNING"
+
+
+def test_hounsfield_check_can_be_turned_off_and_keeps_the_image():
+    from app.transforms import CheckHounsfield
+
+    img = MetaTensor(torch.full((1, 8, 8, 8), 40.0))
+    assert torch.equal(CheckHounsfield(air_hu=None)(img), img) and "input_warnings" not in img.meta
+    out = CheckHounsfield()(img)
+    assert torch.equal(out, torch.full((1, 8, 8, 8), 40.0)) and "values 40 to 40" in out.meta["input_warnings"][0]
+    air = MetaTensor(torch.full((1, 8, 8, 8), -1000.0))
+    assert "input_warnings" not in CheckHounsfield()(air).meta
