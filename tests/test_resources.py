@@ -71,3 +71,20 @@ def test_default_brats_dir_without_a_repository(installed_layout: Path, tmp_path
 
     monkeypatch.delenv("VOLSEG_BRATS_DIR", raising=False)
     assert default_brats_dir() == (tmp_path.parent / "shared" / "data" / "brats2018").resolve()
+
+
+def test_installed_from_a_wheel_the_shared_data_is_found_from_a_copied_bundle_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """`python -m monai.bundle run` runs from inside a copied bundle folder, where ../shared is not
+    the data: the nearest parent with a shared/data folder beside it is."""
+    from app.data import cases
+
+    monkeypatch.setattr(cases, "source_root", lambda: None)
+    data = tmp_path / "shared" / "data" / "brats2018"
+    data.mkdir(parents=True)
+    bundle = tmp_path / "work" / "bundles" / "brats_unet3d"
+    bundle.mkdir(parents=True)
+    monkeypatch.chdir(bundle)
+    assert cases.shared_data_dir("brats2018") == data.resolve()
+    assert cases.shared_data_dir("msd_spleen") == (bundle.parent / "shared" / "data" / "msd_spleen").resolve()  # none: beside the working folder
+    monkeypatch.chdir(tmp_path / "work")
+    assert cases.shared_data_dir("brats2018") == data.resolve()

@@ -174,14 +174,24 @@ def scan_brats(data_dir: str | Path, require_label: bool = True) -> list[BratsCa
 
 def shared_data_dir(name: str) -> Path:
     """``../shared/data/<name>``: beside the repository in a source checkout, else (installed from
-    a wheel, no repository) beside the current folder. Returned whether or not it exists.
+    a wheel, no repository) beside the current folder or, where that has none, beside the nearest
+    of its parents that has one (up to 4 levels: a bundle folder copied into a project, run from
+    inside it by ``python -m monai.bundle run``). Returned whether or not it exists (then the
+    one beside the current folder).
 
     Example:
         >>> shared_data_dir("msd_spleen").name
         'msd_spleen'
     """
-    base = source_root() or Path.cwd()
-    return (base.parent / "shared" / "data" / name).resolve()
+    root = source_root()
+    if root is not None:
+        return (root.parent / "shared" / "data" / name).resolve()
+    here = Path.cwd()
+    for folder in [here, *here.parents][:5]:
+        found = folder.parent / "shared" / "data" / name
+        if found.is_dir():
+            return found.resolve()
+    return (here.parent / "shared" / "data" / name).resolve()
 
 
 def default_brats_dir() -> Path:

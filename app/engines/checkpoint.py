@@ -22,6 +22,21 @@ logger = logging.getLogger(__name__)
 LAST_NAME = "last.pt"
 
 
+
+def as_bool(value: bool | str, name: str) -> bool:
+    """``value`` as a boolean; a command-line string (``"false"``, ``"0"``, ``"no"``, ``"true"``, ...)
+    by its meaning, not its truth (``bool("false")`` is True).
+
+    Raises:
+        ValueError: a string that is no boolean (the message names ``name``).
+    """
+    if isinstance(value, str):
+        words = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+        if value.strip().lower() not in words:
+            raise ValueError(f"{name} must be true or false, got '{value}'")
+        return words[value.strip().lower()]
+    return bool(value)
+
 class AtomicCheckpointer:
     """Save ``last.pt`` (everything needed to resume) and ``model.pt`` (best weights).
 
@@ -43,8 +58,13 @@ class AtomicCheckpointer:
         save_interval: epochs between ``last.pt`` writes.
         best_filename: file name of the best weights.
         enabled: write nothing where False.
-        resume: load ``save_dir/last.pt`` when the trainer starts, if it exists.
+        resume: load ``save_dir/last.pt`` when the trainer starts, if it exists. The strings
+            ``"false"``/``"true"`` (as ``python -m monai.bundle run --resume false`` passes them)
+            count as the booleans.
         map_location: device to load a resumed checkpoint onto.
+
+    Raises:
+        ValueError: ``resume`` is a string that is no boolean.
     """
 
     def __init__(
@@ -66,7 +86,7 @@ class AtomicCheckpointer:
         self.save_interval = max(1, int(save_interval))
         self.best_filename = best_filename
         self.enabled = enabled
-        self.resume = resume
+        self.resume = as_bool(resume, "resume")
         self.map_location = map_location
         self.best_metric = -float("inf")
         self.best_epoch = -1

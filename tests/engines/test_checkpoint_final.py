@@ -32,3 +32,18 @@ def test_init_from_starts_from_given_weights_and_freeze_keeps_encoder(phantom_ro
     frozen = [k for k in encoder_parameter_names(net)]
     assert frozen and all(torch.equal(tuned[k], init[k]) for k in frozen)  # started from the donor, encoder unchanged
     assert any(not torch.equal(tuned[k], init[k]) for k in tuned if k not in frozen and k.endswith("weight"))
+
+
+def test_resume_false_from_the_command_line_does_not_resume(tmp_path: Path):
+    """`python -m monai.bundle run ... --resume false` passes the string 'false', which is truthy."""
+    import pytest
+    import torch
+
+    from app.engines.checkpoint import AtomicCheckpointer, as_bool
+
+    net = torch.nn.Linear(2, 2)
+    assert AtomicCheckpointer(tmp_path, {"model": net}, net, resume="false").resume is False
+    assert AtomicCheckpointer(tmp_path, {"model": net}, net, resume="True").resume is True
+    assert [as_bool(v, "x") for v in (True, False, "0", "yes", " OFF ")] == [True, False, False, True, False]
+    with pytest.raises(ValueError, match="resume must be true or false, got 'maybe'"):
+        AtomicCheckpointer(tmp_path, {"model": net}, net, resume="maybe")
