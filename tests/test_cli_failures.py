@@ -351,3 +351,17 @@ def test_a_written_case_made_by_other_weights_of_the_same_bundle_is_segmented_ag
     assert len(weights_fingerprint(first)) == 16
     ckpt.write_bytes(b"weights trained again")
     assert weights_fingerprint(model) != weights_fingerprint(first) == first._weights_fingerprint  # computed once a segmenter
+
+
+def test_a_written_case_made_from_other_sequences_is_segmented_again_and_loses_its_stale_map(cases: list[Path], tmp_path: Path, fake: FakeSegmenter):
+    out = tmp_path / "out"
+    assert _segment(cases[0], "-o", out).exit_code == 0
+    two = [cases[0] / f"{cases[0].name}_{s}.nii.gz" for s in ("t1ce", "flair")]
+    again = _segment(*two, "-o", out)  # the same case ID from FLAIR + T1ce only: not the label of all four
+    assert again.exit_code == 0 and fake.segmented == ["Phantom_000", "Phantom_000"], again.output
+    entry = json.loads((out / "volseg_run.json").read_text())["cases"][0]
+    assert entry["missing_sequences"] == ["t1", "t2"] and entry["note"] is None
+    assert _segment(*two, "-o", out).exit_code == 0 and len(fake.segmented) == 2  # now the same sequences: skipped
+    (out / "Phantom_000_uncertainty.nii.gz").write_bytes(b"an earlier run's map")
+    assert _segment(cases[0], "-o", out, "--overwrite").exit_code == 0 and len(fake.segmented) == 3
+    assert not (out / "Phantom_000_uncertainty.nii.gz").exists()  # it belonged to the label just replaced

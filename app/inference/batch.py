@@ -274,9 +274,12 @@ def run_cases(segmenter: Segmenter, cases: Sequence[PlannedCase], settings: Segm
                 extra = {"missing_sequences": done["missing_sequences"], **({"resampled": aligned} if aligned else {})}
                 if done.get("input_warnings"):
                     extra["input_warnings"] = done["input_warnings"]
+                stale_map = out_dir / f"{case.case_id}_uncertainty.nii.gz"
                 if "uncertainty" in done:
-                    extra["uncertainty"] = str(write_map_like(done["uncertainty"], ref, out_dir / f"{case.case_id}_uncertainty.nii.gz"))
+                    extra["uncertainty"] = str(write_map_like(done["uncertainty"], ref, stale_map))
                     extra["quality"] = done["quality"]
+                elif stale_map.is_file():  # an earlier run's map of this case belongs to the label just replaced
+                    stale_map.unlink()
                 if settings.dicom_seg and volume_format(ref) == "dicom":
                     from app.bundles import label_names
                     from app.io.dicom_seg import write_dicom_seg
@@ -397,20 +400,27 @@ def _with_earlier_cases(entries: list[dict[str, Any]], earlier: dict[str, dict[s
 
 def stale_skips(plan: BatchPlan, segmenter: Segmenter, settings: SegmentSettings) -> list[str]:
     """Un-skip the planned cases whose label in the output folder was made with other settings
-    (bundle, mode, N4, precision, weights: the earlier run record says so) or lacks the uncertainty map this
-    run asks for: they are segmented again. Returns a line per case for the log."""
+    (bundle, mode, N4, precision, weights) or from other sequences (the earlier run record says
+    so), or lacks the uncertainty map this run asks for: they are segmented again. Returns a line
+    per case for the log."""
+    from app.labels import labels_of
+
     earlier = earlier_entries(plan.output_dir)
     now = current_settings(settings, segmenter)
+    channels = labels_of(settings.bundle).channels
     lines = []
     for case in plan.cases:
         entry = earlier.get(case.case_id)
         if not case.note or entry is None:
             continue
         changed = {k: (entry["settings"][k], v) for k, v in now.items() if k in entry["settings"] and entry["settings"][k] != v}  # an older record's lacking keys: unknown
+        missing = [c for c, p in zip(channels, case.images) if p is None] if len(case.images) == len(channels) else None
+        if missing is not None and entry.get("missing_sequences") is not None and sorted(entry["missing_sequences"]) != sorted(missing):
+            changed["missing sequences"] = (",".join(entry["missing_sequences"]) or "none", ",".join(missing) or "none")
         no_map = settings.uncertainty and not (entry.get("uncertainty") and Path(entry["uncertainty"]).is_file())
         if changed or no_map:
             case.note = None
-            why = (f"was made with other settings ({', '.join(f'{k} {old} -> {new}' for k, (old, new) in changed.items())})" if changed
+            why = (f"was made with other settings or sequences ({', '.join(f'{k} {old} -> {new}' for k, (old, new) in changed.items())})" if changed
                    else "has no uncertainty map, which this run asks for")
             lines.append(f"case '{case.case_id}': its label in {plan.output_dir} {why}; segmenting it again")
     return lines
