@@ -402,7 +402,7 @@ def _initialized_training(files: Sequence[str], root: Path, args: dict[str, Any]
     """
     from monai.bundle import ConfigWorkflow
 
-    from app.engines.preflight import check_augment_device, check_distill_teacher, check_training_splits, config_error_cause
+    from app.engines.preflight import check_augment_device, check_distill_teacher, check_label_values, check_training_splits, config_error_cause
 
     workflow = ConfigWorkflow(config_file=files, meta_file=str(root / "configs" / "metadata.json"), logging_file=str(root / "configs" / "logging.conf"), workflow_type="train", **args)
     if freeze_encoder and init_from is None:
@@ -412,6 +412,7 @@ def _initialized_training(files: Sequence[str], root: Path, args: dict[str, Any]
     try:
         workflow.initialize()
         check_training_splits(workflow.parser)  # an empty training (or due validation) split: one clear ValueError
+        check_label_values(workflow.parser)  # label values the network has no output for
         check_augment_device(workflow.parser)  # GPU augmentation with loader worker processes
         check_distill_teacher(workflow.parser)  # a missing teacher: one clear FileNotFoundError
     except RuntimeError as err:  # MONAI's wrapper of a config expression's error: raise the cause (a missing data file)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["check_augment_device", "check_distill_teacher", "check_training_splits", "config_error_cause"]
+__all__ = ["check_augment_device", "check_distill_teacher", "check_label_values", "check_training_splits", "config_error_cause"]
 
 
 def config_error_cause(err: RuntimeError) -> Exception:
@@ -53,9 +53,11 @@ def check_training_splits(parser: Any) -> None:
             has them; a missing key skips its check.
 
     Raises:
-        ValueError: the empty split, the datalist it came from, and the ways out.
+        ValueError: ``max_epochs < 1``; the empty split, the datalist it came from, and the ways out.
     """
     source = parser.get_parsed_content("data_list_file") if "data_list_file" in parser else "the datalist"
+    if "max_epochs" in parser and int(parser.get_parsed_content("max_epochs")) < 1:
+        raise ValueError(f"max_epochs must be >= 1, got {parser.get_parsed_content('max_epochs')}")
     if "train_datalist" in parser and not parser.get_parsed_content("train_datalist"):
         raise ValueError(f"the 'training' split of '{source}' is empty: nothing to train on; "
                          "list cases under 'training' (volseg manifest ... --out FILE, then --manifest FILE)")
@@ -67,6 +69,42 @@ def check_training_splits(parser: Any) -> None:
         raise ValueError(f"the '{split}' split of '{source}' is empty but validation is due every {interval} epoch(s) of {epochs}; "
                          f"add cases to it, validate on another split (--set val_split=training), "
                          f"or skip validation (--set val_interval={epochs + 1}: model.pt then holds the final weights)")
+
+
+def check_label_values(parser: Any) -> None:
+    """Refuse a run whose first training label has a value the network has no output for
+    (``>= num_classes``): a multi-organ label map given to a one-organ template failed in the
+    first step with "index 20 is out of bounds for dimension 1 with size 2", naming no file.
+
+    Only the first training item's label is read (a second or so for a CT label), so a datalist
+    that mixes label conventions can still fail later.
+
+    Args:
+        parser: the run's ``ConfigParser`` (after ``initialize``) with ``num_classes`` and
+            ``train_datalist``; a bundle without them (the BraTS bundles, whose labels are
+            converted to regions) skips the check.
+
+    Raises:
+        ValueError: naming the label file, its largest value, ``num_classes`` and the ways out.
+    """
+    if not all(k in parser for k in ("num_classes", "train_datalist")):
+        return
+    items = parser.get_parsed_content("train_datalist")
+    label = items[0].get("label") if items and isinstance(items[0], dict) else None
+    if not isinstance(label, str):
+        return
+    import numpy as np
+    import SimpleITK as sitk
+
+    from app.io import read_volume
+
+    classes = int(parser.get_parsed_content("num_classes"))
+    image = read_volume(label, refuse_all_zero=False)  # kept: the array view below does not hold the image
+    values = np.unique(sitk.GetArrayViewFromImage(image))
+    if values.size and (values.max() >= classes or values.min() < 0):
+        raise ValueError(f"label '{label}' has the values {', '.join(f'{v:g}' for v in values[:12])}{' ...' if values.size > 12 else ''}, "
+                         f"but the network has num_classes={classes} outputs (labels 0 to {classes - 1}); give labels with those values only "
+                         f"(e.g. one organ as 1), or train more classes: --set num_classes=N with the bundle's label names")
 
 
 def check_augment_device(parser: Any) -> None:

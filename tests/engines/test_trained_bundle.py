@@ -114,6 +114,25 @@ def test_empty_splits_give_a_clear_error(ct_phantom_root: Path, ct_phantom_manif
     assert not (tmp_path / "b" / "model.pt").exists()
 
 
+def test_labels_the_network_has_no_output_for_and_zero_epochs_are_refused_before_training(ct_phantom_root: Path, ct_phantom_manifest: Path,
+                                                                                           tmp_path: Path):
+    """A multi-organ label map on the one-organ template failed in the first step with "index 20 is
+    out of bounds for dimension 1 with size 2", naming no file; --max-epochs 0 with 193 lines."""
+    import shutil
+
+    with pytest.raises(ValueError, match="max_epochs must be >= 1, got 0"):
+        api.train("ct_unet3d", ct_phantom_manifest, ct_phantom_root, tmp_path / "zero", {**RUN, "max_epochs": 0}, progress=False)
+    root = tmp_path / "data"
+    shutil.copytree(ct_phantom_root, root)
+    first = root / json.loads(ct_phantom_manifest.read_text())["training"][0]["label"]
+    label = nib.load(first)
+    organs = np.asarray(label.dataobj).astype(np.uint8) * 20  # organ 20 of a multi-organ map
+    nib.save(nib.Nifti1Image(organs, label.affine), first)
+    with pytest.raises(ValueError, match=rf"label '.*{first.name}' has the values 0, 20, but the network has num_classes=2 outputs .*--set num_classes=N"):
+        api.train("ct_unet3d", ct_phantom_manifest, root, tmp_path / "multi", dict(RUN), progress=False)
+    assert not (tmp_path / "multi").exists() and not (tmp_path / "zero").exists()
+
+
 def test_a_missing_data_root_is_one_line_from_volseg_train(ct_phantom_manifest: Path, tmp_path: Path):
     """MONAI wraps the datalist's FileNotFoundError in "Failed to evaluate ConfigExpression"; the CLI
     gives the cause in one line (it was a 150-line traceback for a user without --data-dir)."""
