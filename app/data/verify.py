@@ -91,7 +91,7 @@ def check_case_images(paths: Sequence[str | Path], atol_mm: float = 1e-3) -> tup
         if len(shape) != 3 or min(shape) < 2:
             what = f"{len(shape)}D" if len(shape) != 3 else f"a single slice along axis {shape.index(min(shape))}"
             raise InputError(f"'{path}': expected a 3D volume, got shape {shape} ({what}); "
-                             "VolSeg BraTS bundles segment one 3D volume per modality")
+                             "VolSeg's bundles segment 3D volumes (one a sequence for the BraTS bundles)")
         if ref_shape is None:
             ref_path, ref_shape, ref_affine = path, shape, affine
             continue

@@ -135,7 +135,8 @@ def _dicom_reader(folder: Path, series_uid: str | None):
     series = dicom_series(folder)
     if series_uid is None and len(series) > 1:
         listing = "; ".join(f"{uid} ({len(files)} slices)" for uid, files in series.items())
-        raise InputError(f"'{folder}': {len(series)} DICOM series found, choose one by series UID: {listing}")
+        raise InputError(f"'{folder}': {len(series)} DICOM series found ({listing}); put each series in a folder of its own "
+                         "(volseg segment reads one series a folder; app.io.read_volume takes series_uid=)")
     uid = series_uid or next(iter(series))
     if uid not in series:
         raise InputError(f"'{folder}': no DICOM series with UID {uid}; found {', '.join(series)}")

@@ -121,7 +121,7 @@ def test_mixed_series_are_listed_and_selectable(tmp_path: Path):
     write_dicom_series(_volume(seed=2), tmp_path / "mixed_b", series_uid="1.2.3.4.2")
     for f in (tmp_path / "mixed_b").iterdir():
         f.rename(tmp_path / "mixed" / f"b_{f.name}")
-    with pytest.raises(InputError, match=r"2 DICOM series found.*1\.2\.3\.4\.1 \(40 slices\).*1\.2\.3\.4\.2 \(40 slices\)"):
+    with pytest.raises(InputError, match=r"2 DICOM series found.*1\.2\.3\.4\.1 \(40 slices\).*1\.2\.3\.4\.2 \(40 slices\).*put each series in a folder of its own"):
         read_volume(tmp_path / "mixed")
     assert read_volume(tmp_path / "mixed", series_uid="1.2.3.4.2").GetSize() == SIZE
 
