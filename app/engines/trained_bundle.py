@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import json
+import re
 import logging
 import math
 import shutil
@@ -100,7 +101,8 @@ def _set_meta(meta: dict[str, Any], path: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
-def _metadata(src_meta: dict[str, Any], src: Path, figures: Mapping[str, Any], meta_overrides: Mapping[str, Any]) -> dict[str, Any]:
+def _metadata(src_meta: dict[str, Any], src: Path, figures: Mapping[str, Any], meta_overrides: Mapping[str, Any],
+              baked: Mapping[str, Any] | None = None) -> dict[str, Any]:
     meta = json.loads(json.dumps(src_meta))
     for key, value in SOURCE_WEIGHT_INFERENCE.items():
         if key in meta.get("inference", {}):
@@ -116,9 +118,25 @@ def _metadata(src_meta: dict[str, Any], src: Path, figures: Mapping[str, Any], m
     key = figures.get("key_metric", "val_mean_dice")
     meta["eval_metrics"] = {f"{figures.get('validation_split', 'validation')}_{kind}_{key}": figures[f"{kind}_metric"]
                             for kind in ("best", "final") if figures.get(f"{kind}_metric") is not None}
+    settings = "; ".join(f"{k} {json.dumps(v) if not isinstance(v, str) else v}" for k, v in (baked or {}).items() if k in DESCRIBED_SETTINGS)
     meta["description"] = (f"{src_meta.get('name', src.name)} trained by `volseg train` on {figures.get('num_training_cases', '?')} case(s) "
-                           f"for {figures.get('epochs', '?')} epoch(s) ({figures.get('date', '')}). " + str(src_meta.get("description", "")))
+                           f"for {figures.get('epochs', '?')} epoch(s) ({figures.get('date', '')})"
+                           + (f", with {settings} (these replace the settings of the source bundle's description below)" if settings else "")
+                           + f". Source bundle {src_meta.get('name', src.name)} {src_meta.get('version', '')}: " + _without_no_weights(str(src_meta.get("description", ""))))
+    if "intended_use" in meta:
+        meta["intended_use"] = _without_no_weights(str(meta["intended_use"]))
     return meta
+
+
+#: Settings of a run's overrides that the trained bundle's description names (the source bundle's
+#: description states its own, such as "1.5 mm spacing").
+DESCRIBED_SETTINGS = ("spacing_mm", "roi_size", "hu_window", "num_classes", "channels")
+
+
+def _without_no_weights(text: str) -> str:
+    """``text`` without the sentence or clause of a template saying it "ships no trained weights",
+    which a trained bundle does not say of itself."""
+    return " ".join(part for part in re.split(r"(?<=[.;])\s+", text.strip()) if "ships no trained weights" not in part)
 
 
 def _readme(out: Path, meta: Mapping[str, Any]) -> str:
@@ -189,7 +207,7 @@ def write_trained_bundle(src: str | Path, out: str | Path, overrides: Mapping[st
     if isinstance(baked.get("roi_size"), (list, tuple)) and "roi_size" in src_meta.get("training", {}):
         # the BraTS configs read roi_size from training#roi_size: the metadata states the patch trained on
         meta_overrides.setdefault("training#roi_size", [int(v) for v in baked["roi_size"]])
-    meta = _metadata(src_meta, src, figures, meta_overrides)
+    meta = _metadata(src_meta, src, figures, meta_overrides, baked)
     atomic_write_text(out / "configs" / "metadata.json", json.dumps(meta, indent=2, default=str) + "\n")
     atomic_write(out / "models" / "model.pt", lambda tmp: shutil.copyfile(weights, tmp))
     from app.bundle_tools.large_files import write_large_files

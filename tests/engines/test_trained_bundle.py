@@ -42,6 +42,8 @@ def test_output_folder_has_the_model_zoo_layout_and_the_runs_figures(trained_ct:
     assert run["epochs"] == 1 and run["iterations"] == 2 and run["best_metric"] is None and run["num_training_cases"] == 2
     assert run["source_bundle"] == "ct_unet3d" and run["date"] and meta["eval_metrics"] == {} and meta["labels"]["1"] == "spleen"
     assert json.loads((out / "configs" / "datalist.json").read_text())["numTraining"] == 2
+    # the template's "ships no trained weights" and its 1.5 mm spacing are not said of the trained bundle
+    assert "no trained weights" not in meta["description"] + meta["intended_use"] and "spacing_mm [3.0, 3.0, 4.0]" in meta["description"]
     segmenter = Segmenter(out, device="cpu")
     assert segmenter.parser["spacing_mm"] == [3.0, 3.0, 4.0] and segmenter.parser["roi_size"] == [32, 32, 32]  # the run's overrides
     assert segmenter.parser.get_parsed_content("dataset_dir") == str(ct_phantom_root.resolve())
