@@ -56,8 +56,9 @@ def folder_datalist(dataset_dir: str | Path, num_channels: int) -> list[dict[str
     found = [p for p in sorted(root.iterdir()) if p.is_file() and p.name.lower().endswith(VOLUME_SUFFIXES)]
     found += [p for p in sorted(root.iterdir()) if p.is_dir() and _is_dicom_series(p)]
     if not found:
-        raise FileNotFoundError(f"no volume ({', '.join(VOLUME_SUFFIXES)}) or DICOM series folder in '{root}'; "
-                                "for a Decathlon folder pass its imagesTs/ or imagesTr/ as dataset_dir")
+        raise FileNotFoundError(f"no volume ({', '.join(VOLUME_SUFFIXES)}) or DICOM series folder in '{root}' (sub-folders are searched one "
+                                "level deep); pass a Decathlon folder's imagesTs/ or imagesTr/, or the folder that holds a series' slice files "
+                                "(volseg segment DIR; --dataset_dir DIR for python -m monai.bundle run)")
     return sorted(({"case_id": case_id_from_path(p), "image": str(p)} for p in found), key=lambda item: item["case_id"])
 
 

@@ -95,3 +95,11 @@ def test_a_training_run_that_fails_its_checks_leaves_no_empty_output_folder(phan
     with pytest.raises(FileNotFoundError, match="name files that do not exist"):
         api.train(manifest=out, data_dir=tmp_path / "nowhere", output_dir=kept, progress=False, overrides={"max_epochs": 1})
     assert kept.is_dir()  # a folder the user had is not removed
+
+
+def test_a_one_channel_dataset_folder_without_volumes_says_what_to_pass(tmp_path: Path):
+    from app.data.folder import folder_datalist
+
+    (tmp_path / "patient" / "study" / "series").mkdir(parents=True)  # a DICOM export two levels deeper than searched
+    with pytest.raises(FileNotFoundError, match=r"no volume .* in '.*' \(sub-folders are searched one level deep\); pass a Decathlon folder's imagesTs/ .*volseg segment DIR; --dataset_dir DIR"):
+        folder_datalist(tmp_path, 1)
