@@ -8,6 +8,7 @@ the bundle must carry into inference.
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -58,6 +59,10 @@ def test_segment_evaluate_and_serve_take_the_output_folder(trained_ct: Path, ct_
     result, = api.segment_cases([image], tmp_path / "pred", bundle=str(trained_ct), device="cpu")
     assert result.error is None, result.error
     pred, ref = nib.load(tmp_path / "pred" / f"{case['case_id']}_seg.nii.gz"), nib.load(image)
+    from app.inference.backends import openvino_available
+
+    backend = json.loads((tmp_path / "pred" / "volseg_run.json").read_text())["backend"]
+    assert backend == ("openvino" if openvino_available() and not os.environ.get("VOLSEG_BACKEND") else backend)  # the bundle's inference_backend: auto
     assert pred.shape == ref.shape and np.allclose(pred.affine, ref.affine) and set(np.unique(np.asarray(pred.dataobj))) <= {0, 1}
     every = api.segment_cases([ct_phantom_root / "imagesTr"], tmp_path / "all", bundle=str(trained_ct), device="cpu")  # a dataset folder: one call
     assert len(every) == 5 and not any(r.error for r in every) and len(list((tmp_path / "all").glob("*_seg.nii.gz"))) == 5
