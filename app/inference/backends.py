@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -143,7 +144,10 @@ def export_network(network: torch.nn.Module, fmt: str, path: str | Path, in_chan
             from app.networks.subpixel import to_subpixel
 
             net = to_subpixel(net)  # OpenVINO's transposed 3D convolutions are slow float32 kernels
-            model = ov.convert_model(net, example_input=example, input=[ov.PartialShape([-1, in_channels, -1, -1, -1])])
+            with warnings.catch_warnings():  # the tracer's "might not generalize" notes on the network's size checks: the traced branch is the one sliding windows take
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                warnings.filterwarnings("ignore", message=r"`torch\.jit\.trace")  # OpenVINO's converter traces; torch marks that deprecated
+                model = ov.convert_model(net, example_input=example, input=[ov.PartialShape([-1, in_channels, -1, -1, -1])])
             ov.save_model(model, str(staged))
         for produced in sorted(Path(tmp).iterdir(), key=lambda f: f == staged):  # the main file (.xml) last
             os.replace(produced, path.parent / produced.name)
