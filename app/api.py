@@ -258,6 +258,35 @@ def cv_folds(manifest: str | Path, out: str | Path, data_dir: str | Path | None 
     return build_cv_manifest(manifest, Path(data_dir) if data_dir is not None else default_brats_dir(), k=k, seed=seed, out=out)
 
 
+def check_shipped_folds(cv_manifest: str | Path, folds: Sequence[int] | None = None) -> None:
+    """Refuse to score a cross-validation datalist with the shipped fold models where one of them
+    trained on a case it would score: the shipped ``fold<k>.pt`` were trained on the folds of
+    ``data_manifests/brats2018_cv5.json``, and a datalist of ``volseg cv folds`` assigns the same
+    cases other folds, so fold k's model would "score" cases it trained on, and the figures would
+    be optimistic without a word. Cases that the shipped datalist does not list are unseen by
+    every fold model and pass.
+
+    Raises:
+        ValueError: naming the cases, both folds, and the way out (weights trained on these folds).
+    """
+    from app.bundles import manifest_path
+
+    shipped = json.loads(Path(manifest_path("brats2018_cv5")).read_text())
+    if Path(cv_manifest).resolve() == Path(manifest_path("brats2018_cv5")).resolve():
+        return
+    trained_on = {item["case_id"]: int(item["fold"]) for item in shipped.get("training", []) if "fold" in item}
+    items = json.loads(Path(cv_manifest).read_text()).get("training", [])
+    seen = [(it["case_id"], int(it["fold"]), trained_on[it["case_id"]]) for it in items
+            if "fold" in it and it.get("case_id") in trained_on and trained_on[it["case_id"]] != int(it["fold"])
+            and (folds is None or int(it["fold"]) in folds)]
+    if seen:
+        listing = ", ".join(f"{case} (fold {mine} here, fold {theirs} in brats2018_cv5.json)" for case, mine, theirs in seen[:3])
+        raise ValueError(f"the shipped fold models were trained on the folds of data_manifests/brats2018_cv5.json: in '{cv_manifest}' "
+                         f"{len(seen)} case(s) are in a fold whose shipped model trained on them, e.g. {listing}, so their scores would be "
+                         "optimistic. Score with weights trained on these folds (volseg cv train --manifest ... then --weights), or use the "
+                         "shipped datalist")
+
+
 def cross_validate(bundle: str = DEFAULT_BUNDLE, cv_manifest: str | Path | None = None, weights: str | Path | None = None, out_dir: str | Path = "cv",
                    data_dir: str | Path | None = None, mode: str = "fast", backend: str | None = None, device: str | None = None,
                    overrides: dict[str, Any] | None = None, progress: Callable[[Any], Any] | None = None,
@@ -272,12 +301,17 @@ def cross_validate(bundle: str = DEFAULT_BUNDLE, cv_manifest: str | Path | None 
 
     Raises:
         FileNotFoundError: the manifest, a fold's weights or a case's files are missing.
+        ValueError: the bundle's own fold models (no ``weights``) would score cases they trained
+            on: ``cv_manifest`` puts a case in another fold than the shipped
+            ``brats2018_cv5.json`` they were trained on (:func:`check_shipped_folds`).
     """
     from app.bundles import bundle_path, manifest_path
     from app.evaluation.cv import cross_validate as run_cv
 
     root = bundle_path(bundle)
     manifest = cv_manifest or manifest_path("brats2018_cv5")
+    if weights is None:
+        check_shipped_folds(manifest, folds)
     return run_cv(bundle, manifest, weights or root / "models", out_dir, data_dir, mode=mode,
                   segmenter_kwargs={"backend": backend, "device": device, "overrides": overrides or {}}, folds=folds, progress=progress,
                   sequences=sequences, uncertainty=uncertainty)

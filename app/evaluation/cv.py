@@ -172,7 +172,7 @@ def cross_validate(bundle: str | Path, cv_manifest: str | Path, weights: str | P
         summary["uncertainty"] = {"WT_auroc_pooled": round(auroc(pooled), 4),
                                   "WT_auroc_case_mean": round(float(np.nanmean([r["WT_unc_auroc"] for r in rows])), 4),
                                   "quality_vs_WT_dice_spearman": round(spearman([r["quality"] for r in rows], [r["WT_dice"] for r in rows]), 4)}
-    result = {"bundle": str(bundle), "mode": mode, "folds": k, "weights": str(weights), "sequences": keep, "cases": len(rows), "summary": summary, "rows": rows}
+    result = {"bundle": str(bundle), "mode": mode, "folds": k, "manifest": str(cv_manifest), "weights": str(weights), "sequences": keep, "cases": len(rows), "summary": summary, "rows": rows}
     _write_outputs(out, result)
     if uncertainty:
         np.save(out / "uncertainty_histograms.npy", pooled)  # (2, 1000): right, wrong voxels per entropy bin

@@ -147,3 +147,24 @@ def test_nested_choice_never_scores_a_case_with_a_choice_made_on_it():
         nested_choice(scores, [0, 1])
     with pytest.raises(ValueError, match="at least 2 folds"):
         nested_choice(scores, [0] * 6)
+
+
+def test_the_shipped_fold_models_refuse_a_datalist_whose_folds_would_score_their_training_cases(tmp_path: Path):
+    """A `volseg cv folds` datalist of the shared cases gives them other folds than the shipped
+    brats2018_cv5.json the fold models were trained on: fold 0's model then 'scored' a case it
+    trained on (Dice 0.853) without a word."""
+    from app.resources import manifest_path
+
+    shipped = json.loads(Path(manifest_path("brats2018_cv5")).read_text())
+    moved = json.loads(json.dumps(shipped))
+    case = next(it for it in moved["training"] if it["fold"] == 2)
+    case["fold"] = 0
+    mine = tmp_path / "mine.json"
+    mine.write_text(json.dumps(moved))
+    with pytest.raises(ValueError, match=rf"{case['case_id']} \(fold 0 here, fold 2 in brats2018_cv5.json\).*optimistic.*--weights"):
+        api.cross_validate("brats_unet3d", mine, None, tmp_path / "out", tmp_path / "no_data")
+    api.check_shipped_folds(mine, folds=[1, 3])  # folds that keep their cases: nothing seen
+    api.check_shipped_folds(manifest_path("brats2018_cv5"))
+    new = {**shipped, "training": [{**it, "case_id": f"Other_{i}"} for i, it in enumerate(shipped["training"])]}  # cases the shipped folds never saw
+    (tmp_path / "new.json").write_text(json.dumps(new))
+    api.check_shipped_folds(tmp_path / "new.json")
