@@ -25,6 +25,14 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(finite)) if finite else float("nan")
 
 
+def _grid(img: Any) -> str:
+    """Size, spacing, origin and direction of a SimpleITK image, for messages."""
+    def fmt(values: Sequence[float]) -> str:
+        return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
+
+    return f"size {img.GetSize()}, spacing {fmt(img.GetSpacing())} mm, origin {fmt(img.GetOrigin())} mm, direction {fmt(img.GetDirection())}"
+
+
 def find_prediction(pred_dir: str | Path, case_id: str) -> Path | None:
     """``<pred_dir>/<case_id>_seg.<ext>`` in any format ``volseg segment`` writes (NIfTI, NRRD,
     MetaImage), or None. Where several exist, NIfTI is taken first (the order of
@@ -102,8 +110,13 @@ def evaluate_predictions(pred_dir: str | Path, items: list[dict[str, Any]], csv_
         pred, pred_img = read_label(pred_path)
         ref, ref_img = read_label(item["label"])
         if not _same_grid(pred_img, ref_img):
-            raise ValueError(f"case '{case_id}': prediction '{pred_path}' (size {pred_img.GetSize()}, spacing {pred_img.GetSpacing()} mm) is not on "
-                             f"the grid of its reference '{item['label']}' (size {ref_img.GetSize()}, spacing {ref_img.GetSpacing()} mm)")
+            raise ValueError(f"case '{case_id}': prediction '{pred_path}' ({_grid(pred_img)}) is not on the grid of its reference "
+                             f"'{item['label']}' ({_grid(ref_img)})")
+        unknown = sorted(set(np.unique(pred).tolist()) - {0, *labels.labels})
+        if unknown:
+            logger.warning(f"case '{case_id}': prediction '{pred_path}' has the value(s) {', '.join(map(str, unknown))}, which are no label of the "
+                           f"bundle ({', '.join(map(str, [0, *labels.labels]))}); they are scored as background"
+                           + (" (BraTS 2023 codes, where ET is 3? VolSeg scores BraTS 2018 codes, ET 4)" if 3 in unknown and 4 in labels.labels else ""))
         rows.append({"case": case_id, **case_metrics(pred, ref, ref_img.GetSpacing(), labels)})
         if lesion_wise:
             rows[-1].update(lesion_metrics(pred, ref, ref_img.GetSpacing()))
@@ -112,12 +125,18 @@ def evaluate_predictions(pred_dir: str | Path, items: list[dict[str, Any]], csv_
 
             save_overlay(_overlay_image(item, labels), pred, ref, Path(png_dir) / f"{case_id}_overlay.png", title=case_id, label_names=labels.labels)
     if skipped:
-        logger.info(f"{len(skipped)} manifest case(s) have no prediction in '{pred_dir}' and were not scored: {', '.join(skipped)}")
+        logger.warning(f"{len(skipped)} manifest case(s) have no prediction in '{pred_dir}' and were not scored (the mean row leaves them out): "
+                       f"{', '.join(skipped)}")
     if not rows:
         raise FileNotFoundError(f"no prediction '<case_id>_seg.nii.gz' (or .nrrd, .mha) in '{pred_dir}' matches the {len(items)} manifest case(s) "
                                 f"scored ({', '.join(skipped[:3])}{', ...' if len(skipped) > 3 else ''}); are the predictions' cases in "
                                 "another list of the datalist? (--split; by default every list is scored)")
     keys = [k for k in rows[0] if k != "case"]
+    undefined = {k: sum(math.isnan(r[k]) for r in rows) for k in keys}
+    undefined = {k: n for k, n in undefined.items() if 0 < n < len(rows)}
+    if undefined:
+        logger.warning(f"the mean row leaves out cases where a metric is undefined (NaN, e.g. precision of an empty prediction): "
+                       + ", ".join(f"{k} over {len(rows) - n} of {len(rows)} cases" for k, n in undefined.items()))
     rows.append({"case": "mean", **{k: _mean([r[k] for r in rows]) for k in keys}})
     if csv_path is not None:
         buf = io.StringIO()

@@ -74,3 +74,32 @@ def test_cli_evaluate_names_regions_from_the_bundle(tmp_path: Path):
     assert "spleen dice" in result.output and "WT" not in result.output
     empty = CliRunner().invoke(cli, [*args, "--split", "test"])
     assert empty.exit_code == 2 and "hold no case" in empty.output
+
+
+def test_evaluate_warns_on_unknown_values_missing_predictions_and_undefined_means(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    """A prediction in other label codes was scored as if they were background, cases without a
+    prediction left the mean at INFO level (hidden by --quiet), and the mean row's precision left
+    out an empty prediction: each is a warning now."""
+    labels = labels_of("ct_unet3d")
+    items = [_ct_case(tmp_path / "data", case, ".nii.gz") for case in ("ct_001", "ct_002", "ct_003")]
+    ref = sitk.GetArrayFromImage(sitk.ReadImage(items[0]["label"])).transpose(2, 1, 0)
+    pred = (ref == 1).astype(np.uint8)
+    pred[0:2, 0:2, 0:2] = 2  # a code the bundle does not have
+    write_label_like(pred, items[0]["image"], tmp_path / "pred" / "ct_001_seg.nii.gz")
+    write_label_like(np.zeros_like(ref), items[1]["image"], tmp_path / "pred" / "ct_002_seg.nii.gz")  # empty: precision undefined
+    rows = evaluate_predictions(tmp_path / "pred", items, labels=labels)
+    text = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert "case 'ct_001': prediction" in text and "has the value(s) 2, which are no label of the bundle (0, 1); they are scored as background" in text
+    assert "1 manifest case(s) have no prediction" in text and "ct_003" in text
+    assert "the mean row leaves out cases where a metric is undefined" in text and "spleen_precision over 1 of 2 cases" in text
+    assert rows[0]["spleen_dice"] == 1.0 and rows[-1]["case"] == "mean" and rows[-1]["spleen_precision"] == 1.0
+
+
+def test_the_off_grid_message_names_origin_and_direction(tmp_path: Path):
+    item = _ct_case(tmp_path / "data", "ct_001", ".nii.gz")
+    image = sitk.ReadImage(item["label"])
+    image.SetOrigin((20.0, -4.0, 30.0))  # shifted 10 mm: size and spacing alike
+    (tmp_path / "pred").mkdir()
+    sitk.WriteImage(image, str(tmp_path / "pred" / "ct_001_seg.nii.gz"))
+    with pytest.raises(ValueError, match=r"origin \(20, -4, 30\) mm.*origin \(10, -4, 30\) mm"):
+        evaluate_predictions(tmp_path / "pred", [item], labels=labels_of("ct_unet3d"))
