@@ -301,7 +301,8 @@ def segment(
 
     Exit status: 0 when every case was written; 1 when a case failed (the other cases are still
     written, and volseg_run.json gives each case's error); 2 when nothing could start (an input
-    that does not exist, a bad option, an output folder that cannot be written)."""
+    that does not exist, a bad option, an output folder that cannot be written); 130 when
+    interrupted (Ctrl-C: volseg_run.json lists the cases written so far; the same command goes on)."""
     _setup(quiet)
     from tqdm import tqdm
 
@@ -320,6 +321,11 @@ def segment(
         _fail(err)
     except RankError as err:  # a rank of --nproc failed (its own traceback is above)
         _fail(err, code=1)
+    except KeyboardInterrupt as stop:
+        done = [r for r in getattr(stop, "results", []) if r.output is not None]
+        typer.echo(f"interrupted: {len(done)} case(s) written in {output}" + (" (volseg_run.json says which)" if hasattr(stop, "results") else "")
+                   + "; run the same command again to go on (written cases are skipped)", err=True)
+        raise typer.Exit(130) from None
     failed = [r for r in results if r.error]
     used_n4, used_int8 = _run_path(output)
     for r in results:

@@ -365,3 +365,26 @@ def test_a_written_case_made_from_other_sequences_is_segmented_again_and_loses_i
     (out / "Phantom_000_uncertainty.nii.gz").write_bytes(b"an earlier run's map")
     assert _segment(cases[0], "-o", out, "--overwrite").exit_code == 0 and len(fake.segmented) == 3
     assert not (out / "Phantom_000_uncertainty.nii.gz").exists()  # it belonged to the label just replaced
+
+
+def test_ctrl_c_in_a_batch_leaves_a_run_record_of_the_cases_written_and_exit_130(cases: list[Path], tmp_path: Path, fake: FakeSegmenter,
+                                                                               monkeypatch: pytest.MonkeyPatch):
+    """Ctrl-C left written labels without a run record, and printed nothing."""
+    run_case = fake.run_case
+
+    def interrupted_in_the_second(data: dict) -> dict:
+        if len(fake.segmented) == 1:
+            fake.segmented.append("stopped")
+            raise KeyboardInterrupt
+        return run_case(data)
+
+    monkeypatch.setattr(fake, "run_case", interrupted_in_the_second)
+    out = tmp_path / "out"
+    result = _segment(*cases, "-o", out)
+    assert result.exit_code == 130 and "interrupted: 1 case(s) written in" in result.output and "run the same command again" in result.output
+    record = json.loads((out / "volseg_run.json").read_text())["cases"]
+    assert [(c["case_id"], c["error"] is None) for c in record] == [("Phantom_000", True), ("Phantom_001", False), ("Phantom_002", False)]
+    assert record[1]["error"].startswith("interrupted (Ctrl-C)") and (out / "Phantom_000_seg.nii.gz").is_file()
+    monkeypatch.setattr(fake, "run_case", run_case)
+    again = _segment(*cases, "-o", out)  # goes on: the written case is skipped
+    assert again.exit_code == 0 and fake.segmented[2:] == ["Phantom_001", "Phantom_002"]

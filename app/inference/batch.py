@@ -256,11 +256,38 @@ def run_cases(segmenter: Segmenter, cases: Sequence[PlannedCase], settings: Segm
 
     Returns:
         One :class:`CaseResult` per case, in order.
+
+    Raises:
+        Interrupted: Ctrl-C (KeyboardInterrupt); it carries a result per case, the case it
+            stopped in and those after it with an "interrupted" error, for the run record.
     """
+    results: list[CaseResult] = []
+    try:
+        _run_cases(segmenter, cases, settings, progress, results)
+    except KeyboardInterrupt as err:
+        results += [CaseResult(c.case_id, error=INTERRUPTED) for c in cases[len(results):]]
+        raise Interrupted(results) from err
+    return results
+
+
+#: The error of the cases a Ctrl-C stopped (their label maps are not written).
+INTERRUPTED = "interrupted (Ctrl-C) before its label map was written; run the same command again to segment it (written cases are skipped)"
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`run_cases`; ``results`` holds one result per case (see there)."""
+
+    def __init__(self, results: list[CaseResult]) -> None:
+        super().__init__("interrupted")
+        self.results = results
+
+
+def _run_cases(segmenter: Segmenter, cases: Sequence[PlannedCase], settings: SegmentSettings, progress: Callable[[Any], Any] | None,
+               results: list[CaseResult]) -> None:
+    """:func:`run_cases`' loop, appending to ``results`` as each case finishes."""
     from app.io.readers import volume_format
     from app.io.writers import write_label_like, write_map_like
 
-    results = []
     with ThreadPoolExecutor(max_workers=1) as reader:  # reads the next case while this one computes
         pending = reader.submit(_load, segmenter, cases[0]) if cases else None
         for index, case in enumerate((progress or (lambda x: x))(cases)):
@@ -289,7 +316,6 @@ def run_cases(segmenter: Segmenter, cases: Sequence[PlannedCase], settings: Segm
             except Exception as err:  # one bad case must not abort the batch
                 results.append(CaseResult(case.case_id, seconds=time.perf_counter() - start, error=str(err)))
                 logger.error(f"case '{case.case_id}' failed: {results[-1].reason}")
-    return results
 
 
 def _load(segmenter: Segmenter, case: PlannedCase) -> tuple[dict, dict | None]:
@@ -462,7 +488,11 @@ def run_batch(plan: BatchPlan, settings: SegmentSettings, info: dict[str, Any], 
     for line in stale_skips(plan, segmenter, settings):
         logger.warning(line)
     todo = plan.todo()
-    computed = dict(zip(todo, run_cases(segmenter, [plan.cases[i] for i in todo], settings, progress)))
+    try:
+        computed = dict(zip(todo, run_cases(segmenter, [plan.cases[i] for i in todo], settings, progress)))
+    except Interrupted as stop:  # the record still says which cases were written, and with what
+        write_run_record(plan, segmenter, settings, [case_entry(r) for r in merge_results(plan, dict(zip(todo, stop.results)))], info)
+        raise
     results = merge_results(plan, computed)
     write_run_record(plan, segmenter, settings, [case_entry(r) for r in results], info)
     return results
