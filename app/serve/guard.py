@@ -39,6 +39,8 @@ class RequestGuard:
             (``Authorization: Bearer TOKEN``); None for no authentication.
         max_body_bytes: the largest request body, counted as it streams.
         open_paths: paths served without a token.
+        limit_text: the limit as the 413 answer names it (default ``max_body_bytes`` in MiB), e.g.
+            the upload limit a user set rather than the body limit that includes the envelope.
 
     Example:
         >>> from fastapi import FastAPI
@@ -46,8 +48,9 @@ class RequestGuard:
         >>> api.add_middleware(RequestGuard, token="s3cret", max_body_bytes=2**20, open_paths={"/auth/"})
     """
 
-    def __init__(self, app: ASGIApp, token: str | None, max_body_bytes: int, open_paths: Collection[str] = ()) -> None:
+    def __init__(self, app: ASGIApp, token: str | None, max_body_bytes: int, open_paths: Collection[str] = (), limit_text: str | None = None) -> None:
         self.app, self.token, self.max_body_bytes, self.open_paths = app, token, max_body_bytes, frozenset(open_paths)
+        self.limit_text = limit_text or f"{max_body_bytes / 2**20:.1f} MiB"
 
     def _authorised(self, scope: Scope) -> bool:
         if not self.token or scope["path"] in self.open_paths:
@@ -56,7 +59,7 @@ class RequestGuard:
         return hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode())
 
     def _too_large_message(self, size: str) -> str:
-        return f"request body of {size} is larger than the server's limit of {self.max_body_bytes / 2**20:.1f} MiB"
+        return f"request body of {size} is larger than the server's limit ({self.limit_text})"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 import app as volseg
@@ -111,7 +113,7 @@ def _multipart(params: dict[str, Any], filename: str, data: bytes) -> Response:
 def _read_upload(upload: UploadFile, limit: int) -> bytes:
     data = upload.file.read(limit + 1)
     if len(data) > limit:
-        raise DatastoreError(f"upload '{upload.filename}' is larger than the server's limit of {limit / 2**20:.0f} MiB", 413)
+        raise DatastoreError(f"upload '{upload.filename}' is larger than the server's limit ({limit / 2**20:g} MiB, --max-upload-mb)", 413)
     return data
 
 
@@ -146,7 +148,13 @@ def create_app(config: ServerConfig) -> FastAPI:
         runner.shutdown()
 
     api = FastAPI(title="VolSeg (MONAI Label protocol)", version=volseg.__version__, lifespan=lifespan)
-    api.add_middleware(RequestGuard, token=config.token, max_body_bytes=limit + ENVELOPE_BYTES, open_paths=OPEN_PATHS)
+    api.add_middleware(RequestGuard, token=config.token, max_body_bytes=limit + ENVELOPE_BYTES, open_paths=OPEN_PATHS,
+                       limit_text=f"uploads up to {config.max_upload_mb:g} MiB, --max-upload-mb")
+
+    @api.exception_handler(RequestValidationError)
+    async def _request_error(request: Request, err: RequestValidationError) -> JSONResponse:  # FastAPI's own 422 has no "error" key
+        problems = "; ".join(f"{e.get('msg', 'invalid')}: {'.'.join(str(p) for p in e.get('loc', ()))}" for e in err.errors())
+        return JSONResponse({"error": f"bad request: {problems}", "detail": jsonable_encoder(err.errors())}, status_code=422)
 
     @api.exception_handler(DatastoreError)
     async def _datastore_error(request: Request, err: DatastoreError) -> JSONResponse:

@@ -143,8 +143,13 @@ def test_upload_4d_study_and_size_limit(client: TestClient, studies: Path, tmp_p
     big = np.random.default_rng(0).integers(0, 2**15, (128, 128, 64, 4), dtype=np.int16)  # > 1 MiB compressed
     nib.save(nib.Nifti1Image(big, affine), tmp_path / "big.nii.gz")
     r = client.put("/datastore/image?image=Big", files={"file": ("big.nii.gz", (tmp_path / "big.nii.gz").read_bytes())})
-    assert r.status_code == 413 and "limit" in r.json()["error"]
+    assert r.status_code == 413 and "limit" in r.json()["error"] and "MiB, --max-upload-mb)" in r.json()["error"]  # the limit the user set
     assert client.get("/info/").status_code == 200
+
+
+def test_a_request_without_a_required_field_answers_in_the_documented_error_format(client: TestClient):
+    r = client.post("/infer/brats_unet3d")  # no image: FastAPI's own 422 had only "detail"
+    assert r.status_code == 422 and r.json()["error"].startswith("bad request: ") and "image" in r.json()["error"] and r.json()["detail"]
 
 
 def test_auth_token(studies: Path, tmp_path: Path):
