@@ -129,6 +129,14 @@ def _params(raw: str | None) -> dict[str, Any]:
     return value
 
 
+def _flag(params: dict[str, Any], key: str) -> bool:
+    """A boolean of the ``params`` JSON (absent: False); ``"no"`` or ``1`` is refused, not read by its truth."""
+    value = params.get(key, False)
+    if not isinstance(value, bool):
+        raise DatastoreError(f"'params' {key!r} must be true or false (JSON), got {json.dumps(value)}")
+    return value
+
+
 def create_app(config: ServerConfig) -> FastAPI:
     """Build the FastAPI app for ``config`` (see module docstring for the endpoints)."""
     from app.serve.models import served_models
@@ -194,7 +202,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             raise DatastoreError(f"result_dtype '{p['result_dtype']}' not supported; label maps are uint8")
         files = store.modality_files(image)
         start = time.perf_counter()
-        case = models.predict(model, files, uncertainty=bool(p.get("uncertainty", False)), resample=bool(p.get("resample", False)))
+        case = models.predict(model, files, uncertainty=_flag(p, "uncertainty"), resample=_flag(p, "resample"))
         label = case["label"]
         done = time.perf_counter()
         from app.io.writers import write_label_like, write_map_like

@@ -150,6 +150,8 @@ def test_upload_4d_study_and_size_limit(client: TestClient, studies: Path, tmp_p
 def test_a_request_without_a_required_field_answers_in_the_documented_error_format(client: TestClient):
     r = client.post("/infer/brats_unet3d")  # no image: FastAPI's own 422 had only "detail"
     assert r.status_code == 422 and r.json()["error"].startswith("bad request: ") and "image" in r.json()["error"] and r.json()["detail"]
+    r = client.post("/infer/brats_unet3d?image=Phantom_000", data={"params": json.dumps({"resample": "no"})})  # a string: truthy
+    assert r.status_code == 400 and "'resample' must be true or false (JSON), got \"no\"" in r.json()["error"]
 
 
 def test_auth_token(studies: Path, tmp_path: Path):
