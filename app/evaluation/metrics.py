@@ -6,6 +6,7 @@ The regions and their label values come from a bundle's :class:`app.labels.Label
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -36,7 +37,9 @@ def _region_metrics(pred: np.ndarray, ref: np.ndarray, spacing_mm: Sequence[floa
         out["hd95"] = 0.0 if not pred.any() else missing_hd95_mm
     else:
         out["dice"] = float(compute_dice(p, r, include_background=True)[0, 0])
-        out["hd95"] = float(compute_hausdorff_distance(p, r, include_background=True, percentile=95, spacing=[float(v) for v in spacing_mm])[0, 0]) if pred.any() else missing_hd95_mm
+        with warnings.catch_warnings():  # MONAI 1.6 calls its own deprecated get_mask_edges(always_return_as_numpy=...)
+            warnings.filterwarnings("ignore", message=".*always_return_as_numpy")
+            out["hd95"] = float(compute_hausdorff_distance(p, r, include_background=True, percentile=95, spacing=[float(v) for v in spacing_mm])[0, 0]) if pred.any() else missing_hd95_mm
     cm = get_confusion_matrix(p, r, include_background=True)
     for name in ("sensitivity", "specificity", "precision"):
         value = compute_confusion_matrix_metric(name, cm)
