@@ -91,14 +91,19 @@ class BratsCase:
 def _case_files(folder: Path, case_id: str) -> dict[str, Path]:
     """Sequence key -> file of ``case_id`` in ``folder`` (either BraTS naming; for one key the
     first format of ``_SUFFIXES`` wins). Bare names without a case ID (``FLAIR.nii.gz``,
-    ``T1c.nii.gz``, as loose files are matched) fill the keys that no ``<case_id>_<key>`` file gives."""
+    ``T1c.nii.gz``, as loose files are matched) fill the keys that no ``<case_id>_<key>`` file gives,
+    and then files named after one other case ID (a renamed folder, or a link with another name,
+    holding ``Brats18_X_<key>`` files); files of several other case IDs are not taken."""
     found: dict[str, tuple[int, int, Path]] = {}
-    for path in folder.iterdir():
-        parsed = split_sequence_name(path)
+    named = [(path, split_sequence_name(path)) for path in folder.iterdir()]
+    others = {parsed[0] for path, parsed in named if parsed is not None and parsed[0] not in (case_id, None, "")}
+    for path, parsed in named:
         suffix = next((i for i, s in enumerate(_SUFFIXES) if path.name.lower().endswith(s)), None)
-        if parsed is None or suffix is None or parsed[0] not in (case_id, None, "") or not path.is_file():
+        if parsed is None or suffix is None or not path.is_file():
             continue
-        rank = (0 if parsed[0] == case_id else 1, suffix)
+        if parsed[0] not in (case_id, None, "") and len(others) > 1:  # files of several other cases: none is taken
+            continue
+        rank = ({case_id: 0, None: 1, "": 1}.get(parsed[0], 2), suffix)  # another case ID (a renamed or linked folder) last
         if parsed[1] not in found or rank < found[parsed[1]][:2]:
             found[parsed[1]] = (*rank, path)
     return {key: path for key, (_, _, path) in found.items()}
@@ -137,6 +142,9 @@ def find_case(folder: str | Path, require_label: bool = False, allow_missing: bo
         subfolders = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")) if found == 0 else []
         hint = (f"; it holds folders ({', '.join(subfolders[:5])}{', ...' if len(subfolders) > 5 else ''}): give the case "
                 f"folders, or a dataset folder that holds them directly") if subfolders else ""
+        others = sorted({parsed[0] for parsed in map(split_sequence_name, folder.iterdir()) if parsed is not None and parsed[0] not in (case_id, None, "")})
+        if found == 0 and len(others) > 1:
+            hint += f"; it holds the files of several cases ({', '.join(others[:4])}{', ...' if len(others) > 4 else ''}): give each case a folder"
         expected = (f"expected at least one of the 4 modalities ({', '.join(MODALITIES)}; any non-empty subset is segmented)"
                     if allow_missing and found == 0 else f"expected 4 modalities ({', '.join(MODALITIES)})")
         found_text = f"found {found}: missing {', '.join(missing)}" if found else "found none" + (" (the folder is empty)" if not any(folder.iterdir()) else "")

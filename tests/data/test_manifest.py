@@ -103,3 +103,19 @@ def test_a_one_channel_dataset_folder_without_volumes_says_what_to_pass(tmp_path
     (tmp_path / "patient" / "study" / "series").mkdir(parents=True)  # a DICOM export two levels deeper than searched
     with pytest.raises(FileNotFoundError, match=r"no volume .* in '.*' \(sub-folders are searched one level deep\); pass a Decathlon folder's imagesTs/ .*volseg segment DIR; --dataset_dir DIR"):
         folder_datalist(tmp_path, 1)
+
+
+def test_a_renamed_or_linked_case_folder_takes_the_files_of_the_one_case_it_holds(phantom_root: Path, tmp_path: Path):
+    from app.data.cases import find_case
+
+    renamed = tmp_path / "study_17"
+    shutil.copytree(phantom_root / "Phantom_001", renamed)
+    case = find_case(renamed)
+    assert case.case_id == "study_17" and [p.name for p in case.images] == [f"Phantom_001_{s}.nii.gz" for s in ("t1", "t1ce", "t2", "flair")]
+    link = tmp_path / "linked"
+    link.symlink_to(phantom_root / "Phantom_002", target_is_directory=True)
+    assert find_case(link).images[3].name == "Phantom_002_flair.nii.gz"
+    for f in (phantom_root / "Phantom_003").iterdir():  # a second case's files in the same folder: ambiguous, refused
+        shutil.copy(f, renamed / f.name)
+    with pytest.raises(FileNotFoundError, match=r"case 'study_17'.*found none.*holds the files of several cases \(Phantom_001, Phantom_003\)"):
+        find_case(renamed)
