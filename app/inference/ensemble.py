@@ -134,9 +134,8 @@ def check_weights(ckpt_path: str | Path, bundle: str | Path) -> None:
         FileNotFoundError: naming the file and how to get trained weights.
     """
     if not Path(ckpt_path).is_file():
-        name = Path(str(bundle)).name
         raise FileNotFoundError(f"bundle '{bundle}' has no trained weights: '{ckpt_path}' is missing (a template such as ct_unet3d ships none). "
-                                f"Train it first: volseg train --bundle {name} --manifest DATALIST --data-dir DATA --output-dir R; "
+                                f"Train it first: volseg train --bundle {bundle} --manifest DATALIST --data-dir DATA --output-dir R; "
                                 "then segment with --bundle R")
 
 

@@ -72,3 +72,20 @@ def test_copied_bundle_runs_monai_commands(name: str, tmp_path: Path, monkeypatc
     label, ref = nib.load(label_file), nib.load(reference)
     assert label.shape == ref.shape and np.allclose(label.affine, ref.affine)
     assert set(np.unique(np.asarray(label.dataobj)).tolist()) <= VALUES[BUNDLES[name].data_kind]
+
+
+def test_the_template_without_weights_says_so_under_monais_runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """`python -m monai.bundle run` on a copy of ct_unet3d (no weights) failed inside the checkpoint
+    loader with a bare FileNotFoundError; the config's initialize now names the fix first."""
+    bundle = copy_bundle("ct_unet3d", tmp_path / "elsewhere")
+    data, _ = case_dir("ct", tmp_path / "data")
+    monkeypatch.chdir(bundle)
+    with pytest.raises(Exception) as err:
+        run(config_file="configs/inference.yaml", dataset_dir=str(data), output_dir=str(tmp_path / "out"), logging_file=False)
+    chain = []
+    cause: BaseException | None = err.value
+    while cause is not None:
+        chain.append(str(cause))
+        cause = cause.__cause__ or cause.__context__
+    assert any("has no trained weights" in c and "volseg train --bundle" in c for c in chain), chain
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
