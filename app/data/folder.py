@@ -23,7 +23,8 @@ def folder_datalist(dataset_dir: str | Path, num_channels: int) -> list[dict[str
       (:func:`app.data.cases.scan_brats`, BraTS 2012-2021 or 2023+ file names; labels are not
       needed), or ``dataset_dir`` itself is one case folder.
     * One channel (CT): each volume file directly in ``dataset_dir`` (NIfTI, NRRD, MetaImage)
-      and each sub-folder holding a DICOM series is a case.
+      and each sub-folder holding a DICOM series, up to :data:`DICOM_SEARCH_DEPTH` levels deep
+      (a PACS export's patient/study/series), is a case; a series folder's name is its case ID.
 
     Args:
         dataset_dir: the folder.
@@ -54,12 +55,29 @@ def folder_datalist(dataset_dir: str | Path, num_channels: int) -> list[dict[str
     if num_channels != 1:
         raise ValueError(f"no folder layout is defined for {num_channels}-channel input; pass --data_list_file FILE --data_split SPLIT")
     found = [p for p in sorted(root.iterdir()) if p.is_file() and p.name.lower().endswith(VOLUME_SUFFIXES)]
-    found += [p for p in sorted(root.iterdir()) if p.is_dir() and _is_dicom_series(p)]
+    found += _dicom_series_folders(root, DICOM_SEARCH_DEPTH)
     if not found:
-        raise FileNotFoundError(f"no volume ({', '.join(VOLUME_SUFFIXES)}) or DICOM series folder in '{root}' (sub-folders are searched one "
-                                "level deep); pass a Decathlon folder's imagesTs/ or imagesTr/, or the folder that holds a series' slice files "
-                                "(volseg segment DIR; --dataset_dir DIR for python -m monai.bundle run)")
+        raise FileNotFoundError(f"no volume ({', '.join(VOLUME_SUFFIXES)}) in '{root}', nor a DICOM series folder in it or in its sub-folders "
+                                f"(searched {DICOM_SEARCH_DEPTH} levels deep); pass a Decathlon folder's imagesTs/ or imagesTr/, or the folder that "
+                                "holds a series' slice files (volseg segment DIR; --dataset_dir DIR for python -m monai.bundle run)")
     return sorted(({"case_id": case_id_from_path(p), "image": str(p)} for p in found), key=lambda item: item["case_id"])
+
+
+#: How deep below a dataset folder DICOM series folders are looked for: a PACS export nests them
+#: as patient/study/series.
+DICOM_SEARCH_DEPTH = 4
+
+
+def _dicom_series_folders(root: Path, depth: int) -> list[Path]:
+    """Sub-folders of ``root`` holding a DICOM series, ``depth`` levels deep at most, in path
+    order; a series folder's own sub-folders are not searched, nor hidden ones."""
+    found: list[Path] = []
+    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if _is_dicom_series(sub):
+            found.append(sub)
+        elif depth > 1:
+            found += _dicom_series_folders(sub, depth - 1)
+    return found
 
 
 def _is_dicom_series(folder: Path) -> bool:

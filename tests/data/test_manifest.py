@@ -4,6 +4,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from app.data import build_manifest, kfold_splits, load_datalist, scan_brats, split_cases
@@ -100,9 +101,26 @@ def test_a_training_run_that_fails_its_checks_leaves_no_empty_output_folder(phan
 def test_a_one_channel_dataset_folder_without_volumes_says_what_to_pass(tmp_path: Path):
     from app.data.folder import folder_datalist
 
-    (tmp_path / "patient" / "study" / "series").mkdir(parents=True)  # a DICOM export two levels deeper than searched
-    with pytest.raises(FileNotFoundError, match=r"no volume .* in '.*' \(sub-folders are searched one level deep\); pass a Decathlon folder's imagesTs/ .*volseg segment DIR; --dataset_dir DIR"):
+    (tmp_path / "patient" / "study" / "series").mkdir(parents=True)  # a DICOM export without its files
+    with pytest.raises(FileNotFoundError, match=r"no volume .* in '.*', nor a DICOM series folder in it or in its sub-folders \(searched 4 levels "
+                                                r"deep\); pass a Decathlon folder's imagesTs/ .*volseg segment DIR; --dataset_dir DIR"):
         folder_datalist(tmp_path, 1)
+
+
+def test_a_pacs_export_of_nested_dicom_series_is_found(tmp_path: Path):
+    """patient/study/series: one level deep was searched, and such an export was "no volume"."""
+    import SimpleITK as sitk
+
+    from app.data.folder import folder_datalist
+    from app.data.single_channel import single_channel_cases
+    from tests.io.dicom_util import write_dicom_series
+
+    image = sitk.GetImageFromArray(np.full((4, 6, 5), -1000, dtype=np.int16))
+    for patient, uid in (("patientA", "1.2.826.0.1.3680043.2.1125.7.1"), ("patientB", "1.2.826.0.1.3680043.2.1125.7.2")):
+        write_dicom_series(image, tmp_path / "export" / patient / "study1" / f"CT_{patient[-1]}", series_uid=uid)
+    items = folder_datalist(tmp_path / "export", 1)
+    assert [i["case_id"] for i in items] == ["CT_A", "CT_B"] and Path(items[0]["image"]).parent.name == "study1"
+    assert [c for c, _ in single_channel_cases([tmp_path / "export"])] == ["CT_A", "CT_B"]
 
 
 def test_a_renamed_or_linked_case_folder_takes_the_files_of_the_one_case_it_holds(phantom_root: Path, tmp_path: Path):
