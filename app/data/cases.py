@@ -93,15 +93,17 @@ def _case_files(folder: Path, case_id: str) -> dict[str, Path]:
     first format of ``_SUFFIXES`` wins). Bare names without a case ID (``FLAIR.nii.gz``,
     ``T1c.nii.gz``, as loose files are matched) fill the keys that no ``<case_id>_<key>`` file gives,
     and then files named after one other case ID (a renamed folder, or a link with another name,
-    holding ``Brats18_X_<key>`` files); files of several other case IDs are not taken."""
+    holding ``Brats18_X_<key>`` files, and no sub-folder); files of several other case IDs are not taken."""
     found: dict[str, tuple[int, int, Path]] = {}
     named = [(path, split_sequence_name(path)) for path in folder.iterdir()]
     others = {parsed[0] for path, parsed in named if parsed is not None and parsed[0] not in (case_id, None, "")}
+    # one other case's files, in a folder without sub-folders (a dataset folder's loose files are no case of its own)
+    take_other = len(others) == 1 and not any(path.is_dir() and not path.name.startswith(".") for path, _ in named)
     for path, parsed in named:
         suffix = next((i for i, s in enumerate(_SUFFIXES) if path.name.lower().endswith(s)), None)
         if parsed is None or suffix is None or not path.is_file():
             continue
-        if parsed[0] not in (case_id, None, "") and len(others) > 1:  # files of several other cases: none is taken
+        if parsed[0] not in (case_id, None, "") and not take_other:
             continue
         rank = ({case_id: 0, None: 1, "": 1}.get(parsed[0], 2), suffix)  # another case ID (a renamed or linked folder) last
         if parsed[1] not in found or rank < found[parsed[1]][:2]:
