@@ -271,9 +271,10 @@ def check_shipped_folds(cv_manifest: str | Path, folds: Sequence[int] | None = N
     """
     from app.bundles import manifest_path
 
-    shipped = json.loads(Path(manifest_path("brats2018_cv5")).read_text())
-    if Path(cv_manifest).resolve() == Path(manifest_path("brats2018_cv5")).resolve():
+    shipped_path = Path(manifest_path("brats2018_cv5"))
+    if Path(cv_manifest).resolve() == shipped_path.resolve():
         return
+    shipped = json.loads(shipped_path.read_text())
     trained_on = {item["case_id"]: int(item["fold"]) for item in shipped.get("training", []) if "fold" in item}
     items = json.loads(Path(cv_manifest).read_text()).get("training", [])
     seen = [(it["case_id"], int(it["fold"]), trained_on[it["case_id"]]) for it in items
@@ -392,9 +393,11 @@ def train(bundle: str = DEFAULT_BUNDLE, manifest: str | Path | None = None, data
     if fold is not None:
         manifest, overrides = _fold_run(manifest or manifest_path("brats2018_cv5"), fold, output_dir, overrides)
     args = _train_args(root, overrides, manifest, data_dir, output_dir if output_dir is not None else _default_output_dir(bundle, root))
+    if freeze_encoder and init_from is None:
+        raise ValueError("--freeze-encoder needs --init-from: a frozen random encoder learns nothing")
+    init_ckpt = _init_checkpoint(init_from) if init_from is not None else None  # a missing checkpoint: before the data are read
     with _removed_if_left_empty(Path(args["output_dir"])):  # a run that fails its checks leaves no empty folder
-        workflow = _initialized_training(files, root, args, init_from, freeze_encoder)
-    init_ckpt = _init_checkpoint(init_from) if init_from is not None else None
+        workflow = _initialized_training(files, root, args)
     out = Path(workflow.parser.get_parsed_content("output_dir"))
     if init_ckpt is not None and not (out / "last.pt").is_file():
         from app.inference.ensemble import load_weights
@@ -426,7 +429,7 @@ def train(bundle: str = DEFAULT_BUNDLE, manifest: str | Path | None = None, data
     return out
 
 
-def _initialized_training(files: Sequence[str], root: Path, args: dict[str, Any], init_from: str | Path | None, freeze_encoder: bool) -> Any:
+def _initialized_training(files: Sequence[str], root: Path, args: dict[str, Any]) -> Any:
     """The bundle's train workflow (``monai.bundle.ConfigWorkflow``), initialised and checked before
     any epoch (:mod:`app.engines.preflight`).
 
@@ -439,10 +442,6 @@ def _initialized_training(files: Sequence[str], root: Path, args: dict[str, Any]
     from app.engines.preflight import check_augment_device, check_distill_teacher, check_label_values, check_training_splits, config_error_cause
 
     workflow = ConfigWorkflow(config_file=files, meta_file=str(root / "configs" / "metadata.json"), logging_file=str(root / "configs" / "logging.conf"), workflow_type="train", **args)
-    if freeze_encoder and init_from is None:
-        raise ValueError("--freeze-encoder needs --init-from: a frozen random encoder learns nothing")
-    if init_from is not None:
-        _init_checkpoint(init_from)  # a missing checkpoint: FileNotFoundError before the data are read
     try:
         workflow.initialize()
         check_training_splits(workflow.parser)  # an empty training (or due validation) split: one clear ValueError

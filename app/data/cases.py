@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,6 +89,11 @@ class BratsCase:
         return tuple(key for key, path in zip(MODALITIES, self.images) if path is None)
 
 
+def _other_case_ids(parsed_names: Iterable[tuple[str | None, str] | None], case_id: str) -> set[str]:
+    """The case IDs other than ``case_id`` that parsed file names (:func:`split_sequence_name`) carry."""
+    return {parsed[0] for parsed in parsed_names if parsed is not None and parsed[0] not in (case_id, None, "")}
+
+
 def _case_files(folder: Path, case_id: str) -> dict[str, Path]:
     """Sequence key -> file of ``case_id`` in ``folder`` (either BraTS naming; for one key the
     first format of ``_SUFFIXES`` wins). Bare names without a case ID (``FLAIR.nii.gz``,
@@ -96,7 +102,7 @@ def _case_files(folder: Path, case_id: str) -> dict[str, Path]:
     holding ``Brats18_X_<key>`` files, and no sub-folder); files of several other case IDs are not taken."""
     found: dict[str, tuple[int, int, Path]] = {}
     named = [(path, split_sequence_name(path)) for path in folder.iterdir()]
-    others = {parsed[0] for path, parsed in named if parsed is not None and parsed[0] not in (case_id, None, "")}
+    others = _other_case_ids((parsed for _, parsed in named), case_id)
     # one other case's files, in a folder without sub-folders (a dataset folder's loose files are no case of its own)
     take_other = len(others) == 1 and not any(path.is_dir() and not path.name.startswith(".") for path, _ in named)
     for path, parsed in named:
@@ -144,7 +150,7 @@ def find_case(folder: str | Path, require_label: bool = False, allow_missing: bo
         subfolders = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")) if found == 0 else []
         hint = (f"; it holds folders ({', '.join(subfolders[:5])}{', ...' if len(subfolders) > 5 else ''}): give the case "
                 f"folders, or a dataset folder that holds them directly") if subfolders else ""
-        others = sorted({parsed[0] for parsed in map(split_sequence_name, folder.iterdir()) if parsed is not None and parsed[0] not in (case_id, None, "")})
+        others = sorted(_other_case_ids(map(split_sequence_name, folder.iterdir()), case_id))
         if found == 0 and len(others) > 1:
             hint += f"; it holds the files of several cases ({', '.join(others[:4])}{', ...' if len(others) > 4 else ''}): give each case a folder"
         expected = (f"expected at least one of the 4 modalities ({', '.join(MODALITIES)}; any non-empty subset is segmented)"

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import DiskSaver
+from monai.utils import str2bool
 
 from app.engines.rng import capture, data_transform, restore
 
@@ -21,21 +22,6 @@ logger = logging.getLogger(__name__)
 
 LAST_NAME = "last.pt"
 
-
-
-def as_bool(value: bool | str, name: str) -> bool:
-    """``value`` as a boolean; a command-line string (``"false"``, ``"0"``, ``"no"``, ``"true"``, ...)
-    by its meaning, not its truth (``bool("false")`` is True).
-
-    Raises:
-        ValueError: a string that is no boolean (the message names ``name``).
-    """
-    if isinstance(value, str):
-        words = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
-        if value.strip().lower() not in words:
-            raise ValueError(f"{name} must be true or false, got '{value}'")
-        return words[value.strip().lower()]
-    return bool(value)
 
 class AtomicCheckpointer:
     """Save ``last.pt`` (everything needed to resume) and ``model.pt`` (best weights).
@@ -60,7 +46,7 @@ class AtomicCheckpointer:
         enabled: write nothing where False.
         resume: load ``save_dir/last.pt`` when the trainer starts, if it exists. The strings
             ``"false"``/``"true"`` (as ``python -m monai.bundle run --resume false`` passes them)
-            count as the booleans.
+            count as the booleans (MONAI ``str2bool``).
         map_location: device to load a resumed checkpoint onto.
 
     Raises:
@@ -86,7 +72,10 @@ class AtomicCheckpointer:
         self.save_interval = max(1, int(save_interval))
         self.best_filename = best_filename
         self.enabled = enabled
-        self.resume = as_bool(resume, "resume")
+        try:
+            self.resume = str2bool(str(resume))  # the runner passes `--resume false` as the string 'false', which is truthy
+        except ValueError as err:
+            raise ValueError(f"resume must be true or false, got '{resume}'") from err
         self.map_location = map_location
         self.best_metric = -float("inf")
         self.best_epoch = -1

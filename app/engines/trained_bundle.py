@@ -26,9 +26,9 @@ Example:
 from __future__ import annotations
 
 import json
-import re
 import logging
 import math
+import re
 import shutil
 from collections.abc import Mapping
 from datetime import datetime, timezone
