@@ -485,15 +485,22 @@ def serve(
     _setup(quiet)
     import uvicorn
 
-    from app.serve import ServerConfig, create_app
+    from app.serve import ServerConfig, create_app, serve_address
 
     try:
+        address = serve_address(host, port)  # before anything is built or written: a port in use fails here
         api = create_app(ServerConfig(store, studies, list(bundle), device, token, max_upload_mb))
-    except ValueError as err:
+    except (ValueError, FileNotFoundError, OSError) as err:
         _fail(err)
+    found = api.state.datastore.stats()["total"]
+    if studies and not found:
+        typer.secho(f"warning: {api.state.datastore.studies_hint()}", err=True, fg="yellow")
+    if host not in ("127.0.0.1", "localhost", "::1") and not token:
+        typer.secho(f"warning: --host {host} serves other machines without a token: anyone who reaches port {port} can read the studies "
+                    "and write labels; give --token T (or VOLSEG_TOKEN)", err=True, fg="yellow")
     if not quiet:
-        typer.echo(f"volseg serve: models {', '.join(map(str, bundle))}; studies {studies or 'none (upload them, or --studies DIR)'}; "
-                   f"datastore {store.resolve()}; MONAI Label server at http://{host}:{port} (3D Slicer: MONAI Label module, this address)")
+        typer.echo(f"volseg serve: models {', '.join(map(str, bundle))}; studies {f'{found} in {studies}' if studies else 'none (upload them, or --studies DIR)'}; "
+                   f"datastore {store.resolve()}; MONAI Label server at {address} (3D Slicer: MONAI Label module, this address)")
     uvicorn.run(api, host=host, port=port, log_level="warning" if quiet else "info")
 
 

@@ -126,9 +126,10 @@ def check_ensemble_paths(ckpt_paths: Sequence[str | Path]) -> None:
                                 "use --mode fast, or train them: volseg cv train --bundle NAME --output-dir R, then put R/fold<k>/model.pt in models/ as fold<k>.pt")
 
 
-def check_weights(ckpt_path: str | Path, bundle: str | Path) -> None:
+def check_weights(ckpt_path: str | Path, bundle: str | Path, then: str = "segment with --bundle R") -> None:
     """Fail before any network is built where the weights of ``--mode fast`` (``ckpt_path``) are
-    missing: a template bundle (ct_unet3d) ships none.
+    missing: a template bundle (ct_unet3d) ships none. ``then`` ends the message: what to do
+    with the trained folder ``R``.
 
     Raises:
         FileNotFoundError: naming the file and how to get trained weights.
@@ -136,7 +137,7 @@ def check_weights(ckpt_path: str | Path, bundle: str | Path) -> None:
     if not Path(ckpt_path).is_file():
         raise FileNotFoundError(f"bundle '{bundle}' has no trained weights: '{ckpt_path}' is missing (a template such as ct_unet3d ships none). "
                                 f"Train it first: volseg train --bundle {bundle} --manifest DATALIST --data-dir DATA --output-dir R; "
-                                "then segment with --bundle R")
+                                f"then {then}")
 
 
 def save_compact(ckpt_path: str | Path, out: str | Path) -> Path:

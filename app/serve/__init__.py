@@ -2,6 +2,6 @@
 
 from app.serve.datastore import Datastore
 from app.serve.errors import DatastoreError
-from app.serve.server import ServerConfig, create_app
+from app.serve.server import ServerConfig, create_app, serve_address
 
-__all__ = ["Datastore", "DatastoreError", "ServerConfig", "create_app"]
+__all__ = ["Datastore", "DatastoreError", "ServerConfig", "create_app", "serve_address"]

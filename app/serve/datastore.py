@@ -1,13 +1,16 @@
 """On-disk datastore of BraTS studies and submitted labels for ``volseg serve``.
 
-A study (image ID) is a BraTS case: four co-registered modalities T1, T1ce, T2, FLAIR. Studies
-come from a read-only folder of case folders (``--studies``) or are uploaded as one 4D NIfTI
-with 4 channels in that order, which is split into a case folder under ``<store>/images/``.
-The FLAIR is the image shown to the annotator; labels are stored under
-``<store>/labels/<tag>/<id>.<ext>`` after checks of geometry and label codes.
+A study (image ID) is a BraTS case: co-registered modalities T1, T1ce, T2, FLAIR, all four or
+any non-empty subset (the bundles were trained with modality dropout; the answer of ``/infer/``
+names the missing ones and their cross-validation Dice). Studies come from a read-only folder of
+case folders (``--studies``) or are uploaded as one 4D NIfTI with 4 channels in that order, which
+is split into a case folder under ``<store>/images/``. The FLAIR (or, without one, the first
+sequence present) is the image shown to the annotator; labels are stored under
+``<store>/labels/<tag>/<id>.<ext>`` after checks of geometry and label codes. Only studies with
+all four sequences are trained on.
 
 Nothing is served from outside the two roots: a symbolic link in ``--studies`` that resolves
-outside it is ignored, and an incomplete study is skipped with a logged warning.
+outside it is ignored, and a folder that is not a readable study is skipped with a logged warning.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ LABEL_SUFFIXES = (".nii.gz", ".nrrd", ".nii", ".mha")
 #: Temporary files of atomic writes (``app.io.atomic``) and of upload checks; left behind only by a killed server.
 _STALE_TMP = ".*.tmp*"
 
-__all__ = ["LABEL_SUFFIXES", "Datastore", "DatastoreError", "check_id", "check_tag"]
+__all__ = ["LABEL_SUFFIXES", "Datastore", "DatastoreError", "check_id", "check_tag", "label_info_mapping"]
 
 
 def check_id(value: str, what: str = "image") -> str:
@@ -81,6 +84,53 @@ def _suffix(filename: str) -> str:
     raise DatastoreError(f"unsupported file type '{filename}': expected one of {', '.join(LABEL_SUFFIXES)}")
 
 
+def _rounded(values: Any) -> list[float]:
+    return [round(float(v), 3) for v in values]
+
+
+def label_info_mapping(label_info: Any, names: dict[str, int], values: set[int]) -> dict[int, int] | None:
+    """Value in a submitted label -> label code, where the label's ``label_info`` says its values
+    are not the served bundles' codes. 3D Slicer's MONAI Label module numbers the exported
+    segments 1, 2, 3, ... in ``label_info`` order (``ExportSegmentsToLabelmapNode``), whatever codes
+    the model gave them, and sends ``[{"name": "NCR/NET", "idx": 1}, {"name": "ED", "idx": 2},
+    {"name": "ET", "idx": 3}]``, with ``idx`` counting segments it did not export (a "background"
+    segment) too.
+
+    Args:
+        label_info: the ``label_info`` of the request's params (anything: a malformed one is ignored).
+        names: label name -> code of the served bundles (matched without regard to case).
+        values: the distinct values in the label file.
+
+    Returns:
+        None where the values are taken as codes: no usable ``label_info`` (no names, a name that
+        is not a label of the served bundles, no ``idx``), or ``idx`` values that are the names'
+        codes. Otherwise ``{idx: code}`` where the file's values are among the ``idx`` values, else
+        ``{k: code of the k-th entry}`` (Slicer's export order); a value in neither is left for
+        the caller to refuse.
+
+    Example:
+        >>> info = [{"name": "NCR/NET", "idx": 1}, {"name": "ED", "idx": 2}, {"name": "ET", "idx": 3}]
+        >>> label_info_mapping(info, {"NCR/NET": 1, "ED": 2, "ET": 4}, {0, 1, 3})
+        {1: 1, 2: 2, 3: 4}
+        >>> label_info_mapping([{"name": "ET", "idx": 4}], {"NCR/NET": 1, "ED": 2, "ET": 4}, {0, 4}) is None
+        True
+    """
+    if not isinstance(label_info, list) or not label_info or not all(isinstance(e, dict) and isinstance(e.get("name"), str) for e in label_info):
+        return None
+    lower = {name.lower(): code for name, code in names.items()}
+    wanted = [lower.get(e["name"].strip().lower()) for e in label_info]
+    stated = [e.get("idx", e.get("id")) for e in label_info]
+    if any(code is None or code == 0 for code in wanted) or not all(isinstance(i, int) and not isinstance(i, bool) for i in stated):
+        return None
+    if stated == wanted:
+        return None
+    present = set(values) - {0}
+    by_idx = dict(zip(stated, wanted))
+    if len(by_idx) == len(stated) and present <= set(by_idx):
+        return by_idx
+    return {k + 1: code for k, code in enumerate(wanted)}
+
+
 def _inside(path: Path, root: Path) -> bool:
     """Whether ``path``, symbolic links resolved, lies in ``root`` (resolved)."""
     return path.resolve().is_relative_to(root.resolve())
@@ -106,6 +156,8 @@ class Datastore:
         studies_dir: optional read-only folder of BraTS case folders.
         label_codes: allowed label values (0 is always allowed).
         limits: voxel and decompressed-size budgets of uploads.
+        label_names: label name -> code of the served bundles, to read labels that 3D Slicer
+            numbered by segment order (:func:`label_info_mapping`); BraTS's by default.
 
     On start, temporary files that a killed server left in ``images/`` and ``labels/`` (and
     the store's top folder) are removed.
@@ -117,12 +169,16 @@ class Datastore:
     """
 
     def __init__(self, store_dir: str | Path, studies_dir: str | Path | None = None, label_codes: set[int] | None = None,
-                 limits: UploadLimits | None = None) -> None:
-        self.store_dir = Path(store_dir)
+                 limits: UploadLimits | None = None, label_names: dict[str, int] | None = None) -> None:
+        if studies_dir and not Path(studies_dir).is_dir():
+            raise DatastoreError(f"studies folder '{studies_dir}' does not exist or is not a folder; give a folder of BraTS case folders "
+                                 "(<studies>/<case>/<case>_flair.nii.gz, ...)", 404)
+        self.store_dir = Path(store_dir).absolute()  # absolute: a training run (another process, another folder) reads these paths
         self.images_dir = self.store_dir / "images"
         self.labels_dir = self.store_dir / "labels"
-        self.studies_dir = Path(studies_dir) if studies_dir else None
+        self.studies_dir = Path(studies_dir).absolute() if studies_dir else None
         self.label_codes = {0} | set(label_codes or {1, 2, 4})
+        self.label_names = dict(label_names or {"NCR/NET": 1, "ED": 2, "ET": 4})
         self.limits = limits or UploadLimits()
         self.images_dir.mkdir(parents=True, exist_ok=True)
         self.labels_dir.mkdir(parents=True, exist_ok=True)
@@ -167,7 +223,8 @@ class Datastore:
             logger.warning(message)
 
     def ids(self) -> list[str]:
-        """IDs of the complete studies, sorted; incomplete ones and links leaving their root are skipped with a warning."""
+        """IDs of the studies (any non-empty subset of the four sequences), sorted; folders without a
+        sequence and links leaving their root are skipped with a warning."""
         found = set()
         for root in self._roots():
             for folder in root.iterdir():
@@ -186,20 +243,30 @@ class Datastore:
         if not _inside(folder, root):
             raise DatastoreError(f"'{folder}' is a link that leaves '{root}'; it is not served", 404)
         try:
-            files = list(find_case(folder).images)
+            files = list(find_case(folder, allow_missing=True).images)
         except FileNotFoundError as err:
             raise DatastoreError(str(err), 422) from err
-        outside = [f.name for f in files if not _inside(f, root)]
+        outside = [f.name for f in files if f is not None and not _inside(f, root)]
         if outside:
             raise DatastoreError(f"study '{folder.name}': {', '.join(outside)} link(s) outside '{root}'; they are not served", 422)
         return files
 
-    def modality_files(self, image_id: str) -> list[Path]:
-        """The T1, T1ce, T2 and FLAIR files of a study.
+    def studies_hint(self) -> str:
+        """Why the studies folder gave no study, for the server's start-up warning."""
+        folder = self.studies_dir
+        try:
+            find_case(folder, allow_missing=True)
+        except (FileNotFoundError, TypeError):
+            return (f"no study found in '{folder}': --studies takes a folder of BraTS case folders (<studies>/<case>/<case>_flair.nii.gz, ...); "
+                    "Slicer will be offered no sample")
+        return f"no study found in '{folder}': it is one case folder; --studies takes the folder that holds the case folders ('{folder.parent}')"
+
+    def modality_files(self, image_id: str) -> list[Path | None]:
+        """The T1, T1ce, T2 and FLAIR files of a study, None for a sequence it lacks.
 
         Raises:
-            DatastoreError: 404 for an unknown ID (or a link leaving its root), 422 for an
-                incomplete study or a file that links outside its root.
+            DatastoreError: 404 for an unknown ID (or a link leaving its root), 422 for a folder
+                without any sequence or a file that links outside its root.
         """
         check_id(image_id)
         for root in self._roots():
@@ -208,8 +275,10 @@ class Datastore:
         raise DatastoreError(f"unknown image '{image_id}'", 404)
 
     def image_file(self, image_id: str) -> Path:
-        """The file shown to the annotator: the FLAIR of the study."""
-        return self.modality_files(image_id)[MODALITIES.index("flair")]
+        """The file shown to the annotator: the FLAIR of the study, or its first sequence without one."""
+        files = self.modality_files(image_id)
+        flair = files[MODALITIES.index("flair")]
+        return flair if flair is not None else next(f for f in files if f is not None)
 
     def uncertainty_path(self, image_id: str) -> Path:
         """Where the uncertainty map of a study goes: ``<store>/uncertainty/<image_id>.nii.gz``
@@ -238,30 +307,39 @@ class Datastore:
             return self._locks.setdefault(image_id, threading.Lock())
 
     def add_image(self, image_id: str, filename: str, data: bytes) -> str:
-        """Store an uploaded study: a 4D NIfTI with 4 channels (T1, T1ce, T2, FLAIR) on the last axis.
+        """Store an uploaded study: a 4D NIfTI with 4 channels (T1, T1ce, T2, FLAIR) on the last axis,
+        ``(H, W, D, 4)``, or ITK's vector image layout ``(H, W, D, 1, 4)`` (SimpleITK ``Compose``).
+        An all-zero channel is a sequence the study lacks: it is not stored.
 
         The header is checked (single file, shape, voxel budget) and a ``.nii.gz`` is inflated
-        within the byte budget before any voxel is read.
+        within the byte budget before any voxel is read. Messages name the file by its base name
+        (a client sends its own full path).
 
         Raises:
             DatastoreError: 400 for a bad ID or file, 409 if the ID exists, 413 for a gzip
                 stream inflating past the budget, 422 for a volume that is not 4
-                co-registered modalities or declares too many voxels.
+                co-registered modalities (a 3D volume, zeros only) or declares too many voxels.
         """
         import nibabel as nib
 
         check_id(image_id)
+        filename = Path(filename.replace("\\", "/")).name or "upload.nii.gz"
         with self._lock(image_id):
             if self._case_dir(image_id) is not None:
                 raise DatastoreError(f"image '{image_id}' already exists", 409)
             suffix = _suffix(filename)
             if suffix not in (".nii.gz", ".nii"):
-                raise DatastoreError("upload a BraTS study as one 4D NIfTI (.nii.gz) with 4 channels: T1, T1ce, T2, FLAIR")
+                raise DatastoreError(f"upload '{filename}': upload a BraTS study as one 4D NIfTI (.nii.gz) with 4 channels: T1, T1ce, T2, FLAIR")
             if suffix == ".nii.gz":
                 check_inflated_size(data, filename, self.limits.max_inflated_bytes)
             shape = nifti_shape(data, filename, suffix)
             check_voxel_budget(shape, filename, self.limits.max_voxels)
-            if len(shape) != 4 or shape[3] != len(MODALITIES):
+            vector = len(shape) == 5 and shape[3] == 1  # ITK's vector layout: the channels on the 5th axis
+            if len(shape) == 3:
+                raise DatastoreError(f"upload '{filename}' is one 3D volume {shape}; the BraTS models read the four sequences together, so a study "
+                                     f"is uploaded as one 4D NIfTI (H, W, D, 4) with channels {', '.join(MODALITIES)} (zeros for a missing one), "
+                                     "or placed as a case folder under --studies", 422)
+            if not (len(shape) == 4 or vector) or shape[-1] != len(MODALITIES):
                 raise DatastoreError(f"upload '{filename}' has shape {shape}; expected (H, W, D, 4) with channels {', '.join(MODALITIES)}", 422)
             with _spooled(self.store_dir, data, suffix) as tmp:
                 try:
@@ -269,15 +347,22 @@ class Datastore:
                     array = np.asarray(img.dataobj)
                 except Exception as err:
                     raise DatastoreError(f"upload '{filename}' is not a readable NIfTI image ({type(err).__name__})", 422) from err
+            if vector:
+                array = array[..., 0, :]
             if not np.isfinite(array).all():
                 raise DatastoreError(f"upload '{filename}' has NaN or infinite voxels", 422)
+            present = [c for c in range(len(MODALITIES)) if array[..., c].any()]  # an all-zero channel: a sequence the study lacks
+            if not present:
+                raise DatastoreError(f"upload '{filename}' holds zeros only; a study needs at least one sequence", 422)
             folder = self.images_dir / image_id
-            for c, modality in enumerate(MODALITIES):
-                atomic_write_nifti(array[..., c], img.affine, folder / f"{image_id}_{modality}.nii.gz")
+            for c in present:
+                atomic_write_nifti(array[..., c], img.affine, folder / f"{image_id}_{MODALITIES[c]}.nii.gz")
         return image_id
 
-    def _check_label(self, image_id: str, filename: str, data: bytes, suffix: str) -> None:
-        """Header (attached data, voxel budget, size) before voxels; then geometry and exact codes."""
+    def _check_label(self, image_id: str, filename: str, data: bytes, suffix: str, label_info: Any = None):
+        """Header (attached data, voxel budget, size) before voxels; then geometry and exact codes
+        (the values of the file, or where ``label_info`` maps them (:func:`label_info_mapping`),
+        the values it maps). Returns the label as a SimpleITK image and the mapping or None."""
         import SimpleITK as sitk
 
         reference = read_image_information(self.image_file(image_id))
@@ -295,16 +380,34 @@ class Datastore:
                 raise DatastoreError(f"label '{filename}' is not a readable image", 422) from err
             if suffix in (".nii.gz", ".nii"):
                 check_nifti_finite(tmp, filename)
-        if not (np.allclose(label.GetSpacing(), reference.GetSpacing(), atol=1e-3) and np.allclose(label.GetOrigin(), reference.GetOrigin(), atol=1e-2)
-                and np.allclose(label.GetDirection(), reference.GetDirection(), atol=1e-4)):
-            raise DatastoreError(f"label geometry (spacing, origin or direction) differs from image '{image_id}'", 422)
+        differs = [f"{what} {_rounded(mine)} against {_rounded(theirs)}" for what, mine, theirs, tol in (
+            ("spacing (mm)", label.GetSpacing(), reference.GetSpacing(), 1e-3), ("origin (mm)", label.GetOrigin(), reference.GetOrigin(), 1e-2),
+            ("direction", label.GetDirection(), reference.GetDirection(), 1e-4)) if not np.allclose(mine, theirs, atol=tol)]
+        if differs:
+            raise DatastoreError(f"label '{filename}' geometry differs from image '{image_id}' ({self.image_file(image_id).name}): "
+                                 f"{'; '.join(differs)}; export the label on the study's image", 422)
         codes = exact_label_codes(np.unique(sitk.GetArrayViewFromImage(label)), filename)
+        mapping = label_info_mapping(label_info, self.label_names, codes)
+        if mapping is not None:
+            unknown = sorted(codes - {0} - set(mapping))
+            if unknown:
+                raise DatastoreError(f"label '{filename}' has values {unknown} that none of the {len(mapping)} segment(s) of its label_info "
+                                     f"takes (the values {sorted(mapping)})", 422)
+            return label, mapping
         unknown = sorted(codes - self.label_codes)
         if unknown:
             raise DatastoreError(f"label values {unknown} are not label codes of this server ({sorted(self.label_codes)})", 422)
+        return label, None
 
     def save_label(self, image_id: str, filename: str, data: bytes, tag: str = "final", info: dict[str, Any] | None = None) -> Path:
         """Check and store a label: same geometry as the study's image, values in the known codes.
+
+        A label exported by 3D Slicer's MONAI Label module numbers its segments 1, 2, 3, ... in
+        the order of ``info["params"]["label_info"]`` (``[{"name": "ET", "idx": 3}, ...]``), not by
+        the model's codes (ET is 4). Where every name there is a label name of the served bundles
+        and the ``idx`` values are not already those codes, the values are read as
+        :func:`label_info_mapping` says and stored as the bundles' codes (``"remapped"`` in the
+        label's info records it).
 
         The new label is written to a temporary file and renamed over the target
         (``os.replace``); a label of the same study and tag with another ending is removed only
@@ -316,17 +419,30 @@ class Datastore:
                 inflating past the budget, 422 unreadable label, a header pointing at another
                 file, too many voxels, wrong geometry, non-integer or unknown label values.
         """
+        import SimpleITK as sitk
+
         check_id(image_id)
         check_tag(tag)
+        filename = Path(filename.replace("\\", "/")).name or "label.nii.gz"
         suffix = _suffix(filename)
-        self._check_label(image_id, filename, data, suffix)
+        params = (info or {}).get("params")
+        label, mapping = self._check_label(image_id, filename, data, suffix, params.get("label_info") if isinstance(params, dict) else None)
         out = self.labels_dir / tag / f"{image_id}{suffix}"
+        meta = {"ts": int(time.time()), "name": filename, **(info or {}), **({"remapped": {str(k): v for k, v in mapping.items()}} if mapping else {})}
         with self._lock(image_id):
-            atomic_write(out, lambda t: Path(t).write_bytes(data), suffix=suffix)
+            if mapping:
+                values = sitk.GetArrayFromImage(label)
+                codes = np.zeros(values.shape, np.uint8)
+                for value, code in mapping.items():
+                    codes[values == value] = code
+                remapped = sitk.GetImageFromArray(codes)
+                remapped.CopyInformation(label)
+                atomic_write(out, lambda t: sitk.WriteImage(remapped, t, True), suffix=suffix)
+            else:
+                atomic_write(out, lambda t: Path(t).write_bytes(data), suffix=suffix)
             for other in LABEL_SUFFIXES:
                 if other != suffix:
                     (self.labels_dir / tag / f"{image_id}{other}").unlink(missing_ok=True)
-            meta = {"ts": int(time.time()), "name": filename, **(info or {})}
             atomic_write(out.with_name(f"{image_id}.{tag}.json"), lambda t: Path(t).write_text(json.dumps(meta)))
         return out
 
@@ -345,7 +461,10 @@ class Datastore:
             path = self.label_file(image_id, tag)
             if path is not None:
                 labels[tag] = {"ext": _suffix(path.name), "info": self._label_info(image_id, tag)}
-        return {"image": {"ext": _suffix(image.name), "info": {"name": image.name, "modalities": list(MODALITIES)}}, "labels": labels}
+        files = self.modality_files(image_id)
+        info = {"name": image.name, "modalities": [m for m, f in zip(MODALITIES, files) if f is not None],
+                "missing_sequences": [m for m, f in zip(MODALITIES, files) if f is None]}
+        return {"image": {"ext": _suffix(image.name), "info": info}, "labels": labels}
 
     def describe(self) -> dict[str, Any]:
         """The ``/datastore/?output=all`` answer, in MONAI Label's shape; a bad study is skipped with a warning."""
@@ -365,16 +484,23 @@ class Datastore:
         return {"total": len(ids), "completed": tags.get("final", 0), "label_tags": tags}
 
     def training_items(self, tag: str = "final") -> list[dict[str, Any]]:
-        """``[{"case_id", "image": [4 paths], "label": path}]`` for every study with a ``tag`` label."""
+        """``[{"case_id", "image": [4 absolute paths], "label": absolute path}]`` for every study with
+        a ``tag`` label and all four sequences; a labelled study that lacks one is left out with a warning."""
         items = []
         for image_id in self.ids():
             label = self.label_file(image_id, tag)
             if label is None:
                 continue
             try:
-                items.append({"case_id": image_id, "image": [str(p) for p in self.modality_files(image_id)], "label": str(label)})
+                files = self.modality_files(image_id)
             except DatastoreError as err:
                 self._warn_once(f"skipping study '{image_id}': {err}")
+                continue
+            missing = [m for m, f in zip(MODALITIES, files) if f is None]
+            if missing:
+                self._warn_once(f"study '{image_id}' is not trained on: it lacks {', '.join(missing)} (training needs all four sequences)")
+                continue
+            items.append({"case_id": image_id, "image": [str(p) for p in files], "label": str(label)})
         return items
 
     def unlabeled(self) -> list[str]:

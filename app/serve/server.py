@@ -31,7 +31,6 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 
 import app as volseg
 from app.bundles import DEFAULT_BUNDLE
-from app.constants import MODALITIES
 from app.data.verify import InputError
 from app.serve.datastore import LABEL_SUFFIXES, Datastore, check_id
 from app.serve.errors import DatastoreError
@@ -99,7 +98,21 @@ class _Models:
                 self._segmenters[key] = Segmenter(self.bundles[model], device=self.device, uncertainty=uncertainty)
             segmenter = self._segmenters[key]
             data, record = load_on_grid(segmenter, files, grid_reference(files) if resample else None)
-            return {**segmenter.run_case(data), **({"resampled": record} if record else {})}
+            return {**segmenter.run_case(data), "precision": segmenter.precision, "n4": bool(getattr(segmenter, "n4", False)),
+                    **({"resampled": record} if record else {})}
+
+
+def check_served_weights(bundle: str) -> None:
+    """Refuse to serve a bundle without the weights its ``/infer/`` would load (the ct_unet3d
+    template ships none), before the server starts, rather than answer every request with 500.
+
+    Raises:
+        FileNotFoundError: naming the missing checkpoint and how to train one.
+    """
+    from app.bundle_config import bundle_parser
+    from app.inference.ensemble import check_weights
+
+    check_weights(bundle_parser(bundle, "inference").get_parsed_content("ckpt_path"), bundle, then="serve it with --bundle R")
 
 
 def _multipart(params: dict[str, Any], filename: str, data: bytes) -> Response:
@@ -137,17 +150,45 @@ def _flag(params: dict[str, Any], key: str) -> bool:
     return value
 
 
+def serve_address(host: str, port: int) -> str:
+    """The address to give 3D Slicer, once ``host:port`` is seen to be free (bound and released
+    at once, so that a port in use fails before the server builds or writes anything).
+
+    Raises:
+        OSError: the port cannot be bound, with the reason and ``--port``.
+    """
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a port in TIME_WAIT is free
+        try:
+            sock.bind((host, port))
+        except OSError as err:
+            raise OSError(f"cannot listen on {host}:{port}: {err.strerror or err} (another volseg serve, or another program, on that port?); "
+                          "choose another with --port") from err
+    if host in ("0.0.0.0", "::", ""):
+        return f"http://{socket.gethostname()}:{port} (listening on every address of this machine)"
+    return f"http://{host}:{port}"
+
+
 def create_app(config: ServerConfig) -> FastAPI:
     """Build the FastAPI app for ``config`` (see module docstring for the endpoints)."""
     from app.serve.models import served_models
 
     served = served_models(config.bundles)  # model name -> bundle, labels (app.labels.LabelManager), description
+    for model in served.values():
+        check_served_weights(model.bundle)
     names = {m: dict(s.labels.labels) for m, s in served.items()}
     codes = {code for n in names.values() for code in n}
     limits = UploadLimits(max_voxels=config.max_voxels, max_inflated_bytes=int(config.max_inflated_mb * 2**20))
-    store = Datastore(config.store_dir, config.studies_dir, codes, limits)
+    by_name: dict[str, set[int]] = {}
+    for n in names.values():
+        for code, name in n.items():
+            by_name.setdefault(name, set()).add(code)
+    label_names = {name: next(iter(c)) for name, c in by_name.items() if len(c) == 1}  # a name with two codes is not remapped
+    store = Datastore(config.store_dir, config.studies_dir, codes, limits, label_names)
     models = _Models({m: s.bundle for m, s in served.items()}, config.device)
-    runner = TrainingRunner(store, Path(config.store_dir) / "train", config.device)
+    runner = TrainingRunner(store, store.store_dir / "train", config.device)
     limit = int(config.max_upload_mb * 2**20)
 
     @asynccontextmanager
@@ -156,6 +197,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         runner.shutdown()
 
     api = FastAPI(title="VolSeg (MONAI Label protocol)", version=volseg.__version__, lifespan=lifespan)
+    api.state.datastore = store
     api.add_middleware(RequestGuard, token=config.token, max_body_bytes=limit + ENVELOPE_BYTES, open_paths=OPEN_PATHS,
                        limit_text=f"uploads up to {config.max_upload_mb:g} MiB, --max-upload-mb")
 
@@ -207,7 +249,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         done = time.perf_counter()
         from app.io.writers import write_label_like, write_map_like
 
-        reference = files[MODALITIES.index("flair")] if len(files) == len(MODALITIES) else files[0]
+        reference = store.image_file(image)  # the FLAIR, or the first sequence of a study without one
         if "resampled" in case:  # params {"resample": true}: the label is on the study's finest grid
             reference = Path(case["resampled"]["grid"])
         with tempfile.TemporaryDirectory() as tmp:
@@ -219,6 +261,13 @@ def create_app(config: ServerConfig) -> FastAPI:
                                 "total": round(total, 3), "transform": None}}
         if "resampled" in case:
             result["resampled"] = case["resampled"]
+        if case.get("missing_sequences"):  # what the study lacks, and what that costs on the bundle's cross-validation
+            from app.bundles import ran_int8, run_subset_cv
+
+            cv, source = run_subset_cv(served[model].bundle, case["missing_sequences"], case["n4"], ran_int8(case["precision"]))
+            result["missing_sequences"] = list(case["missing_sequences"])
+            result["missing_sequences_cv_dice"] = cv
+            result["missing_sequences_cv_source"] = (source or "float32, without --n4") if cv else None
         if case.get("input_warnings"):  # e.g. a sequence that is not skull-stripped: MONAI Label clients show "params"
             result["warnings"] = list(case["input_warnings"])
         if "uncertainty" in case:  # params {"uncertainty": true}: the map goes beside the labels, for 3D Slicer to load

@@ -80,7 +80,7 @@ class TrainingRunner:
     """
 
     def __init__(self, store: Datastore, runs_dir: Path, device: str | None = None, stop_timeout_s: float = 30.0) -> None:
-        self.store, self.runs_dir, self.device, self.stop_timeout_s = store, Path(runs_dir), device, stop_timeout_s
+        self.store, self.runs_dir, self.device, self.stop_timeout_s = store, Path(runs_dir).absolute(), device, stop_timeout_s
         self._proc: subprocess.Popen | None = None
         self._pid: int | None = None  # leader of the running group: ours (_proc) or adopted from an earlier server
         self._start_time: str | None = None

@@ -268,11 +268,11 @@ def test_links_leaving_the_studies_folder_are_not_served(client: TestClient, stu
 
 def test_a_bad_study_is_skipped_with_a_warning(client: TestClient, studies: Path, caplog: pytest.LogCaptureFixture):
     (studies / "Broken_1").mkdir()
-    shutil.copy(case_files(studies / "Phantom_000")[3], studies / "Broken_1" / "Broken_1_flair.nii.gz")  # no t1, t1ce, t2
+    shutil.copy(case_files(studies / "Phantom_000")[3], studies / "Broken_1" / "Broken_1_seg.nii.gz")  # a label, no sequence
     with caplog.at_level(logging.WARNING, logger="app.serve.datastore"):
         everything = client.get("/datastore/?output=all")
     assert everything.status_code == 200 and sorted(everything.json()["objects"]) == ["Phantom_000", "Phantom_001"]
-    assert any("skipping study 'Broken_1'" in r.getMessage() and "missing t1" in r.getMessage() for r in caplog.records)
+    assert any("skipping study 'Broken_1'" in r.getMessage() and "found none" in r.getMessage() for r in caplog.records)
     assert client.get("/datastore/?output=stats").json()["total"] == 2
     assert client.post("/activelearning/first").json()["id"] == "Phantom_000"
 

@@ -139,7 +139,7 @@ def test_upload_4d_study_and_size_limit(client: TestClient, studies: Path, tmp_p
     assert client.put("/datastore/image?image=Uploaded_1", files={"file": ("study.nii.gz", (tmp_path / "study.nii.gz").read_bytes())}).status_code == 409
     nib.save(nib.Nifti1Image(arrays[0], affine), tmp_path / "one.nii.gz")
     r = client.put("/datastore/image?image=Single", files={"file": ("one.nii.gz", (tmp_path / "one.nii.gz").read_bytes())})
-    assert r.status_code == 422 and "expected (H, W, D, 4)" in r.json()["error"]
+    assert r.status_code == 422 and "'one.nii.gz' is one 3D volume" in r.json()["error"] and "4D NIfTI (H, W, D, 4)" in r.json()["error"]
     big = np.random.default_rng(0).integers(0, 2**15, (128, 128, 64, 4), dtype=np.int16)  # > 1 MiB compressed
     nib.save(nib.Nifti1Image(big, affine), tmp_path / "big.nii.gz")
     r = client.put("/datastore/image?image=Big", files={"file": ("big.nii.gz", (tmp_path / "big.nii.gz").read_bytes())})
@@ -229,3 +229,121 @@ def test_infer_with_resample_segments_a_study_on_different_grids_on_its_finest(c
     label = nib.Nifti1Image.from_bytes(gzip.decompress(data))
     t1 = nib.load(case_files(studies / "Phantom_001")[0])
     assert label.shape == t1.shape and np.allclose(label.affine, t1.affine)
+
+
+def test_a_study_with_missing_sequences_is_served_and_the_answer_names_them(client: TestClient, studies: Path, tmp_path: Path,
+                                                                          caplog: pytest.LogCaptureFixture):
+    import logging
+
+    t1, t1ce, t2, flair = case_files(studies / "Phantom_000")
+    (studies / "Partial_1").mkdir()
+    shutil.copy(t1ce, studies / "Partial_1" / "Partial_1_t1ce.nii.gz")
+    shutil.copy(flair, studies / "Partial_1" / "Partial_1_flair.nii.gz")
+    (studies / "T1only_1").mkdir()
+    shutil.copy(t1, studies / "T1only_1" / "T1only_1_t1.nii.gz")
+    objects = client.get("/datastore/?output=all").json()["objects"]
+    assert objects["Partial_1"]["image"]["info"]["missing_sequences"] == ["t1", "t2"]
+    assert objects["Partial_1"]["image"]["info"]["modalities"] == ["t1ce", "flair"]
+    assert client.get("/datastore/image?image=T1only_1").content == t1.read_bytes()  # no FLAIR: the first sequence is shown
+    r = client.post("/infer/brats_unet3d?image=Partial_1", data={"params": json.dumps({"result_extension": ".nii.gz"})})
+    assert r.status_code == 200, r.text
+    form, files = _parse_multipart(r)
+    params = json.loads(form["params"])
+    assert params["missing_sequences"] == ["t1", "t2"] and set(params["missing_sequences_cv_dice"]) >= {"WT", "TC", "ET"}
+    label = nib.Nifti1Image.from_bytes(gzip.decompress(next(iter(files.values()))))
+    assert label.shape == nib.load(flair).shape and np.allclose(label.affine, nib.load(flair).affine)
+    assert "missing_sequences" not in client.post("/infer/brats_unet3d?image=Phantom_001&output=json").json()
+    for case in ("Partial_1", "Phantom_000"):
+        data = _label_bytes(studies, "Phantom_000", tmp=tmp_path)
+        assert client.put(f"/datastore/label?image={case}&tag=final", files={"label": (f"{case}.nii.gz", data)}).status_code == 200
+    with caplog.at_level(logging.WARNING, logger="app.serve.datastore"):
+        trained = client.get("/datastore/?output=train").json()
+    assert [i["case_id"] for i in trained] == ["Phantom_000"]  # training needs all four sequences
+    assert any("'Partial_1' is not trained on: it lacks t1, t2" in r.getMessage() for r in caplog.records)
+
+
+def test_labels_numbered_in_slicer_segment_order_are_stored_as_the_model_codes(client: TestClient, studies: Path, tmp_path: Path):
+    import SimpleITK as sitk
+
+    flair = nib.load(case_files(studies / "Phantom_000")[3])
+    values = np.zeros(flair.shape, dtype=np.uint8)
+    values[5:10, 5:10, 5:10], values[10:15, 10:15, 10:15], values[20:25, 20:25, 20:25] = 1, 2, 3
+    nib.save(nib.Nifti1Image(values, flair.affine), tmp_path / "slicer.nii.gz")
+    data = (tmp_path / "slicer.nii.gz").read_bytes()
+    stored = tmp_path / "store" / "labels" / "final" / "Phantom_000.nii.gz"
+    as_slicer = [{"name": "NCR/NET", "idx": 1}, {"name": "ED", "idx": 2}, {"name": "ET", "idx": 3}]  # segments 1..N, ET exported as 3
+    with_background = [{"name": "NCR/NET", "idx": 2}, {"name": "ED", "idx": 3}, {"name": "ET", "idx": 4}]  # a skipped "background" segment counted
+    for label_info in (as_slicer, with_background):
+        r = client.put("/datastore/label?image=Phantom_000&tag=final", files={"label": ("/home/me/tmp/x.nii.gz", data)},
+                       data={"params": json.dumps({"label_info": label_info})})
+        assert r.status_code == 200, r.text
+        codes = sitk.GetArrayFromImage(sitk.ReadImage(str(stored)))
+        assert sorted(np.unique(codes)) == [0, 1, 2, 4] and (codes == 4).sum() == 125 and (codes == 2).sum() == 125
+    info = client.get("/datastore/?output=all").json()["objects"]["Phantom_000"]["labels"]["final"]["info"]
+    assert info["remapped"] == {"1": 1, "2": 2, "3": 4} and info["name"] == "x.nii.gz"
+    r = client.put("/datastore/label?image=Phantom_000&tag=final", files={"label": ("x.nii.gz", data)},
+                   data={"params": json.dumps({"label_info": with_background[:2]})})  # value 3 belongs to no listed segment
+    assert r.status_code == 422 and "values [3] that none of the 2 segment(s) of its label_info takes" in r.json()["error"]
+    r = client.put("/datastore/label?image=Phantom_000&tag=final", files={"label": ("x.nii.gz", data)})  # no label_info: 3 is no code
+    assert r.status_code == 422 and "[3]" in r.json()["error"]
+
+
+def test_uploads_in_itk_vector_layout_and_with_a_blank_sequence_and_a_label_on_another_grid(client: TestClient, studies: Path, tmp_path: Path):
+    arrays = [np.asarray(nib.load(f).dataobj).astype(np.int16) for f in case_files(studies / "Phantom_001")]
+    affine = nib.load(case_files(studies / "Phantom_001")[0]).affine
+    arrays[2][...] = 0  # no T2
+    nib.save(nib.Nifti1Image(np.stack(arrays, -1)[..., None, :], affine), tmp_path / "vector.nii.gz")  # (H, W, D, 1, 4), as SimpleITK Compose writes
+    r = client.put("/datastore/?image=Vector_1", files={"file": ("C:\\Users\\me\\vector.nii.gz", (tmp_path / "vector.nii.gz").read_bytes())})
+    assert r.status_code == 200, r.text
+    assert client.get("/datastore/?output=all").json()["objects"]["Vector_1"]["image"]["info"]["missing_sequences"] == ["t2"]
+    assert client.post("/infer/brats_unet3d?image=Vector_1&output=json").json()["missing_sequences"] == ["t2"]
+    nib.save(nib.Nifti1Image(np.zeros(arrays[0].shape + (4,), np.int16), affine), tmp_path / "blank.nii.gz")
+    r = client.put("/datastore/?image=Blank_1", files={"file": ("/data/blank.nii.gz", (tmp_path / "blank.nii.gz").read_bytes())})
+    assert r.status_code == 422 and r.json()["error"] == "upload 'blank.nii.gz' holds zeros only; a study needs at least one sequence"
+    shifted = affine.copy()
+    shifted[:3, :3] *= 2.0  # twice the spacing
+    nib.save(nib.Nifti1Image(np.zeros(arrays[0].shape, np.uint8), shifted), tmp_path / "label.nii.gz")
+    r = client.put("/datastore/label?image=Phantom_001", files={"label": ("label.nii.gz", (tmp_path / "label.nii.gz").read_bytes())})
+    assert r.status_code == 422 and "geometry differs from image 'Phantom_001' (Phantom_001_flair.nii.gz): spacing (mm) [2.0, 1.8, 3.0] against [1.0, 0.9, 1.5]" in r.json()["error"]
+
+
+def test_a_server_from_relative_folders_trains_on_absolute_paths_and_refuses_a_studies_folder_that_is_none(
+        studies: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from app.serve import Datastore, DatastoreError
+
+    monkeypatch.chdir(tmp_path)
+    store = Datastore("store", "studies")  # as `volseg serve --studies studies --store store` in this folder
+    label = _label_bytes(studies, "Phantom_000", tmp=tmp_path)
+    store.save_label("Phantom_000", "l.nii.gz", label)
+    [item] = store.training_items()
+    assert all(Path(p).is_absolute() and Path(p).is_file() for p in [*item["image"], item["label"]])  # a training process reads them anywhere
+    with pytest.raises(DatastoreError, match="studies folder 'nope' does not exist or is not a folder"):
+        Datastore("store2", "nope")
+    assert not (tmp_path / "store2").exists()
+    assert "it is one case folder; --studies takes the folder that holds the case folders" in Datastore("store3", "studies/Phantom_000").studies_hint()
+    assert "--studies takes a folder of BraTS case folders" in Datastore("store4", tmp_path / "store").studies_hint()
+
+
+def test_a_bundle_without_weights_is_refused_before_the_server_starts(studies: Path, tmp_path: Path):
+    with pytest.raises(FileNotFoundError, match="bundle 'ct_unet3d' has no trained weights.*then serve it with --bundle R"):
+        create_app(ServerConfig(tmp_path / "store", studies, bundles=["brats_unet3d", "ct_unet3d"], device="cpu"))
+
+
+def test_a_port_in_use_is_refused_before_anything_is_built(tmp_path: Path):
+    import socket
+
+    from typer.testing import CliRunner
+
+    from app.cli import app as cli
+    from app.serve import serve_address
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{port}: .*choose another with --port"):
+            serve_address("127.0.0.1", port)
+        result = CliRunner().invoke(cli, ["serve", "--port", str(port), "--store", str(tmp_path / "store")])
+    assert result.exit_code == 2 and "choose another with --port" in result.output and not (tmp_path / "store").exists()
+    result = CliRunner().invoke(cli, ["serve", "--port", "0", "--studies", str(tmp_path / "nope"), "--store", str(tmp_path / "store")])
+    assert result.exit_code == 2 and "does not exist or is not a folder" in result.output and not (tmp_path / "store").exists()
