@@ -396,10 +396,26 @@ def train(bundle: str = DEFAULT_BUNDLE, manifest: str | Path | None = None, data
     if freeze_encoder and init_from is None:
         raise ValueError("--freeze-encoder needs --init-from: a frozen random encoder learns nothing")
     init_ckpt = _init_checkpoint(init_from) if init_from is not None else None  # a missing checkpoint: before the data are read
+    from app.bundle_config import bundle_parser
+    from app.engines.preflight import check_overrides
+
+    check_overrides(bundle_parser(root, "train"), dict(overrides or {}))  # a misspelt --set key, text for a number
     with _removed_if_left_empty(Path(args["output_dir"])):  # a run that fails its checks leaves no empty folder
         workflow = _initialized_training(files, root, args)
     out = Path(workflow.parser.get_parsed_content("output_dir"))
-    if init_ckpt is not None and not (out / "last.pt").is_file():
+    if _resumes(workflow.parser, out):
+        logging.getLogger("volseg").warning(
+            "resuming the run in %s from its last.pt: the network, optimizer and learning-rate schedule continue as saved, so %sa new "
+            "--set learning_rate is not applied and the schedule keeps the earlier run's length; give a new --output-dir to start a new run",
+            out, "--init-from is not applied, " if init_ckpt else "")
+        earlier = json.loads((out / "run_info.json").read_text()) if (out / "run_info.json").is_file() else {}
+        init_ckpt = Path(earlier["init_from"]) if earlier.get("init_from") else None  # the records say what the run started from
+        freeze_encoder = bool(earlier.get("freeze_encoder", False))
+        if freeze_encoder:  # requires_grad is not in last.pt: a resumed fine-tune keeps its encoder fixed as before
+            from app.networks import freeze_encoder as freeze
+
+            freeze(workflow.parser.get_parsed_content("network"))
+    elif init_ckpt is not None:
         from app.inference.ensemble import load_weights
 
         network = workflow.parser.get_parsed_content("network")
@@ -417,7 +433,15 @@ def train(bundle: str = DEFAULT_BUNDLE, manifest: str | Path | None = None, data
 
         ProgressBar(persist=False).attach(workflow.parser.get_parsed_content("train#trainer"), output_transform=lambda out: {"loss": float(out[0]["loss"])})
     start = time.perf_counter()
-    workflow.run()
+    try:
+        workflow.run()
+    except RuntimeError as err:  # MONAI's wrapper of a component built when the run starts (the cached datasets): raise its cause
+        from app.engines.preflight import config_error_cause
+
+        cause = config_error_cause(err)
+        if cause is err:
+            raise
+        raise cause from err
     _write_trained_bundle(root, out, workflow.parser, args, time.perf_counter() - start, init_ckpt)
     workflow.finalize()
     # The run's objects (parser, engines, datasets with their cached volumes) hold one another in
@@ -427,6 +451,14 @@ def train(bundle: str = DEFAULT_BUNDLE, manifest: str | Path | None = None, data
     del workflow
     gc.collect()
     return out
+
+
+def _resumes(parser: Any, out: Path) -> bool:
+    """Whether the run will resume from ``out/last.pt`` (it exists and the config's ``resume`` is on)."""
+    from monai.utils import str2bool
+
+    resume = parser.get_parsed_content("resume") if "resume" in parser else False
+    return (out / "last.pt").is_file() and (str2bool(resume) if isinstance(resume, str) else bool(resume))
 
 
 def _initialized_training(files: Sequence[str], root: Path, args: dict[str, Any]) -> Any:
@@ -439,13 +471,15 @@ def _initialized_training(files: Sequence[str], root: Path, args: dict[str, Any]
     """
     from monai.bundle import ConfigWorkflow
 
-    from app.engines.preflight import check_augment_device, check_distill_teacher, check_label_values, check_training_splits, config_error_cause
+    from app.engines.preflight import (check_augment_device, check_distill_teacher, check_label_grids, check_label_values, check_training_splits,
+                                       config_error_cause)
 
     workflow = ConfigWorkflow(config_file=files, meta_file=str(root / "configs" / "metadata.json"), logging_file=str(root / "configs" / "logging.conf"), workflow_type="train", **args)
     try:
         workflow.initialize()
         check_training_splits(workflow.parser)  # an empty training (or due validation) split: one clear ValueError
         check_label_values(workflow.parser)  # label values the network has no output for
+        check_label_grids(workflow.parser)  # a label on another grid than its image
         check_augment_device(workflow.parser)  # GPU augmentation with loader worker processes
         check_distill_teacher(workflow.parser)  # a missing teacher: one clear FileNotFoundError
     except RuntimeError as err:  # MONAI's wrapper of a config expression's error: raise the cause (a missing data file)
@@ -529,23 +563,47 @@ def train_distributed(bundle: str = DEFAULT_BUNDLE, nproc: int = 2, manifest: st
     root = Path(files[0]).parents[1]
     out = Path(output_dir).resolve() if output_dir is not None else _default_output_dir(bundle, root)
     args = _train_args(root, overrides, manifest, data_dir, out)
+    from app.bundle_config import bundle_parser, bundle_settings
+    from app.engines.preflight import check_overrides
+
+    if not extra_configs:
+        check_overrides(bundle_parser(root, "train"), dict(overrides or {}))
+
+    data = {**bundle_settings(root, ("data_list_file", "dataset_dir")), **{k: args[k] for k in ("data_list_file", "dataset_dir") if k in args}}
+    check_process_shares(data.get("data_list_file"), nproc)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "monai.bundle", "run",
            "--config_file", json.dumps(files), "--meta_file", str(root / "configs" / "metadata.json"), "--logging_file", str(root / "configs" / "logging.conf")]
     for key, value in args.items():
-        cmd += [f"--{key}", json.dumps(value) if not isinstance(value, str) else value]
+        cmd += [f"--{key}", value if isinstance(value, str) else repr(value)]  # MONAI's runner reads arguments with fire: Python literals (False, not false)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "run_info.json", json.dumps({**run_info(), "bundle": str(bundle), "nproc": nproc, "command": cmd}, indent=2))
     start = time.perf_counter()
     subprocess.run(cmd, check=True)
-    from app.bundle_config import bundle_settings
     from app.engines.trained_bundle import checkpoint_figures, write_trained_bundle
 
-    data = {**bundle_settings(root, ("data_list_file", "dataset_dir")), **{k: args[k] for k in ("data_list_file", "dataset_dir") if k in args}}
     write_trained_bundle(root, out, args, checkpoint_figures(out, time.perf_counter() - start, data.get("data_list_file")), data.get("data_list_file"), data.get("dataset_dir"))
     return out
 
 
 EXPORT_SUFFIX = {"torchscript": ".ts", "onnx": ".onnx", "openvino": ".xml"}
+
+
+def check_process_shares(datalist: str | Path | None, nproc: int) -> None:
+    """Refuse a ``--nproc`` run whose datalist gives a process no training or validation case: each
+    process trains and validates on its own share (MONAI ``partition_dataset``), which otherwise
+    fails in every process with "there is no enough data to be split into N partitions".
+
+    Raises:
+        ValueError: naming the datalist, the split, its size and ``nproc``.
+    """
+    if nproc < 2 or not datalist or not Path(datalist).is_file():
+        return
+    lists = json.loads(Path(datalist).read_text())
+    for split in ("training", "validation"):
+        n = len(lists.get(split) or [])
+        if n < nproc:
+            raise ValueError(f"datalist '{datalist}' has {n} {split} case(s) for --nproc {nproc}: each process {'trains' if split == 'training' else 'validates'} "
+                             f"on its own share, so give at least {nproc} {split} cases, or fewer processes")
 
 
 def export(bundle: str = DEFAULT_BUNDLE, fmt: str = "torchscript", out: str | Path | None = None, ckpt_path: str | Path | None = None) -> Path:

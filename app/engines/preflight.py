@@ -11,10 +11,11 @@ Example:
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["check_augment_device", "check_distill_teacher", "check_label_values", "check_training_splits", "config_error_cause"]
+__all__ = ["check_augment_device", "check_distill_teacher", "check_label_grids", "check_label_values", "check_overrides", "check_training_splits", "config_error_cause"]
 
 
 def config_error_cause(err: RuntimeError) -> Exception:
@@ -105,6 +106,84 @@ def check_label_values(parser: Any) -> None:
         raise ValueError(f"label '{label}' has the values {', '.join(f'{v:g}' for v in values[:12])}{' ...' if values.size > 12 else ''}, "
                          f"but the network has num_classes={classes} outputs (labels 0 to {classes - 1}); give labels with those values only "
                          f"(e.g. one organ as 1), or train more classes: --set num_classes=N with the bundle's label names")
+
+
+#: Overrides that VolSeg itself passes to every training run (paths), not the user's ``--set``.
+RUN_KEYS = ("bundle_root", "data_list_file", "dataset_dir", "output_dir")
+
+
+def check_overrides(parser: Any, overrides: dict[str, Any]) -> None:
+    """Refuse ``--set`` keys the bundle's configs do not have and values of another kind than the
+    configs' own: ``--set learning_rat=0.001`` was added to the run's configs and did nothing,
+    and ``--set learning_rate=abc`` ended in a 187-line traceback from ``torch.optim.AdamW``.
+
+    A nested key (``loss#gamma``) may add an argument to an existing component, so only its first
+    part must exist. A number where the configs hold a number (or a reference, ``@``/``$``) is
+    taken; text where they hold a number or a boolean is refused.
+
+    Args:
+        parser: a ``ConfigParser`` of the bundle's configs without the overrides
+            (:func:`app.bundle_config.bundle_parser`).
+        overrides: the ``--set`` keys and values (paths of :data:`RUN_KEYS` are skipped).
+
+    Raises:
+        ValueError: naming the key, what the configs hold, and close key names.
+    """
+    import difflib
+
+    top_keys = [k for k in parser.get() if isinstance(k, str)]
+    for key, value in overrides.items():
+        if key in RUN_KEYS:
+            continue
+        top = key.split("#")[0]
+        if top not in parser:
+            close = difflib.get_close_matches(top, top_keys, n=3)
+            raise ValueError(f"--set {key}: the bundle's configs have no key '{top}'" + (f"; did you mean {', '.join(close)}?" if close else "")
+                             + " (the keys are those of the bundle's configs/common.yaml and configs/train.yaml)")
+        if key not in parser:
+            continue
+        current = parser.get(key)
+        if isinstance(value, str) and not value.startswith(("$", "@", "%")) and isinstance(current, (bool, int, float)):
+            kind = "true or false" if isinstance(current, bool) else "a number"
+            raise ValueError(f"--set {key}={value}: the bundle's {key} is {kind} ({json.dumps(current)}); give {kind}")
+
+
+def check_label_grids(parser: Any) -> None:
+    """Refuse a datalist item whose label has another voxel grid size than its image: a 200 x 240 x
+    155 label beside 240 x 240 x 155 sequences trained to the end without a word.
+
+    Reads only the headers (SimpleITK ``ReadImageInformation``) of every training and validation
+    item's label and first image: about a millisecond a file.
+
+    Args:
+        parser: the run's ``ConfigParser`` (after ``initialize``) with ``train_datalist`` (and
+            ``val_datalist``); items without a label file are skipped.
+
+    Raises:
+        ValueError: naming both files and their sizes.
+    """
+    import SimpleITK as sitk
+
+    items = [i for key in ("train_datalist", "val_datalist") if key in parser for i in (parser.get_parsed_content(key) or [])]
+    reader = sitk.ImageFileReader()
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("label"), str):
+            continue
+        image = item.get("image")
+        image = next((f for f in image if f), None) if isinstance(image, (list, tuple)) else image
+        if not isinstance(image, str):
+            continue
+        sizes = []
+        for path in (image, item["label"]):
+            reader.SetFileName(path)
+            try:
+                reader.ReadImageInformation()
+            except RuntimeError:
+                return  # an unreadable file: the reader of the run names it
+            sizes.append(reader.GetSize())
+        if sizes[0] != sizes[1]:
+            raise ValueError(f"label '{item['label']}' has {' x '.join(map(str, sizes[1]))} voxels, its image '{image}' "
+                             f"{' x '.join(map(str, sizes[0]))}: a label must lie on its image's voxel grid (resample it onto the image)")
 
 
 def check_augment_device(parser: Any) -> None:

@@ -1,0 +1,92 @@
+"""What a researcher's own training runs hit: two processes, resumed runs, misspelt overrides, bad labels.
+
+Synthetic CT phantoms (``ct_phantom_root``: 2 training, 2 validation cases) and the ct_unet3d
+template, tiny settings (32^3 crops, one sample a step).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from app import api
+
+RUN = {"max_epochs": 1, "val_interval": 2, "roi_size": [32, 32, 32], "batch_size": 1, "num_samples": 1, "spacing_mm": [3.0, 3.0, 4.0],
+       "device": "$torch.device('cpu')"}
+
+
+def test_two_process_training_runs_past_its_first_epoch(ct_phantom_root: Path, ct_phantom_manifest: Path, tmp_path: Path):
+    """--nproc 2 hung after every first epoch: Ignite's DiskSaver asked ignite.distributed for the
+    rank on rank 0 alone, which built a process group with a collective that rank 1 never joined."""
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "app.cli", "train", "--bundle", "ct_unet3d", "--manifest", str(ct_phantom_manifest), "--data-dir", str(ct_phantom_root),
+           "--output-dir", str(out), "--max-epochs", "3", "--nproc", "2", "--quiet", "--set", "compile=false", "--set", "val_interval=2",
+           "--set", "roi_size=[32,32,32]", "--set", "batch_size=1", "--set", "num_samples=1", "--set", "spacing_mm=[3.0,3.0,4.0]"]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=420, env={**os.environ, "VOLSEG_COMPILE": "0"})
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert (out / "models" / "model.pt").is_file() and (out / "last.pt").is_file()
+    command = json.loads((out / "run_info.json").read_text())["command"]
+    assert command[command.index("--compile") + 1] == "False"  # MONAI's runner reads arguments with fire: "false" was the truthy text 'false'
+
+
+def test_a_datalist_without_a_share_for_every_process_is_refused_before_torchrun(ct_phantom_manifest: Path, tmp_path: Path):
+    content = json.loads(ct_phantom_manifest.read_text())
+    one_validation = tmp_path / "one_val.json"
+    one_validation.write_text(json.dumps({**content, "validation": content["validation"][:1]}))
+    with pytest.raises(ValueError, match=r"has 1 validation case\(s\) for --nproc 2: each process validates on its own share, so give at least 2"):
+        api.train_distributed("ct_unet3d", 2, one_validation, tmp_path, tmp_path / "run", {"max_epochs": 1})
+    assert not (tmp_path / "run").exists()
+
+
+def test_misspelt_keys_and_text_for_numbers_are_refused_before_the_run(ct_phantom_root: Path, ct_phantom_manifest: Path, tmp_path: Path):
+    with pytest.raises(ValueError, match="--set learning_rat: the bundle's configs have no key 'learning_rat'; did you mean learning_rate"):
+        api.train("ct_unet3d", ct_phantom_manifest, ct_phantom_root, tmp_path / "a", {**RUN, "learning_rat": 0.001}, progress=False)
+    with pytest.raises(ValueError, match=r"--set learning_rate=abc: the bundle's learning_rate is a number \(.*\); give a number"):
+        api.train("ct_unet3d", ct_phantom_manifest, ct_phantom_root, tmp_path / "b", {**RUN, "learning_rate": "abc"}, progress=False)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    from app.bundle_config import bundle_parser
+    from app.engines.preflight import check_overrides
+
+    check_overrides(bundle_parser("ct_unet3d", "train"), {"loss#gamma": 0.0, "val_interval": "@max_epochs", "learning_rate": 1, "output_dir": "/x"})
+
+
+def test_a_label_off_its_image_grid_and_an_image_with_nan_stop_with_one_line(ct_phantom_root: Path, ct_phantom_manifest: Path, tmp_path: Path):
+    root = tmp_path / "data"
+    shutil.copytree(ct_phantom_root, root)
+    item = json.loads(ct_phantom_manifest.read_text())["validation"][1]
+    label = nib.load(root / item["label"])
+    nib.save(nib.Nifti1Image(np.asarray(label.dataobj)[:30], label.affine), root / item["label"])  # 30 of 40 rows
+    with pytest.raises(ValueError, match=r"label '.*' has 30 x 36 x 20 voxels, its image '.*' 40 x 36 x 20: a label must lie on its image's voxel grid"):
+        api.train("ct_unet3d", ct_phantom_manifest, root, tmp_path / "grid", dict(RUN), progress=False)
+    shutil.copy(ct_phantom_root / item["label"], root / item["label"])
+    image_path = root / json.loads(ct_phantom_manifest.read_text())["training"][1]["image"]
+    image = nib.load(image_path)
+    values = np.asarray(image.dataobj).astype(np.float32)
+    values[5, 5, 5] = np.nan
+    nib.save(nib.Nifti1Image(values, image.affine), image_path)
+    with pytest.raises(ValueError, match=rf"{image_path.name}.*NaN"):  # MONAI's "Failed to instantiate CacheDataset" had it 160 lines deep
+        api.train("ct_unet3d", ct_phantom_manifest, root, tmp_path / "nan", dict(RUN), progress=False)
+
+
+def test_a_resumed_run_says_what_it_does_not_apply_and_records_what_it_started_from(ct_phantom_root: Path, ct_phantom_manifest: Path,
+                                                                                   tmp_path: Path, capsys: pytest.CaptureFixture):
+    """A rerun into a folder with last.pt resumed it silently while run_info and metadata named the
+    new --init-from as the weights it started from."""
+    first = api.train("ct_unet3d", ct_phantom_manifest, ct_phantom_root, tmp_path / "first", dict(RUN), progress=False)
+    tuned = api.train("ct_unet3d", ct_phantom_manifest, ct_phantom_root, tmp_path / "tuned", dict(RUN), progress=False, init_from=first)
+    started = json.loads((tuned / "run_info.json").read_text())["init_from"]
+    assert started == str(first / "models" / "model.pt")
+    capsys.readouterr()
+    api.train("ct_unet3d", ct_phantom_manifest, ct_phantom_root, tuned, {**RUN, "max_epochs": 2, "learning_rate": 0.001}, progress=False,
+              init_from=tuned / "last.pt")
+    [warning] = [line for line in capsys.readouterr().out.splitlines() if "resuming the run" in line]  # the bundle's logging.conf: stdout
+    assert "WARNING" in warning and "--init-from is not applied, a new --set learning_rate is not applied" in warning
+    assert json.loads((tuned / "run_info.json").read_text())["init_from"] == started
