@@ -515,8 +515,10 @@ def _init_checkpoint(init_from: str | Path) -> Path:
     path = Path(init_from)
     if path.is_file():
         return path
-    from app.bundles import bundle_path
+    from app.bundles import BUNDLES, bundle_path
 
+    if str(init_from) not in BUNDLES and not path.is_dir():
+        raise FileNotFoundError(f"--init-from '{init_from}': no such checkpoint file or bundle folder, nor a shipped bundle ({', '.join(sorted(BUNDLES))})")
     ckpt = bundle_path(init_from) / "models" / "model.pt"
     if not ckpt.is_file():
         raise FileNotFoundError(f"--init-from '{init_from}': no weights at {ckpt}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Optional
@@ -445,6 +446,10 @@ def train(
                             init_from=init_from, freeze_encoder=freeze_encoder)
     except (FileNotFoundError, ValueError) as err:
         _fail(err)
+    except KeyboardInterrupt:
+        _fail(f"interrupted; the same command resumes from {output_dir or 'the output folder'}/last.pt (written after each finished epoch)", 130)
+    except subprocess.CalledProcessError as err:  # --nproc: a rank failed; its own error is printed above
+        _fail(f"a training process failed (exit status {err.returncode}); its error is above")
     typer.echo(f"training outputs in {out}")
 
 

@@ -84,12 +84,23 @@ def load_weights(network: torch.nn.Module, ckpt_path: str | Path, device: torch.
 
     Raises:
         FileNotFoundError: ``ckpt_path`` does not exist.
+        ValueError: its tensors do not fit ``network`` (the weights of another network, e.g.
+            ``--init-from brats_deeplab3d`` on brats_unet3d), naming how many differ and the first.
     """
     path = Path(ckpt_path)
     if not path.is_file():
         raise FileNotFoundError(f"VolSeg weights '{path}' not found; train the bundle (volseg train --bundle NAME --output-dir R: "
                                 "R is then a bundle with its weights, for --bundle R) or pass another checkpoint")
     state = _state_dict(path, device)
+    own = network.state_dict()
+    missing, unexpected = [k for k in own if k not in state], [k for k in state if k not in own]
+    reshaped = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or reshaped:
+        first = (f"'{reshaped[0]}' is {tuple(state[reshaped[0]].shape)} there, {tuple(own[reshaped[0]].shape)} here" if reshaped
+                 else f"'{(missing or unexpected)[0]}' is {'missing' if missing else 'unexpected'}")
+        raise ValueError(f"weights '{path}' do not fit this network: {len(missing)} tensor(s) missing, {len(unexpected)} unexpected, "
+                         f"{len(reshaped)} of another shape (first: {first}); they are the weights of another network_def or of other settings "
+                         "(channels, classes)")
     network.load_state_dict({k: v.float() if torch.is_floating_point(v) else v for k, v in state.items()})
     return network.eval()
 

@@ -90,3 +90,33 @@ def test_a_resumed_run_says_what_it_does_not_apply_and_records_what_it_started_f
     [warning] = [line for line in capsys.readouterr().out.splitlines() if "resuming the run" in line]  # the bundle's logging.conf: stdout
     assert "WARNING" in warning and "--init-from is not applied, a new --set learning_rate is not applied" in warning
     assert json.loads((tuned / "run_info.json").read_text())["init_from"] == started
+
+
+def test_init_from_a_missing_file_or_another_network_is_one_clear_line(ct_phantom_root: Path, ct_phantom_manifest: Path, tmp_path: Path):
+    from app.bundles import bundle_path
+
+    with pytest.raises(FileNotFoundError, match="--init-from 'nosuch.pt': no such checkpoint file or bundle folder, nor a shipped bundle"):
+        api.train("ct_unet3d", ct_phantom_manifest, ct_phantom_root, tmp_path / "a", dict(RUN), progress=False, init_from="nosuch.pt")
+    brats = bundle_path("brats_unet3d") / "models" / "model.pt"  # 4 input channels and 3 regions, not the CT template's 1 and 2
+    with pytest.raises(ValueError, match=r"weights '.*model.pt' do not fit this network: \d+ tensor\(s\) missing, \d+ unexpected, \d+ of another shape"):
+        api.train("ct_unet3d", ct_phantom_manifest, ct_phantom_root, tmp_path / "b", dict(RUN), progress=False, init_from=brats)
+
+
+def test_an_interrupted_or_failed_training_command_ends_with_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    from typer.testing import CliRunner
+
+    import app.api
+    from app.cli import app as cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    def rank_failed(*args, **kwargs):
+        raise subprocess.CalledProcessError(1, ["torchrun"])
+
+    monkeypatch.setattr(app.api, "train", interrupted)
+    result = CliRunner().invoke(cli, ["train", "--bundle", "ct_unet3d", "--output-dir", str(tmp_path / "r"), "--quiet"])
+    assert result.exit_code == 130 and f"interrupted; the same command resumes from {tmp_path / 'r'}/last.pt" in result.output
+    monkeypatch.setattr(app.api, "train_distributed", rank_failed)
+    result = CliRunner().invoke(cli, ["train", "--bundle", "ct_unet3d", "--nproc", "2", "--quiet"])
+    assert result.exit_code == 2 and "a training process failed (exit status 1); its error is above" in result.output
