@@ -30,7 +30,7 @@ def test_two_process_training_runs_past_its_first_epoch(ct_phantom_root: Path, c
     cmd = [sys.executable, "-m", "app.cli", "train", "--bundle", "ct_unet3d", "--manifest", str(ct_phantom_manifest), "--data-dir", str(ct_phantom_root),
            "--output-dir", str(out), "--max-epochs", "3", "--nproc", "2", "--quiet", "--set", "compile=false", "--set", "val_interval=2",
            "--set", "roi_size=[32,32,32]", "--set", "batch_size=1", "--set", "num_samples=1", "--set", "spacing_mm=[3.0,3.0,4.0]"]
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=420, env={**os.environ, "VOLSEG_COMPILE": "0"})
+    run = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=420, env={**os.environ, "VOLSEG_COMPILE": "0"})
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert (out / "models" / "model.pt").is_file() and (out / "last.pt").is_file()
     command = json.loads((out / "run_info.json").read_text())["command"]
