@@ -566,7 +566,7 @@ def train_distributed(bundle: str = DEFAULT_BUNDLE, nproc: int = 2, manifest: st
     out = Path(output_dir).resolve() if output_dir is not None else _default_output_dir(bundle, root)
     args = _train_args(root, overrides, manifest, data_dir, out)
     from app.bundle_config import bundle_parser, bundle_settings
-    from app.engines.preflight import check_overrides
+    from app.engines.preflight import check_overrides, check_process_shares
 
     if not extra_configs:
         check_overrides(bundle_parser(root, "train"), dict(overrides or {}))
@@ -588,24 +588,6 @@ def train_distributed(bundle: str = DEFAULT_BUNDLE, nproc: int = 2, manifest: st
 
 
 EXPORT_SUFFIX = {"torchscript": ".ts", "onnx": ".onnx", "openvino": ".xml"}
-
-
-def check_process_shares(datalist: str | Path | None, nproc: int) -> None:
-    """Refuse a ``--nproc`` run whose datalist gives a process no training or validation case: each
-    process trains and validates on its own share (MONAI ``partition_dataset``), which otherwise
-    fails in every process with "there is no enough data to be split into N partitions".
-
-    Raises:
-        ValueError: naming the datalist, the split, its size and ``nproc``.
-    """
-    if nproc < 2 or not datalist or not Path(datalist).is_file():
-        return
-    lists = json.loads(Path(datalist).read_text())
-    for split in ("training", "validation"):
-        n = len(lists.get(split) or [])
-        if n < nproc:
-            raise ValueError(f"datalist '{datalist}' has {n} {split} case(s) for --nproc {nproc}: each process {'trains' if split == 'training' else 'validates'} "
-                             f"on its own share, so give at least {nproc} {split} cases, or fewer processes")
 
 
 def export(bundle: str = DEFAULT_BUNDLE, fmt: str = "torchscript", out: str | Path | None = None, ckpt_path: str | Path | None = None) -> Path:

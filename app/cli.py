@@ -495,7 +495,7 @@ def serve(
     try:
         address = serve_address(host, port)  # before anything is built or written: a port in use fails here
         api = create_app(ServerConfig(store, studies, list(bundle), device, token, max_upload_mb))
-    except (ValueError, FileNotFoundError, OSError) as err:
+    except (ValueError, OSError) as err:  # OSError: a port in use, a bundle without weights (FileNotFoundError)
         _fail(err)
     found = api.state.datastore.stats()["total"]
     if studies and not found:

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["check_augment_device", "check_distill_teacher", "check_label_grids", "check_label_values", "check_overrides", "check_training_splits", "config_error_cause"]
+__all__ = ["check_augment_device", "check_distill_teacher", "check_label_grids", "check_label_values", "check_overrides", "check_process_shares", "check_training_splits", "config_error_cause"]
 
 
 def config_error_cause(err: RuntimeError) -> Exception:
@@ -148,6 +148,24 @@ def check_overrides(parser: Any, overrides: dict[str, Any]) -> None:
             raise ValueError(f"--set {key}={value}: the bundle's {key} is {kind} ({json.dumps(current)}); give {kind}")
 
 
+def check_process_shares(datalist: str | Path | None, nproc: int) -> None:
+    """Refuse a ``--nproc`` run whose datalist gives a process no training or validation case: each
+    process trains and validates on its own share (MONAI ``partition_dataset``), which otherwise
+    fails in every process with "there is no enough data to be split into N partitions".
+
+    Raises:
+        ValueError: naming the datalist, the split, its size and ``nproc``.
+    """
+    if nproc < 2 or not datalist or not Path(datalist).is_file():
+        return
+    lists = json.loads(Path(datalist).read_text())
+    for split in ("training", "validation"):
+        n = len(lists.get(split) or [])
+        if n < nproc:
+            raise ValueError(f"datalist '{datalist}' has {n} {split} case(s) for --nproc {nproc}: each process {'trains' if split == 'training' else 'validates'} "
+                             f"on its own share, so give at least {nproc} {split} cases, or fewer processes")
+
+
 def check_label_grids(parser: Any) -> None:
     """Refuse a datalist item whose label has another voxel grid size than its image: a 200 x 240 x
     155 label beside 240 x 240 x 155 sequences trained to the end without a word.
@@ -179,9 +197,9 @@ def check_label_grids(parser: Any) -> None:
             try:
                 reader.ReadImageInformation()
             except RuntimeError:
-                return  # an unreadable file: the reader of the run names it
+                break  # an unreadable file: the reader of the run names it
             sizes.append(reader.GetSize())
-        if sizes[0] != sizes[1]:
+        if len(sizes) == 2 and sizes[0] != sizes[1]:
             raise ValueError(f"label '{item['label']}' has {' x '.join(map(str, sizes[1]))} voxels, its image '{image}' "
                              f"{' x '.join(map(str, sizes[0]))}: a label must lie on its image's voxel grid (resample it onto the image)")
 

@@ -131,6 +131,12 @@ def label_info_mapping(label_info: Any, names: dict[str, int], values: set[int])
     return {k + 1: code for k, code in enumerate(wanted)}
 
 
+def _shown(files: list[Path | None]) -> Path:
+    """Of a study's sequence files (None for a missing one), the one shown to the annotator: the FLAIR, else the first present."""
+    flair = files[MODALITIES.index("flair")]
+    return flair if flair is not None else next(f for f in files if f is not None)
+
+
 def _inside(path: Path, root: Path) -> bool:
     """Whether ``path``, symbolic links resolved, lies in ``root`` (resolved)."""
     return path.resolve().is_relative_to(root.resolve())
@@ -256,7 +262,7 @@ class Datastore:
         folder = self.studies_dir
         try:
             find_case(folder, allow_missing=True)
-        except (FileNotFoundError, TypeError):
+        except FileNotFoundError:
             return (f"no study found in '{folder}': --studies takes a folder of BraTS case folders (<studies>/<case>/<case>_flair.nii.gz, ...); "
                     "Slicer will be offered no sample")
         return f"no study found in '{folder}': it is one case folder; --studies takes the folder that holds the case folders ('{folder.parent}')"
@@ -276,9 +282,7 @@ class Datastore:
 
     def image_file(self, image_id: str) -> Path:
         """The file shown to the annotator: the FLAIR of the study, or its first sequence without one."""
-        files = self.modality_files(image_id)
-        flair = files[MODALITIES.index("flair")]
-        return flair if flair is not None else next(f for f in files if f is not None)
+        return _shown(self.modality_files(image_id))
 
     def uncertainty_path(self, image_id: str) -> Path:
         """Where the uncertainty map of a study goes: ``<store>/uncertainty/<image_id>.nii.gz``
@@ -455,13 +459,13 @@ class Datastore:
         return sorted(p.name for p in self.labels_dir.iterdir() if p.is_dir() and _TAG.fullmatch(p.name))
 
     def _describe_one(self, image_id: str) -> dict[str, Any]:
-        image = self.image_file(image_id)
+        files = self.modality_files(image_id)
+        image = _shown(files)
         labels = {}
         for tag in self.tags():
             path = self.label_file(image_id, tag)
             if path is not None:
                 labels[tag] = {"ext": _suffix(path.name), "info": self._label_info(image_id, tag)}
-        files = self.modality_files(image_id)
         info = {"name": image.name, "modalities": [m for m, f in zip(MODALITIES, files) if f is not None],
                 "missing_sequences": [m for m, f in zip(MODALITIES, files) if f is None]}
         return {"image": {"ext": _suffix(image.name), "info": info}, "labels": labels}
