@@ -84,6 +84,11 @@ class _Models:
         self._segmenters: dict[str, Any] = {}
         self._locks = {b: threading.Lock() for b in bundles}
 
+    def add(self, model: str, bundle: str) -> None:
+        """Serve ``bundle`` as ``model`` too (a finished training run), loaded on its first request."""
+        self._locks.setdefault(model, threading.Lock())
+        self.bundles[model] = bundle
+
     def predict(self, model: str, files: list[Path], uncertainty: bool = False, resample: bool = False) -> dict[str, Any]:
         """``Segmenter.run_case`` of one study: ``label``, ``affine`` and, with ``uncertainty``,
         the whole-tumour ``uncertainty`` map and case ``quality``. With ``resample``, a study whose
@@ -190,6 +195,39 @@ def create_app(config: ServerConfig) -> FastAPI:
     models = _Models({m: s.bundle for m, s in served.items()}, config.device)
     runner = TrainingRunner(store, store.store_dir / "train", config.device)
     limit = int(config.max_upload_mb * 2**20)
+    checked_runs: dict[Path, str | None] = {}  # finished run folder -> the model it is served as (None: not servable)
+    serving = threading.Lock()
+
+    def serve_finished_run() -> str | None:
+        """Serve the last training run, once it ended DONE, as one more model named after its folder
+        (``<bundle>_<run id>``, as ``--bundle <folder>`` would name it after a restart), so that a
+        client picks it from ``/info/`` without a restart. A run whose folder is not a bundle with
+        weights, or whose labels differ from every served model's (the datastore checks uploads
+        against those), is not served, with one warning. Returns the model name, or None."""
+        run = runner.finished_bundle()
+        if run is None:
+            return None
+        with serving:
+            if run in checked_runs:
+                return checked_runs[run]
+            checked_runs[run] = None
+            try:
+                [(name, model)] = served_models([str(run)]).items()
+                check_served_weights(model.bundle)
+            except (ValueError, OSError) as err:
+                logger.warning(f"the finished training run '{run}' is not served: {err}")
+                return None
+            if name in served or dict(model.labels.labels) not in names.values():
+                why = f"a model named '{name}' is served already" if name in served else "its labels differ from the served models'"
+                logger.warning(f"the finished training run '{run}' is not served: {why}; serve it with --bundle {run}")
+                return None
+            served[name], names[name] = model, dict(model.labels.labels)
+            models.add(name, model.bundle)
+            checked_runs[run] = name
+            logger.info(f"serving the finished training run as model '{name}' ({run})")
+            return name
+
+    serve_finished_run()  # a run an earlier server finished
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -221,19 +259,23 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     @api.get("/info/")
     def info() -> dict[str, Any]:
-        labels = {name: code for n in names.values() for code, name in sorted(n.items())}
+        serve_finished_run()
+        models_now = list(served.items())  # a finished training run may be added by another request meanwhile
+        labels = {name: code for n in list(names.values()) for code, name in sorted(n.items())}
         return {
             "name": "VolSeg", "description": "VolSeg bundles served over the MONAI Label protocol", "version": volseg.__version__,
             "labels": labels,
             "models": {m: {"type": "segmentation", "labels": s.labels.names_to_values(), "dimension": 3,
-                           "description": s.description, "config": {}} for m, s in served.items()},
-            "trainers": {m: {"description": f"train {m} on the studies with a final label", "config": {"max_epochs": 50}} for m in served},
+                           "description": s.description, "config": {}} for m, s in models_now},
+            "trainers": {m: {"description": f"train {m} on the studies with a final label", "config": {"max_epochs": 50}} for m, _ in models_now},
             "strategies": {k: {"description": v} for k, v in STRATEGIES.items()},
             "scoring": {}, "train_stats": runner.stats(), "datastore": store.stats(),
         }
 
     @api.post("/infer/{model}")
     def infer(model: str, image: str, params: str | None = Form(default=None), output: str | None = None) -> Response:
+        if model not in served:
+            serve_finished_run()
         if model not in served:
             raise DatastoreError(f"unknown model '{model}'; models: {', '.join(served)}", 404)
         p = _params(params)
@@ -357,6 +399,8 @@ def create_app(config: ServerConfig) -> FastAPI:
     @api.get("/train/")
     def train_status(check_if_running: bool = False) -> Any:
         status = runner.status()
+        if status.get("status") == "DONE" and (name := serve_finished_run()):
+            status["served_as"] = name  # the model name to pick in the client (/infer/<name>)
         if check_if_running and status.get("status") != "RUNNING":
             return JSONResponse({"error": "no training running", "detail": "no training running"}, status_code=404)
         return status

@@ -151,6 +151,14 @@ class TrainingRunner:
             self._poll()
             return {k: self._run[k] for k in ("id", "model", "status", "start_ts") if k in self._run}
 
+    def finished_bundle(self) -> Path | None:
+        """The output folder of the last run if it ended DONE (a bundle folder to serve), else None."""
+        with self._lock:
+            self._poll()
+            if self._run.get("status") != "DONE" or not self._run.get("output_dir"):
+                return None
+            return Path(self._run["output_dir"])
+
     def _command(self, bundle: str, manifest: Path, out: Path, max_epochs: int) -> list[str]:
         cmd = [sys.executable, "-m", "app.cli", "train", "--bundle", bundle, "--manifest", str(manifest), "--data-dir", "/",
                "--output-dir", str(out), "--quiet", "--max-epochs", str(max_epochs)]
@@ -175,7 +183,8 @@ class TrainingRunner:
             if not items:
                 raise DatastoreError("no study has a 'final' label yet: submit labels before training")
             run_id = time.strftime("%Y%m%d-%H%M%S")
-            out = self.runs_dir / Path(bundle).name / run_id  # a bundle folder's runs go under its name
+            name = Path(bundle).name
+            out = self.runs_dir / name / f"{name}_{run_id}"  # a bundle folder's runs go under its name; served under the run folder's name
             datalist = {"training": items[:-1] or items, "validation": items[-1:], "test": []}
             manifest = atomic_write_text(out / "datalist.json", json.dumps(datalist, indent=2))
             cmd = [sys.executable, "-c", _WRAPPER, str(out / "exit_status"), *self._command(bundle, manifest, out, max_epochs)]

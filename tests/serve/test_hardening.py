@@ -398,3 +398,48 @@ def test_restarted_server_finds_and_stops_an_earlier_run(studies: Path, tmp_path
     assert restarted.delete("/train/").json()["status"] == "STOPPED"
     assert _wait_for(lambda: not _running(worker), 10.0) and not _running(pid)
     assert restarted.get("/train/").json()["status"] == "STOPPED"
+
+
+def _finishing_training(monkeypatch: pytest.MonkeyPatch, weights: bool) -> None:
+    """Replace ``volseg train`` by a child that writes a bundle folder (the shipped configs, and
+    the shipped weights where ``weights``) into the run's output folder and exits 0."""
+    from app.bundles import bundle_path
+
+    src = bundle_path("brats_unet3d")
+    script = ("import shutil, sys; src, out = sys.argv[1], sys.argv[2]; shutil.copytree(src + '/configs', out + '/configs'); "
+              + ("shutil.copytree(src + '/models', out + '/models', ignore=shutil.ignore_patterns('fold*', '*int8*'))" if weights else "pass"))
+    monkeypatch.setattr(TrainingRunner, "_command", lambda self, bundle, manifest, out, max_epochs: [sys.executable, "-c", script, str(src), str(out)])
+
+
+def test_a_finished_training_run_is_served_without_a_restart(studies: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    _finishing_training(monkeypatch, weights=True)
+    client = TestClient(create_app(_config(tmp_path, studies)))
+    assert _put_label(client, _encode(_label_image(studies), ".nii.gz", tmp_path), "l.nii.gz").status_code == 200
+    run_id = client.post("/train/brats_unet3d", json={"max_epochs": 1}).json()["id"]
+    assert _wait_for(lambda: client.get("/train/").json()["status"] != "RUNNING")
+    status = client.get("/train/").json()
+    name = f"brats_unet3d_{run_id}"
+    assert status["status"] == "DONE" and status["served_as"] == name
+    assert Path(status["output_dir"]).name == name
+    info = client.get("/info/").json()
+    assert list(info["models"]) == ["brats_unet3d", name] and name in info["trainers"]
+    assert info["models"][name]["labels"] == {"NCR/NET": 1, "ED": 2, "ET": 4}
+    r = client.post(f"/infer/{name}?image=Phantom_001&output=json")
+    assert r.status_code == 200 and r.json()["label_names"] == {"NCR/NET": 1, "ED": 2, "ET": 4}
+    # a server started later serves it too (the run is recorded as DONE in state.json)
+    assert name in TestClient(create_app(_config(tmp_path, studies))).get("/info/").json()["models"]
+
+
+def test_a_finished_run_without_weights_is_not_served(studies: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      caplog: pytest.LogCaptureFixture):
+    _finishing_training(monkeypatch, weights=False)
+    client = TestClient(create_app(_config(tmp_path, studies)))
+    assert _put_label(client, _encode(_label_image(studies), ".nii.gz", tmp_path), "l.nii.gz").status_code == 200
+    client.post("/train/brats_unet3d", json={"max_epochs": 1})
+    assert _wait_for(lambda: client.get("/train/").json()["status"] != "RUNNING")
+    with caplog.at_level(logging.WARNING):
+        status = client.get("/train/").json()
+        assert status["status"] == "DONE" and "served_as" not in status
+        assert list(client.get("/info/").json()["models"]) == ["brats_unet3d"]
+    warnings = [r.getMessage() for r in caplog.records if "is not served" in r.getMessage()]
+    assert len(warnings) == 1 and "no trained weights" in warnings[0]  # once, naming why
