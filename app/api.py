@@ -404,10 +404,19 @@ def train(bundle: str = DEFAULT_BUNDLE, manifest: str | Path | None = None, data
         workflow = _initialized_training(files, root, args)
     out = Path(workflow.parser.get_parsed_content("output_dir"))
     if _resumes(workflow.parser, out):
-        logging.getLogger("volseg").warning(
-            "resuming the run in %s from its last.pt: the network, optimizer and learning-rate schedule continue as saved, so %sa new "
-            "--set learning_rate is not applied and the schedule keeps the earlier run's length; give a new --output-dir to start a new run",
-            out, "--init-from is not applied, " if init_ckpt else "")
+        trained, max_epochs = _trained_epochs(out / "last.pt"), workflow.parser.get_parsed_content("train#trainer").state.max_epochs
+        if trained is not None and max_epochs is not None and trained > max_epochs:  # else MONAI's CheckpointLoader stops the run with a traceback
+            raise ValueError(f"the run in {out} has trained {trained} epochs, more than max_epochs {max_epochs}: give --max-epochs above "
+                             f"{trained} to train it on from its last.pt, or a new --output-dir to start a new run")
+        if trained is not None and trained == max_epochs:
+            logging.getLogger("volseg").warning(
+                "the run in %s has finished (%d of %d epochs): nothing is trained, its bundle is written again; give --max-epochs above %d "
+                "to train it on from its last.pt, or a new --output-dir to start a new run", out, trained, max_epochs, trained)
+        else:
+            logging.getLogger("volseg").warning(
+                "resuming the run in %s from its last.pt: the network, optimizer and learning-rate schedule continue as saved, so %sa new "
+                "--set learning_rate is not applied and the schedule keeps the earlier run's length; give a new --output-dir to start a new run",
+                out, "--init-from is not applied, " if init_ckpt else "")
         earlier = json.loads((out / "run_info.json").read_text()) if (out / "run_info.json").is_file() else {}
         init_ckpt = Path(earlier["init_from"]) if earlier.get("init_from") else None  # the records say what the run started from
         freeze_encoder = bool(earlier.get("freeze_encoder", False))
@@ -451,6 +460,18 @@ def train(bundle: str = DEFAULT_BUNDLE, manifest: str | Path | None = None, data
     del workflow
     gc.collect()
     return out
+
+
+def _trained_epochs(last: Path) -> int | None:
+    """Epochs a run's ``last.pt`` has finished (its Ignite trainer state: ``iteration // epoch_length``);
+    None where the file does not say (unreadable, or saved by something else)."""
+    import torch
+
+    try:
+        state = torch.load(last, map_location="cpu", weights_only=False)["trainer"]
+        return int(state["iteration"]) // int(state["epoch_length"]) if "iteration" in state else int(state["epoch"])
+    except Exception:  # noqa: BLE001 - the resume itself reports a broken last.pt
+        return None
 
 
 def _resumes(parser: Any, out: Path) -> bool:

@@ -223,6 +223,7 @@ def cv_train(
         overrides = _parse_overrides(set_)
         if max_epochs is not None:
             overrides["max_epochs"] = max_epochs
+        f = None
         for f in fold or [f for f in range(k) if not (output_dir / f"fold{f}" / "model.pt").is_file()]:
             typer.echo(f"fold {f}: training in {output_dir / f'fold{f}'}")
             fold_overrides = {key: v.replace("{fold}", str(f)) if isinstance(v, str) else v for key, v in overrides.items()}
@@ -230,6 +231,9 @@ def cv_train(
                       init_from=init_from.replace("{fold}", str(f)) if init_from else None)
     except (FileNotFoundError, ValueError) as err:
         _fail(err)
+    except KeyboardInterrupt:
+        where = f"fold {f} from {output_dir / f'fold{f}'}/last.pt (written after each finished epoch)" if f is not None else "where it stopped"
+        _fail(f"interrupted; the same command resumes {where}; without --fold it trains every fold that has no model.pt yet", 130)
 
 
 @cv_app.command("evaluate")

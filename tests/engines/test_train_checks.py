@@ -90,6 +90,12 @@ def test_a_resumed_run_says_what_it_does_not_apply_and_records_what_it_started_f
     [warning] = [line for line in capsys.readouterr().out.splitlines() if "resuming the run" in line]  # the bundle's logging.conf: stdout
     assert "WARNING" in warning and "--init-from is not applied, a new --set learning_rate is not applied" in warning
     assert json.loads((tuned / "run_info.json").read_text())["init_from"] == started
+    # a finished run, rerun: said so, not resumed; with fewer epochs than it trained: one line, not MONAI's traceback
+    api.train("ct_unet3d", ct_phantom_manifest, ct_phantom_root, tuned, {**RUN, "max_epochs": 2}, progress=False)
+    out = capsys.readouterr().out
+    assert f"the run in {tuned} has finished (2 of 2 epochs): nothing is trained" in out and "resuming the run" not in out
+    with pytest.raises(ValueError, match=f"the run in {tuned} has trained 2 epochs, more than max_epochs 1: give --max-epochs above 2"):
+        api.train("ct_unet3d", ct_phantom_manifest, ct_phantom_root, tuned, dict(RUN), progress=False)
 
 
 def test_init_from_a_missing_file_or_another_network_is_one_clear_line(ct_phantom_root: Path, ct_phantom_manifest: Path, tmp_path: Path):
@@ -117,6 +123,8 @@ def test_an_interrupted_or_failed_training_command_ends_with_one_line(monkeypatc
     monkeypatch.setattr(app.api, "train", interrupted)
     result = CliRunner().invoke(cli, ["train", "--bundle", "ct_unet3d", "--output-dir", str(tmp_path / "r"), "--quiet"])
     assert result.exit_code == 130 and f"interrupted; the same command resumes from {tmp_path / 'r'}/last.pt" in result.output
+    result = CliRunner().invoke(cli, ["cv", "train", "--bundle", "ct_unet3d", "--output-dir", str(tmp_path / "cv"), "--quiet"])
+    assert result.exit_code == 130 and f"interrupted; the same command resumes fold 0 from {tmp_path / 'cv' / 'fold0'}/last.pt" in result.output
     monkeypatch.setattr(app.api, "train_distributed", rank_failed)
     result = CliRunner().invoke(cli, ["train", "--bundle", "ct_unet3d", "--nproc", "2", "--quiet"])
     assert result.exit_code == 2 and "a training process failed (exit status 1); its error is above" in result.output
