@@ -342,6 +342,8 @@ def segment(
                 grid = r.extra["resampled"]
                 typer.echo(f"  resampled onto the grid of {Path(grid['grid']).name} ({' x '.join(map(str, grid['grid_size']))} voxels of "
                            f"{' x '.join(f'{s:g}' for s in grid['spacing_mm'])} mm): " + ", ".join(f"{n} ({g})" for n, g in grid["resampled"].items()))
+            if r.extra.get("dicom_seg"):
+                typer.echo(f"  DICOM SEG: {r.extra['dicom_seg']}")
             if r.extra.get("missing_sequences"):
                 typer.echo(f"  {_missing_line(bundle, r.extra['missing_sequences'], used_n4, used_int8)}")
             if "quality" in r.extra:

@@ -266,6 +266,45 @@ def test_written_cases_are_skipped_unless_overwrite(cases: list[Path], tmp_path:
     assert again.exit_code == 0 and fake.segmented[-1] == "Phantom_000" and len(fake.segmented) == 4
 
 
+def test_a_label_map_cut_short_or_of_another_size_is_not_skipped(cases: list[Path], tmp_path: Path, fake: FakeSegmenter,
+                                                                 caplog: pytest.LogCaptureFixture):
+    """A resumed batch kept whatever file had the label map's name: one cut short when a run was killed
+    (unreadable) was skipped, and its volumes taken from the run record."""
+    out = tmp_path / "out"
+    assert _segment(cases[0], cases[1], cases[2], "-o", out).exit_code == 0
+    cut = out / "Phantom_000_seg.nii.gz"
+    cut.write_bytes(cut.read_bytes()[: len(cut.read_bytes()) // 2])
+    small = out / "Phantom_001_seg.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.uint8), np.eye(4)), small)
+    resumed = _segment(cases[0], cases[1], cases[2], "-o", out)
+    assert resumed.exit_code == 0 and fake.segmented[3:] == ["Phantom_000", "Phantom_001"]  # Phantom_002 is skipped
+    warned = "\n".join(r.getMessage() for r in caplog.records)
+    assert f"case 'Phantom_000': the label map already in {out} cannot be read (file '{cut}' is truncated" in warned
+    assert f"case 'Phantom_001': the label map already in {out} is 4 x 4 x 4 voxels, not the 40 x 48 x 36 of" in warned
+    assert nib.load(cut).get_fdata().shape == nib.load(cases[0] / "Phantom_000_t1.nii.gz").shape
+
+
+def test_a_copied_output_folder_resumes_from_its_own_files_and_any_working_folder(cases: list[Path], tmp_path: Path, fake: FakeSegmenter,
+                                                                                   monkeypatch: pytest.MonkeyPatch):
+    """volseg_run.json named the files relative to the working folder of the run: a resume from another
+    folder found no uncertainty map and segmented every case again, and a copied folder's record (volumes,
+    report) pointed at the original folder's label maps."""
+    monkeypatch.chdir(tmp_path)
+    assert _segment(cases[0], cases[1], "-o", "out").exit_code == 0
+    record = json.loads((tmp_path / "out" / "volseg_run.json").read_text())
+    assert [c["output"] for c in record["cases"]] == [str(tmp_path / "out" / f"Phantom_00{i}_seg.nii.gz") for i in (0, 1)]
+    shutil.copytree(tmp_path / "out", tmp_path / "copy")
+    label = tmp_path / "copy" / "Phantom_000_seg.nii.gz"
+    image = nib.load(label)
+    nib.save(nib.Nifti1Image(np.zeros(image.shape, np.uint8), image.affine, image.header), label)  # no tumour in the copy
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")
+    assert _segment(cases[0], cases[1], "-o", "../copy").exit_code == 0 and len(fake.segmented) == 2  # both skipped
+    copied = json.loads((tmp_path / "copy" / "volseg_run.json").read_text())["cases"]
+    assert [c["output"] for c in copied] == [str(tmp_path / "copy" / f"Phantom_00{i}_seg.nii.gz") for i in (0, 1)]
+    assert copied[0]["volumes_ml"]["WT"] == 0 and copied[1]["volumes_ml"]["WT"] > 0  # from the copy's own label maps
+
+
 def test_a_second_batch_in_the_same_folder_keeps_the_first(cases: list[Path], tmp_path: Path, fake: FakeSegmenter):
     """The README's commands share one output folder: a later batch must not drop the earlier cases
     from volseg_run.json and volumes.csv, and each case says what it was segmented with."""
@@ -324,6 +363,32 @@ def test_dicom_seg_without_highdicom_stops_before_any_case(cases: list[Path], tm
     result = _segment(cases[0], "-o", tmp_path / "out", "--dicom-seg")
     assert "--dicom-seg (DICOM SEG output) needs highdicom: pip install 'volseg[dicom]'" in _one_line_error(result)
     assert "VOLSEG_FULL_IMPORT" not in result.output and not (tmp_path / "out").exists()
+
+
+def test_a_dicom_seg_that_fails_keeps_the_written_label_map_and_says_so(phantom_root: Path, tmp_path: Path, fake: FakeSegmenter,
+                                                                       monkeypatch: pytest.MonkeyPatch):
+    pytest.importorskip("highdicom")
+    import SimpleITK as sitk
+
+    from tests.conftest import case_files
+    from tests.io.dicom_util import write_dicom_series
+
+    series = []
+    for i, src in enumerate(case_files(phantom_root / "Phantom_002")):
+        series.append(tmp_path / f"series_{i}")
+        write_dicom_series(sitk.ReadImage(str(src)), series[-1], series_uid=f"1.2.826.0.1.3680043.2.1125.8.{i}", intercept=0.0)
+
+    def no_frame_of_reference(*args, **kwargs):
+        raise ValueError("Source images have no Frame Of Reference UID, but it is required by the IOD")
+
+    monkeypatch.setattr("app.io.dicom_seg.write_dicom_seg", no_frame_of_reference)
+    out = tmp_path / "out"
+    result = _segment(*series, "-o", out, "--sequences", "t1,t1ce,t2,flair", "--dicom-seg")
+    assert result.exit_code == 1 and (out / "series_0_seg.nii.gz").is_file()
+    assert f"its label map {out / 'series_0_seg.nii.gz'} is written, its DICOM SEG is not (ValueError: Source images have no Frame" in result.output
+    assert f"source series {series[0]}" in result.output
+    [entry] = json.loads((out / "volseg_run.json").read_text())["cases"]
+    assert entry["output"] == str(out / "series_0_seg.nii.gz") and "DICOM SEG is not" in entry["error"]
 
 
 def test_a_written_case_made_by_other_weights_of_the_same_bundle_is_segmented_again(cases: list[Path], tmp_path: Path, fake: FakeSegmenter):

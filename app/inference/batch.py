@@ -235,10 +235,38 @@ def plan_batch(inputs: Sequence[str | Path], output_dir: str | Path, settings: S
         if output.exists() and not output.is_file():
             case.error = str(OutputError(f"output '{output}' exists and is not a file; remove it or choose another --output"))
         elif output.is_file() and not overwrite and not _dicom_seg_missing(case, settings, out_dir):
-            case.note = f"skipped: {output} exists (--overwrite to segment it again)"
+            unreadable = _unreadable_label(output, case.grid or case.reference)
+            if unreadable:
+                logger.warning(f"case '{case.case_id}': the label map already in {out_dir} {unreadable}; segmenting it again")
+            else:
+                case.note = f"skipped: {output} exists (--overwrite to segment it again)"
     for note in notes:
         logger.warning(note)
     return BatchPlan(str(out_dir), cases, notes)
+
+
+def _unreadable_label(output: Path, reference: str | Path) -> str | None:
+    """Why a label map left in the output folder cannot be kept (a resumed batch would skip it):
+    it cannot be read whole (a file cut short when a run was killed), or its size is not the
+    size of the case's reference volume; None where it can be kept."""
+    import SimpleITK as sitk
+
+    from app.io.readers import read_volume
+
+    try:
+        size = read_volume(output, check_finite=False, refuse_all_zero=False).GetSize()  # the whole file: a .nii.gz cut short fails here
+    except (ValueError, RuntimeError, OSError) as err:  # InputError is a ValueError
+        return f"cannot be read ({str(err).strip().splitlines()[-1][:300]})"
+    if Path(reference).is_file():  # a DICOM series (a folder) is not read again here
+        try:
+            info = sitk.ImageFileReader()
+            info.SetFileName(str(reference))
+            info.ReadImageInformation()
+            if tuple(info.GetSize()[:3]) != tuple(size[:3]):
+                return f"is {' x '.join(map(str, size))} voxels, not the {' x '.join(map(str, info.GetSize()[:3]))} of {reference}"
+        except RuntimeError:
+            pass  # the case's own reading reports an unreadable input
+    return None
 
 
 def _dicom_seg_missing(case: PlannedCase, settings: SegmentSettings, out_dir: Path) -> bool:
@@ -311,7 +339,14 @@ def _run_cases(segmenter: Segmenter, cases: Sequence[PlannedCase], settings: Seg
                     from app.bundles import label_names
                     from app.io.dicom_seg import write_dicom_seg
 
-                    write_dicom_seg(label, ref, out_dir / f"{case.case_id}_seg.dcm", label_names(settings.bundle), model_name=Path(str(settings.bundle)).name)
+                    try:
+                        extra["dicom_seg"] = str(write_dicom_seg(label, ref, out_dir / f"{case.case_id}_seg.dcm", label_names(settings.bundle),
+                                                                 model_name=Path(str(settings.bundle)).name))
+                    except Exception as err:  # the label map is written: say so, and fail the case for its DICOM SEG alone
+                        error = f"case '{case.case_id}': its label map {out} is written, its DICOM SEG is not ({type(err).__name__}: {err}; source series {ref})"
+                        results.append(CaseResult(case.case_id, label, affine, out, time.perf_counter() - start, error=error, extra=extra))
+                        logger.error(error)
+                        continue
                 results.append(CaseResult(case.case_id, label, affine, out, time.perf_counter() - start, extra=extra))
             except Exception as err:  # one bad case must not abort the batch
                 results.append(CaseResult(case.case_id, seconds=time.perf_counter() - start, error=str(err)))
@@ -325,10 +360,15 @@ def _load(segmenter: Segmenter, case: PlannedCase) -> tuple[dict, dict | None]:
     return load_on_grid(segmenter, case.images, case.grid)
 
 
+#: Run-record keys that name a file the batch wrote in its output folder.
+OUTPUT_KEYS = ("output", "uncertainty", "dicom_seg")
+
+
 def case_entry(result: CaseResult) -> dict[str, Any]:
-    """One case of the run record."""
-    return {"case_id": result.case_id, "output": str(result.output) if result.output else None, "seconds": round(result.seconds, 3),
-            "error": result.error, "note": result.note, **result.extra}
+    """One case of the run record; the files it names as absolute paths (usable from any working folder)."""
+    entry = {"case_id": result.case_id, "output": str(result.output) if result.output else None, "seconds": round(result.seconds, 3),
+             "error": result.error, "note": result.note, **result.extra}
+    return {k: os.path.abspath(v) if k in OUTPUT_KEYS and v else v for k, v in entry.items()}
 
 
 def write_run_record(plan: BatchPlan, segmenter: Segmenter, settings: SegmentSettings, entries: list[dict[str, Any]], info: dict[str, Any],
@@ -410,9 +450,14 @@ def earlier_entries(out_dir: str | Path) -> dict[str, dict[str, Any]]:
     has none per case)."""
     try:
         record = json.loads((Path(out_dir) / RUN_RECORD).read_text())
-        return {e["case_id"]: {**e, "settings": e.get("settings") or run_settings(record)} for e in record.get("cases", [])}
+        entries = {e["case_id"]: {**e, "settings": e.get("settings") or run_settings(record)} for e in record.get("cases", [])}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}
+    for entry in entries.values():  # the record describes the files beside it: a folder copied or moved, or a record that
+        for key in OUTPUT_KEYS:     # named them relative to another working folder, still points at its own files
+            if isinstance(entry.get(key), str):
+                entry[key] = os.path.abspath(Path(out_dir) / Path(entry[key]).name)
+    return entries
 
 
 def _with_earlier_cases(entries: list[dict[str, Any]], earlier: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:

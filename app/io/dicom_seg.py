@@ -2,13 +2,41 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from app.io.atomic import atomic_write
 from app.io.readers import dicom_series
+
+
+def segment_property(name: str) -> tuple[Any, Any]:
+    """SNOMED CT segmented property category and type (DICOM CID 7150 / 7151) of a segment name,
+    for viewers that show what a segment is: BraTS NCR/NET -> Morphologically Abnormal Structure /
+    Necrosis, ED -> Edema, ET -> Neoplasm; a name that is a SNOMED CT keyword of pydicom's
+    code dictionary (``"Spleen"``, ``"liver"``) -> Anatomical Structure / that structure; anything
+    else -> Tissue / Tissue.
+
+    Raises:
+        ImportError: pydicom is not installed.
+    """
+    from pydicom.sr.codedict import codes
+
+    key = name.strip().lower()
+    abnormal = codes.SCT.MorphologicallyAbnormalStructure
+    if key.startswith("ncr") or "necro" in key:
+        return abnormal, codes.SCT.Necrosis
+    if key in ("ed", "snfh") or "edema" in key or "oedema" in key:
+        return abnormal, codes.SCT.Edema
+    if key in ("et", "tc", "wt") or "tumo" in key or "enhanc" in key:
+        return abnormal, codes.SCT.Neoplasm
+    try:
+        return codes.SCT.AnatomicalStructure, getattr(codes.SCT, "".join(part.capitalize() for part in key.replace("_", " ").split()))
+    except AttributeError:
+        return codes.SCT.Tissue, codes.SCT.Tissue
 
 
 def write_dicom_seg(label: np.ndarray, dicom_folder: str | Path, path: str | Path, segment_names: Mapping[int, str],
@@ -54,9 +82,11 @@ def write_dicom_seg(label: np.ndarray, dicom_folder: str | Path, path: str | Pat
     for number, value in enumerate(ordered, start=1):
         numbered[frames == value] = number
     algorithm = hd.AlgorithmIdentificationSequence(name=model_name, family=codes.cid7162.ArtificialIntelligence, version=app.__version__)
-    descriptions = [hd.seg.SegmentDescription(segment_number=n, segment_label=segment_names[v], segmented_property_category=codes.cid7150.Tissue,
-                                              segmented_property_type=codes.cid7166.ConnectiveTissue, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-                                              algorithm_identification=algorithm) for n, v in enumerate(ordered, start=1)]
+    descriptions = [hd.seg.SegmentDescription(segment_number=n, segment_label=segment_names[v], algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+                                              algorithm_identification=algorithm, **dict(zip(("segmented_property_category", "segmented_property_type"),
+                                                                                              segment_property(segment_names[v]))))
+                    for n, v in enumerate(ordered, start=1)]
+    logging.getLogger("highdicom").setLevel(max(logging.WARNING, logging.getLogger("highdicom").getEffectiveLevel()))  # its INFO lines per frame
     seg = hd.seg.Segmentation(source_images=sources, pixel_array=numbered, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
                               segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=900, sop_instance_uid=hd.UID(),
                               instance_number=1, manufacturer="VolSeg", manufacturer_model_name=model_name, software_versions=app.__version__,

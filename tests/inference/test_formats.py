@@ -43,6 +43,7 @@ def test_segment_other_formats(fmt: str, phantom_root: Path, tmp_path: Path):
         assert result.exit_code == 0, result.output
     if fmt == "dicom":
         assert (out / "series_0_seg.dcm").is_file()  # DICOM SEG beside the NIfTI label
+        assert f"DICOM SEG: {out / 'series_0_seg.dcm'}" in done.stdout
     written = [p for p in out.iterdir() if "_seg" in p.name and not p.name.endswith(".dcm")]
     assert len(written) == 1 and written[0].name == ("series_0_seg.nii.gz" if fmt == "dicom" else f"Case7_seg.{fmt}")
     label, reference = sitk.ReadImage(str(written[0])), sitk.ReadImage(str(sources[0]))

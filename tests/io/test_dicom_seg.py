@@ -27,6 +27,9 @@ def test_dicom_seg_round_trip(tmp_path: Path):
     out = write_dicom_seg(label, tmp_path / "ct", tmp_path / "seg.dcm", {1: "NCR/NET", 2: "ED", 4: "ET"})
     seg = hd.seg.segread(out)
     assert [s.SegmentLabel for s in seg.SegmentSequence] == ["NCR/NET", "ED", "ET"]
+    # viewers name segments by their SNOMED CT property type: necrosis, edema, neoplasm (not "connective tissue")
+    assert [s.SegmentedPropertyTypeCodeSequence[0].CodeValue for s in seg.SegmentSequence] == ["6574001", "79654002", "108369006"]
+    assert {s.SegmentedPropertyCategoryCodeSequence[0].CodeMeaning for s in seg.SegmentSequence} == {"Morphologically Abnormal Structure"}
     assert seg.SeriesInstanceUID != "" and len(seg.ReferencedSeriesSequence) == 1
     import pydicom
 
@@ -41,3 +44,11 @@ def test_dicom_seg_round_trip(tmp_path: Path):
         write_dicom_seg(label, tmp_path / "ct", tmp_path / "bad.dcm", {1: "core"})
     with pytest.raises(ValueError, match="does not match the series"):
         write_dicom_seg(label[:-1], tmp_path / "ct", tmp_path / "bad.dcm", {1: "a", 4: "b"})
+
+
+def test_segment_names_get_snomed_codes():
+    from app.io.dicom_seg import segment_property
+
+    assert [c.value for c in segment_property("spleen")] == ["91723000", "78961009"]  # Anatomical Structure / Spleen
+    assert [c.meaning for c in segment_property("Peritumoral edema")] == ["Morphologically Abnormal Structure", "Edema"]
+    assert [c.meaning for c in segment_property("my region")] == ["Tissue", "Tissue"]
