@@ -221,9 +221,13 @@ def evaluate(pred_dir: str | Path, manifest: str | Path | None = None, data_dir:
             official ``brats-evaluation`` package (``volseg[lesion]``; :mod:`app.evaluation.lesionwise`).
 
     Raises:
-        FileNotFoundError: manifest missing, or no case of ``splits`` has a prediction.
-        ValueError: no manifest and no bundle, splits that hold no case, or a prediction off
-            its reference's grid.
+        FileNotFoundError: ``pred_dir`` or the manifest missing, a reference label missing, or no
+            case of ``splits`` has a prediction.
+        ValueError: no manifest and no bundle, splits that hold no case; ``csv_path`` or
+            ``png_dir`` not writable (:class:`app.errors.OutputError`, before any case is scored).
+        app.evaluation.CasesFailed: cases that could not be scored (a prediction off its
+            reference's grid, an unreadable file); the others are scored and written, and the
+            exception holds their rows.
     """
     from app.data import default_brats_dir, load_datalist
     from app.evaluation import evaluate_predictions
@@ -237,8 +241,11 @@ def evaluate(pred_dir: str | Path, manifest: str | Path | None = None, data_dir:
         manifest, data_dir = manifest or settings.get("data_list_file"), data_dir or settings.get("dataset_dir")
     if manifest is None:
         raise ValueError("evaluate needs a manifest (--manifest) or a bundle (--bundle) whose data_list_file names one")
+    if not Path(pred_dir).is_dir():
+        raise FileNotFoundError(f"prediction folder '{pred_dir}' does not exist" if not Path(pred_dir).exists() else f"--pred '{pred_dir}' is a file; give the folder of the predictions")
     root = Path(data_dir) if data_dir is not None else default_brats_dir()
-    items = [item for split in splits for item in load_datalist(manifest, split, root)]
+    required = ("label", "image") if png_dir is not None else ("label",)  # the images only for the overlays
+    items = [item for split in splits for item in load_datalist(manifest, split, root, required)]
     if not items:
         raise ValueError(f"manifest '{manifest}': the split(s) {', '.join(splits)} hold no case; choose others with --split")
     return evaluate_predictions(pred_dir, items, csv_path=csv_path, png_dir=png_dir, labels=labels, lesion_wise=lesion_wise)

@@ -396,18 +396,28 @@ def evaluate(
     """Per-case and mean Dice, HD95 (mm), sensitivity, specificity and precision per evaluation region of the bundle (BraTS: WT, TC, ET)."""
     _setup(quiet)
     from app.api import evaluate as evaluate_api
-    from app.evaluation import format_table
+    from app.evaluation import CasesFailed, format_table
 
+    failures: list[str] = []
     try:
         rows = evaluate_api(pred, manifest, data_dir, split, csv_path=csv or pred / "metrics.csv", png_dir=pred if png else None, bundle=bundle, lesion_wise=lesion_wise)
+    except CasesFailed as err:  # the other cases are scored and written
+        rows, failures = err.rows, err.failures
     except (FileNotFoundError, ValueError, ImportError) as err:
         _fail(err)
-    typer.echo(format_table(rows))
-    if lesion_wise:
-        from app.evaluation.lesionwise import LESION_METRICS, package_version
+    if rows:
+        typer.echo(format_table(rows))
+        if lesion_wise:
+            from app.evaluation.lesionwise import BRATS23_METRICS, LESION_METRICS, package_version
 
-        typer.echo(f"lesion-wise ({package_version()}):\n" + format_table(rows, tuple(LESION_METRICS)))
-    typer.echo(f"wrote {csv or pred / 'metrics.csv'}")
+            typer.echo(f"lesion-wise ({package_version()}; dice and hd95 over matched lesions, brats23: every missed or false lesion "
+                       "counts as Dice 0 / HD95 374 mm, as the BraTS 2023 ranking):\n" + format_table(rows, (*LESION_METRICS, *BRATS23_METRICS)))
+        typer.echo(f"wrote {csv or pred / 'metrics.csv'}")
+    if failures:
+        typer.secho(f"{len(failures)} case(s) could not be scored" + (" (the table and the mean leave them out)" if rows else "") + ":", err=True, fg="red")
+        for line in failures:
+            typer.secho(f"  {line}", err=True, fg="red")
+        raise typer.Exit(1)
 
 
 @app.command()

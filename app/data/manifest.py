@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -152,8 +153,9 @@ def build_decathlon_manifest(
     return _split_and_write(header, items, out, seed, folds, fractions)
 
 
-def load_datalist(manifest: str | Path, key: str, data_dir: str | Path) -> list[dict[str, Any]]:
-    """Load one split of a datalist with paths joined to ``data_dir`` (MONAI ``load_decathlon_datalist``).
+def load_datalist(manifest: str | Path, key: str, data_dir: str | Path, required: Sequence[str] = ("image", "label")) -> list[dict[str, Any]]:
+    """Load one split of a datalist with paths joined to ``data_dir`` (MONAI ``load_decathlon_datalist``);
+    the files under the ``required`` keys must exist (``volseg evaluate`` needs only ``label``).
 
     Raises:
         FileNotFoundError: the manifest is missing, or files of the list are (the message names
@@ -176,15 +178,15 @@ def load_datalist(manifest: str | Path, key: str, data_dir: str | Path) -> list[
     for item, original in zip(items, content[key]):  # MONAI joins any key naming an existing path
         if "case_id" in original:
             item["case_id"] = original["case_id"]
-    _check_files(items, manifest, key, data_dir)
+    _check_files(items, manifest, key, data_dir, required)
     return items
 
 
-def _check_files(items: list[dict[str, Any]], manifest: Path, key: str, data_dir: str | Path) -> None:
-    """Raise FileNotFoundError where an item's ``image`` or ``label`` file does not exist."""
+def _check_files(items: list[dict[str, Any]], manifest: Path, key: str, data_dir: str | Path, required: Sequence[str] = ("image", "label")) -> None:
+    """Raise FileNotFoundError where a file of an item under the ``required`` keys does not exist."""
     lacking = []
     for item in items:
-        paths = [*(item["image"] if isinstance(item.get("image"), (list, tuple)) else [item.get("image")]), item.get("label")]
+        paths = [p for k in required for p in (item[k] if isinstance(item.get(k), (list, tuple)) else [item.get(k)])]
         missing = [str(p) for p in paths if isinstance(p, str) and p and not Path(p).exists()]
         if missing:
             lacking.append(missing[0])

@@ -16,7 +16,19 @@ reads its results the way its ``brats-parse-metrics seg`` command does:
 - ``<region>_f1_lesionwise``: ``all_instance_f1`` (``rq``), the lesion detection F1, which is where
   unmatched (false positive and false negative) lesions count.
 
-A region absent from both maps gives NaN (the package's "no instances" case). The package uses
+A region absent from both maps gives NaN (the package's "no instances" case).
+
+The first two are means over matched lesions only, so a case with missed or false lesions can
+score above its voxel-wise Dice there. The BraTS 2023 challenges ranked with a form that counts
+every unmatched lesion (Saluja et al., the BraTS-2023-Metrics code): each false-negative and
+false-positive lesion scores Dice 0 and HD95 374 mm, averaged with the matched ones, and a region
+absent from both maps scores Dice 1 and HD95 0. This module adds it from the package's lesion
+counts (``tp``, ``fn``, ``fp``):
+
+- ``<region>_dice_lesionwise_brats23``: ``sq_dsc * tp / (tp + fn + fp)``;
+- ``<region>_hd95_lesionwise_brats23``: ``(sq_hd95 * tp + 374 * (fn + fp)) / (tp + fn + fp)`` mm.
+
+The package uses
 BraTS 2023 codes (1 NCR, 2 SNFH/edema, 3 ET); VolSeg's BraTS 2018 maps (4 = ET) are converted.
 
 Install: ``pip install "volseg[lesion]"`` (``brats-evaluation``; see the README for its pins).
@@ -47,6 +59,10 @@ OTHER_GROUPS: tuple[str, ...] = ("netc", "snfh", "rc")
 #: Per-region columns ``<region>_<name>``: name -> key of the package's per-group result. The
 #: names end in ``_lesionwise`` (not ``_dice``) so that ``<region>_dice`` keys stay the voxel-wise ones.
 LESION_METRICS: dict[str, str] = {"dice_lesionwise": "sq_dsc", "hd95_lesionwise": "sq_hd95", "f1_lesionwise": "rq"}
+#: Per-region columns of the BraTS 2023 ranking form (unmatched lesions count; see the module docstring).
+BRATS23_METRICS: tuple[str, ...] = ("dice_lesionwise_brats23", "hd95_lesionwise_brats23")
+#: HD95 (mm) the BraTS 2023 ranking gives a missed or false lesion (the diagonal of the 240 x 240 x 155 grid).
+BRATS23_MISSED_HD95 = 374.0
 #: BraTS 2018 -> BraTS 2023 label codes (the enhancing tumour moved from 4 to 3).
 BRATS2018_TO_2023: dict[int, int] = {0: 0, 1: 1, 2: 2, 4: 3}
 
@@ -133,7 +149,8 @@ def lesion_metrics(pred: np.ndarray, ref: np.ndarray, spacing_mm: Sequence[float
 
     Returns:
         ``{"WT_dice_lesionwise": ..., "WT_hd95_lesionwise": ..., "WT_f1_lesionwise": ..., ...}`` as the
-        package reports them (see the module docstring; NaN for a region absent from both).
+        package reports them (see the module docstring; NaN for a region absent from both), and
+        ``<region>_dice_lesionwise_brats23`` / ``_hd95_lesionwise_brats23`` (:func:`brats23_scores`).
 
     Raises:
         ValueError: shapes differ, or a value is no BraTS 2018 code.
@@ -150,4 +167,22 @@ def lesion_metrics(pred: np.ndarray, ref: np.ndarray, spacing_mm: Sequence[float
         for name, key in LESION_METRICS.items():
             value = values.get(key)
             out[f"{region}_{name}"] = float(value) if value is not None else math.nan
+        out.update({f"{region}_{name}": v for name, v in zip(BRATS23_METRICS, brats23_scores(values))})
     return out
+
+
+def brats23_scores(values: dict[str, Any]) -> tuple[float, float]:
+    """Lesion-wise Dice and HD95 (mm) of one region as the BraTS 2023 challenges ranked them, from
+    a panoptica result (``tp``, ``fn``, ``fp``, ``sq_dsc``, ``sq_hd95``): every unmatched lesion
+    counts as Dice 0 and HD95 374 mm; no lesion in either map gives (1, 0); NaN where the result
+    lacks the counts."""
+    try:
+        tp, fn, fp = (int(values[k]) for k in ("tp", "fn", "fp"))
+    except (KeyError, TypeError, ValueError):
+        return math.nan, math.nan
+    lesions = tp + fn + fp
+    if lesions == 0:
+        return 1.0, 0.0
+    dice = float(values.get("sq_dsc") or 0.0) * tp if tp else 0.0
+    hd95 = float(values.get("sq_hd95") or 0.0) * tp if tp else 0.0
+    return dice / lesions, (hd95 + BRATS23_MISSED_HD95 * (fn + fp)) / lesions

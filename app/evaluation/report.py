@@ -91,46 +91,54 @@ def evaluate_predictions(pred_dir: str | Path, items: list[dict[str, Any]], csv_
         One row per evaluated case (``case`` plus ``<region>_<metric>``), then the ``mean`` row.
 
     Raises:
-        FileNotFoundError: no item has a prediction in ``pred_dir``.
-        ValueError: a prediction not on its reference's voxel grid (size, spacing, origin,
-            direction).
+        FileNotFoundError: no item has a prediction in ``pred_dir`` (with a hint where its files
+            are named otherwise).
+        app.errors.OutputError: ``csv_path`` or ``png_dir`` cannot be written (before any case).
+        CasesFailed: cases that could not be scored: a prediction not on its reference's voxel
+            grid (size, spacing, origin, direction) or an unreadable file; every other case is
+            scored and the CSV written first, and the exception holds their rows.
     """
+    from app.errors import OutputError
+    from app.io.outputs import prepare_output_dir
+
+    if csv_path is not None:  # a path that cannot take the table fails now, not after every case is scored
+        if Path(csv_path).is_dir():
+            raise OutputError(f"--csv '{csv_path}' is a folder; give a file name, e.g. {Path(csv_path) / 'metrics.csv'}")
+        blocker = next((p for p in Path(csv_path).parents if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            raise OutputError(f"cannot write --csv '{csv_path}': '{blocker}' is a file")
+        prepare_output_dir(Path(csv_path).parent)
+    if png_dir is not None:
+        prepare_output_dir(png_dir)
     if lesion_wise:
         from app.evaluation.lesionwise import check_ready, lesion_metrics
 
         check_ready(labels)
     rows: list[dict[str, Any]] = []
     skipped: list[str] = []
+    failures: list[str] = []
     for item in items:
         case_id = item.get("case_id") or strip_volume_suffix(Path(item["label"]).name).removesuffix("_seg")
         pred_path = find_prediction(pred_dir, case_id)
         if pred_path is None:
             skipped.append(case_id)
             continue
-        pred, pred_img = read_label(pred_path)
-        ref, ref_img = read_label(item["label"])
-        if not _same_grid(pred_img, ref_img):
-            raise ValueError(f"case '{case_id}': prediction '{pred_path}' ({_grid(pred_img)}) is not on the grid of its reference "
-                             f"'{item['label']}' ({_grid(ref_img)})")
-        unknown = sorted(set(np.unique(pred).tolist()) - {0, *labels.labels})
-        if unknown:
-            logger.warning(f"case '{case_id}': prediction '{pred_path}' has the value(s) {', '.join(map(str, unknown))}, which are no label of the "
-                           f"bundle ({', '.join(map(str, [0, *labels.labels]))}); they are scored as background"
-                           + (" (BraTS 2023 codes, where ET is 3? VolSeg scores BraTS 2018 codes, ET 4)" if 3 in unknown and 4 in labels.labels else ""))
-        rows.append({"case": case_id, **case_metrics(pred, ref, ref_img.GetSpacing(), labels)})
-        if lesion_wise:
-            rows[-1].update(lesion_metrics(pred, ref, ref_img.GetSpacing()))
-        if png_dir is not None:
-            from app.evaluation.overlay import save_overlay
-
-            save_overlay(_overlay_image(item, labels), pred, ref, Path(png_dir) / f"{case_id}_overlay.png", title=case_id, label_names=labels.labels)
+        try:
+            row = _score_case(case_id, pred_path, item, labels, lesion_wise, png_dir)
+        except (ValueError, RuntimeError, OSError) as err:  # InputError is a ValueError: one bad case does not stop the others
+            failures.append(str(err) if str(err).startswith(f"case '{case_id}'") else f"case '{case_id}': {err}")
+            logger.error(failures[-1])
+            continue
+        rows.append(row)
     if skipped:
         logger.warning(f"{len(skipped)} manifest case(s) have no prediction in '{pred_dir}' and were not scored (the mean row leaves them out): "
                        f"{', '.join(skipped)}")
+    if not rows and failures:
+        raise CasesFailed([], failures)
     if not rows:
+        hint = _naming_hint(pred_dir) or "are the predictions' cases in another list of the datalist? (--split; by default every list is scored)"
         raise FileNotFoundError(f"no prediction '<case_id>_seg.nii.gz' (or .nrrd, .mha) in '{pred_dir}' matches the {len(items)} manifest case(s) "
-                                f"scored ({', '.join(skipped[:3])}{', ...' if len(skipped) > 3 else ''}); are the predictions' cases in "
-                                "another list of the datalist? (--split; by default every list is scored)")
+                                f"scored ({', '.join(skipped[:3])}{', ...' if len(skipped) > 3 else ''}); {hint}")
     keys = [k for k in rows[0] if k != "case"]
     undefined = {k: sum(math.isnan(r[k]) for r in rows) for k in keys}
     undefined = {k: n for k, n in undefined.items() if 0 < n < len(rows)}
@@ -144,7 +152,64 @@ def evaluate_predictions(pred_dir: str | Path, items: list[dict[str, Any]], csv_
         writer.writeheader()
         writer.writerows(rows)
         atomic_write_text(csv_path, buf.getvalue())
+    if failures:
+        raise CasesFailed(rows, failures)
     return rows
+
+
+class CasesFailed(ValueError):
+    """Cases of ``volseg evaluate`` that could not be scored; the others were scored (and the CSV written).
+
+    Attributes:
+        rows: the scored cases' rows and the ``mean`` row (empty where no case could be scored).
+        failures: one line per failed case, naming the case, the file and the problem.
+    """
+
+    def __init__(self, rows: list[dict[str, Any]], failures: list[str]) -> None:
+        scored = f"; the other {len(rows) - 1} case(s) are scored" if rows else ""
+        super().__init__(f"{len(failures)} case(s) could not be scored{scored}: " + "; ".join(failures))
+        self.rows, self.failures = rows, failures
+
+
+def _score_case(case_id: str, pred_path: Path, item: dict[str, Any], labels: LabelManager, lesion_wise: bool, png_dir: str | Path | None) -> dict[str, Any]:
+    """One case's row of :func:`evaluate_predictions` (and its overlay PNG).
+
+    Raises:
+        ValueError: the prediction is not on its reference's grid; app.errors.InputError: an unreadable file.
+    """
+    pred, pred_img = read_label(pred_path)
+    ref, ref_img = read_label(item["label"])
+    if not _same_grid(pred_img, ref_img):
+        raise ValueError(f"case '{case_id}': prediction '{pred_path}' ({_grid(pred_img)}) is not on the grid of its reference "
+                         f"'{item['label']}' ({_grid(ref_img)})")
+    unknown = sorted(set(np.unique(pred).tolist()) - {0, *labels.labels})
+    if unknown:
+        logger.warning(f"case '{case_id}': prediction '{pred_path}' has the value(s) {', '.join(map(str, unknown))}, which are no label of the "
+                       f"bundle ({', '.join(map(str, [0, *labels.labels]))}); they are scored as background"
+                       + (" (BraTS 2023 codes, where ET is 3? VolSeg scores BraTS 2018 codes, ET 4)" if 3 in unknown and 4 in labels.labels else ""))
+    row = {"case": case_id, **case_metrics(pred, ref, ref_img.GetSpacing(), labels)}
+    if lesion_wise:
+        from app.evaluation.lesionwise import lesion_metrics
+
+        row.update(lesion_metrics(pred, ref, ref_img.GetSpacing()))
+    if png_dir is not None:
+        from app.evaluation.overlay import save_overlay
+
+        save_overlay(_overlay_image(item, labels), pred, ref, Path(png_dir) / f"{case_id}_overlay.png", title=case_id, label_names=labels.labels)
+    return row
+
+
+def _naming_hint(pred_dir: str | Path) -> str | None:
+    """What the files in ``pred_dir`` look like, where none is named ``<case_id>_seg.<ext>``."""
+    from app.io.readers import VOLUME_SUFFIXES
+
+    volumes = sorted(p.name for p in Path(pred_dir).iterdir() if p.is_file() and p.name.endswith(tuple(VOLUME_SUFFIXES)))
+    if not volumes:
+        return f"'{pred_dir}' holds no label map at all"
+    if any("_seg." in name for name in volumes):
+        return None  # named as volseg names them: other cases than the manifest's lists
+    return (f"'{pred_dir}' holds {len(volumes)} label map(s) such as '{volumes[0]}': name each '<case_id>_seg.nii.gz' (as volseg segment "
+            "does), with the case IDs of the manifest")
 
 
 def format_table(rows: list[dict[str, Any]], metrics: tuple[str, ...] = METRIC_NAMES, regions: Sequence[str] | None = None) -> str:

@@ -103,3 +103,81 @@ def test_the_off_grid_message_names_origin_and_direction(tmp_path: Path):
     sitk.WriteImage(image, str(tmp_path / "pred" / "ct_001_seg.nii.gz"))
     with pytest.raises(ValueError, match=r"origin \(20, -4, 30\) mm.*origin \(10, -4, 30\) mm"):
         evaluate_predictions(tmp_path / "pred", [item], labels=labels_of("ct_unet3d"))
+
+
+def test_one_bad_prediction_does_not_stop_the_others(tmp_path: Path):
+    """A prediction off its grid or cut short stopped the whole run: no table, no metrics.csv."""
+    from app.evaluation import CasesFailed
+
+    items = [_ct_case(tmp_path / "data", case, ".nii.gz") for case in ("ct_001", "ct_002", "ct_003")]
+    ref = sitk.GetArrayFromImage(sitk.ReadImage(items[0]["label"])).transpose(2, 1, 0)
+    write_label_like((ref == 1).astype(np.uint8), items[0]["image"], tmp_path / "pred" / "ct_001_seg.nii.gz")
+    off = sitk.ReadImage(items[1]["label"])
+    off.SetSpacing((1.0, 0.8, 2.5))
+    sitk.WriteImage(off, str(tmp_path / "pred" / "ct_002_seg.nii.gz"))
+    cut = write_label_like((ref == 1).astype(np.uint8), items[2]["image"], tmp_path / "pred" / "ct_003_seg.nii.gz")
+    cut.write_bytes(cut.read_bytes()[:200])
+    with pytest.raises(CasesFailed) as failed:
+        evaluate_predictions(tmp_path / "pred", items, csv_path=tmp_path / "m.csv", labels=labels_of("ct_unet3d"))
+    assert [r["case"] for r in failed.value.rows] == ["ct_001", "mean"] and failed.value.rows[0]["spleen_dice"] == 1.0
+    assert len(failed.value.failures) == 2 and "case 'ct_002': prediction" in failed.value.failures[0]
+    assert "not on the grid" in failed.value.failures[0] and "ct_003_seg.nii.gz" in failed.value.failures[1]
+    assert [line.split(",")[0] for line in (tmp_path / "m.csv").read_text().splitlines()] == ["case", "ct_001", "mean"]
+    manifest = tmp_path / "m.json"
+    manifest.write_text(json.dumps({"training": [{"case_id": i["case_id"], "image": i["image"], "label": i["label"]} for i in items], "validation": [], "test": []}))
+    result = CliRunner().invoke(cli, ["evaluate", "--pred", str(tmp_path / "pred"), "--manifest", str(manifest), "--bundle", "ct_unet3d",
+                                      "--data-dir", str(tmp_path)])
+    assert result.exit_code == 1 and "ct_001" in result.output and "2 case(s) could not be scored (the table and the mean leave them out)" in result.output
+
+
+def test_output_paths_and_prediction_folder_are_checked_before_scoring(tmp_path: Path):
+    from app.api import evaluate
+
+    item = _ct_case(tmp_path / "data", "ct_001", ".nii.gz")
+    manifest = tmp_path / "m.json"
+    manifest.write_text(json.dumps({"training": [{"case_id": "ct_001", "image": item["image"], "label": item["label"]}]}))
+    ref = sitk.GetArrayFromImage(sitk.ReadImage(item["label"])).transpose(2, 1, 0)
+    write_label_like((ref == 1).astype(np.uint8), item["image"], tmp_path / "pred" / "ct_001_seg.nii.gz")
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(ValueError, match="cannot write --csv '.*m.csv': '.*afile' is a file"):
+        evaluate(tmp_path / "pred", manifest, tmp_path, ["training"], csv_path=tmp_path / "afile" / "m.csv", bundle="ct_unet3d")
+    with pytest.raises(ValueError, match="is a folder; give a file name"):
+        evaluate(tmp_path / "pred", manifest, tmp_path, ["training"], csv_path=tmp_path / "pred", bundle="ct_unet3d")
+    with pytest.raises(FileNotFoundError, match="prediction folder '.*nosuch' does not exist"):
+        evaluate(tmp_path / "nosuch", manifest, tmp_path, ["training"], bundle="ct_unet3d")
+    Path(item["image"]).unlink()  # scoring needs the labels only; the overlays need the images
+    assert evaluate(tmp_path / "pred", manifest, tmp_path, ["training"], bundle="ct_unet3d")[0]["spleen_dice"] == 1.0
+    with pytest.raises(FileNotFoundError, match="name files that do not exist"):
+        evaluate(tmp_path / "pred", manifest, tmp_path, ["training"], bundle="ct_unet3d", png_dir=tmp_path / "pred")
+    (tmp_path / "pred" / "ct_001_seg.nii.gz").rename(tmp_path / "pred" / "ct_001.nii.gz")  # nnU-Net's names
+    with pytest.raises(FileNotFoundError, match="holds 1 label map\\(s\\) such as 'ct_001.nii.gz': name each '<case_id>_seg.nii.gz'"):
+        evaluate(tmp_path / "pred", manifest, tmp_path, ["training"], bundle="ct_unet3d")
+
+
+@pytest.mark.parametrize("stored", ["LPS", "RAS"])
+def test_overlay_is_radiological_whatever_the_file_orientation(tmp_path: Path, stored: str):
+    """evaluate --png drew BraTS cases (stored L, P, S) with anterior at the bottom."""
+    import matplotlib.image
+
+    from app.evaluation.overlay import save_overlay
+
+    lps = np.random.default_rng(0).uniform(50, 150, (10, 40, 30)).astype(np.float32)  # (k, j, i) in LPS: j grows to posterior, i to the patient's left
+    label = np.zeros(lps.shape, np.uint8)
+    label[5, 2:8, 20:26] = 2  # anterior (small j), on the patient's left (large i)
+    image = sitk.GetImageFromArray(lps)
+    image.SetSpacing((1.0, 1.0, 3.0))
+    lab = sitk.GetImageFromArray(label)
+    lab.CopyInformation(image)
+    if stored == "RAS":
+        image, lab = sitk.DICOMOrient(image, "RAS"), sitk.DICOMOrient(lab, "RAS")
+    sitk.WriteImage(image, str(tmp_path / "flair.nii.gz"))
+    array = sitk.GetArrayFromImage(lab).transpose(2, 1, 0)  # (i, j, k) of the stored file
+    png = save_overlay(tmp_path / "flair.nii.gz", array, None, tmp_path / "o.png", label_names={1: "NCR/NET", 2: "ED"})
+    rgb = matplotlib.image.imread(png)[..., :3]
+    green = (rgb[..., 1] > rgb[..., 0] + 0.15) & (rgb[..., 1] > rgb[..., 2] + 0.15)  # the ED overlay over grey
+    rows, cols = np.nonzero(green)
+    image_rows = np.nonzero((rgb.min(axis=2) < 0.9).mean(axis=1) > 0.55)[0]  # rows mostly covered by the image (not titles)
+    image_cols = np.nonzero((rgb.min(axis=2) < 0.9)[image_rows].mean(axis=0) > 0.9)[0]
+    assert rows.size > 50
+    assert rows.mean() < (image_rows.min() + image_rows.max()) / 2  # anterior up
+    assert cols.mean() > (image_cols.min() + image_cols.max()) / 2  # the patient's left on the viewer's right

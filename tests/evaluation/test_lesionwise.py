@@ -76,10 +76,14 @@ def test_detected_missed_and_false_lesions():
     assert m["WT_hd95_lesionwise"] == pytest.approx(0.8)  # one voxel along the 0.8 mm axis
     assert m["ET_dice_lesionwise"] == pytest.approx(0.75) and m["ET_f1_lesionwise"] == pytest.approx(2 / 3)
     assert m["TC_dice_lesionwise"] == m["ET_dice_lesionwise"]  # no necrosis: TC is ET here
+    # the BraTS 2023 ranking form: the missed and the false lesion count as Dice 0 and HD95 374 mm
+    assert m["WT_dice_lesionwise_brats23"] == pytest.approx(0.9 / 3) and m["WT_hd95_lesionwise_brats23"] == pytest.approx((0.8 + 2 * 374) / 3)
     empty = lesion_metrics(np.zeros_like(ref), np.zeros_like(ref), SPACING)
-    assert all(math.isnan(v) for v in empty.values())  # the package's "no instances" case
+    assert all(math.isnan(v) for k, v in empty.items() if not k.endswith("_brats23"))  # the package's "no instances" case
+    assert all(empty[f"{r}_dice_lesionwise_brats23"] == 1.0 and empty[f"{r}_hd95_lesionwise_brats23"] == 0.0 for r in ("WT", "TC", "ET"))
     missed = lesion_metrics(np.zeros_like(ref), ref, SPACING)
     assert missed["WT_dice_lesionwise"] == 0 and missed["WT_hd95_lesionwise"] == math.inf and missed["WT_f1_lesionwise"] == 0
+    assert missed["WT_dice_lesionwise_brats23"] == 0 and missed["WT_hd95_lesionwise_brats23"] == 374.0
 
 
 def test_cropping_does_not_change_the_packages_numbers():
@@ -172,3 +176,12 @@ def test_matches_the_packages_command_line_on_a_real_case(tmp_path: Path):
             assert row[f"{region}_{ours}"] == pytest.approx(float(official[f"{theirs}_{group}"]), rel=1e-9, abs=1e-12), (region, ours)
         assert float(official[f"global_dsc_{group}"]) == pytest.approx(row[f"{region}_dice"], abs=1e-6)  # voxel-wise Dice agrees too
     assert 0 < row["ET_dice_lesionwise"] < 1 and row["ET_f1_lesionwise"] < 1  # the perturbation is seen
+
+
+def test_brats23_scores_from_lesion_counts():
+    from app.evaluation.lesionwise import brats23_scores
+
+    assert brats23_scores({"tp": 1, "fn": 2, "fp": 1, "sq_dsc": 0.9, "sq_hd95": 1.0}) == pytest.approx((0.9 / 4, (1.0 + 3 * 374) / 4))
+    assert brats23_scores({"tp": 0, "fn": 1, "fp": 0, "sq_dsc": None, "sq_hd95": None}) == (0.0, 374.0)
+    assert brats23_scores({"tp": 0, "fn": 0, "fp": 0}) == (1.0, 0.0)
+    assert all(math.isnan(v) for v in brats23_scores({}))
