@@ -35,7 +35,8 @@ logger = logging.getLogger(__name__)
 REPORT_HTML = "report.html"
 PLANES = ("axial", "coronal", "sagittal")
 #: Keys of a run-record case shown in their own rows (the rest go under "other").
-_SHOWN = ("case_id", "output", "error", "note", "seconds", "volumes_ml", "missing_sequences", "quality")
+_SHOWN = ("case_id", "output", "error", "note", "seconds", "volumes_ml", "missing_sequences", "quality", "inputs",
+          "missing_sequences_cv_dice", "missing_sequences_cv_source")
 
 
 def _oriented(path: str | Path, reference: Any | None = None) -> Any:
@@ -151,8 +152,37 @@ def _table(rows: Sequence[tuple[str, str]], cls: str, head: tuple[str, str] | No
     return f'<table class="{cls}">{th}<tbody>{body}</tbody></table>'
 
 
-def bundle_section(bundle: str) -> str:
-    """The bundle's name, version, description and cross-validation figures (``eval_metrics``)."""
+def run_figures(metrics: Mapping[str, Any], mode: str = "fast", n4: bool = False, int8: bool = False) -> tuple[list[tuple[str, str]], str]:
+    """The cross-validation figures of the path a batch ran, from a bundle's ``eval_metrics``
+    (keys ``cv5_fast[_n4][_int8]_dice_<region>[_std]`` and ``..._hd95_<region>_mm``): one row per
+    region, ``("WT", "Dice 0.863 ± 0.081, HD95 7.7 mm")``, and which figures they are. Where the
+    bundle has none for that path, the nearest (without int8, then without N4), said so; accurate
+    mode has none of its own (each fold model trained on most of the cases), so fast mode's."""
+    prefixes = [f"cv5_fast{'_n4' if a else ''}{'_int8' if b else ''}" for a, b in ((n4, int8), (n4, False), (False, int8), (False, False))]
+    for prefix in dict.fromkeys(prefixes):
+        regions = [k.removeprefix(f"{prefix}_dice_") for k in metrics if k.startswith(f"{prefix}_dice_") and not k.endswith("_std")
+                   and "_" not in k.removeprefix(f"{prefix}_dice_")]
+        if regions:
+            break
+    else:
+        return [], "no cross-validation figures for this path"
+    rows = []
+    for region in regions:
+        dice, std, hd95 = (metrics.get(f"{prefix}_dice_{region}"), metrics.get(f"{prefix}_dice_{region}_std"), metrics.get(f"{prefix}_hd95_{region}_mm"))
+        text = f"Dice {float(dice):.3f}" + (f" ± {float(std):.3f}" if std is not None else "") + (f", HD95 {float(hd95):.1f} mm" if hd95 is not None else "")
+        rows.append((region, text))
+    path = "--mode fast" + (" --n4" if "_n4" in prefix else "") + (", int8" if "_int8" in prefix else ", float32")
+    which = f"5-fold cross-validation, all sequences, {path}"
+    if prefix != prefixes[0]:
+        which += " (the nearest figures the bundle has for this run's path)"
+    if mode == "accurate":
+        which += "; --mode accurate averages the fold models, so it has no figures of its own on these cases"
+    return rows, which
+
+
+def bundle_section(bundle: str, mode: str = "fast", n4: bool = False, int8: bool = False) -> str:
+    """The bundle's name, version, description and the cross-validation figures of the path the
+    batch ran (:func:`run_figures`), with every ``eval_metrics`` figure in a folded table."""
     from app.bundles import bundle_path
 
     try:
@@ -160,9 +190,15 @@ def bundle_section(bundle: str) -> str:
     except (OSError, ValueError) as err:
         return f'<section id="bundle"><h2>Bundle {html.escape(str(bundle))}</h2><p>metadata not readable: {html.escape(str(err))}</p></section>'
     metrics = meta.get("eval_metrics") or {}
-    figures = _table([(k, repr(v) if isinstance(v, (int, float)) else _fmt(v)) for k, v in metrics.items()], "cv", ("figure", "value")) if metrics else "<p>no cross-validation figures in the bundle</p>"
+    if metrics:
+        rows, which = run_figures(metrics, mode, n4, int8)
+        every = _table([(k, repr(v) if isinstance(v, (int, float)) else _fmt(v)) for k, v in metrics.items()], "cv-all", ("figure", "value"))
+        figures = ((_table(rows, "cv", ("region", "mean over cases")) if rows else "") + f"<p>{html.escape(which)}</p>"
+                   + f"<details><summary>every figure of the bundle (eval_metrics)</summary>{every}</details>")
+    else:
+        figures = "<p>no cross-validation figures in the bundle</p>"
     return (f'<section id="bundle"><h2>Bundle {html.escape(str(meta.get("name", bundle)))} {html.escape(str(meta.get("version", "")))}</h2>'
-            f'<p>{html.escape(str(meta.get("description", "")))}</p><h3>Cross-validation figures (eval_metrics)</h3>{figures}</section>')
+            f'<p>{html.escape(str(meta.get("description", "")))}</p><h3>Cross-validation figures</h3>{figures}</section>')
 
 
 def _background(images: Sequence[str | Path | None]) -> str | Path | None:
@@ -211,6 +247,7 @@ def case_section(entry: Mapping[str, Any], images: Sequence[str | Path | None] |
     parts.append("<h3>Volumes</h3>" + (_table([(k, _fmt(float(v))) for k, v in volumes.items()], "volumes", ("region", "mL")) if volumes else "<p>none recorded</p>"))
     quality = entry.get("quality")
     facts = [("missing sequences", _fmt(entry.get("missing_sequences") or [])),
+             ("inputs", _inputs(entry.get("inputs"), names_of_channels(bundle))),
              ("quality score", _fmt(quality) if quality is not None else "not computed (volseg segment --uncertainty)"),
              ("label map", str(output)), ("seconds", _fmt(entry.get("seconds")))]
     if entry.get("missing_sequences") and bundle:
@@ -220,6 +257,24 @@ def case_section(entry: Mapping[str, Any], images: Sequence[str | Path | None] |
         facts.append(("note", str(entry["note"])))
     parts.append("<h3>Case</h3>" + _table(facts, "facts") + "</section>")
     return "".join(parts)
+
+
+def names_of_channels(bundle: str) -> tuple[str, ...]:
+    """The bundle's input channel names (BraTS: t1, t1ce, t2, flair); () where unknown."""
+    from app.labels import labels_of
+
+    try:
+        return tuple(labels_of(bundle).channels) if bundle else ()
+    except (ValueError, FileNotFoundError):
+        return ()
+
+
+def _inputs(inputs: Sequence[str | None] | None, channels: Sequence[str]) -> str:
+    """``t1: missing, t1ce: /data/x_t1ce.nii.gz, ...`` (the channel names where their number matches)."""
+    if not inputs:
+        return "not recorded"
+    names = channels if len(channels) == len(inputs) else [f"input {i + 1}" for i in range(len(inputs))]
+    return ", ".join(f"{n}: {p if p is not None else 'missing'}" for n, p in zip(names, inputs))
 
 
 _STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin:.5em 0}"
@@ -264,5 +319,6 @@ def write_report(run_dir: str | Path, images: Mapping[str, Sequence[str | Path |
     sections = [case_section(c, (images or {}).get(c.get("case_id")) or c.get("inputs"), names, bundle, n4, int8) for c in cases]
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>VolSeg report: {len(cases)} case(s)</title><style>{_STYLE}</style></head><body>'
             f'<h1>VolSeg segmentation report</h1><p>generated {datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")} from {html.escape(str(record_path))}; '
-            f'not for clinical use without review</p>{_table(run, "run")}{bundle_section(bundle)}{"".join(sections)}</body></html>\n')
+            f'not for clinical use without review</p>{_table(run, "run")}{bundle_section(bundle, str(record.get("mode") or "fast"), n4, int8)}'
+            f'{"".join(sections)}</body></html>\n')
     return atomic_write_text(Path(out) if out is not None else Path(run_dir) / REPORT_HTML, page)

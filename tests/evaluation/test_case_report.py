@@ -120,9 +120,14 @@ def test_report_of_a_phantom_run(phantom_root: Path, tmp_path: Path):
     assert record["cases"][0]["volumes_ml"]["WT"] > 0
     facts = _facts(section)
     assert facts["missing sequences"] == "none" and facts["quality score"].startswith("not computed")
-    cv = {row[0]: row[1] for row in report.sections["bundle"]["tables"]["cv"]}
-    meta = json.loads((bundle_dir("brats_unet3d") / "configs" / "metadata.json").read_text())
-    assert cv.pop("figure") == "value" and cv == {k: repr(v) for k, v in meta["eval_metrics"].items()}
+    assert facts["inputs"].startswith("t1: ") and facts["inputs"].endswith("Phantom_001_flair.nii.gz")
+    meta = json.loads((bundle_dir("brats_unet3d") / "configs" / "metadata.json").read_text())["eval_metrics"]
+    every = {row[0]: row[1] for row in report.sections["bundle"]["tables"]["cv-all"]}
+    assert every.pop("figure") == "value" and every == {k: repr(v) for k, v in meta.items()}  # folded, all of them
+    cv = {row[0]: row[1] for row in report.sections["bundle"]["tables"]["cv"]}  # the path that ran: fast, float32 torch, no N4
+    assert cv.pop("region") == "mean over cases" and list(cv) == ["WT", "TC", "ET"]
+    assert cv["WT"] == f"Dice {meta['cv5_fast_dice_WT']:.3f} ± {meta['cv5_fast_dice_WT_std']:.3f}, HD95 {meta['cv5_fast_hd95_WT_mm']:.1f} mm"
+    assert "5-fold cross-validation, all sequences, --mode fast, float32" in "".join(report.sections["bundle"]["text"])
     assert "brats_unet3d" in "".join(report.sections["bundle"]["text"])
 
 
@@ -206,3 +211,16 @@ def test_cli_report_flag_keeps_matplotlib(phantom_root: Path, tmp_path: Path, mo
     probe = subprocess.run([sys.executable, "-c", "from app.cli import skip_unused_imports as s; print('matplotlib' in s(['segment', 'x']))"],
                            cwd=REPO_ROOT, capture_output=True, encoding="utf-8", errors="replace", timeout=120)
     assert probe.stdout.strip() == "True", probe.stderr
+
+
+def test_run_figures_are_those_of_the_path_that_ran():
+    """The report listed all 34 eval_metrics keys; it shows the figures of the run's own path first."""
+    from app.evaluation.case_report import run_figures
+
+    meta = json.loads((bundle_dir("brats_unet3d") / "configs" / "metadata.json").read_text())["eval_metrics"]
+    rows, which = run_figures(meta, "fast", n4=True, int8=True)
+    assert dict(rows)["ET"] == f"Dice {meta['cv5_fast_n4_int8_dice_ET']:.3f}, HD95 {meta['cv5_fast_n4_int8_hd95_ET_mm']:.1f} mm"
+    assert which == "5-fold cross-validation, all sequences, --mode fast --n4, int8"
+    rows, which = run_figures({"cv5_fast_dice_WT": 0.8, "cv5_fast_n4_dice_WT": 0.85}, "accurate", n4=True, int8=True)
+    assert rows == [("WT", "Dice 0.850")] and "(the nearest figures" in which and "no figures of its own" in which
+    assert run_figures({"other": 1.0}) == ([], "no cross-validation figures for this path")
