@@ -28,7 +28,7 @@ def _mean(values: list[float]) -> float:
 def _grid(img: Any) -> str:
     """Size, spacing, origin and direction of a SimpleITK image, for messages."""
     def fmt(values: Sequence[float]) -> str:
-        return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
+        return "(" + ", ".join(f"{v + 0.0:.6g}" for v in values) + ")"  # + 0.0: no "-0"
 
     return f"size {img.GetSize()}, spacing {fmt(img.GetSpacing())} mm, origin {fmt(img.GetOrigin())} mm, direction {fmt(img.GetDirection())}"
 
@@ -61,9 +61,29 @@ def read_label(path: str | Path) -> tuple[np.ndarray, Any]:
     return sitk.GetArrayFromImage(image).transpose(2, 1, 0), image
 
 
-def _same_grid(pred: Any, ref: Any, atol_mm: float = 1e-3) -> bool:
+def _same_grid(pred: Any, ref: Any, voxel_fraction: float = 0.05) -> bool:
+    """Whether two SimpleITK images share one voxel grid: same size and direction, spacing and
+    origin within ``voxel_fraction`` of the reference's smallest voxel (rounding in a writer's
+    header, not a shift that moves a voxel)."""
+    atol_mm = voxel_fraction * min(ref.GetSpacing())
     return (pred.GetSize() == ref.GetSize() and np.allclose(pred.GetSpacing(), ref.GetSpacing(), atol=atol_mm)
             and np.allclose(pred.GetOrigin(), ref.GetOrigin(), atol=atol_mm) and np.allclose(pred.GetDirection(), ref.GetDirection(), atol=1e-4))
+
+
+def _on_reference_grid(pred_img: Any, ref_img: Any) -> Any | None:
+    """``pred_img`` on the reference's grid: itself, or the same voxels stored in another axis
+    order or direction (a tool that writes RAS where the reference is LPS), reoriented
+    (SimpleITK ``DICOMOrient``, no interpolation); None where it lies on another grid."""
+    import SimpleITK as sitk
+
+    if _same_grid(pred_img, ref_img):
+        return pred_img
+    try:
+        orientation = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(ref_img.GetDirection())
+        turned = sitk.DICOMOrient(pred_img, orientation)
+    except RuntimeError:  # not an axis-aligned permutation of the reference's axes
+        return None
+    return turned if _same_grid(turned, ref_img) else None
 
 
 def _overlay_image(item: dict[str, Any], labels: LabelManager) -> str:
@@ -177,9 +197,15 @@ def _score_case(case_id: str, pred_path: Path, item: dict[str, Any], labels: Lab
     Raises:
         ValueError: the prediction is not on its reference's grid; app.errors.InputError: an unreadable file.
     """
+    import SimpleITK as sitk
+
     pred, pred_img = read_label(pred_path)
     ref, ref_img = read_label(item["label"])
-    if not _same_grid(pred_img, ref_img):
+    aligned = _on_reference_grid(pred_img, ref_img)
+    if aligned is not None and aligned is not pred_img:
+        logger.info(f"case '{case_id}': prediction '{pred_path}' is stored in another axis order than its reference; scored reoriented")
+        pred = sitk.GetArrayFromImage(aligned).transpose(2, 1, 0)
+    if aligned is None:
         raise ValueError(f"case '{case_id}': prediction '{pred_path}' ({_grid(pred_img)}) is not on the grid of its reference "
                          f"'{item['label']}' ({_grid(ref_img)})")
     unknown = sorted(set(np.unique(pred).tolist()) - {0, *labels.labels})

@@ -181,3 +181,22 @@ def test_overlay_is_radiological_whatever_the_file_orientation(tmp_path: Path, s
     assert rows.size > 50
     assert rows.mean() < (image_rows.min() + image_rows.max()) / 2  # anterior up
     assert cols.mean() > (image_cols.min() + image_cols.max()) / 2  # the patient's left on the viewer's right
+
+
+def test_a_prediction_in_another_axis_order_or_a_hair_off_is_scored(tmp_path: Path):
+    """A label written as RAS (the reference LPS) or with an origin off by 0.01 mm was refused."""
+    item = _ct_case(tmp_path / "data", "ct_001", ".nii.gz")
+    ref = sitk.ReadImage(item["label"])
+    spleen = sitk.Cast(ref == 1, sitk.sitkUInt8)
+    (tmp_path / "ras").mkdir()
+    sitk.WriteImage(sitk.DICOMOrient(spleen, "RAS"), str(tmp_path / "ras" / "ct_001_seg.nii.gz"))
+    assert evaluate_predictions(tmp_path / "ras", [item], labels=labels_of("ct_unet3d"))[0]["spleen_dice"] == 1.0
+    shifted = sitk.Image(spleen)
+    shifted.SetOrigin((10.01, -4.0, 30.0))
+    (tmp_path / "hair").mkdir()
+    sitk.WriteImage(shifted, str(tmp_path / "hair" / "ct_001_seg.nii.gz"))
+    assert evaluate_predictions(tmp_path / "hair", [item], labels=labels_of("ct_unet3d"))[0]["spleen_dice"] == 1.0
+    shifted.SetOrigin((10.4, -4.0, 30.0))  # half a voxel: another grid, refused with the numbers as they are
+    sitk.WriteImage(shifted, str(tmp_path / "hair" / "ct_001_seg.nii.gz"))
+    with pytest.raises(ValueError, match=r"origin \(10.4, -4, 30\) mm.*origin \(10, -4, 30\) mm"):
+        evaluate_predictions(tmp_path / "hair", [item], labels=labels_of("ct_unet3d"))
