@@ -158,18 +158,63 @@ def bundle_path(name_or_dir: str | Path) -> Path:
 def default_root(name: str) -> str:
     """``bundle_root`` for a config that did not get one on the command line.
 
-    The current folder when it is this bundle (Model Zoo habit: run from the bundle folder),
-    else the shipped copy, so ``python -m monai.bundle run --config_file bundles/NAME/configs/...``
-    also works from the repository root.
+    In order: the bundle folder that holds the config file named on MONAI's command line
+    (``python -m monai.bundle run --config_file <bundle>/configs/inference.yaml`` from any folder:
+    a copied or trained bundle runs with its own weights and writes its own outputs); the current
+    folder when it is this bundle (Model Zoo habit: run from the bundle folder); else the installed
+    copy, with a warning, since its outputs then go inside the installed package.
     """
-    meta = Path(os.getcwd()) / "configs" / "metadata.json"
-    if meta.is_file():
+    import logging
+
+    for folder in _command_line_bundles():
+        if _bundle_name(folder) == name:
+            return str(folder)
+    if _bundle_name(Path(os.getcwd())) == name:
+        return os.getcwd()
+    shipped = str(bundle_dir(name))
+    if _command_line_bundles() is not None:  # a MONAI command line that named no config of a bundle folder
+        logging.getLogger("volseg").warning(
+            "bundle_root not given and no config file of bundle '%s' on the command line: using the installed copy %s (its weights; "
+            "outputs go under it); pass --bundle_root <bundle folder>", name, shipped)
+    return shipped
+
+
+def _bundle_name(folder: Path) -> str | None:
+    """The ``name`` in ``<folder>/configs/metadata.json``, or None."""
+    try:
+        return json.loads((folder / "configs" / "metadata.json").read_text()).get("name")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _command_line_bundles() -> list[Path] | None:
+    """Bundle folders (``<folder>/configs/<file>``) of the ``--config_file`` / ``--meta_file``
+    values on a ``python -m monai.bundle`` command line (a path, or a list as MONAI's CLI takes
+    it: ``"['a.yaml','b.yaml']"`` or ``a.yaml,b.yaml``); None where this process was not started so."""
+    import ast
+    import sys
+
+    argv = list(sys.argv)
+    if not any(a in ("--config_file", "--meta_file") or a.startswith(("--config_file=", "--meta_file=")) for a in argv):
+        return None
+    values = []
+    for i, arg in enumerate(argv):
+        for flag in ("--config_file", "--meta_file"):
+            if arg == flag and i + 1 < len(argv):
+                values.append(argv[i + 1])
+            elif arg.startswith(flag + "="):
+                values.append(arg.split("=", 1)[1])
+    folders: list[Path] = []
+    for value in values:
         try:
-            if json.loads(meta.read_text()).get("name") == name:
-                return os.getcwd()
-        except (OSError, ValueError):
-            pass
-    return str(bundle_dir(name))
+            parsed = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            parsed = value.split(",")
+        for path in [parsed] if isinstance(parsed, str) else list(parsed):
+            config = Path(os.path.abspath(str(path).strip()))
+            if config.parent.name == "configs" and config.parent.parent not in folders:
+                folders.append(config.parent.parent)
+    return folders
 
 
 def config_files(name_or_dir: str | Path, *overlays: str) -> list[str]:

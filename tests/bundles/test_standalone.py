@@ -89,3 +89,31 @@ def test_the_template_without_weights_says_so_under_monais_runner(tmp_path: Path
         cause = cause.__cause__ or cause.__context__
     assert any("has no trained weights" in c and "volseg train --bundle" in c for c in chain), chain
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_a_copied_bundle_run_from_another_folder_is_its_own_bundle_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                       caplog: pytest.LogCaptureFixture):
+    """Run from any folder but its own without --bundle_root, a copied (or trained) bundle loaded the
+    installed copy's weights and wrote its outputs inside the installed package."""
+    import subprocess
+    import sys
+
+    bundle = copy_bundle("ct_unet3d", tmp_path / "elsewhere")
+    add_untrained_weights(bundle)
+    data, reference = case_dir("ct", tmp_path / "data")
+    (tmp_path / "other").mkdir()
+    monkeypatch.chdir(tmp_path / "other")
+    for argv in (["--config_file", "../elsewhere/ct_unet3d/configs/inference.yaml"],
+                 ["--config_file", "['../elsewhere/ct_unet3d/configs/common.yaml','../elsewhere/ct_unet3d/configs/train.yaml']"],
+                 ["--config_file=../elsewhere/ct_unet3d/configs/common.yaml,../elsewhere/ct_unet3d/configs/evaluate.yaml"]):
+        monkeypatch.setattr(sys, "argv", ["monai.bundle", "run", *argv])
+        assert default_root("ct_unet3d") == str(bundle), argv
+    monkeypatch.setattr(sys, "argv", ["monai.bundle", "run", "--config_file", "my_inference.yaml"])
+    assert default_root("ct_unet3d") == str(bundle_dir("ct_unet3d"))
+    assert "pass --bundle_root <bundle folder>" in caplog.text
+    done = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--config_file", "../elsewhere/ct_unet3d/configs/inference.yaml",
+                           "--dataset_dir", str(data)], capture_output=True, encoding="utf-8", errors="replace", timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (label,) = (bundle / "eval" / "inference").iterdir()  # the copy's own output folder, read with the copy's weights
+    assert label.name == "ct_000_seg.nii.gz" and nib.load(label).shape == nib.load(reference).shape
+    assert str(bundle / "models" / "model.pt") in done.stdout + done.stderr
