@@ -166,7 +166,7 @@ def default_root(name: str) -> str:
     """
     import logging
 
-    for folder in _command_line_bundles():
+    for folder in _command_line_bundles() or []:
         if _bundle_name(folder) == name:
             return str(folder)
     if _bundle_name(Path(os.getcwd())) == name:

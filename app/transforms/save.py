@@ -3,6 +3,7 @@ the last step of the bundles' inference workflow."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Hashable, Mapping
 from pathlib import Path
 
@@ -10,16 +11,20 @@ import numpy as np
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
-from app.data.cases import case_id_from_path
+from app.data.cases import case_id_from_path, split_sequence_name
 from app.io.writers import output_suffix, write_label_like
 
 __all__ = ["SaveLabelMapd"]
+
+logger = logging.getLogger(__name__)
 
 
 class SaveLabelMapd(MapTransform):
     """Save a ``(1, H, W, D)`` label map as ``<output_dir>/<case_id>_seg.<ext>``, atomically,
     in the geometry and format of the input's first file (its ``filename_or_obj`` metadata;
-    NIfTI for a DICOM series).
+    NIfTI for a DICOM series). The case ID is the item's ``case_id`` where the datalist gives one;
+    a second case of one run with the same ID is written under its folder's name too
+    (``<folder>_<case_id>_seg``), with a warning, never over the first.
 
     Used as the last step of the bundle's inference workflow; ``monai.transforms.SaveImaged``
     writes in place, which can leave a half-written file after a crash. The case ID comes from
@@ -41,12 +46,34 @@ class SaveLabelMapd(MapTransform):
         self.output_dir = Path(output_dir)
         self.meta_key = meta_key
         self.postfix = postfix
+        self._written: dict[Path, str] = {}  # label file -> the source it was written from, in this run
+
+    def case_id(self, data: Mapping[Hashable, object], source: str) -> str:
+        """The item's ``case_id`` (datalists carry one), else the one its file name gives; a bare
+        sequence name (``caseA/t1.nii.gz``) gives its folder's name."""
+        given = data.get("case_id")
+        given = given[0] if isinstance(given, (list, tuple)) and given else given
+        if isinstance(given, str) and given:
+            return given
+        parsed = split_sequence_name(source)
+        return Path(source).parent.name if parsed is not None and not parsed[0] else case_id_from_path(source)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)
         source = d[self.meta_key].meta["filename_or_obj"]
-        source = source[0] if isinstance(source, (list, tuple)) else source
+        source = str(source[0] if isinstance(source, (list, tuple)) else source)
+        name = self.case_id(d, source)
+        out = self.output_dir / f"{name}_{self.postfix}{output_suffix(source)}"
+        if self._written.get(out, source) != source:  # two cases with one name (two series folders named "CT"): keep both
+            folder = next((q.name for q in Path(source).parents if q.name and q.name != name), "case")  # patB/CT -> patB
+            out = self.output_dir / f"{folder}_{name}_{self.postfix}{output_suffix(source)}"
+            n = 2
+            while self._written.get(out, source) != source:
+                out, n = self.output_dir / f"{name}_{n}_{self.postfix}{output_suffix(source)}", n + 1
+            logger.warning(f"'{source}': case ID '{name}' is another case's in this run ({self._written[self.output_dir / f'{name}_{self.postfix}{output_suffix(source)}']}); "
+                           f"its label map is {out.name}")
+        self._written[out] = source
         for key in self.key_iterator(d):
             label = np.asarray(d[key].detach().cpu().numpy() if hasattr(d[key], "detach") else d[key])[0]
-            write_label_like(label, source, self.output_dir / f"{case_id_from_path(source)}_{self.postfix}{output_suffix(source)}")
+            write_label_like(label, source, out)
         return d
