@@ -6,12 +6,12 @@ lacks), ``app.networks`` (network registry), ``app.engines`` (Ignite handlers),
 ``app.inference`` (bundle-driven segmentation), ``app.evaluation`` (metrics and overlays),
 ``app.resources`` (where the shipped bundles and datalists are), ``app.errors`` (the shared
 error types, lowest of all), ``app.bundle_tools`` (generated bundle copies and weight hashes),
-``app.api`` (the Python API) and ``app.cli`` (the ``volseg`` command, a thin front over the API).
+``app.bundle_config`` (a bundle's configs as its workflows read them), ``app.api`` (the Python API) and ``app.cli`` (the ``volseg`` command, a thin front over the API).
 """
 
 __version__ = "0.1.0"
 
-_SUBMODULES = {"api", "bundle_tools", "bundles", "constants", "data", "engines", "errors", "evaluation", "inference", "io", "networks", "resources", "transforms"}
+_SUBMODULES = {"api", "bundle_config", "bundle_tools", "bundles", "constants", "devices", "labels", "data", "engines", "errors", "evaluation", "inference", "io", "networks", "resources", "transforms"}
 
 
 def __getattr__(name: str):

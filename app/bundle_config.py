@@ -14,7 +14,41 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["bundle_parser", "bundle_settings"]
+__all__ = ["bundle_parser", "bundle_settings", "flag"]
+
+#: Spellings of a boolean that MONAI's command line passes as text (``--compile false``: its parser
+#: turns only ``False`` and ``True`` into booleans).
+TRUE_TEXT, FALSE_TEXT = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def flag(value: Any, key: str) -> bool:
+    """A bundle config's on/off setting as a bool, from a bool or from the text a command line gives.
+
+    ``python -m monai.bundle run ... --compile false`` sets ``compile`` to the *string* ``'false'``,
+    which Python treats as true: the bundles read every on/off key through this function, so
+    ``false``, ``no``, ``off`` and ``0`` (any case) turn it off and ``true``, ``yes``, ``on``, ``1`` on.
+
+    Args:
+        value: the config value (bool, 0/1, or text).
+        key: the config key, for the message.
+
+    Raises:
+        ValueError: anything else, naming the key and the value.
+
+    Example:
+        >>> flag("false", "compile"), flag(True, "amp")
+        (False, True)
+    """
+    if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+        return bool(value)
+    if type(value).__name__ == "bool_":  # numpy's bool
+        return bool(value)
+    text = str(value).strip().lower() if isinstance(value, str) else None
+    if text in TRUE_TEXT:
+        return True
+    if text in FALSE_TEXT:
+        return False
+    raise ValueError(f"{key} must be true or false, got {value!r} (on the monai.bundle command line: --{key} true / --{key} false)")
 
 
 def bundle_parser(bundle: str | Path, overlay: str | None = None):

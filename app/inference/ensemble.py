@@ -199,13 +199,14 @@ def workflow_n4_transforms(mode: str, n4_average: bool, accurate_n4_average: boo
     Raises:
         ValueError: N4 asked for with ``n4_combine`` ``"average"``: the workflow segments each case
             once, so it cannot average the case as given with its corrected copy (``volseg segment``
-            can), an unknown mode, or an ``n4_average`` / ``accurate_n4_average`` that is not a bool.
+            can), an unknown mode, or an ``n4_average`` / ``accurate_n4_average`` that is neither a bool nor its text
+            (:func:`app.bundle_config.flag`).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got '{mode}'")
-    for key, value in (("n4_average", n4_average), ("accurate_n4_average", accurate_n4_average)):
-        if not isinstance(value, bool):  # `--n4_average false` on the command line arrives as the string 'false'
-            raise ValueError(f"{key} must be True or False, got {value!r} (on the monai.bundle command line: --{key} True / --{key} False)")
+    from app.bundle_config import flag
+
+    n4_average, accurate_n4_average = flag(n4_average, "n4_average"), flag(accurate_n4_average, "accurate_n4_average")  # `--n4_average false`: text
     if not (accurate_n4_average if mode == "accurate" else n4_average):
         return []
     if n4_combine != "n4":

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from app.constants import MODALITIES
+from app.bundle_config import flag
 from app.data.cases import case_id_from_path, find_case  # case_id_from_path: re-exported by app.inference
 from app.data.verify import InputError, check_case_images
 from app.inference.backends import OpenVINONetwork, resolve_backend
@@ -325,10 +326,10 @@ class Segmenter:
             raise ValueError(f"bundle '{bundle}' has no whole-tumour region (WT): --uncertainty gives the whole-tumour uncertainty map and "
                              "quality score of the BraTS bundles only; leave it out")
         self.backend = resolve_backend(backend or parser.get("inference_backend", "torch"), self.device)
-        self.int8 = bool(parser.get("openvino_int8", False)) if int8 is None else bool(int8)
+        self.int8 = flag(parser.get("openvino_int8", False), "openvino_int8") if int8 is None else bool(int8)
         self.network = self._build_network(parser)
         self.preprocessing = parser.get_parsed_content("preprocessing")
-        self.n4 = bool(parser.get_parsed_content("n4_average", default=False)) if n4 is None else bool(n4)
+        self.n4 = flag(parser.get_parsed_content("n4_average", default=False), "n4_average") if n4 is None else bool(n4)
         self.n4_combine = str(parser.get_parsed_content("n4_combine")) if "n4_combine" in parser else "average"
         if self.n4_combine not in N4_COMBINE:
             raise ValueError(f"n4_combine must be one of {', '.join(N4_COMBINE)}, got '{self.n4_combine}'")
@@ -399,7 +400,7 @@ class Segmenter:
             mirrored = parser.get_parsed_content("mirror_axes", default=[])
         else:
             mirrored = self.uncertainty and parser.get_parsed_content("uncertainty_mirror_axes", default=[])
-        if not parser.get("openvino_static_shapes", True) or mirrored or parser.get_parsed_content("infer_mode", default="sliding_window") != "sliding_window":
+        if not flag(parser.get("openvino_static_shapes", True), "openvino_static_shapes") or mirrored or parser.get_parsed_content("infer_mode", default="sliding_window") != "sliding_window":
             return None
         roi_size = parser.get_parsed_content("roi_size")
         return (int(parser.get_parsed_content("sw_batch_size")), self.in_channels, *(int(n) for n in roi_size))

@@ -10,6 +10,7 @@ from monai.networks.nets import UNet
 from app.bundle_tools.sync import COPIED, OWN_BEGIN, OWN_END
 from app.bundles import BUNDLES, bundle_dir, config_files
 from app.networks.deeplab3d import DeepLab3D
+from tests.conftest import REPO_ROOT
 
 BRATS = sorted(n for n, info in BUNDLES.items() if info.data_kind == "brats")
 
@@ -66,3 +67,28 @@ def test_inference_config_alone_builds_the_same_network(name: str):
 def test_network_arguments_override_by_config_id():
     net = _parser("brats_deeplab3d", "inference", **{"network_def#width": 8}).get_parsed_content("network_def")
     assert isinstance(net, DeepLab3D) and net.stem.conv.out_channels == 8  # stem conv: width channels
+
+
+def test_on_off_keys_are_read_through_flag():
+    """`python -m monai.bundle run ... --compile false` passes the text 'false', which Python takes
+    as true: a bundle compiled, kept filling holes, ... when told not to. Every on/off key a user
+    may set is read through app.bundle_config.flag (is_rank0 is set by the multi-process configs,
+    resume by its handler, n4_average by workflow_n4_transforms, which also call flag)."""
+    import re
+
+    import yaml
+
+    from app.bundle_config import flag
+
+    assert [flag(v, "k") for v in ("false", "False", "OFF", "0", 0, "true", "Yes", 1, True)] == [False] * 5 + [True] * 4
+    with pytest.raises(ValueError, match="compile must be true or false, got 'maybe'"):
+        flag("maybe", "compile")
+    exempt = {"is_rank0", "resume", "n4_average", "accurate_n4_average"}
+    bare = []
+    for path in sorted((REPO_ROOT / "bundles").glob("*/configs/*.yaml")):
+        text = path.read_text()
+        keys = {k for k, v in (yaml.safe_load(text) or {}).items() if isinstance(v, bool) or k in ("amp", "compile", "fill_tc_holes")} - exempt
+        for key in keys:
+            bare += [f"{path.relative_to(REPO_ROOT)}: @{key}" for m in re.finditer(rf"@{key}\b", text)
+                     if not text[max(0, m.start() - 24):m.start()].endswith("app.bundle_config.flag(")]
+    assert not bare, bare

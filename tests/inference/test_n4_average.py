@@ -227,8 +227,9 @@ def test_bundle_workflow_runs_n4_where_volseg_segment_would(phantom_root: Path, 
     assert "needs n4_combine 'n4'" in str(refused.value.__cause__) and "got 'average'" in str(refused.value.__cause__)
     from app.inference import workflow_n4_transforms
 
-    with pytest.raises(ValueError, match="accurate_n4_average must be True or False, got 'false'"):  # what `--accurate_n4_average false` passes
-        workflow_n4_transforms("accurate", False, "false", "n4", {})
+    assert workflow_n4_transforms("accurate", False, "false", "n4", {}) == []  # what `--accurate_n4_average false` passes: off
+    with pytest.raises(ValueError, match="accurate_n4_average must be true or false, got 'nope'"):
+        workflow_n4_transforms("accurate", False, "nope", "n4", {})
     segmenter = Segmenter("brats_unet3d", device="cpu", backend="torch", mode="accurate")
     assert not any(isinstance(t, N4BiasCorrectiond) for t in segmenter.preprocessing.transforms) and segmenter._n4_branch is not None
 
