@@ -186,28 +186,40 @@ class LoadVolumed(LoadImaged):
 
     Args:
         keys: keys of the data dict holding file paths (one file or a list stacked as channels).
+        channels: key -> the number of files a list under it must hold (a bundle's input
+            channels: ``{image: 4}`` for BraTS); None: any.
         **kwargs: any other ``LoadImaged`` argument except ``reader``.
 
     Raises:
         ValueError: every file of a key is ``None``, or ``None`` entries without
             ``ensure_channel_first``.
+        app.data.verify.InputError: a list of another length than ``channels`` says, or files of
+            one list on different voxel grids (naming the files and their shapes or affines).
 
     Example:
         >>> data = LoadVolumed("image", ensure_channel_first=True)({"image": files})  # doctest: +SKIP
         >>> data["image"].shape  # (C, H, W, D)  # doctest: +SKIP
     """
 
-    def __init__(self, keys, **kwargs) -> None:
+    def __init__(self, keys, channels: dict[str, int] | None = None, **kwargs) -> None:
         self.volume_reader = SimpleITKReader()
+        self.channels = {str(k): int(v) for k, v in (channels or {}).items()}
         with _quiet_default_readers():  # MONAI also builds its own readers, which this class never uses
             super().__init__(keys, reader=self.volume_reader, **kwargs)
 
     def __call__(self, data, reader: ImageReader | None = None):
+        from app.data.verify import InputError, check_same_grid
+
         d, missing, given = dict(data), {}, {}
         for key in self.key_iterator(d):
             files = d[key]
             if isinstance(files, (list, tuple)):
                 given[key] = [None if f is None else str(f) for f in files]
+                wanted = self.channels.get(str(key))
+                if wanted is not None and len(files) != wanted:
+                    raise InputError(f"'{key}': {len(files)} file(s) given ({', '.join(map(str, files))}), the bundle's network takes {wanted}, "
+                                     "one a channel in its order; give a missing MRI sequence as null (None) in the datalist: it is "
+                                     "zero-filled, as the BraTS bundles were trained with modality dropout (volseg segment takes any subset)")
             if isinstance(files, (list, tuple)) and any(f is None for f in files):
                 if all(f is None for f in files):
                     raise ValueError(f"'{key}': every channel is missing; VolSeg needs at least one input volume")
@@ -215,7 +227,13 @@ class LoadVolumed(LoadImaged):
                     raise ValueError(f"'{key}': missing channels (None) need ensure_channel_first=True")
                 missing[key] = (len(files), [i for i, f in enumerate(files) if f is None])
                 d[key] = [f for f in files if f is not None]
-        d = super().__call__(d, reader=reader or self.volume_reader)  # no fallback to other readers
+        try:
+            d = super().__call__(d, reader=reader or self.volume_reader)  # no fallback to other readers
+        except RuntimeError:  # MONAI's "affine matrix of all images should be the same ...": which files, then
+            for files in (d[k] for k in self.key_iterator(d)):
+                if isinstance(files, (list, tuple)) and len(files) > 1:
+                    check_same_grid([f for f in files if f is not None])
+            raise
         for key, (n_channels, absent) in missing.items():
             d[key] = _zero_fill(d[key], n_channels, absent)
         for key, files in given.items():

@@ -130,3 +130,20 @@ def test_load_volumed_is_quiet_about_monais_unused_gpu_dicom_reader(tmp_path: Pa
     path = tmp_path / "v.nii.gz"
     sitk.WriteImage(sitk.GetImageFromArray(np.arange(24, dtype=np.float32).reshape(2, 3, 4)), str(path))
     assert tuple(loader({"image": str(path)})["image"].shape) == (1, 4, 3, 2)  # and it still reads
+
+
+def test_load_volumed_names_the_files_of_a_wrong_count_or_another_grid(tmp_path: Path):
+    """Under MONAI's runner, three sequences for a four-channel network failed inside its first
+    convolution, and a sequence on another grid with MONAI's affine dump: neither named a file."""
+    from app.io import LoadVolumed
+
+    files = [str(_volume(tmp_path / f"m{i}.nii.gz", i)) for i in range(3)]
+    load = LoadVolumed("image", channels={"image": 4}, ensure_channel_first=True)
+    with pytest.raises(InputError, match=r"'image': 3 file\(s\) given \(.*m0.nii.gz, .*m2.nii.gz\), the bundle's network takes 4.*null \(None\)"):
+        load({"image": files})
+    assert load({"image": [*files, None]})["image"].shape[0] == 4  # a missing sequence as None: zero-filled
+    other = sitk.ReadImage(files[2])
+    other.SetSpacing((1.0, 0.8, 2.5))
+    sitk.WriteImage(other, files[2])
+    with pytest.raises(InputError, match=r"m2.nii.gz': affine differs from that of '.*m0.nii.gz'"):
+        load({"image": [*files, None]})
