@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Iterable
@@ -177,6 +178,9 @@ def scan_brats(data_dir: str | Path, require_label: bool = True) -> list[BratsCa
         raise FileNotFoundError(f"data folder '{data_dir}' does not exist")
     cases, problems = [], []
     for folder in sorted(p for p in data_dir.iterdir() if p.is_dir()):
+        if not _holds_sequences(folder):  # an output folder of label maps, notes, ...: not an incomplete case
+            logging.getLogger(__name__).warning(f"'{folder}' holds no MRI sequence file (t1, t1ce, t2, flair): not a case, skipped")
+            continue
         try:
             cases.append(find_case(folder, require_label=require_label))
         except FileNotFoundError as err:
@@ -186,6 +190,18 @@ def scan_brats(data_dir: str | Path, require_label: bool = True) -> list[BratsCa
     if not cases:
         raise FileNotFoundError(f"no BraTS case folder (<case>/<case>_t1.nii.gz ...) found in '{data_dir}'")
     return cases
+
+
+def _holds_sequences(folder: Path) -> bool:
+    """Whether ``folder`` may be a case folder: a file named as an MRI sequence, or a sub-folder
+    (a DICOM series a sequence)."""
+    for entry in folder.iterdir():
+        if entry.is_dir() and not entry.name.startswith("."):
+            return True
+        parsed = split_sequence_name(entry) if entry.is_file() else None
+        if parsed is not None and parsed[1] in MODALITIES:
+            return True
+    return False
 
 
 def shared_data_dir(name: str) -> Path:

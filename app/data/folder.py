@@ -24,7 +24,8 @@ def folder_datalist(dataset_dir: str | Path, num_channels: int) -> list[dict[str
       needed), or ``dataset_dir`` itself is one case folder.
     * One channel (CT): each volume file directly in ``dataset_dir`` (NIfTI, NRRD, MetaImage)
       and each sub-folder holding a DICOM series, up to :data:`DICOM_SEARCH_DEPTH` levels deep
-      (a PACS export's patient/study/series), is a case; a series folder's name is its case ID.
+      (a PACS export's patient/study/series), is a case; a series folder's name is its case ID
+      (its path below ``dataset_dir``, ``patA_CT``, where two series folders share a name).
 
     Args:
         dataset_dir: the folder.
@@ -60,7 +61,12 @@ def folder_datalist(dataset_dir: str | Path, num_channels: int) -> list[dict[str
         raise FileNotFoundError(f"no volume ({', '.join(VOLUME_SUFFIXES)}) in '{root}', nor a DICOM series folder in it or in its sub-folders "
                                 f"(searched {DICOM_SEARCH_DEPTH} levels deep); pass a Decathlon folder's imagesTs/ or imagesTr/, or the folder that "
                                 "holds a series' slice files (volseg segment DIR; --dataset_dir DIR for python -m monai.bundle run)")
-    return sorted(({"case_id": case_id_from_path(p), "image": str(p)} for p in found), key=lambda item: item["case_id"])
+    items = [{"case_id": case_id_from_path(p), "image": str(p)} for p in found]
+    ids = [item["case_id"] for item in items]
+    for item, path in zip(items, found):  # series folders named alike (patA/CT, patB/CT): named by their path below the folder
+        if ids.count(item["case_id"]) > 1:
+            item["case_id"] = "_".join(path.relative_to(root).parts[:-1] + (item["case_id"],))
+    return sorted(items, key=lambda item: item["case_id"])
 
 
 #: How deep below a dataset folder DICOM series folders are looked for: a PACS export nests them
@@ -94,10 +100,15 @@ def inference_datalist(dataset_dir: str | Path, num_channels: int, data_list_fil
     ``dataset_dir`` (:func:`folder_datalist`).
 
     Raises:
-        FileNotFoundError, ValueError: see :func:`folder_datalist` and :func:`app.data.load_datalist`.
+        FileNotFoundError, ValueError: see :func:`folder_datalist` and :func:`app.data.load_datalist`;
+            ValueError also for a ``split`` that holds no case.
     """
     if split:
         if data_list_file is None:
             raise ValueError(f"data_split '{split}' needs a datalist: pass --data_list_file FILE")
-        return load_datalist(data_list_file, split, dataset_dir)
+        items = load_datalist(data_list_file, split, dataset_dir)
+        if not items:  # else the run ends at once, with exit status 0 and nothing written
+            raise ValueError(f"data_split '{split}' of '{data_list_file}' holds no case: nothing to segment; choose another list "
+                             "(--data_split) or segment a folder (--dataset_dir DIR without --data_split)")
+        return items
     return folder_datalist(dataset_dir, num_channels)

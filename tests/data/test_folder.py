@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from app.data import folder_datalist, inference_datalist
@@ -48,3 +49,32 @@ def test_a_split_of_a_datalist_instead(phantom_root: Path, phantom_manifest: Pat
         inference_datalist(phantom_root, 4, None, "test")
     with pytest.raises(ValueError, match="no folder layout .* 2-channel"):
         folder_datalist(phantom_root, 2)
+
+
+def test_a_folder_without_sequences_is_skipped_and_an_empty_split_refused(phantom_root: Path, phantom_manifest: Path, tmp_path: Path,
+                                                                         caplog: pytest.LogCaptureFixture):
+    """An output folder of label maps inside --dataset_dir stopped the whole run as an incomplete
+    case; an empty --data_split ended at once with exit status 0 and nothing written."""
+    import json
+
+    for case in ("Phantom_000", "Phantom_001"):
+        shutil.copytree(phantom_root / case, tmp_path / case)
+    (tmp_path / "preds").mkdir()
+    shutil.copy(phantom_root / "Phantom_000" / "Phantom_000_seg.nii.gz", tmp_path / "preds" / "Phantom_000_seg.nii.gz")
+    assert [it["case_id"] for it in folder_datalist(tmp_path, 4)] == ["Phantom_000", "Phantom_001"]
+    assert "preds' holds no MRI sequence file (t1, t1ce, t2, flair): not a case, skipped" in caplog.text
+    manifest = tmp_path / "m.json"
+    manifest.write_text(json.dumps({**json.loads(phantom_manifest.read_text()), "test": []}))
+    with pytest.raises(ValueError, match="data_split 'test' of .*m.json' holds no case: nothing to segment"):
+        inference_datalist(phantom_root, 4, manifest, "test")
+
+
+def test_dicom_series_folders_named_alike_get_their_path_as_case_id(tmp_path: Path):
+    import SimpleITK as sitk
+
+    from tests.io.dicom_util import write_dicom_series
+
+    image = sitk.GetImageFromArray(np.zeros((4, 8, 8), np.int16))
+    for i, patient in enumerate(("patB", "patA")):
+        write_dicom_series(image, tmp_path / "export" / patient / "CT", series_uid=f"1.2.826.0.1.3680043.2.1125.9.{i}", intercept=-1024.0)
+    assert [it["case_id"] for it in folder_datalist(tmp_path / "export", 1)] == ["patA_CT", "patB_CT"]
