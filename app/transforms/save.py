@@ -26,6 +26,10 @@ class SaveLabelMapd(MapTransform):
     a second case of one run with the same ID is written under its folder's name too
     (``<folder>_<case_id>_seg``), with a warning, never over the first.
 
+    Raises:
+        ValueError: a label that cannot be the input's label map: more than one channel, values
+            that are no integer codes 0-255, or a shape or affine other than the input's.
+
     Used as the last step of the bundle's inference workflow; ``monai.transforms.SaveImaged``
     writes in place, which can leave a half-written file after a crash. The case ID comes from
     the file name (:func:`app.data.cases.case_id_from_path`), the writing from
@@ -74,6 +78,31 @@ class SaveLabelMapd(MapTransform):
                            f"its label map is {out.name}")
         self._written[out] = source
         for key in self.key_iterator(d):
-            label = np.asarray(d[key].detach().cpu().numpy() if hasattr(d[key], "detach") else d[key])[0]
-            write_label_like(label, source, out)
+            write_label_like(self._checked_label(d[key], key, source), source, out)
         return d
+
+    @staticmethod
+    def _checked_label(pred: object, key: Hashable, source: str) -> np.ndarray:
+        """``(H, W, D)`` integer label of ``pred`` ``(1, H, W, D)``, refused where it cannot be the
+        label map of ``source``: more than one channel, values that are not label codes 0-255
+        (probabilities), or a grid other than the source's (its affine, where ``pred`` carries
+        one: a pipeline that did not invert its spatial transforms would write a mirrored label)."""
+        from app.data.verify import read_geometry
+
+        array = np.asarray(pred.detach().cpu().numpy() if hasattr(pred, "detach") else pred)
+        if array.ndim != 4 or array.shape[0] != 1:
+            raise ValueError(f"'{key}' of '{source}': a label map is (1, H, W, D), got shape {tuple(array.shape)}; "
+                             "turn probabilities or one-hot channels into codes first (e.g. AsDiscreted(argmax=True))")
+        if array.size and (not np.array_equal(array, np.round(array)) or array.min() < 0 or array.max() > 255):
+            raise ValueError(f"'{key}' of '{source}': values {float(array.min()):g} to {float(array.max()):g} are no label codes "
+                             "(integers 0-255); threshold or argmax the network's output first")
+        shape, affine = read_geometry(source)
+        if tuple(array.shape[1:4]) != tuple(shape[:3]):
+            raise ValueError(f"'{key}' of '{source}': shape {tuple(array.shape[1:])} is not the input's {tuple(shape[:3])}; "
+                             "invert the spatial transforms first (Invertd)")
+        own = getattr(pred, "affine", None)
+        if own is not None and not np.allclose(np.asarray(own, dtype=np.float64), affine, atol=1e-3):
+            raise ValueError(f"'{key}' of '{source}': its affine is not the input's (max difference "
+                             f"{np.abs(np.asarray(own, dtype=np.float64) - affine).max():.3g}): it lies on another grid or axis order; "
+                             "invert the spatial transforms first (Invertd), else the label map would be written mirrored")
+        return array[0].astype(np.uint8)

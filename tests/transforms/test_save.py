@@ -36,3 +36,23 @@ def test_case_folders_of_bare_sequence_names_and_one_id_twice_get_a_file_each(tm
     assert "case ID 'CT' is another case's in this run" in caplog.text and "patB_CT_seg.nii.gz" in caplog.text
     save(_item(tmp_path / "patA" / "CT" / "ct.nii.gz", case_id="CT"))  # the same case again: its own file, rewritten
     assert len(list((tmp_path / "out").iterdir())) == 5
+
+
+def test_a_label_that_is_not_the_inputs_label_map_is_refused(tmp_path: Path):
+    """A pred left in RAS (no Invertd) was written mirrored into the LPS input's geometry without a
+    word, probabilities were truncated and extra channels dropped."""
+    save = SaveLabelMapd("pred", tmp_path / "out")
+    item = _item(tmp_path / "case" / "c_t1.nii.gz")
+    ras = np.diag([1.0, 1.0, 2.0, 1.0])
+    ras[0, 0] = -1.0
+    with pytest.raises(ValueError, match="its affine is not the input's .*invert the spatial transforms first"):
+        save({**item, "pred": MetaTensor(np.ones((1, 6, 5, 4), np.float32), affine=ras)})
+    with pytest.raises(ValueError, match=r"a label map is \(1, H, W, D\), got shape \(3, 6, 5, 4\)"):
+        save({**item, "pred": np.ones((3, 6, 5, 4), np.float32)})
+    with pytest.raises(ValueError, match="values 0.2 to 0.7 are no label codes"):
+        save({**item, "pred": np.full((1, 6, 5, 4), 0.2, np.float32) + np.pad(np.full((1, 1, 1, 1), 0.5), ((0, 0), (0, 5), (0, 4), (0, 3)))})
+    with pytest.raises(ValueError, match=r"shape \(5, 5, 4\) is not the input's \(6, 5, 4\)"):
+        save({**item, "pred": np.ones((1, 5, 5, 4), np.uint8)})
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    save({**item, "pred": MetaTensor(np.full((1, 6, 5, 4), 2.0, np.float32), affine=np.diag([1.0, 1.0, 2.0, 1.0]))})  # the input's grid
+    assert np.asarray(nib.load(tmp_path / "out" / "c_seg.nii.gz").dataobj).max() == 2
