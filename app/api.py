@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 def segment(inputs: str | Path | Sequence[str | Path], bundle: str = DEFAULT_BUNDLE, device: str | None = None,
             backend: str | None = None, mode: str | None = None, int8: bool | None = None, n4: bool | None = None,
-            resample: bool = False) -> tuple[np.ndarray, np.ndarray]:
+            resample: bool = False, sequences: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Segment one case: for a BraTS bundle a case folder or its modality files (T1, T1ce, T2,
     FLAIR); for a one-channel bundle (``ct_unet3d``, or a ``volseg train`` output of it) one CT
     volume or DICOM series. The bundle's metadata says which (:class:`app.labels.LabelManager`).
@@ -46,17 +46,20 @@ def segment(inputs: str | Path | Sequence[str | Path], bundle: str = DEFAULT_BUN
         not (False), or as the bundle says (None: ``n4_average``, off, in fast mode;
         ``accurate_n4_average`` in accurate mode, on for brats_unet3d). ``resample`` puts
         sequences on different voxel grids onto the finest one first (see :func:`segment_cases`);
-        the label and affine are then that grid's.
+        the label and affine are then that grid's. ``sequences`` names the sequence of each
+        loose file, in order, where the file names do not (``["t1ce", "flair"]``; the CLI's
+        ``--sequences``); the others are missing and zero-filled.
 
     Raises:
         app.data.verify.InputError: missing, unreadable, non-3D or non-co-registered input
-            (without ``resample``: sequences on different grids).
+            (without ``resample``: sequences on different grids), or loose files whose names
+            say no sequence (then give ``sequences``).
     """
     from app.inference import Segmenter, resolve_inputs
     from app.inference.align import grid_reference, load_on_grid
     from app.labels import labels_of
 
-    cases = resolve_inputs([inputs] if isinstance(inputs, (str, Path)) else list(inputs), channels=labels_of(bundle).channels)
+    cases = resolve_inputs([inputs] if isinstance(inputs, (str, Path)) else list(inputs), channels=labels_of(bundle).channels, sequences=sequences)
     if len(cases) != 1:
         raise ValueError(f"segment() takes one case, got {len(cases)}; use segment_cases() for several")
     segmenter = Segmenter(bundle, device=device, backend=backend, mode=mode, int8=int8, n4=n4)

@@ -188,7 +188,7 @@ def _group_loose_files(files: list[Path], channels: Sequence[str], sequences: Se
         aliases = {a: k for k, names in SEQUENCE_ALIASES.items() for a in names}
         keys = [aliases.get(str(s).strip().lower()) for s in sequences]
         if len(keys) != len(files) or any(k not in channels for k in keys):
-            raise InputError(f"--sequences must name one of {', '.join(channels)} for each of the {len(files)} input file(s), "
+            raise InputError(f"--sequences (sequences= in app.api) must name one of {', '.join(channels)} for each of the {len(files)} input file(s), "
                              f"got {', '.join(map(str, sequences))}")
         first = split_sequence_name(files[0])
         # the name's sequence key is dropped from the case ID only where it is the sequence declared
@@ -204,7 +204,8 @@ def _group_loose_files(files: list[Path], channels: Sequence[str], sequences: Se
         unnamed = [str(f) for p, f in parsed if p is None or p[1] not in channels]
         if unnamed:
             raise InputError(f"cannot tell which sequence {', '.join(repr(u) for u in unnamed)} is: name each file <case>_<{'|'.join(channels)}>"
-                             ".nii.gz (BraTS 2023+: <case>-<t1n|t1c|t2w|t2f>), or pass --sequences with one name per file in order")
+                             ".nii.gz (BraTS 2023+: <case>-<t1n|t1c|t2w|t2f>), or pass --sequences (sequences= in app.api) with one name "
+                             "per file in order")
         named = [(p[0] or f.parent.name, p[1], f) for p, f in parsed]
     cases: dict[str, dict[str, Path]] = {}
     for case_id, key, path in named:

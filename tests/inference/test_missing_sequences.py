@@ -119,3 +119,19 @@ def test_missing_line_and_run_record_quote_the_int8_figures_when_int8_models_ran
     assert entries[0]["missing_sequences_cv_source"] == "with --n4, int8"
     assert "missing_sequences_cv_dice" not in entries[1]
     assert entries[2]["missing_sequences_cv_dice"] == {} and entries[2]["missing_sequences_cv_source"] is None
+
+
+def test_api_segment_takes_sequences_for_files_whose_names_say_none(phantom_root: Path, tmp_path: Path):
+    """api.segment told users to pass --sequences, which only segment_cases and the CLI had."""
+    from app import api
+    from app.data.verify import InputError
+
+    t1ce, flair = case_files(phantom_root / "Phantom_001")[1], case_files(phantom_root / "Phantom_001")[3]
+    shutil.copy(t1ce, tmp_path / "post_contrast.nii.gz")
+    shutil.copy(flair, tmp_path / "dark_fluid.nii.gz")
+    files = [tmp_path / "post_contrast.nii.gz", tmp_path / "dark_fluid.nii.gz"]
+    with pytest.raises(InputError, match=r"pass --sequences \(sequences= in app.api\)"):
+        api.segment(files, device="cpu", backend="torch")
+    label, affine = api.segment(files, device="cpu", backend="torch", sequences=["t1ce", "flair"])
+    assert label.shape == nib.load(flair).shape and np.allclose(affine, nib.load(flair).affine, atol=1e-4)
+    assert set(np.unique(label).tolist()) <= {0, 1, 2, 4}
