@@ -251,6 +251,13 @@ def evaluate(pred_dir: str | Path, manifest: str | Path | None = None, data_dir:
     items = [item for split in splits for item in load_datalist(manifest, split, root, required)]
     if not items:
         raise ValueError(f"manifest '{manifest}': the split(s) {', '.join(splits)} hold no case; choose others with --split")
+    given = items[0].get("image")
+    channels = len(given) if isinstance(given, (list, tuple)) else 1 if given else None
+    if bundle is None and channels is not None and channels != len(labels.channels):
+        logging.getLogger("volseg").warning(
+            f"no bundle given: scoring the BraTS regions ({', '.join(labels.region_names)}), but the items of '{manifest}' have "
+            f"{channels} image(s) each, not BraTS's {len(labels.channels)}: pass the bundle that made the predictions (--bundle; "
+            "bundle= in app.api, e.g. ct_unet3d) to score its own regions")
     return evaluate_predictions(pred_dir, items, csv_path=csv_path, png_dir=png_dir, labels=labels, lesion_wise=lesion_wise)
 
 

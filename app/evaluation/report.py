@@ -213,6 +213,11 @@ def _score_case(case_id: str, pred_path: Path, item: dict[str, Any], labels: Lab
         logger.warning(f"case '{case_id}': prediction '{pred_path}' has the value(s) {', '.join(map(str, unknown))}, which are no label of the "
                        f"bundle ({', '.join(map(str, [0, *labels.labels]))}); they are scored as background"
                        + (" (BraTS 2023 codes, where ET is 3? VolSeg scores BraTS 2018 codes, ET 4)" if 3 in unknown and 4 in labels.labels else ""))
+    foreign = sorted(set(np.unique(ref).tolist()) - {0, *labels.labels})
+    if foreign:
+        logger.warning(f"case '{case_id}': reference '{item['label']}' has the value(s) {', '.join(map(str, foreign))}, which are no label of the "
+                       f"bundle ({', '.join(map(str, [0, *labels.labels]))}); they are scored as background"
+                       + (" (BraTS 2023 codes, where ET is 3? VolSeg scores BraTS 2018 codes, ET 4)" if 3 in foreign and 4 in labels.labels else ""))
     row = {"case": case_id, **case_metrics(pred, ref, ref_img.GetSpacing(), labels)}
     if lesion_wise:
         from app.evaluation.lesionwise import lesion_metrics

@@ -200,3 +200,19 @@ def test_a_prediction_in_another_axis_order_or_a_hair_off_is_scored(tmp_path: Pa
     sitk.WriteImage(shifted, str(tmp_path / "hair" / "ct_001_seg.nii.gz"))
     with pytest.raises(ValueError, match=r"origin \(10.4, -4, 30\) mm.*origin \(10, -4, 30\) mm"):
         evaluate_predictions(tmp_path / "hair", [item], labels=labels_of("ct_unet3d"))
+
+
+def test_reference_codes_and_a_missing_bundle_are_warned_about(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    """A reference in BraTS 2023 codes, or CT items scored as BraTS without --bundle, gave figures without a word."""
+    from app.api import evaluate
+
+    item = _ct_case(tmp_path / "data", "ct_001", ".nii.gz")  # its reference holds the codes 1 and 7
+    manifest = tmp_path / "m.json"
+    manifest.write_text(json.dumps({"training": [{"case_id": "ct_001", "image": item["image"], "label": item["label"]}], "validation": [], "test": []}))
+    ref = sitk.GetArrayFromImage(sitk.ReadImage(item["label"])).transpose(2, 1, 0)
+    write_label_like((ref == 1).astype(np.uint8), item["image"], tmp_path / "pred" / "ct_001_seg.nii.gz")
+    evaluate(tmp_path / "pred", manifest, tmp_path, ["training"], bundle="ct_unet3d")
+    assert "reference '" in caplog.text and "has the value(s) 7, which are no label of the bundle (0, 1)" in caplog.text
+    assert "no bundle given" not in caplog.text
+    evaluate(tmp_path / "pred", manifest, tmp_path, ["training"])
+    assert "no bundle given: scoring the BraTS regions (WT, TC, ET), but the items of" in caplog.text and "1 image(s) each" in caplog.text
