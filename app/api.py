@@ -675,12 +675,17 @@ def demo(data_dir: str | Path | None = None, output_dir: str | Path = "volseg_de
     ``../shared/data/brats2018``) that the shipped fast model never trained on (the held-out fold
     of ``models/model.pt``, ``training#fast_model_fold`` in the bundle's metadata), else the
     first case there.
-    Where no BraTS data is found, a synthetic phantom is generated and used instead, and the
-    result says so (``synthetic: True``).
+    Where no BraTS data is found in the default folder, a synthetic phantom is generated and used
+    instead, and the result says so (``synthetic: True``); a ``data_dir`` given explicitly must
+    hold BraTS cases.
 
     Returns:
-        ``{"case_id", "synthetic", "data_dir", "output", "overlay", "seconds", "metrics"}`` with
-        metrics as in :func:`app.evaluation.case_metrics`.
+        ``{"case_id", "synthetic", "data_dir", "output", "overlay", "seconds", "segment_seconds",
+        "metrics"}``: ``seconds`` from reading to scoring, ``segment_seconds`` the segmentation
+        alone; metrics as in :func:`app.evaluation.case_metrics`.
+
+    Raises:
+        FileNotFoundError: ``data_dir`` given, and it holds no complete BraTS case with a label.
     """
     import nibabel as nib
 
@@ -695,6 +700,8 @@ def demo(data_dir: str | Path | None = None, output_dir: str | Path = "volseg_de
         cases = {c.case_id: c for c in scan_brats(root)}
         synthetic = False
     except FileNotFoundError as err:
+        if data_dir is not None:  # asked for this folder: a phantom instead would answer another question
+            raise FileNotFoundError(f"--data-dir '{data_dir}' holds no BraTS case to demonstrate on ({err})") from err
         logger.warning(f"no BraTS data found ({err}); running on a SYNTHETIC phantom instead")
         root, synthetic = out_dir / "phantom", True
         make_brats_phantom(root, "Phantom_001")

@@ -480,7 +480,10 @@ def demo(
     _setup(quiet)
     from app.api import demo as demo_api
 
-    result = demo_api(data_dir, output_dir, device=device)
+    try:
+        result = demo_api(data_dir, output_dir, device=device)
+    except FileNotFoundError as err:
+        _fail(err)
     kind = "SYNTHETIC phantom (no BraTS data found)" if result["synthetic"] else f"real BraTS case from {result['data_dir']}"
     typer.echo(f"case {result['case_id']}: {kind}")
     typer.echo(f"label map: {result['output']}  ({result['segment_seconds']:.1f} s to load, segment and save)")

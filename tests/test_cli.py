@@ -9,6 +9,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from app.cli import app as cli
@@ -75,8 +76,9 @@ def test_segment_then_evaluate_with_png(phantom_root: Path, phantom_manifest: Pa
     assert (out / f"{case}_overlay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_demo_without_data_runs_on_announced_phantom(tmp_path: Path):
-    result = CliRunner().invoke(cli, ["demo", "--data-dir", str(tmp_path / "no_data"), "--output-dir", str(tmp_path / "demo"), "--quiet"])
+def test_demo_without_data_runs_on_announced_phantom(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("VOLSEG_BRATS_DIR", str(tmp_path / "no_data"))  # the default data folder, empty
+    result = CliRunner().invoke(cli, ["demo", "--output-dir", str(tmp_path / "demo"), "--quiet"])
     assert result.exit_code == 0, result.output
     assert "SYNTHETIC phantom" in result.output and "Dice  WT" in result.output
     assert (tmp_path / "demo" / "Phantom_001_seg.nii.gz").is_file() and (tmp_path / "demo" / "Phantom_001_overlay.png").is_file()
@@ -97,3 +99,10 @@ def test_bundles_lists_every_installed_bundle_with_its_weights():
     for name in BUNDLES:
         assert f"{name}\n  folder:" in result.output
     assert "fold0.pt" in result.output and "model.pt" in result.output
+
+
+def test_demo_on_a_given_folder_without_brats_cases_says_so(tmp_path: Path):
+    """An explicit --data-dir without BraTS cases ran the synthetic phantom with a warning only."""
+    result = CliRunner().invoke(cli, ["demo", "--data-dir", str(tmp_path / "no_data"), "--output-dir", str(tmp_path / "demo"), "--quiet"])
+    assert result.exit_code == 2 and f"--data-dir '{tmp_path / 'no_data'}' holds no BraTS case to demonstrate on" in result.output
+    assert not (tmp_path / "demo").exists()
