@@ -121,9 +121,10 @@ class CheckHounsfield(Transform):
         meta = img.meta if isinstance(getattr(img, "meta", None), dict) else {}
         name = meta.get("filename_or_obj") or "the input"
         values = np.unique(sample).size
-        looks = (f"{values} distinct values: a label map or mask, not an image" if values <= self.max_label_values
+        looks = (f"a label map or mask, not an image ({values} distinct values)" if values <= self.max_label_values
                  else "an MRI, or CT stored without its rescale slope and intercept")
-        message = (f"{name}: no voxel at or below {self.air_hu:g} HU (values {float(sample.min()):g} to {float(sample.max()):g}), so it is not CT in "
+        message = (f"{name}: no voxel at or below {self.air_hu:g} HU (every 4th voxel along each axis read: values {float(sample.min()):g} to "
+                   f"{float(sample.max()):g}), so it is not CT in "
                    f"Hounsfield units, where air is -1000 HU; it looks like {looks}. The CT model's HU window makes its labels meaningless")
         logger.warning(message)
         if hasattr(img, "meta"):

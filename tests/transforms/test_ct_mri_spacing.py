@@ -58,8 +58,8 @@ def test_hounsfield_check_warns_on_mri_and_label_maps_not_on_ct(caplog: pytest.L
     root = "../shared/data"
     for name, expected in [("msd_spleen/imagesTr/spleen_8.nii.gz", None), ("totalseg_refs/example_ct_sm.nii.gz", None),
                            ("totalseg_refs/example_mr_sm.nii.gz", "it looks like an MRI"),
-                           ("totalseg_refs/example_seg.nii.gz", "distinct values: a label map or mask"),
-                           ("msd_spleen/labelsTr/spleen_8.nii.gz", "2 distinct values: a label map or mask")]:
+                           ("totalseg_refs/example_seg.nii.gz", "a label map or mask, not an image ("),
+                           ("msd_spleen/labelsTr/spleen_8.nii.gz", "a label map or mask, not an image (2 distinct values)")]:
         caplog.clear()
         img = check(load({"image": f"{root}/{name}"}))["image"]
         warnings = img.meta.get("input_warnings", [])
