@@ -29,7 +29,10 @@ from app.transforms.skull import WARNINGS_KEY, channel_names
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CheckBrainMRI", "CheckBrainMRId", "tissue_volume_ml"]
+__all__ = ["CT_AIR_HU", "CheckBrainMRI", "CheckBrainMRId", "tissue_volume_ml"]
+
+#: A channel with 1 % or more of its voxels at or below this value is taken for CT in Hounsfield units.
+CT_AIR_HU = -500.0
 
 
 def tissue_volume_ml(img: torch.Tensor | np.ndarray, affine: np.ndarray | torch.Tensor | None, stride: int = 4) -> float:
@@ -46,7 +49,9 @@ def tissue_volume_ml(img: torch.Tensor | np.ndarray, affine: np.ndarray | torch.
 
 class CheckBrainMRI(Transform):
     """Warn where ``(C, H, W, D)`` input does not look like a brain MRI: less non-zero tissue than
-    ``min_volume_ml``, or a channel with at most ``max_label_values`` distinct values (a label map).
+    ``min_volume_ml``, a channel with at most ``max_label_values`` distinct values (a label map),
+    or a channel with at least 1 % of its voxels at or below :data:`CT_AIR_HU` (a CT in Hounsfield
+    units: MRI intensities are not negative, and a z-scored MRI stays within tens).
 
     Channels that a case lacks (``"missing_channels"`` in the metadata) are left out. The voxel
     volume comes from the MetaTensor's affine, read before any resampling.
@@ -93,6 +98,12 @@ class CheckBrainMRI(Transform):
                 messages.append(f"{', '.join(channel_names(few, files, meta.get('filename_or_obj')))}: {'/'.join(map(str, counts))} distinct values "
                                 f"(BraTS sequences have hundreds; warned at {self.max_label_values} or fewer), which looks like a label map or mask, "
                                 "not an MRI sequence")
+        ct = [c for i, c in enumerate(present) if np.count_nonzero(sample[i] <= CT_AIR_HU) >= 0.01 * sample[i].size]
+        if ct:
+            low = min(float(sample[present.index(c)].min()) for c in ct)
+            messages.append(f"{', '.join(channel_names(ct, files, meta.get('filename_or_obj')))}: values down to {low:g}, at or below {CT_AIR_HU:g} "
+                            "in 1 % of the voxels or more: this looks like CT in Hounsfield units (air is -1000 HU), not an MRI sequence; "
+                            "the BraTS models segment brain MRI")
         for message in messages:
             logger.warning(message)
         if messages and hasattr(img, "meta"):

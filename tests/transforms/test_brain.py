@@ -78,3 +78,14 @@ def test_shared_brats_cases_pass_and_spinal_cord_mri_and_a_label_map_are_flagged
     if spinal.is_file():
         [warning] = check(load({"image": [str(spinal)]})["image"]).meta["input_warnings"]
         assert warning.startswith("t2_t2.nii.gz: 1") and "too little for a brain" in warning
+
+
+def test_a_ct_in_hounsfield_units_is_named_and_a_zscored_mri_is_not():
+    """A CT fed as the four BraTS sequences got only the skull-stripping warning and labels of tumour."""
+    ct = _image(spacing_mm=(3.0, 3.0, 3.0))
+    ct[0] = torch.from_numpy(np.random.default_rng(2).uniform(-1000, 1500, ct.shape[1:]).astype(np.float32))
+    [warning] = CheckBrainMRI()(ct).meta["input_warnings"]
+    assert warning.startswith("Case_0.nii.gz: values down to -99") and "this looks like CT in Hounsfield units" in warning
+    zscored = _image(spacing_mm=(3.0, 3.0, 3.0))
+    zscored[:] = torch.from_numpy(np.random.default_rng(3).normal(0, 1, zscored.shape).astype(np.float32))
+    assert "input_warnings" not in CheckBrainMRI()(zscored).meta
