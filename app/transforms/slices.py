@@ -69,8 +69,12 @@ def volume_to_slabs(volume: torch.Tensor, k: int = 1, axis: int = 3) -> torch.Te
         ordered slice-major (all C channels of the first neighbour, then the next...).
 
     Raises:
-        ValueError: ``k`` not a positive odd number, or ``axis`` not 1..3.
+        ValueError: ``k`` not a positive odd number, ``axis`` not 1..3, or a volume that is not
+            ``(C, H, W, D)`` (a 3D array without its channel axis: add it first, ``volume[None]``).
     """
+    if torch.as_tensor(volume).ndim != 4:
+        raise ValueError(f"volume must be (C, H, W, D), got shape {tuple(torch.as_tensor(volume).shape)}; a 3D volume needs its channel axis first "
+                         "(volume[None], or EnsureChannelFirstd)")
     if k < 1 or k % 2 == 0:
         raise ValueError(f"slab thickness k must be a positive odd number, got {k}")
     if axis not in (1, 2, 3):

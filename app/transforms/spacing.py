@@ -19,7 +19,8 @@ def target_spacing(spacing_mm: Sequence[float], target_mm: Sequence[float], in_p
     Args:
         spacing_mm: the volume's spacing.
         target_mm: the wanted spacing.
-        in_plane_only: keep the thickest axis unresampled; None decides by :func:`is_anisotropic`.
+        in_plane_only: keep the thickest axis unresampled (of equally thick ones, the last); None decides by
+            :func:`is_anisotropic`.
         ratio: anisotropy threshold for ``in_plane_only=None``.
 
     Returns:
@@ -37,5 +38,5 @@ def target_spacing(spacing_mm: Sequence[float], target_mm: Sequence[float], in_p
         in_plane_only = is_anisotropic(spacing_mm, ratio)
     out = [float(t) for t in target_mm]
     if in_plane_only:
-        out[max(range(len(spacing_mm)), key=lambda i: spacing_mm[i])] = 0.0
+        out[max(reversed(range(len(spacing_mm))), key=lambda i: spacing_mm[i])] = 0.0  # a tie: the last axis (axial series slice along k)
     return tuple(out)

@@ -79,3 +79,10 @@ def test_hounsfield_check_can_be_turned_off_and_keeps_the_image():
     assert torch.equal(out, torch.full((1, 8, 8, 8), 40.0)) and "values 40 to 40" in out.meta["input_warnings"][0]
     air = MetaTensor(torch.full((1, 8, 8, 8), -1000.0))
     assert "input_warnings" not in CheckHounsfield()(air).meta
+
+
+def test_in_plane_only_keeps_the_last_of_equally_thick_axes():
+    from app.transforms.spacing import target_spacing
+
+    assert target_spacing((3.0, 3.0, 3.0), (1.5, 1.5, 1.5), in_plane_only=True) == (1.5, 1.5, 0.0)
+    assert target_spacing((0.8, 5.0, 0.8), (1.0, 1.0, 1.0), in_plane_only=True) == (1.0, 0.0, 1.0)

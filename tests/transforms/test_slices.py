@@ -59,3 +59,10 @@ def test_slice_predictions_assemble_like_monai_slice_inferer():
         ours = slabs_to_volume(net2d(volume_to_slabs(volume, k=1)))
         monai = SliceInferer(roi_size=(16, 20), spatial_dim=2)(volume[None], net2d)[0]
     assert torch.allclose(ours, monai, atol=1e-5)
+
+
+def test_a_volume_without_its_channel_axis_is_refused_clearly():
+    from app.transforms.slices import volume_to_slabs
+
+    with pytest.raises(ValueError, match=r"volume must be \(C, H, W, D\), got shape \(4, 5, 6\); a 3D volume needs its channel axis"):
+        volume_to_slabs(torch.zeros(4, 5, 6))
