@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Hashable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
@@ -51,7 +52,7 @@ class N4BiasCorrection(Transform):
     Raises:
         ValueError: ``shrink_factor``, ``iterations``, ``num_threads`` or ``field_spacing`` below 1.
 
-    Input ``(C, H, W, D)`` non-negative intensities; output the same shape and type. Zero voxels
+    Input ``(C, H, W, D)`` non-negative intensities (negative values are warned about); output the same shape and type. Zero voxels
     stay zero (the field divides), and a channel without a positive voxel (a missing sequence,
     zero-filled by :class:`app.io.LoadVolumed`) is returned unchanged.
     """
@@ -109,6 +110,12 @@ class N4BiasCorrection(Transform):
     def __call__(self, img: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
         array = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
         fit = [c for c in range(len(array)) if (array[c] > 0).any()]  # a zero-filled (missing) sequence stays zero
+        negative = [c for c in fit if float(array[c].min()) < 0]
+        if negative:
+            logging.getLogger(__name__).warning(
+                "N4 bias-field correction of channel(s) %s with values below 0 (down to %g): N4 models the positive intensities of "
+                "MRI; a CT in Hounsfield units or z-scored input is not corrected meaningfully (correct before normalising)",
+                ", ".join(map(str, negative)), min(float(array[c].min()) for c in negative))
         threads = min(len(fit), self.num_threads or usable_cores())
         out = np.array(array, dtype=np.float32)  # one copy; each fitted channel is corrected in place, in its own thread
         if threads > 1:

@@ -86,3 +86,12 @@ def test_in_plane_only_keeps_the_last_of_equally_thick_axes():
 
     assert target_spacing((3.0, 3.0, 3.0), (1.5, 1.5, 1.5), in_plane_only=True) == (1.5, 1.5, 0.0)
     assert target_spacing((0.8, 5.0, 0.8), (1.0, 1.0, 1.0), in_plane_only=True) == (1.0, 0.0, 1.0)
+
+
+def test_n4_warns_on_negative_input(caplog: pytest.LogCaptureFixture):
+    from app.transforms import N4BiasCorrection
+
+    ct = np.full((1, 16, 16, 16), -1000.0, np.float32)
+    ct[0, 4:12, 4:12, 4:12] = 40.0
+    N4BiasCorrection(shrink_factor=2, iterations=(2,))(ct)
+    assert "N4 bias-field correction of channel(s) 0 with values below 0 (down to -1000)" in caplog.text
