@@ -26,7 +26,7 @@ def test_bundle_default_reads_the_probe():
     parser = ConfigParser()
     parser.read_config(config_files("brats_unet3d", "train"))
     assert parser["compile"] == "$app.engines.compile_supported(@device) and not app.engines.cpu_bf16_supported(@device)"
-    assert parser["train"]["trainer"]["compile"] == "@compile"
+    assert parser["train"]["trainer"]["compile"] == "$app.bundle_config.flag(@compile, 'compile')"  # text from the command line read as on/off
 
 
 @pytest.mark.slow
