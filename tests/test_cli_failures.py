@@ -453,3 +453,26 @@ def test_ctrl_c_in_a_batch_leaves_a_run_record_of_the_cases_written_and_exit_130
     monkeypatch.setattr(fake, "run_case", run_case)
     again = _segment(*cases, "-o", out)  # goes on: the written case is skipped
     assert again.exit_code == 0 and fake.segmented[2:] == ["Phantom_001", "Phantom_002"]
+
+
+def test_a_label_made_from_other_input_files_is_segmented_again(cases: list[Path], tmp_path: Path, fake: FakeSegmenter,
+                                                                caplog: pytest.LogCaptureFixture):
+    """Another patient's folder with the same case ID was skipped: the earlier patient's label was kept without a word."""
+    out = tmp_path / "out"
+    assert _segment(cases[0], "-o", out).exit_code == 0
+    other = shutil.copytree(cases[1], tmp_path / "other" / "Phantom_000")
+    for f in other.iterdir():
+        f.rename(other / f.name.replace("Phantom_001", "Phantom_000"))
+    assert _segment(other, "-o", out).exit_code == 0
+    assert fake.segmented == ["Phantom_000", "Phantom_000"]
+    assert "case 'Phantom_000': its label in" in caplog.text and "was made from other input files" in caplog.text
+    (out / "volseg_run.json").unlink()  # a label no record explains: kept, said so
+    assert _segment(other, "-o", out).exit_code == 0 and len(fake.segmented) == 2
+    assert "1 label map(s) in" in caplog.text and "have no entry in its volseg_run.json, so what made them is unknown: kept (Phantom_000)" in caplog.text
+
+
+def test_sequences_as_one_comma_separated_text_in_the_api():
+    from app.inference.segmenter import _group_loose_files
+
+    [(case_id, images)] = _group_loose_files([Path("a/post.nii.gz"), Path("a/dark.nii.gz")], ("t1", "t1ce", "t2", "flair"), "t1ce, flair", True)
+    assert [p.name if p else None for p in images] == [None, "post.nii.gz", None, "dark.nii.gz"]

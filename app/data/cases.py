@@ -17,8 +17,8 @@ _SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 #: File-name keys of each MRI sequence: BraTS 2012-2021 (``<case>_t1ce.nii.gz``) and BraTS 2023+
 #: (``<case>-t1c.nii.gz``: t1n native T1, t1c contrast-enhanced T1, t2w T2, t2f T2-FLAIR).
-SEQUENCE_ALIASES: dict[str, tuple[str, ...]] = {"t1": ("t1", "t1n"), "t1ce": ("t1ce", "t1c"), "t2": ("t2", "t2w"), "flair": ("flair", "t2f"),
-                                                "seg": ("seg",)}
+SEQUENCE_ALIASES: dict[str, tuple[str, ...]] = {"t1": ("t1", "t1n", "t1w"), "t1ce": ("t1ce", "t1c", "t1gd"), "t2": ("t2", "t2w"),
+                                                "flair": ("flair", "t2f"), "seg": ("seg",)}  # BraTS 2018, BraTS 2023+, BIDS / TCIA (T1w, T1Gd)
 _ALIAS = {alias: key for key, aliases in SEQUENCE_ALIASES.items() for alias in aliases}
 _NAME = re.compile(r"^(?:(?P<case>.+?)[_-])?(?P<key>" + "|".join(sorted(_ALIAS, key=len, reverse=True)) + r")$", re.IGNORECASE)
 

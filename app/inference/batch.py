@@ -239,7 +239,7 @@ def plan_batch(inputs: Sequence[str | Path], output_dir: str | Path, settings: S
             if unreadable:
                 logger.warning(f"case '{case.case_id}': the label map already in {out_dir} {unreadable}; segmenting it again")
             else:
-                case.note = f"skipped: {output} exists (--overwrite to segment it again)"
+                case.note = f"skipped: {output.absolute()} exists (--overwrite to segment it again)"
     for note in notes:
         logger.warning(note)
     return BatchPlan(str(out_dir), cases, notes)
@@ -470,9 +470,10 @@ def _with_earlier_cases(entries: list[dict[str, Any]], earlier: dict[str, dict[s
 
 
 def stale_skips(plan: BatchPlan, segmenter: Segmenter, settings: SegmentSettings) -> list[str]:
-    """Un-skip the planned cases whose label in the output folder was made with other settings
-    (bundle, mode, N4, precision, weights) or from other sequences (the earlier run record says
-    so), or lacks the uncertainty map this run asks for: they are segmented again. Returns a line
+    """Un-skip the planned cases whose label in the output folder was made from other input files,
+    with other settings (bundle, mode, N4, precision, weights) or from other sequences (the
+    earlier run record says so), or lacks the uncertainty map this run asks for: they are
+    segmented again. Labels the record does not list are kept, with one warning. Returns a line
     per case for the log."""
     from app.labels import labels_of
 
@@ -480,9 +481,20 @@ def stale_skips(plan: BatchPlan, segmenter: Segmenter, settings: SegmentSettings
     now = current_settings(settings, segmenter)
     channels = labels_of(settings.bundle).channels
     lines = []
+    unknown = [case.case_id for case in plan.cases if case.note and case.case_id not in earlier]
+    if unknown:
+        logger.warning(f"{len(unknown)} label map(s) in {plan.output_dir} have no entry in its {RUN_RECORD}, so what made them is unknown: "
+                       f"kept ({', '.join(unknown[:5])}{', ...' if len(unknown) > 5 else ''}); --overwrite segments them again")
     for case in plan.cases:
         entry = earlier.get(case.case_id)
         if not case.note or entry is None:
+            continue
+        given = [os.path.abspath(p) if p is not None else None for p in case.images]
+        if entry.get("inputs") is not None and len(entry["inputs"]) == len(given) and entry["inputs"] != given:
+            case.note = None
+            other = next((old, new) for old, new in zip(entry["inputs"], given) if old != new)
+            lines.append(f"case '{case.case_id}': its label in {plan.output_dir} was made from other input files ({other[0]}, now {other[1]}); "
+                         "segmenting it again")
             continue
         changed = {k: (entry["settings"][k], v) for k, v in now.items() if k in entry["settings"] and entry["settings"][k] != v}  # an older record's lacking keys: unknown
         missing = [c for c, p in zip(channels, case.images) if p is None] if len(case.images) == len(channels) else None

@@ -184,6 +184,8 @@ def _group_loose_files(files: list[Path], channels: Sequence[str], sequences: Se
     from app.data.cases import SEQUENCE_ALIASES, split_sequence_name
     from app.io.formats import strip_volume_suffix
 
+    if isinstance(sequences, str):  # "t1ce,flair", as the CLI's --sequences takes it
+        sequences = [s for s in sequences.split(",") if s.strip()]
     if sequences is not None:
         aliases = {a: k for k, names in SEQUENCE_ALIASES.items() for a in names}
         keys = [aliases.get(str(s).strip().lower()) for s in sequences]

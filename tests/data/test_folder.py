@@ -78,3 +78,10 @@ def test_dicom_series_folders_named_alike_get_their_path_as_case_id(tmp_path: Pa
     for i, patient in enumerate(("patB", "patA")):
         write_dicom_series(image, tmp_path / "export" / patient / "CT", series_uid=f"1.2.826.0.1.3680043.2.1125.9.{i}", intercept=-1024.0)
     assert [it["case_id"] for it in folder_datalist(tmp_path / "export", 1)] == ["patA_CT", "patB_CT"]
+
+
+def test_bids_and_tcia_sequence_names():
+    from app.data.cases import split_sequence_name
+
+    assert split_sequence_name("sub-01_T1w.nii.gz") == ("sub-01", "t1") and split_sequence_name("TCGA-02-0003_T1Gd.nii.gz") == ("TCGA-02-0003", "t1ce")
+    assert split_sequence_name("T2w.nii.gz") == (None, "t2")
