@@ -32,8 +32,9 @@ def atomic_write(path: str | Path, write: Callable[[str], None], suffix: str = "
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically; returns the path."""
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    """Write ``text`` to ``path`` atomically, as UTF-8 (whatever the locale: CI runs with an
+    ASCII one, where ``write_text`` refuses a "±"); returns the path."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def atomic_save_torch(obj: Any, path: str | Path) -> Path:

@@ -64,7 +64,7 @@ def test_cli_refuses_mixed_grids_with_the_way_out_and_segments_them_with_resampl
     assert entry["error"] is None and entry["resampled"]["grid"].endswith("Phantom_000_t1ce.nii.gz")
     assert sorted(entry["resampled"]["resampled"]) == ["flair", "t1"] and entry["volumes_ml"]["WT"] >= 0
     assert sorted(p.name for p in out.iterdir()) == ["Phantom_000_seg.nii.gz", "report.html", "volseg_run.json", "volumes.csv"]  # copies not left here
-    report = (out / "report.html").read_text()
+    report = (out / "report.html").read_text(encoding="utf-8")
     assert report.count('<img class="overlay"') == 3 and "no overlay" not in report  # the 4.5 mm FLAIR resampled under the label's grid
 
 
