@@ -39,7 +39,7 @@ def _imports(name: str, path: Path) -> list[tuple[str, int]]:
     ``from app.x import y`` counts as importing ``app.x.y`` where that is a module."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
         if isinstance(node, ast.Import):
             found += [(alias.name, node.lineno) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):

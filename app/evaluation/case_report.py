@@ -155,7 +155,7 @@ def _table(rows: Sequence[tuple[str, str]], cls: str, head: tuple[str, str] | No
 def run_figures(metrics: Mapping[str, Any], mode: str = "fast", n4: bool = False, int8: bool = False) -> tuple[list[tuple[str, str]], str]:
     """The cross-validation figures of the path a batch ran, from a bundle's ``eval_metrics``
     (keys ``cv5_fast[_n4][_int8]_dice_<region>[_std]`` and ``..._hd95_<region>_mm``): one row per
-    region, ``("WT", "Dice 0.863 ± 0.081, HD95 7.7 mm")``, and which figures they are. Where the
+    region, ``("WT", "Dice 0.863 +- 0.081, HD95 7.7 mm")`` (a plus-minus sign), and which figures they are. Where the
     bundle has none for that path, the nearest (without int8, then without N4), said so; accurate
     mode has none of its own (each fold model trained on most of the cases), so fast mode's."""
     prefixes = [f"cv5_fast{'_n4' if a else ''}{'_int8' if b else ''}" for a, b in ((n4, int8), (n4, False), (False, int8), (False, False))]
@@ -169,7 +169,7 @@ def run_figures(metrics: Mapping[str, Any], mode: str = "fast", n4: bool = False
     rows = []
     for region in regions:
         dice, std, hd95 = (metrics.get(f"{prefix}_dice_{region}"), metrics.get(f"{prefix}_dice_{region}_std"), metrics.get(f"{prefix}_hd95_{region}_mm"))
-        text = f"Dice {float(dice):.3f}" + (f" ± {float(std):.3f}" if std is not None else "") + (f", HD95 {float(hd95):.1f} mm" if hd95 is not None else "")
+        text = f"Dice {float(dice):.3f}" + (f" \u00b1 {float(std):.3f}" if std is not None else "") + (f", HD95 {float(hd95):.1f} mm" if hd95 is not None else "")
         rows.append((region, text))
     path = "--mode fast" + (" --n4" if "_n4" in prefix else "") + (", int8" if "_int8" in prefix else ", float32")
     which = f"5-fold cross-validation, all sequences, {path}"

@@ -33,7 +33,7 @@ def atomic_write(path: str | Path, write: Callable[[str], None], suffix: str = "
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` atomically, as UTF-8 (whatever the locale: CI runs with an
-    ASCII one, where ``write_text`` refuses a "±"); returns the path."""
+    ASCII one, where ``write_text`` refuses a plus-minus sign); returns the path."""
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 

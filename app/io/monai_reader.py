@@ -208,7 +208,7 @@ class LoadVolumed(LoadImaged):
             super().__init__(keys, reader=self.volume_reader, **kwargs)
 
     def __call__(self, data, reader: ImageReader | None = None):
-        from app.data.verify import InputError, check_same_grid
+        from app.errors import InputError
 
         d, missing, given = dict(data), {}, {}
         for key in self.key_iterator(d):
@@ -232,7 +232,7 @@ class LoadVolumed(LoadImaged):
         except RuntimeError:  # MONAI's "affine matrix of all images should be the same ...": which files, then
             for files in (d[k] for k in self.key_iterator(d)):
                 if isinstance(files, (list, tuple)) and len(files) > 1:
-                    check_same_grid([f for f in files if f is not None])
+                    _check_one_grid([f for f in files if f is not None])
             raise
         for key, (n_channels, absent) in missing.items():
             d[key] = _zero_fill(d[key], n_channels, absent)
@@ -240,6 +240,26 @@ class LoadVolumed(LoadImaged):
             if hasattr(d[key], "meta") and len(files) == d[key].shape[0]:
                 d[key].meta["channel_files"] = files
         return d
+
+
+def _check_one_grid(files: Sequence[str | Path]) -> None:
+    """Raise :class:`~app.errors.InputError` naming the first file whose header puts it on another
+    voxel grid (size, spacing, origin, direction) than the first file's; headers only."""
+    from app.errors import InputError
+    from app.io.readers import read_image_information
+
+    def grid(path):
+        info = read_image_information(path)
+        return (tuple(int(n) for n in info.GetSize()[:3]), tuple(round(float(v), 4) for v in info.GetSpacing()[:3]),
+                tuple(round(float(v), 3) for v in info.GetOrigin()[:3]), tuple(round(float(v), 4) for v in info.GetDirection()[:9]))
+
+    first = grid(files[0])
+    for path in files[1:]:
+        other = grid(path)
+        if other[0] != first[0] or any(not np.allclose(a, b, atol=1e-3) for a, b in zip(other[1:], first[1:])):
+            raise InputError(f"'{path}' (size {other[0]}, spacing {other[1]} mm, origin {other[2]} mm) is not on the voxel grid of "
+                             f"'{files[0]}' (size {first[0]}, spacing {first[1]} mm, origin {first[2]} mm); the sequences of a "
+                             "case must be co-registered on one grid (sequences of one session on different grids: volseg segment --resample)")
 
 
 def _zero_fill(img, n_channels: int, absent: list[int]):

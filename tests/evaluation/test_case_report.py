@@ -126,7 +126,7 @@ def test_report_of_a_phantom_run(phantom_root: Path, tmp_path: Path):
     assert every.pop("figure") == "value" and every == {k: repr(v) for k, v in meta.items()}  # folded, all of them
     cv = {row[0]: row[1] for row in report.sections["bundle"]["tables"]["cv"]}  # the path that ran: fast, float32 torch, no N4
     assert cv.pop("region") == "mean over cases" and list(cv) == ["WT", "TC", "ET"]
-    assert cv["WT"] == f"Dice {meta['cv5_fast_dice_WT']:.3f} ± {meta['cv5_fast_dice_WT_std']:.3f}, HD95 {meta['cv5_fast_hd95_WT_mm']:.1f} mm"
+    assert cv["WT"] == f"Dice {meta['cv5_fast_dice_WT']:.3f} \u00b1 {meta['cv5_fast_dice_WT_std']:.3f}, HD95 {meta['cv5_fast_hd95_WT_mm']:.1f} mm"
     assert "5-fold cross-validation, all sequences, --mode fast, float32" in "".join(report.sections["bundle"]["text"])
     assert "brats_unet3d" in "".join(report.sections["bundle"]["text"])
 
