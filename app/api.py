@@ -672,7 +672,7 @@ def demo(data_dir: str | Path | None = None, output_dir: str | Path = "volseg_de
     """The README's first command: segment one real BraTS case with the shipped weights and score it.
 
     The case is the first case found in ``data_dir`` (default ``$VOLSEG_BRATS_DIR`` or
-    ``../shared/data/brats2018``) that the shipped fast model never trained on (the held-out fold
+    ``../shared/data/brats2018``; or ``data_dir`` itself, a case folder) that the shipped fast model never trained on (the held-out fold
     of ``models/model.pt``, ``training#fast_model_fold`` in the bundle's metadata), else the
     first case there.
     Where no BraTS data is found in the default folder, a synthetic phantom is generated and used
@@ -689,7 +689,7 @@ def demo(data_dir: str | Path | None = None, output_dir: str | Path = "volseg_de
     """
     import nibabel as nib
 
-    from app.data import default_brats_dir, scan_brats
+    from app.data import default_brats_dir, find_case, scan_brats
     from app.data.phantom import make_brats_phantom
     from app.evaluation import case_metrics
     from app.evaluation.overlay import save_overlay
@@ -697,7 +697,11 @@ def demo(data_dir: str | Path | None = None, output_dir: str | Path = "volseg_de
     root = Path(data_dir) if data_dir is not None else default_brats_dir()
     out_dir = Path(output_dir)
     try:
-        cases = {c.case_id: c for c in scan_brats(root)}
+        try:
+            cases = {c.case_id: c for c in scan_brats(root)}
+        except FileNotFoundError:
+            one = find_case(root, require_label=True)  # data_dir may be one case folder, as volseg segment takes it
+            cases = {one.case_id: one}
         synthetic = False
     except FileNotFoundError as err:
         if data_dir is not None:  # asked for this folder: a phantom instead would answer another question

@@ -106,3 +106,9 @@ def test_demo_on_a_given_folder_without_brats_cases_says_so(tmp_path: Path):
     result = CliRunner().invoke(cli, ["demo", "--data-dir", str(tmp_path / "no_data"), "--output-dir", str(tmp_path / "demo"), "--quiet"])
     assert result.exit_code == 2 and f"--data-dir '{tmp_path / 'no_data'}' holds no BraTS case to demonstrate on" in result.output
     assert not (tmp_path / "demo").exists()
+
+
+def test_demo_on_one_case_folder(phantom_root: Path, tmp_path: Path):
+    result = CliRunner().invoke(cli, ["demo", "--data-dir", str(phantom_root / "Phantom_002"), "--output-dir", str(tmp_path / "demo"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "case Phantom_002: real BraTS case" in result.output and (tmp_path / "demo" / "Phantom_002_seg.nii.gz").is_file()
