@@ -168,6 +168,8 @@ def default_root(name: str) -> str:
 
     for folder in _command_line_bundles() or []:
         if _bundle_name(folder) == name:
+            _warn_unknown_overrides([c for c in _command_line_configs() if c.suffix in (".yaml", ".yml", ".json") and c.parent.parent == folder
+                                     and c.name != "metadata.json"])
             return str(folder)
     if _bundle_name(Path(os.getcwd())) == name:
         return os.getcwd()
@@ -187,16 +189,50 @@ def _bundle_name(folder: Path) -> str | None:
         return None
 
 
-def _command_line_bundles() -> list[Path] | None:
-    """Bundle folders (``<folder>/configs/<file>``) of the ``--config_file`` / ``--meta_file``
-    values on a ``python -m monai.bundle`` command line (a path, or a list as MONAI's CLI takes
-    it: ``"['a.yaml','b.yaml']"`` or ``a.yaml,b.yaml``); None where this process was not started so."""
+#: Arguments of MONAI's ``run`` itself (not config keys), and keys every bundle config takes.
+_RUN_ARGUMENTS = frozenset({"run_id", "init_id", "final_id", "meta_file", "config_file", "logging_file", "tracking", "args_file",
+                            "workflow_type", "workflow_name", "properties_path", "bundle_root"})
+_warned_overrides: list[bool] = []
+
+
+def _warn_unknown_overrides(configs: list[Path]) -> None:
+    """Warn (once a process) about ``--key VALUE`` arguments of a MONAI command line whose key,
+    or the top-level part of ``a#b``, is in none of ``configs``: MONAI adds such a key and
+    nothing reads it (``--overlpa 0.25`` runs with the default overlap). ``a#b`` under an
+    existing ``a`` passes (a new argument of a component, e.g. ``--network_def#dropout 0.1``)."""
+    import difflib
+    import logging
+    import sys
+
+    if _warned_overrides or not configs:
+        return
+    _warned_overrides.append(True)
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    try:
+        parser.read_config([str(c) for c in configs])
+    except Exception:  # noqa: BLE001 - MONAI reports an unreadable config itself
+        return
+    keys = [a[2:].split("=", 1)[0] for a in sys.argv[1:] if a.startswith("--") and len(a) > 2]
+    top = [k for k in parser.get() if isinstance(k, str)]
+    for key in keys:
+        if key in _RUN_ARGUMENTS or key.split("#")[0] in parser:
+            continue
+        near = difflib.get_close_matches(key.split("#")[0], top, n=3, cutoff=0.6)
+        logging.getLogger("volseg").warning(
+            "--%s is no key of %s: MONAI adds it and nothing reads it, so the run goes on without it%s", key,
+            ", ".join(c.name for c in configs), f" (did you mean {', '.join('--' + n for n in near)}?)" if near else "")
+
+
+def _command_line_configs() -> list[Path]:
+    """The files of the ``--config_file`` / ``--meta_file`` values on a ``python -m monai.bundle``
+    command line (a path, or a list as MONAI's CLI takes it: ``"['a.yaml','b.yaml']"`` or
+    ``a.yaml,b.yaml``), as absolute paths; [] where there are none."""
     import ast
     import sys
 
     argv = list(sys.argv)
-    if not any(a in ("--config_file", "--meta_file") or a.startswith(("--config_file=", "--meta_file=")) for a in argv):
-        return None
     values = []
     for i, arg in enumerate(argv):
         for flag in ("--config_file", "--meta_file"):
@@ -204,17 +240,25 @@ def _command_line_bundles() -> list[Path] | None:
                 values.append(argv[i + 1])
             elif arg.startswith(flag + "="):
                 values.append(arg.split("=", 1)[1])
-    folders: list[Path] = []
+    files: list[Path] = []
     for value in values:
         try:
             parsed = ast.literal_eval(value)
         except (ValueError, SyntaxError):
             parsed = value.split(",")
-        for path in [parsed] if isinstance(parsed, str) else list(parsed):
-            config = Path(os.path.abspath(str(path).strip()))
-            if config.parent.name == "configs" and config.parent.parent not in folders:
-                folders.append(config.parent.parent)
-    return folders
+        files += [Path(os.path.abspath(str(path).strip())) for path in ([parsed] if isinstance(parsed, str) else list(parsed))]
+    return files
+
+
+def _command_line_bundles() -> list[Path] | None:
+    """Bundle folders (``<folder>/configs/<file>``) of the ``--config_file`` / ``--meta_file``
+    values on a ``python -m monai.bundle`` command line (:func:`_command_line_configs`); None where
+    this process was not started so."""
+    import sys
+
+    if not any(a in ("--config_file", "--meta_file") or a.startswith(("--config_file=", "--meta_file=")) for a in sys.argv):
+        return None
+    return list(dict.fromkeys(c.parent.parent for c in _command_line_configs() if c.parent.name == "configs"))
 
 
 def config_files(name_or_dir: str | Path, *overlays: str) -> list[str]:

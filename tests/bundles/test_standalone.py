@@ -117,3 +117,19 @@ def test_a_copied_bundle_run_from_another_folder_is_its_own_bundle_root(tmp_path
     (label,) = (bundle / "eval" / "inference").iterdir()  # the copy's own output folder, read with the copy's weights
     assert label.name == "ct_000_seg.nii.gz" and nib.load(label).shape == nib.load(reference).shape
     assert str(bundle / "models" / "model.pt") in done.stdout + done.stderr
+
+
+def test_a_misspelt_override_on_monais_command_line_is_warned_about(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture):
+    """`--overlpa 0.25 --sw_batchsize 2` ran with the defaults without a word."""
+    import sys
+
+    import app.bundles
+
+    monkeypatch.setattr(app.bundles, "_warned_overrides", [])
+    config = bundle_dir("brats_unet3d") / "configs" / "inference.yaml"
+    monkeypatch.setattr(sys, "argv", ["monai.bundle", "run", "--config_file", str(config), "--overlpa", "0.25", "--sw_batchsize", "2",
+                                      "--network_def#dropout", "0.1", "--dataset_dir", "/data", "--overlap", "0.5", "--bundle_root", "x"])
+    assert default_root("brats_unet3d") == str(bundle_dir("brats_unet3d"))
+    warnings = [r.getMessage() for r in caplog.records if "is no key of" in r.getMessage()]
+    assert len(warnings) == 2 and "--overlpa is no key of inference.yaml" in warnings[0] and "did you mean --overlap" in warnings[0]
+    assert "--sw_batchsize" in warnings[1] and "--sw_batch_size" in warnings[1]
