@@ -246,11 +246,14 @@ def test_same_case_through_other_paths_is_segmented_once(cases: list[Path], tmp_
     assert len(record["notes"]) == 3 and all("given more than once" in n for n in record["notes"])
 
 
-def test_two_cases_with_one_id_do_not_overwrite_each_other(cases: list[Path], tmp_path: Path, fake: FakeSegmenter):
+def test_two_cases_with_one_id_do_not_overwrite_each_other(cases: list[Path], tmp_path: Path, fake: FakeSegmenter,
+                                                           caplog: pytest.LogCaptureFixture):
     other = shutil.copytree(cases[0], tmp_path / "elsewhere" / "Phantom_000")
     result = _segment(cases[0], other, "-o", tmp_path / "out")
     assert result.exit_code == 1 and "case ID 'Phantom_000'" in result.output and "rename one case" in result.output
     assert fake.segmented == ["Phantom_000"]
+    # refused while planning, and logged like a case that fails while it runs (the API's callers see it too)
+    assert any(r.levelname == "ERROR" and "case 'Phantom_000' failed:" in r.getMessage() and "rename one case" in r.getMessage() for r in caplog.records)
 
 
 def test_written_cases_are_skipped_unless_overwrite(cases: list[Path], tmp_path: Path, fake: FakeSegmenter):

@@ -544,6 +544,9 @@ def run_batch(plan: BatchPlan, settings: SegmentSettings, info: dict[str, Any], 
     segmenter = make_segmenter(settings)
     for line in stale_skips(plan, segmenter, settings):
         logger.warning(line)
+    for case in plan.cases:  # refused while planning (2D, 4D, an empty or missing file): logged as a case failing while it runs is
+        if case.error is not None:
+            logger.error(f"case '{case.case_id}' failed: {case.result().reason}")
     todo = plan.todo()
     try:
         computed = dict(zip(todo, run_cases(segmenter, [plan.cases[i] for i in todo], settings, progress)))
