@@ -100,8 +100,10 @@ def _case_files(folder: Path, case_id: str) -> dict[str, Path]:
     first format of ``_SUFFIXES`` wins). Bare names without a case ID (``FLAIR.nii.gz``,
     ``T1c.nii.gz``, as loose files are matched) fill the keys that no ``<case_id>_<key>`` file gives,
     and then files named after one other case ID (a renamed folder, or a link with another name,
-    holding ``Brats18_X_<key>`` files, and no sub-folder); files of several other case IDs are not taken."""
+    holding ``Brats18_X_<key>`` files, and no sub-folder); files of several other case IDs are not taken.
+    Where a key has several files, the one read is named in a warning."""
     found: dict[str, tuple[int, int, Path]] = {}
+    candidates: dict[str, list[Path]] = {}
     named = [(path, split_sequence_name(path)) for path in folder.iterdir()]
     others = _other_case_ids((parsed for _, parsed in named), case_id)
     # one other case's files, in a folder without sub-folders (a dataset folder's loose files are no case of its own)
@@ -113,8 +115,13 @@ def _case_files(folder: Path, case_id: str) -> dict[str, Path]:
         if parsed[0] not in (case_id, None, "") and not take_other:
             continue
         rank = ({case_id: 0, None: 1, "": 1}.get(parsed[0], 2), suffix)  # another case ID (a renamed or linked folder) last
+        candidates.setdefault(parsed[1], []).append(path)
         if parsed[1] not in found or rank < found[parsed[1]][:2]:
             found[parsed[1]] = (*rank, path)
+    for key, paths in candidates.items():
+        if len(paths) > 1:  # t1.nii.gz beside <case>_t1.nii.gz, or one sequence in two formats: say which is read
+            logging.getLogger(__name__).warning(f"case '{case_id}': {len(paths)} files for {key} in '{folder}' "
+                                                f"({', '.join(sorted(p.name for p in paths))}); reading {found[key][2].name}")
     return {key: path for key, (_, _, path) in found.items()}
 
 

@@ -85,3 +85,12 @@ def test_bids_and_tcia_sequence_names():
 
     assert split_sequence_name("sub-01_T1w.nii.gz") == ("sub-01", "t1") and split_sequence_name("TCGA-02-0003_T1Gd.nii.gz") == ("TCGA-02-0003", "t1ce")
     assert split_sequence_name("T2w.nii.gz") == (None, "t2")
+
+
+def test_two_files_for_one_sequence_say_which_is_read(phantom_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    from app.data import find_case
+
+    case = shutil.copytree(phantom_root / "Phantom_001", tmp_path / "Phantom_001")
+    shutil.copy(case / "Phantom_001_t1.nii.gz", case / "t1.nii.gz")
+    assert find_case(case).images[0].name == "Phantom_001_t1.nii.gz"
+    assert "case 'Phantom_001': 2 files for t1 in" in caplog.text and "(Phantom_001_t1.nii.gz, t1.nii.gz); reading Phantom_001_t1.nii.gz" in caplog.text
