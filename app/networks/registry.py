@@ -50,3 +50,31 @@ def create_network(name: str, **kwargs: Any) -> torch.nn.Module:
     if name not in NETWORKS:
         raise ValueError(f"unknown network '{name}'; registered: {', '.join(sorted(NETWORKS))}")
     return NETWORKS[name](**kwargs)
+
+
+def checked_roi_size(roi_size, divisor: int = 16) -> list[int]:
+    """A bundle's ``roi_size`` (training crops and sliding windows, voxels), checked against the
+    network: the U-Net and DeepLab bundles halve the resolution four times, so each side must be
+    a multiple of ``divisor`` (16), else the network fails deep inside with a size mismatch.
+
+    Args:
+        roi_size: three sides (or one for all three), in voxels.
+        divisor: what each side must be a multiple of.
+
+    Returns:
+        The sides as a list of ints.
+
+    Raises:
+        ValueError: not 1 or 3 positive integers, or a side not a multiple of ``divisor``; the
+            message gives the nearest valid sizes.
+    """
+    sides = [roi_size] * 3 if isinstance(roi_size, (int, float)) and not isinstance(roi_size, bool) else list(roi_size) if isinstance(roi_size, (list, tuple)) else None
+    if sides is None or len(sides) != 3 or any(isinstance(v, bool) or not float(v).is_integer() or v <= 0 for v in sides):
+        raise ValueError(f"roi_size must be three positive whole numbers of voxels, e.g. [128, 128, 128]; got {roi_size!r}")
+    sides = [int(v) for v in sides]
+    bad = [v for v in sides if v % divisor]
+    if bad:
+        near = [max(divisor, divisor * round(v / divisor)) for v in sides]
+        raise ValueError(f"roi_size {sides}: each side must be a multiple of {divisor} voxels for this network (it halves the resolution "
+                         f"{divisor.bit_length() - 1} times); e.g. {near}")
+    return sides

@@ -92,3 +92,21 @@ def test_on_off_keys_are_read_through_flag():
             bare += [f"{path.relative_to(REPO_ROOT)}: @{key}" for m in re.finditer(rf"@{key}\b", text)
                      if not text[max(0, m.start() - 24):m.start()].endswith("app.bundle_config.flag(")]
     assert not bare, bare
+
+
+def test_a_roi_size_the_network_cannot_take_is_refused_with_the_nearest_sizes():
+    """`--roi_size "[100,100,100]"` failed deep inside the U-Net with 'Sizes of tensors must match'."""
+    from app.bundle_config import bundle_parser
+    from app.networks import checked_roi_size
+
+    assert checked_roi_size([96, 128, 96]) == [96, 128, 96] and checked_roi_size(64) == [64, 64, 64]
+    with pytest.raises(ValueError, match=r"roi_size \[100, 100, 100\]: each side must be a multiple of 16 .* e.g. \[96, 96, 96\]"):
+        checked_roi_size([100, 100, 100])
+    with pytest.raises(ValueError, match="three positive whole numbers"):
+        checked_roi_size([96, 96])
+    for name in BUNDLES:
+        parser = bundle_parser(name, "inference")
+        parser["roi_size"] = [100, 100, 100]
+        with pytest.raises(Exception) as refused:
+            parser.get_parsed_content("sliding_window_inferer")
+        assert "each side must be a multiple of 16" in str(refused.value.__cause__), name
