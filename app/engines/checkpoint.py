@@ -21,6 +21,8 @@ from app.engines.rng import capture, data_transform, restore
 logger = logging.getLogger(__name__)
 
 LAST_NAME = "last.pt"
+#: A run's progress beside ``last.pt`` (:meth:`AtomicCheckpointer.save_progress`).
+PROGRESS_NAME = "progress.json"
 
 
 class AtomicCheckpointer:
@@ -120,6 +122,22 @@ class AtomicCheckpointer:
         state = {k: _unwrap(v).state_dict() for k, v in self.save_dict.items()}
         state["rng"] = capture(data_transform(engine))
         self._save(state, LAST_NAME)
+        self.save_progress(engine)
+
+    def save_progress(self, engine: Engine) -> None:
+        """``save_dir/progress.json``: the epoch reached of ``max_epochs`` and the best validation
+        metric so far, written with each ``last.pt``, so that a caller (``volseg serve``'s
+        ``train_stats``, a user's script) can follow a run without loading a checkpoint."""
+        import json
+        import time
+
+        from app.io.atomic import atomic_write_text
+
+        best = self.best_metric if self.best_epoch >= 0 else None
+        progress = {"epoch": int(engine.state.epoch), "total_epochs": int(engine.state.max_epochs or 0), "key_metric": self.key_metric,
+                    "best_metric": round(best, 4) if best is not None else None, "best_metric_epoch": self.best_epoch if best is not None else None,
+                    "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        atomic_write_text(self.save_dir / PROGRESS_NAME, json.dumps(progress, indent=2) + "\n")
 
     def _restore_random_state(self, engine: Engine, path: str) -> None:
         """After ``CheckpointLoader`` (both on ``STARTED``): the random state saved in ``last.pt``."""

@@ -2,7 +2,7 @@
 ``--bundle <output_dir>`` works in ``volseg segment``, ``evaluate``, ``serve`` and MONAI's own tools.
 
 After ``volseg train --bundle SRC --output-dir R``, R holds, beside the run's ``last.pt``,
-``model.pt`` and TensorBoard logs:
+``progress.json`` (epoch reached, best validation metric), ``model.pt`` and TensorBoard logs:
 
 - ``configs/``: SRC's configs (copied, links followed), with the run's overrides written into
   ``common.yaml`` and ``train.yaml`` (:mod:`app.engines.config_bake`) and into the copy of

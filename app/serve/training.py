@@ -146,10 +146,23 @@ class TrainingRunner:
             return {**self._run, "pid": self._pid, "details": tail}
 
     def stats(self) -> dict[str, Any]:
-        """The short form of :meth:`status` shown in ``/info/``."""
+        """The short form of :meth:`status` shown in ``/info/`` (MONAI Label's ``train_stats``):
+        id, model, status, start time, and, once the run has finished an epoch, ``epoch``,
+        ``total_epochs``, ``best_metric`` (validation mean Dice) and ``best_metric_epoch`` from its
+        ``progress.json``, and ``total_time`` in seconds."""
         with self._lock:
             self._poll()
-            return {k: self._run[k] for k in ("id", "model", "status", "start_ts") if k in self._run}
+            stats = {k: self._run[k] for k in ("id", "model", "status", "start_ts") if k in self._run}
+            progress = Path(self._run.get("output_dir", "")) / "progress.json"
+            if self._run and progress.is_file():
+                try:
+                    stats.update({k: v for k, v in json.loads(progress.read_text()).items()
+                                  if k in ("epoch", "total_epochs", "best_metric", "best_metric_epoch")})
+                except (OSError, ValueError, AttributeError):
+                    pass  # being replaced: the next request reads it
+            if "start_ts" in stats:
+                stats["total_time"] = int(self._run.get("end_ts", time.time()) - stats["start_ts"])
+            return stats
 
     def finished_bundle(self) -> Path | None:
         """The output folder of the last run if it ended DONE (a bundle folder to serve), else None."""

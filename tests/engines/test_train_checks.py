@@ -81,6 +81,8 @@ def test_a_resumed_run_says_what_it_does_not_apply_and_records_what_it_started_f
     """A rerun into a folder with last.pt resumed it silently while run_info and metadata named the
     new --init-from as the weights it started from."""
     first = api.train("ct_unet3d", ct_phantom_manifest, ct_phantom_root, tmp_path / "first", dict(RUN), progress=False)
+    progress = json.loads((first / "progress.json").read_text())  # what volseg serve's train_stats shows
+    assert progress["epoch"] == 1 and progress["total_epochs"] == 1 and progress["key_metric"] == "val_mean_dice"
     tuned = api.train("ct_unet3d", ct_phantom_manifest, ct_phantom_root, tmp_path / "tuned", dict(RUN), progress=False, init_from=first)
     started = json.loads((tuned / "run_info.json").read_text())["init_from"]
     assert started == str(first / "models" / "model.pt")

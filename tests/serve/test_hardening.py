@@ -430,6 +430,20 @@ def test_a_finished_training_run_is_served_without_a_restart(studies: Path, tmp_
     assert name in TestClient(create_app(_config(tmp_path, studies))).get("/info/").json()["models"]
 
 
+def test_train_stats_show_the_epoch_and_best_metric_of_the_run(studies: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """/info/'s train_stats (what 3D Slicer shows of a run) gave id, model, status and start time only."""
+    script = ("import json, pathlib, sys; out = pathlib.Path(sys.argv[1]); "
+              "(out / 'progress.json').write_text(json.dumps({'epoch': 3, 'total_epochs': 50, 'best_metric': 0.71, 'best_metric_epoch': 2}))")
+    monkeypatch.setattr(TrainingRunner, "_command", lambda self, bundle, manifest, out, max_epochs: [sys.executable, "-c", script, str(out)])
+    client = TestClient(create_app(_config(tmp_path, studies)))
+    assert _put_label(client, _encode(_label_image(studies), ".nii.gz", tmp_path), "l.nii.gz").status_code == 200
+    client.post("/train/brats_unet3d", json={"max_epochs": 50})
+    assert _wait_for(lambda: client.get("/train/").json()["status"] != "RUNNING")
+    stats = client.get("/info/").json()["train_stats"]
+    assert stats["epoch"] == 3 and stats["total_epochs"] == 50 and stats["best_metric"] == 0.71 and stats["best_metric_epoch"] == 2
+    assert stats["status"] == "DONE" and stats["total_time"] >= 0
+
+
 def test_a_finished_run_without_weights_is_not_served(studies: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                       caplog: pytest.LogCaptureFixture):
     _finishing_training(monkeypatch, weights=False)
