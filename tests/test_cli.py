@@ -112,3 +112,24 @@ def test_demo_on_one_case_folder(phantom_root: Path, tmp_path: Path):
     result = CliRunner().invoke(cli, ["demo", "--data-dir", str(phantom_root / "Phantom_002"), "--output-dir", str(tmp_path / "demo"), "--quiet"])
     assert result.exit_code == 0, result.output
     assert "case Phantom_002: real BraTS case" in result.output and (tmp_path / "demo" / "Phantom_002_seg.nii.gz").is_file()
+
+
+def test_cv_and_export_commands_refuse_unusable_output_paths_before_any_work(tmp_path: Path, phantom_manifest: Path):
+    """These commands ended with a Python traceback naming a temporary file (IsADirectoryError,
+    FileExistsError, NotADirectoryError) where an output path was a folder or lay under a file."""
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "adir").mkdir()
+    runs = {
+        "--out '{0}/adir' is a folder; give a file name": ["cv", "folds", str(phantom_manifest), "--out", str(tmp_path / "adir")],
+        "cannot write --out '{0}/afile/x.json': '{0}/afile' is a file": ["cv", "folds", str(phantom_manifest), "--out", str(tmp_path / "afile" / "x.json")],
+        "manifest '{0}/adir' is a folder; give the datalist JSON file": ["cv", "folds", str(tmp_path / "adir"), "--out", str(tmp_path / "x.json")],
+        "--out-dir '{0}/afile' is an existing file, not a folder": ["cv", "n4-copies", "--out-dir", str(tmp_path / "afile")],
+        "--output '{0}/afile' is an existing file, not a folder": ["cv", "evaluate", "--output", str(tmp_path / "afile")],
+        "DEST '{0}/afile' is an existing file, not a folder": ["export-monailabel", "brats_unet3d", str(tmp_path / "afile")],
+    }
+    for expected, args in runs.items():
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2 and expected.format(tmp_path) in result.output and "Traceback" not in result.output, (args, result.output)
+    (tmp_path / "bad.json").write_text("{not json")
+    result = CliRunner().invoke(cli, ["cv", "folds", str(tmp_path / "bad.json"), "--out", str(tmp_path / "x.json")])
+    assert result.exit_code == 2 and f"manifest '{tmp_path / 'bad.json'}' is not valid JSON" in result.output

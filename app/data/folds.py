@@ -75,7 +75,14 @@ def build_cv_manifest(manifest: str | Path, data_dir: str | Path, k: int = 5, se
         FileNotFoundError: the manifest or a label is missing.
         ValueError: fewer labelled cases than folds.
     """
-    content = json.loads(Path(manifest).read_text())
+    if Path(manifest).is_dir():
+        raise ValueError(f"manifest '{manifest}' is a folder; give the datalist JSON file (e.g. data_manifests/brats2018_shared.json)")
+    if not Path(manifest).is_file():
+        raise FileNotFoundError(f"manifest '{manifest}' does not exist")
+    try:
+        content = json.loads(Path(manifest).read_text())
+    except ValueError as err:
+        raise ValueError(f"manifest '{manifest}' is not valid JSON: {err}") from err
     items = {it["case_id"]: dict(it) for key in ("training", "validation", "test") for it in content.get(key, []) if "label" in it}
     sizes = {}
     for cid, item in items.items():

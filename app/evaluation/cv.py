@@ -116,7 +116,7 @@ def cross_validate(bundle: str | Path, cv_manifest: str | Path, weights: str | P
             the pooled AUROC over all cases and Spearman's correlation of quality with WT Dice.
 
     Returns:
-        ``{"rows": [...], "summary": {...}, "mode": ..., "folds": k}``.
+        ``{"rows": [...], "summary": {...}, "mode": ..., "folds": k, "scored_folds": [...]}``.
 
     Raises:
         FileNotFoundError: the manifest, a fold's weights or a case's files are missing.
@@ -172,7 +172,12 @@ def cross_validate(bundle: str | Path, cv_manifest: str | Path, weights: str | P
         summary["uncertainty"] = {"WT_auroc_pooled": round(auroc(pooled), 4),
                                   "WT_auroc_case_mean": round(float(np.nanmean([r["WT_unc_auroc"] for r in rows])), 4),
                                   "quality_vs_WT_dice_spearman": round(spearman([r["quality"] for r in rows], [r["WT_dice"] for r in rows]), 4)}
-    result = {"bundle": str(bundle), "mode": mode, "folds": k, "manifest": str(cv_manifest), "weights": str(weights), "sequences": keep, "cases": len(rows), "summary": summary, "rows": rows}
+    scored = sorted(set(folds if folds is not None else range(k)))
+    result = {"bundle": str(bundle), "mode": mode, "folds": k, "scored_folds": scored, "manifest": str(cv_manifest), "weights": str(weights), "sequences": keep,
+              "cases": len(rows), "summary": summary, "rows": rows}
+    if len(scored) < k:  # a part of the cross-validation: its figures are not the CV's
+        logger.warning(f"scored {len(scored)} of the {k} folds ({', '.join(map(str, scored))}): {len(rows)} case(s); the means are not the "
+                       "whole cross-validation's")
     _write_outputs(out, result)
     if uncertainty:
         np.save(out / "uncertainty_histograms.npy", pooled)  # (2, 1000): right, wrong voxels per entropy bin

@@ -120,6 +120,7 @@ def test_cv_with_a_subset_of_sequences_scores_uncertainty(cv_setup, phantom_root
     result = api.cross_validate("brats_unet3d", manifest, weights, tmp_path, phantom_root, backend="torch", device="cpu", overrides=TINY,
                                 folds=[0, 1, 2], sequences=["FLAIR", "t1ce"], uncertainty=True)
     assert result["sequences"] == ["t1ce", "flair"] and len(result["rows"]) == 3
+    assert result["scored_folds"] == [0, 1, 2] and json.loads((tmp_path / "cv_summary.json").read_text())["scored_folds"] == [0, 1, 2]
     assert all(0.0 <= r["quality"] <= 1.0 and (r["WT_unc_auroc"] != r["WT_unc_auroc"] or 0.0 <= r["WT_unc_auroc"] <= 1.0) for r in result["rows"])
     unc = result["summary"]["uncertainty"]
     assert set(unc) == {"WT_auroc_pooled", "WT_auroc_case_mean", "quality_vs_WT_dice_spearman"}
