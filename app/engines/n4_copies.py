@@ -10,9 +10,12 @@ Tustison et al. 2010 (IEEE TMI 29(6)) through SimpleITK (:class:`app.transforms.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 SPLITS = ("training", "validation", "test")
 SUFFIX = "_n4"
@@ -70,8 +73,11 @@ def n4_mixed_datalist(manifest: str | Path, data_dir: str | Path, out_dir: str |
         The path of the written datalist.
 
     Raises:
-        FileNotFoundError: the manifest or a listed image is missing.
+        FileNotFoundError: the manifest or a listed image or label is missing (all checked
+            before the first fit).
         ValueError: the manifest lists no case, or an image is not a 3D volume.
+
+    A manifest without ``fold`` keys is warned about: the datalist then keeps none.
     """
     from app.io.atomic import atomic_write_text
     from app.transforms import N4BiasCorrection
@@ -82,6 +88,15 @@ def n4_mixed_datalist(manifest: str | Path, data_dir: str | Path, out_dir: str |
     content = json.loads(manifest.read_text())
     if not any(content.get(split) for split in SPLITS):
         raise ValueError(f"manifest '{manifest}' lists no case under {', '.join(SPLITS)}")
+    listed = [(item, p) for split in SPLITS for item in content.get(split, [])
+              for p in (item["image"] if isinstance(item["image"], list) else [item["image"]]) + ([item["label"]] if "label" in item else [])]
+    lacking = [f"{_case_id(item)}: {root / p}" for item, p in listed if not (root / p).exists()]
+    if lacking:  # before the first N4 fit, not hours into a cohort
+        raise FileNotFoundError(f"manifest '{manifest}': {len(lacking)} listed file(s) do not exist under '{root}' (first: {lacking[0]}); "
+                                "nothing was corrected")
+    if "training" in content and not any("fold" in item for item in content["training"]):
+        logger.warning(f"manifest '{manifest}' has no 'fold' keys: the N4-mixed datalist keeps none, so `volseg cv train` cannot split it; "
+                       "make a cross-validation datalist first (volseg cv folds)")
     corrector = N4BiasCorrection(shrink_factor, tuple(iterations), crop_foreground)
     mixed = {key: value for key, value in content.items() if not isinstance(value, list)}
     mixed["description"] = f"{content.get('description', manifest.name)}; each case also N4-corrected ({SUFFIX}; shrink {shrink_factor}, iterations {list(iterations)}, crop_foreground {crop_foreground})"

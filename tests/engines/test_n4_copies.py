@@ -55,12 +55,19 @@ def test_a_missing_image_is_named(phantom_root: Path, tmp_path: Path):
     manifest.write_text(json.dumps({"training": [{"case_id": "Phantom_000", "image": images, "label": "Phantom_000/Phantom_000_seg.nii.gz"}]}))
     with pytest.raises(FileNotFoundError, match="gone_t2.nii.gz"):
         n4_mixed_datalist(manifest, root, tmp_path / "n4", shrink_factor=2, iterations=(5,))
+    # a missing second case is found before the first is corrected (it failed after the first case's fits)
+    first = {"case_id": "Phantom_000", "image": [f"Phantom_000/Phantom_000_{m}.nii.gz" for m in ("t1", "t1ce", "t2", "flair")],
+             "label": "Phantom_000/Phantom_000_seg.nii.gz"}
+    manifest.write_text(json.dumps({"training": [first, {**first, "case_id": "Fake_1", "image": ["Fake_1/Fake_1_t1.nii.gz"] * 4}]}))
+    with pytest.raises(FileNotFoundError, match=r"4 listed file\(s\) do not exist .*first: Fake_1: .*nothing was corrected"):
+        n4_mixed_datalist(manifest, root, tmp_path / "n4b", shrink_factor=2, iterations=(5,))
+    assert not (tmp_path / "n4b").exists() or not any((tmp_path / "n4b").rglob("*.nii.gz"))
     with pytest.raises(ValueError, match="lists no case"):
         (tmp_path / "empty.json").write_text(json.dumps({"training": []}))
         n4_mixed_datalist(tmp_path / "empty.json", root, tmp_path / "n4")
 
 
-def test_cli(phantom_root: Path, phantom_manifest: Path, tmp_path: Path):
+def test_cli(phantom_root: Path, phantom_manifest: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture):
     result = CliRunner().invoke(cli, ["cv", "n4-copies", "--manifest", str(phantom_manifest), "--data-dir", str(phantom_root), "--out-dir", str(tmp_path / "n4"),
                                       "--shrink-factor", "2", "--iterations", "5", "--quiet"])
     assert result.exit_code == 0, result.output
@@ -68,5 +75,6 @@ def test_cli(phantom_root: Path, phantom_manifest: Path, tmp_path: Path):
     assert f"wrote {dest.resolve()}" in result.output
     content = json.loads(dest.read_text())
     assert [len(content[k]) for k in ("training", "validation", "test")] == [6, 2, 2]
+    assert "has no 'fold' keys: the N4-mixed datalist keeps none" in caplog.text  # a plain datalist, not a CV one
     result = CliRunner().invoke(cli, ["cv", "n4-copies", "--manifest", str(tmp_path / "nope.json"), "--out-dir", str(tmp_path / "n4")])
     assert result.exit_code == 2 and "nope.json" in result.output
