@@ -480,10 +480,16 @@ def train(bundle: str = DEFAULT_BUNDLE, manifest: str | Path | None = None, data
 
 
 def _trained_epochs(last: Path) -> int | None:
-    """Epochs a run's ``last.pt`` has finished (its Ignite trainer state: ``iteration // epoch_length``);
-    None where the file does not say (unreadable, or saved by something else)."""
+    """Epochs a run's ``last.pt`` has finished: its ``progress.json`` (written with it,
+    :meth:`app.engines.checkpoint.AtomicCheckpointer.save_progress`), else the Ignite trainer
+    state in the checkpoint (``iteration // epoch_length``, runs of earlier versions); None where
+    neither says (unreadable, or saved by something else)."""
     import torch
 
+    try:
+        return int(json.loads((last.parent / "progress.json").read_text())["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
     try:
         state = torch.load(last, map_location="cpu", weights_only=False)["trainer"]
         return int(state["iteration"]) // int(state["epoch_length"]) if "iteration" in state else int(state["epoch"])

@@ -148,24 +148,15 @@ def list_bundles() -> None:
                    f"\n  {info.description if info else '(not registered in app.bundles.BUNDLES)'}")
 
 
-def _output_file(path: Path, option: str) -> None:
-    """Stop (exit 2) before any work where an output file cannot be written: ``path`` is a folder,
-    or a file lies where one of its folders should be."""
-    if path.is_dir():
-        _fail(f"{option} '{path}' is a folder; give a file name, e.g. {path / 'cv5.json'}")
-    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
-    if blocker is not None:
-        _fail(f"cannot write {option} '{path}': '{blocker}' is a file")
+def _output_path(path: Path, option: str, folder: bool = True) -> None:
+    """Stop (exit 2) before any work where ``path`` cannot be an output folder (or file):
+    :func:`app.io.outputs.check_output_path`."""
+    from app.io.outputs import OutputError, check_output_path
 
-
-def _output_folder(path: Path, option: str) -> None:
-    """Stop (exit 2) before any work where an output folder cannot be made: ``path`` or one of
-    its parents is a file."""
-    if path.exists() and not path.is_dir():
-        _fail(f"{option} '{path}' is an existing file, not a folder")
-    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
-    if blocker is not None:
-        _fail(f"cannot create {option} '{path}': '{blocker}' is a file")
+    try:
+        check_output_path(path, option, folder)
+    except OutputError as err:
+        _fail(err)
 
 
 @cv_app.command("folds")
@@ -180,7 +171,7 @@ def cv_folds(
     _setup(True)
     from app.api import cv_folds as cv_folds_api
 
-    _output_file(out, "--out")
+    _output_path(out, "--out", folder=False)
     try:
         cv = cv_folds_api(manifest, out, data_dir, folds, seed)
     except (FileNotFoundError, ValueError) as err:
@@ -210,7 +201,7 @@ def cv_n4_copies(
     from app.data import default_brats_dir
     from app.engines.n4_copies import n4_mixed_datalist
 
-    _output_folder(out_dir, "--out-dir")
+    _output_path(out_dir, "--out-dir")
     try:
         dest = n4_mixed_datalist(manifest or manifest_path("brats2018_cv5"), data_dir or default_brats_dir(), out_dir, shrink_factor, iterations,
                                  crop_foreground, progress=lambda it: tqdm(it, desc="N4", unit="case", disable=True if quiet else None))
@@ -282,7 +273,7 @@ def cv_evaluate(
     from app.api import cross_validate
     from app.evaluation.cv import format_cv
 
-    _output_folder(output, "--output")
+    _output_path(output, "--output")
     try:
         overrides = _parse_overrides(set_)
     except ValueError as err:
@@ -559,7 +550,7 @@ def export_monailabel(
     """Write a copy of a bundle with single-file configs, as MONAI Label's bundle tasks read them."""
     from app.serve.monailabel_export import export_for_monailabel
 
-    _output_folder(dest, "DEST")
+    _output_path(dest, "DEST")
     try:
         out = export_for_monailabel(bundle, dest)
     except (ValueError, FileExistsError) as err:

@@ -88,7 +88,7 @@ def test_output_that_is_a_file_is_refused_before_the_model(cases: list[Path], tm
     out = tmp_path / "labels.nii.gz"
     out.write_bytes(b"keep me")
     line = _one_line_error(_segment(cases[0], "-o", out))
-    assert f"output '{out}' is an existing file" in line
+    assert f"output folder '{out}' is an existing file, not a folder" in line
     assert out.read_bytes() == b"keep me"
 
 

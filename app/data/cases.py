@@ -95,6 +95,9 @@ def _other_case_ids(parsed_names: Iterable[tuple[str | None, str] | None], case_
     return {parsed[0] for parsed in parsed_names if parsed is not None and parsed[0] not in (case_id, None, "")}
 
 
+_WARNED_DUPLICATES: set[tuple[str, str, int]] = set()
+
+
 def _case_files(folder: Path, case_id: str) -> dict[str, Path]:
     """Sequence key -> file of ``case_id`` in ``folder`` (either BraTS naming; for one key the
     first format of ``_SUFFIXES`` wins). Bare names without a case ID (``FLAIR.nii.gz``,
@@ -119,7 +122,9 @@ def _case_files(folder: Path, case_id: str) -> dict[str, Path]:
         if parsed[1] not in found or rank < found[parsed[1]][:2]:
             found[parsed[1]] = (*rank, path)
     for key, paths in candidates.items():
-        if len(paths) > 1:  # t1.nii.gz beside <case>_t1.nii.gz, or one sequence in two formats: say which is read
+        seen = (str(folder), key, len(paths))
+        if len(paths) > 1 and seen not in _WARNED_DUPLICATES:  # t1.nii.gz beside <case>_t1.nii.gz: say which is read, once a process
+            _WARNED_DUPLICATES.add(seen)  # (volseg serve reads a study's folder on every request)
             logging.getLogger(__name__).warning(f"case '{case_id}': {len(paths)} files for {key} in '{folder}' "
                                                 f"({', '.join(sorted(p.name for p in paths))}); reading {found[key][2].name}")
     return {key: path for key, (_, _, path) in found.items()}

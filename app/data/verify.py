@@ -83,22 +83,6 @@ def check_case_images(paths: Sequence[str | Path], atol_mm: float = 1e-3) -> tup
     """
     from app.io.readers import verify_volume
 
-    ref_shape, ref_affine = check_same_grid(paths, atol_mm)
-    for path in paths:
-        verify_volume(path)
-    return ref_shape, np.asarray(ref_affine)
-
-
-def check_same_grid(paths: Sequence[str | Path], atol_mm: float = 1e-3) -> tuple[tuple[int, ...], np.ndarray]:
-    """The header half of :func:`check_case_images`: each file 3D, and all on one voxel grid
-    (shape and affine), from the headers alone (no voxel read).
-
-    Returns:
-        ``(shape, affine)`` of the first file.
-
-    Raises:
-        InputError: not 3D, or a file off the first one's grid (naming both files and values).
-    """
     ref_path, ref_shape, ref_affine = None, None, None
     for path in paths:
         shape, affine = read_geometry(path)
@@ -121,4 +105,6 @@ def check_same_grid(paths: Sequence[str | Path], atol_mm: float = 1e-3) -> tuple
                              "session on different grids: volseg segment --resample)")
     if ref_shape is None:
         raise InputError("no image file given")
-    return ref_shape, ref_affine
+    for path in paths:
+        verify_volume(path)
+    return ref_shape, np.asarray(ref_affine)

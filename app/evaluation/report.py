@@ -118,15 +118,10 @@ def evaluate_predictions(pred_dir: str | Path, items: list[dict[str, Any]], csv_
             grid (size, spacing, origin, direction) or an unreadable file; every other case is
             scored and the CSV written first, and the exception holds their rows.
     """
-    from app.errors import OutputError
-    from app.io.outputs import prepare_output_dir
+    from app.io.outputs import check_output_path, prepare_output_dir
 
     if csv_path is not None:  # a path that cannot take the table fails now, not after every case is scored
-        if Path(csv_path).is_dir():
-            raise OutputError(f"--csv '{csv_path}' is a folder; give a file name, e.g. {Path(csv_path) / 'metrics.csv'}")
-        blocker = next((p for p in Path(csv_path).parents if p.exists() and not p.is_dir()), None)
-        if blocker is not None:
-            raise OutputError(f"cannot write --csv '{csv_path}': '{blocker}' is a file")
+        check_output_path(csv_path, "--csv", folder=False)
         prepare_output_dir(Path(csv_path).parent)
     if png_dir is not None:
         prepare_output_dir(png_dir)
@@ -208,16 +203,12 @@ def _score_case(case_id: str, pred_path: Path, item: dict[str, Any], labels: Lab
     if aligned is None:
         raise ValueError(f"case '{case_id}': prediction '{pred_path}' ({_grid(pred_img)}) is not on the grid of its reference "
                          f"'{item['label']}' ({_grid(ref_img)})")
-    unknown = sorted(set(np.unique(pred).tolist()) - {0, *labels.labels})
-    if unknown:
-        logger.warning(f"case '{case_id}': prediction '{pred_path}' has the value(s) {', '.join(map(str, unknown))}, which are no label of the "
-                       f"bundle ({', '.join(map(str, [0, *labels.labels]))}); they are scored as background"
-                       + (" (BraTS 2023 codes, where ET is 3? VolSeg scores BraTS 2018 codes, ET 4)" if 3 in unknown and 4 in labels.labels else ""))
-    foreign = sorted(set(np.unique(ref).tolist()) - {0, *labels.labels})
-    if foreign:
-        logger.warning(f"case '{case_id}': reference '{item['label']}' has the value(s) {', '.join(map(str, foreign))}, which are no label of the "
-                       f"bundle ({', '.join(map(str, [0, *labels.labels]))}); they are scored as background"
-                       + (" (BraTS 2023 codes, where ET is 3? VolSeg scores BraTS 2018 codes, ET 4)" if 3 in foreign and 4 in labels.labels else ""))
+    for what, path, array in (("prediction", pred_path, pred), ("reference", item["label"], ref)):
+        foreign = sorted(set(np.unique(array).tolist()) - {0, *labels.labels})
+        if foreign:
+            logger.warning(f"case '{case_id}': {what} '{path}' has the value(s) {', '.join(map(str, foreign))}, which are no label of the "
+                           f"bundle ({', '.join(map(str, [0, *labels.labels]))}); they are scored as background"
+                           + (" (BraTS 2023 codes, where ET is 3? VolSeg scores BraTS 2018 codes, ET 4)" if 3 in foreign and 4 in labels.labels else ""))
     row = {"case": case_id, **case_metrics(pred, ref, ref_img.GetSpacing(), labels)}
     if lesion_wise:
         from app.evaluation.lesionwise import lesion_metrics

@@ -249,9 +249,7 @@ def _unreadable_label(output: Path, reference: str | Path) -> str | None:
     """Why a label map left in the output folder cannot be kept (a resumed batch would skip it):
     it cannot be read whole (a file cut short when a run was killed), or its size is not the
     size of the case's reference volume; None where it can be kept."""
-    import SimpleITK as sitk
-
-    from app.io.readers import read_volume
+    from app.io.readers import read_image_information, read_volume
 
     try:
         size = read_volume(output, check_finite=False, refuse_all_zero=False).GetSize()  # the whole file: a .nii.gz cut short fails here
@@ -259,13 +257,11 @@ def _unreadable_label(output: Path, reference: str | Path) -> str | None:
         return f"cannot be read ({str(err).strip().splitlines()[-1][:300]})"
     if Path(reference).is_file():  # a DICOM series (a folder) is not read again here
         try:
-            info = sitk.ImageFileReader()
-            info.SetFileName(str(reference))
-            info.ReadImageInformation()
-            if tuple(info.GetSize()[:3]) != tuple(size[:3]):
-                return f"is {' x '.join(map(str, size))} voxels, not the {' x '.join(map(str, info.GetSize()[:3]))} of {reference}"
-        except RuntimeError:
-            pass  # the case's own reading reports an unreadable input
+            expected = read_image_information(reference).GetSize()[:3]  # its header only
+        except (ValueError, RuntimeError, OSError):
+            return None  # the case's own reading reports an unreadable input
+        if tuple(expected) != tuple(size[:3]):
+            return f"is {' x '.join(map(str, size))} voxels, not the {' x '.join(map(str, expected))} of {reference}"
     return None
 
 

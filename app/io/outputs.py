@@ -9,7 +9,30 @@ from pathlib import Path
 
 from app.errors import OutputError
 
-__all__ = ["OutputError", "prepare_output_dir"]
+__all__ = ["OutputError", "check_output_path", "prepare_output_dir"]
+
+
+def check_output_path(path: str | Path, name: str = "output", folder: bool = True) -> None:
+    """Refuse, before any work and without creating anything, an output path that cannot be
+    one: a folder (``folder``) that is an existing file, a file that is an existing folder, or
+    either under a file where one of its folders should be.
+
+    Args:
+        path: the output folder or file.
+        name: how the message calls it (the option, e.g. ``"--csv"``).
+        folder: whether ``path`` is to be a folder (else a file).
+
+    Raises:
+        OutputError: naming ``name``, the path and what is in the way.
+    """
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise OutputError(f"{name} '{path}' is an existing file, not a folder")
+    if not folder and path.is_dir():
+        raise OutputError(f"{name} '{path}' is a folder; give a file name in it, e.g. '{path / path.name}.json'")
+    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise OutputError(f"cannot {'create' if folder else 'write'} {name} '{path}': '{blocker}' is a file")
 
 
 def prepare_output_dir(path: str | Path) -> Path:
@@ -33,11 +56,7 @@ def prepare_output_dir(path: str | Path) -> Path:
         PosixPath('/tmp/volseg_out')
     """
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise OutputError(f"output '{path}' is an existing file, not a folder; give a folder for the label maps")
-    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
-    if blocker is not None:
-        raise OutputError(f"cannot create output folder '{path}': '{blocker}' is a file")
+    check_output_path(path, "output folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:

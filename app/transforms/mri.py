@@ -110,12 +110,13 @@ class N4BiasCorrection(Transform):
     def __call__(self, img: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
         array = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
         fit = [c for c in range(len(array)) if (array[c] > 0).any()]  # a zero-filled (missing) sequence stays zero
-        negative = [c for c in fit if float(array[c].min()) < 0]
+        lowest = {c: float(array[c].min()) for c in fit}
+        negative = [c for c in fit if lowest[c] < 0]
         if negative:
             logging.getLogger(__name__).warning(
                 "N4 bias-field correction of channel(s) %s with values below 0 (down to %g): N4 models the positive intensities of "
                 "MRI; a CT in Hounsfield units or z-scored input is not corrected meaningfully (correct before normalising)",
-                ", ".join(map(str, negative)), min(float(array[c].min()) for c in negative))
+                ", ".join(map(str, negative)), min(lowest[c] for c in negative))
         threads = min(len(fit), self.num_threads or usable_cores())
         out = np.array(array, dtype=np.float32)  # one copy; each fitted channel is corrected in place, in its own thread
         if threads > 1:

@@ -78,17 +78,17 @@ class SaveLabelMapd(MapTransform):
                            f"its label map is {out.name}")
         self._written[out] = source
         for key in self.key_iterator(d):
-            write_label_like(self._checked_label(d[key], key, source), source, out)
+            write_label_like(self._checked_label(d[key], key, source, d[self.meta_key].meta), source, out)
         return d
 
     @staticmethod
-    def _checked_label(pred: object, key: Hashable, source: str) -> np.ndarray:
+    def _checked_label(pred: object, key: Hashable, source: str, meta: Mapping) -> np.ndarray:
         """``(H, W, D)`` integer label of ``pred`` ``(1, H, W, D)``, refused where it cannot be the
         label map of ``source``: more than one channel, values that are not label codes 0-255
         (probabilities), or a grid other than the source's (its affine, where ``pred`` carries
-        one: a pipeline that did not invert its spatial transforms would write a mirrored label)."""
-        from app.data.verify import read_geometry
-
+        one: a pipeline that did not invert its spatial transforms would write a mirrored label).
+        The source's grid is the reader's ``spatial_shape`` and ``original_affine`` in ``meta``
+        (the input image's metadata), read from its header only where those are absent."""
         array = np.asarray(pred.detach().cpu().numpy() if hasattr(pred, "detach") else pred)
         if array.ndim != 4 or array.shape[0] != 1:
             raise ValueError(f"'{key}' of '{source}': a label map is (1, H, W, D), got shape {tuple(array.shape)}; "
@@ -96,7 +96,12 @@ class SaveLabelMapd(MapTransform):
         if array.size and (not np.array_equal(array, np.round(array)) or array.min() < 0 or array.max() > 255):
             raise ValueError(f"'{key}' of '{source}': values {float(array.min()):g} to {float(array.max()):g} are no label codes "
                              "(integers 0-255); threshold or argmax the network's output first")
-        shape, affine = read_geometry(source)
+        if meta.get("spatial_shape") is not None and meta.get("original_affine") is not None:
+            shape, affine = tuple(int(n) for n in np.asarray(meta["spatial_shape"]).ravel()), np.asarray(meta["original_affine"], dtype=np.float64)
+        else:
+            from app.data.verify import read_geometry
+
+            shape, affine = read_geometry(source)
         if tuple(array.shape[1:4]) != tuple(shape[:3]):
             raise ValueError(f"'{key}' of '{source}': shape {tuple(array.shape[1:])} is not the input's {tuple(shape[:3])}; "
                              "invert the spatial transforms first (Invertd)")
