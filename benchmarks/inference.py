@@ -11,7 +11,7 @@ median time, peak resident memory sampled during the row's runs, and Dice per re
 case's label. With --dice-split, also the mean Dice per region of each VolSeg row over that split
 of the shared manifest. With --n4, also each --mode with --n4 and with --no-n4 (N4 bias-field correction
 before the model, as the bundle's ``n4_combine`` says), and with --n4-params, --n4 with other
-N4 settings (``n4_params``); with --fast-set / --accurate-set, each bundle's --mode fast / accurate with other config overrides. Measures only; asserts nothing.
+N4 settings (``n4_params`` in fast mode, ``accurate_n4_params`` in accurate mode); with --fast-set / --accurate-set, each bundle's --mode fast / accurate with other config overrides. Measures only; asserts nothing.
 
     python benchmarks/inference.py --runs 5 --dice-split test
 """
@@ -172,7 +172,8 @@ def main() -> None:
                     rows[f"VolSeg {short} --mode {mode} --n4"] = volseg(bundle, {}, None, mode, n4=True)
                     rows[f"VolSeg {short} --mode {mode} --no-n4"] = volseg(bundle, {}, None, mode, n4=False)
                     for params in args.n4_params:
-                        rows[f"VolSeg {short} --mode {mode} --n4, n4_params {json.dumps(params)}"] = volseg(bundle, {"n4_params": params}, None, mode, n4=True)
+                        key = "accurate_n4_params" if mode == "accurate" else "n4_params"  # each mode's own N4 settings
+                        rows[f"VolSeg {short} --mode {mode} --n4, {key} {json.dumps(params)}"] = volseg(bundle, {key: params}, None, mode, n4=True)
             except FileNotFoundError as err:
                 print(f"skipping {bundle} --mode {mode}: {err}")
         for overrides in args.fast_set:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -313,7 +314,7 @@ class Segmenter:
             raise ValueError(f"bundle '{bundle}' has no N4 settings (n4_params): --n4 corrects the bias field of MRI, and this bundle's "
                              "input is not MRI it was trained to correct; leave out --n4")
         if self.mode == "accurate":
-            for key in ("infer_mode", "overlap", "sw_batch_size", "n4_average"):
+            for key in ("infer_mode", "overlap", "sw_batch_size", "n4_average", "n4_params"):
                 if f"accurate_{key}" in parser:
                     parser[key] = parser.get_parsed_content(f"accurate_{key}")  # a value or a metadata reference
         if "workflow_n4" in parser:
@@ -364,13 +365,13 @@ class Segmenter:
         first transform, the reader, so that both branches share one read."""
         from monai.transforms import Compose, LoadImaged
 
-        from app.transforms import N4BiasCorrectiond
+        from app.transforms import N4BiasCorrection, N4BiasCorrectiond
 
         transforms = list(self.preprocessing.transforms)
         if not transforms or not isinstance(transforms[0], LoadImaged):
             raise ValueError(f"n4_average needs a preprocessing that starts with a reader (LoadImaged); it starts with {type(transforms[0]).__name__ if transforms else 'nothing'}")
         params = dict(self.parser.get("n4_params", {}))  # the bundle's N4 settings (app.transforms.N4BiasCorrection's arguments)
-        known = ("shrink_factor", "iterations", "crop_foreground", "num_threads", "field_spacing", "mask_shrunk")
+        known = tuple(inspect.signature(N4BiasCorrection).parameters)
         unknown = set(params) - set(known)
         if unknown:
             raise ValueError(f"n4_params: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(known)}")

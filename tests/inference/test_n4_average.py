@@ -31,6 +31,24 @@ def test_n4_leaves_a_missing_sequence_and_the_background_at_zero():
     assert not torch.equal(out[0], image[0])  # the present one was corrected
 
 
+def test_n4_channels_corrects_only_the_named_channels():
+    grid = np.meshgrid(*[np.linspace(-1, 1, n) for n in (24, 28, 20)], indexing="ij")
+    brain = (grid[0] ** 2 + grid[1] ** 2 + grid[2] ** 2) < 0.7
+    biased = np.where(brain, 100.0 * np.exp(0.3 * grid[0]), 0.0)
+    image = torch.from_numpy(np.stack([biased, 2 * biased, 3 * biased])).float()
+    every = N4BiasCorrection(shrink_factor=2, iterations=(10,), num_threads=1)(image)
+    some = N4BiasCorrection(shrink_factor=2, iterations=(10,), num_threads=1, channels=[2, 0])(image)
+    assert torch.equal(some[1], image[1])  # not named: as given
+    assert torch.allclose(some[0], every[0]) and torch.allclose(some[2], every[2])  # named: as when every channel is fitted
+    assert not torch.equal(some[0], image[0])
+    with pytest.raises(ValueError, match=r"distinct indices >= 0.*\[1, 1\]"):
+        N4BiasCorrection(channels=[1, 1])
+    with pytest.raises(ValueError, match="distinct indices >= 0"):
+        N4BiasCorrection(channels=[-1])
+    with pytest.raises(IndexError, match=r"channels \[3\] name a channel past the input's 3"):
+        N4BiasCorrection(shrink_factor=2, iterations=(2,), channels=[3])(image)
+
+
 def test_n4_on_the_foreground_box_matches_the_whole_volume_fit():
     """``crop_foreground``: the fit on the bounding box of the brain corrects the same smooth
     field as the fit on the whole volume (to a few percent inside the brain), and leaves the
@@ -106,7 +124,7 @@ def test_identity_correction_gives_the_plain_label(phantom_root: Path, monkeypat
     files = case_files(phantom_root / "Phantom_002")
     plain, affine = Segmenter("brats_unet3d", device="cpu", backend="torch", n4=False).predict(files)
     assert len(np.unique(plain)) > 1  # a tumour to compare
-    monkeypatch.setattr(N4BiasCorrection, "_fit", lambda self, array: array.astype(np.float32))
+    monkeypatch.setattr(N4BiasCorrection, "_fit", lambda self, array, *_: array.astype(np.float32))
     seg = Segmenter("brats_unet3d", device="cpu", backend="torch", n4=True, overrides={"n4_combine": "average"})
     data = seg.load(files)
     assert "image_n4" in data and data["image_n4"].shape == data["image"].shape
@@ -120,7 +138,7 @@ def test_n4_only_segments_the_corrected_case(phantom_root: Path, monkeypatch: py
     ``image_n4`` of the averaging mode and differs from the plain one (a non-linear stand-in for
     N4, which z-scoring cannot undo); with the identity as N4 the label is the plain run's."""
     files = case_files(phantom_root / "Phantom_002")
-    monkeypatch.setattr(N4BiasCorrection, "_fit", lambda self, array: np.sqrt(array).astype(np.float32))
+    monkeypatch.setattr(N4BiasCorrection, "_fit", lambda self, array, *_: np.sqrt(array).astype(np.float32))
     only = Segmenter("brats_unet3d", device="cpu", backend="torch", n4=True, overrides={"n4_combine": "n4"})
     assert only.n4_combine == "n4"
     data = only.load(files)
@@ -129,7 +147,7 @@ def test_n4_only_segments_the_corrected_case(phantom_root: Path, monkeypatch: py
     torch.testing.assert_close(data["image"].as_tensor(), averaged["image_n4"].as_tensor())
     assert not torch.allclose(data["image"].as_tensor(), averaged["image"].as_tensor(), atol=1e-2)
     plain, affine = Segmenter("brats_unet3d", device="cpu", backend="torch", n4=False).predict(files)
-    monkeypatch.setattr(N4BiasCorrection, "_fit", lambda self, array: array.astype(np.float32))
+    monkeypatch.setattr(N4BiasCorrection, "_fit", lambda self, array, *_: array.astype(np.float32))
     label, affine_n4 = only.predict(files)
     assert np.array_equal(label, plain) and np.allclose(affine_n4, affine) and len(np.unique(plain)) > 1
     with pytest.raises(ValueError, match="n4_combine must be one of n4, average, got 'mean'"):
@@ -146,26 +164,36 @@ def test_bundle_key_and_argument(phantom_root: Path):
                     overrides={"n4_params": {"shrink_factor": 6, "iterations": [25, 25], "crop_foreground": True}})
     corrector = seg._n4_branch[1].corrector
     assert (corrector.shrink_factor, corrector.iterations, corrector.crop_foreground) == (6, [25, 25], True)
-    with pytest.raises(ValueError, match="n4_params: unknown key.*shrink"):
+    with pytest.raises(ValueError, match="n4_params: unknown key.*known: shrink_factor, iterations.*channels"):
         Segmenter("brats_unet3d", device="cpu", backend="torch", n4=True, overrides={"n4_params": {"shrinkfactor": 6}})
     seg = Segmenter("brats_unet3d", device="cpu", backend="torch", n4=True, overrides={"n4_params": {"shrink_factor": 8, "iterations": [25, 25], "num_threads": 1}})
     assert seg._n4_branch[1].corrector.num_threads == 1
     seg = Segmenter("brats_unet3d", device="cpu", backend="torch", n4=True,
                     overrides={"n4_params": {"shrink_factor": 8, "iterations": [25, 25], "field_spacing": 2, "mask_shrunk": False}})
     assert (seg._n4_branch[1].corrector.field_spacing, seg._n4_branch[1].corrector.mask_shrunk) == (2, False)
+    seg = Segmenter("brats_unet3d", device="cpu", backend="torch", n4=True, overrides={"n4_params": {"channels": [1, 3]}})
+    assert seg._n4_branch[1].corrector.channels == [1, 3]
 
 
 def test_accurate_mode_runs_n4_where_the_bundle_says():
     """``--mode accurate`` takes ``accurate_n4_average`` (metadata ``inference#accurate_n4``):
     on for brats_unet3d (weights trained on N4-corrected copies), off in fast mode; ``n4=False``
     (``--no-n4``) and the override ``accurate_n4_average`` turn it off, and the shipped N4
-    settings are the ones chosen on CV (shrink 8, 2 x 25 iterations, the brain's box)."""
+    settings are the ones chosen on CV: accurate_n4_params in accurate mode (all four sequences,
+    shrink 8, 2 x 25 iterations, the brain's box), n4_params with ``--n4`` in fast mode (T1ce and
+    FLAIR only, shrink 10); each mode keeps its own where the other is overridden."""
     meta = json.loads((Path(__file__).resolve().parents[2] / "bundles" / "brats_unet3d" / "configs" / "metadata.json").read_text())
     assert meta["inference"]["accurate_n4"] is True
     accurate = Segmenter("brats_unet3d", device="cpu", backend="torch", mode="accurate")
     assert accurate.n4 is True and accurate._n4_branch is not None
     corrector = accurate._n4_branch[1].corrector
-    assert (corrector.shrink_factor, corrector.iterations, corrector.crop_foreground) == (8, [25, 25], True)
+    assert (corrector.shrink_factor, corrector.iterations, corrector.crop_foreground, corrector.channels) == (8, [25, 25], True, None)
+    fast = Segmenter("brats_unet3d", device="cpu", backend="torch", mode="fast", n4=True)._n4_branch[1].corrector
+    assert (fast.shrink_factor, fast.iterations, fast.channels) == (10, [25, 25], [1, 3])
+    assert Segmenter("brats_unet3d", device="cpu", backend="torch", mode="accurate",
+                     overrides={"n4_params": {"shrink_factor": 3}})._n4_branch[1].corrector.shrink_factor == 8
+    assert Segmenter("brats_unet3d", device="cpu", backend="torch", mode="fast", n4=True,
+                     overrides={"accurate_n4_params": {"shrink_factor": 3}})._n4_branch[1].corrector.shrink_factor == 10
     assert Segmenter("brats_unet3d", device="cpu", backend="torch", mode="fast").n4 is False
     assert Segmenter("brats_unet3d", device="cpu", backend="torch", mode="accurate", n4=False).n4 is False
     assert Segmenter("brats_unet3d", device="cpu", backend="torch", mode="accurate", overrides={"accurate_n4_average": False}).n4 is False
@@ -221,6 +249,9 @@ def test_bundle_workflow_runs_n4_where_volseg_segment_would(phantom_root: Path, 
     accurate = names(_workflow_parser("brats_unet3d", mode="accurate"))
     assert accurate[:2] == ["LoadVolumed", "N4BiasCorrectiond"] and accurate.count("N4BiasCorrectiond") == 1
     assert "N4BiasCorrectiond" not in names(_workflow_parser("brats_unet3d", mode="accurate", accurate_n4_average=False))
+    n4_step = lambda parser: next(t for t in parser.get_parsed_content("preprocessing").transforms if type(t).__name__ == "N4BiasCorrectiond")  # noqa: E731
+    assert n4_step(_workflow_parser("brats_unet3d", mode="accurate")).corrector.channels is None  # accurate_n4_params: all four
+    assert n4_step(_workflow_parser("brats_unet3d", n4_average=True)).corrector.channels == [1, 3]  # fast: n4_params
     assert "N4BiasCorrectiond" not in names(_workflow_parser("brats_deeplab3d", mode="accurate"))
     with pytest.raises(Exception) as refused:  # MONAI's ConfigParser raises its own error from ours
         _workflow_parser("brats_deeplab3d", n4_average=True).get_parsed_content("preprocessing")
@@ -243,9 +274,9 @@ def test_bundle_workflow_runs_n4_where_volseg_segment_would(phantom_root: Path, 
 
     monkeypatch.chdir(bundle_dir("brats_unet3d"))
     run(config_file="configs/inference.yaml", meta_file="configs/metadata.json", dataset_dir=str(tmp_path / "data"), output_dir=str(tmp_path / "out"),
-        mode="accurate", n4_params=params, logging_file=False)
+        mode="accurate", accurate_n4_params=params, logging_file=False)
     workflow = np.asarray(nib.load(tmp_path / "out" / "Phantom_001_seg.nii.gz").dataobj)
-    label, _ = Segmenter("brats_unet3d", device="cpu", backend="torch", mode="accurate", overrides={"n4_params": params}).predict(case_files(case))
+    label, _ = Segmenter("brats_unet3d", device="cpu", backend="torch", mode="accurate", overrides={"accurate_n4_params": params}).predict(case_files(case))
     plain, _ = Segmenter("brats_unet3d", device="cpu", backend="torch", mode="accurate", n4=False).predict(case_files(case))
     assert workflow.shape == label.shape and np.mean(workflow == label) > 0.999
     assert not np.array_equal(label, plain)  # N4 ran on this path
