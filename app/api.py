@@ -44,7 +44,9 @@ def segment(inputs: str | Path | Sequence[str | Path], bundle: str = DEFAULT_BUN
         ``n4`` applies N4 bias-field correction first (True; the bundle's ``n4_combine`` says
         whether the corrected case alone is segmented or averaged with the case as given), or
         not (False), or as the bundle says (None: ``n4_average``, off, in fast mode;
-        ``accurate_n4_average`` in accurate mode, on for brats_unet3d). ``resample`` puts
+        ``accurate_n4_average`` in accurate mode, on for brats_unet3d), with the sequences and
+        settings of the bundle's ``n4_params`` (``accurate_n4_params`` in accurate mode;
+        brats_unet3d: T1ce and FLAIR in fast mode, all four in accurate mode). ``resample`` puts
         sequences on different voxel grids onto the finest one first (see :func:`segment_cases`);
         the label and affine are then that grid's. ``sequences`` names the sequence of each
         loose file, in order, where the file names do not (``["t1ce", "flair"]``; the CLI's
@@ -125,8 +127,10 @@ def segment_cases(
         n4: N4 bias-field correction of each case first (True), or not (False); None: the
             bundle's ``n4_average`` (off) in fast mode, ``accurate_n4_average`` in accurate mode
             (on for brats_unet3d). The bundle's ``n4_combine`` says whether the corrected
-            case alone is segmented or averaged with the case as given. Slower by the N4 fits
-            (about 1.1 s a case on 2 CPU cores); its CV gain is in the bundle docs (see
+            case alone is segmented or averaged with the case as given, ``n4_params``
+            (``accurate_n4_params`` in accurate mode) which sequences are corrected. Slower by
+            the N4 fits (brats_unet3d: about 0.2 s a case on 2 CPU cores in fast mode, T1ce and
+            FLAIR; about 1 s in accurate mode, all four); its CV gain is in the bundle docs (see
             :class:`app.inference.Segmenter`).
         resample: a case whose sequences lie on different voxel grids of one session (e.g. a 5 mm
             2D FLAIR beside a 1 mm 3D T1ce) is resampled onto its finest grid first (linear, in
