@@ -382,7 +382,13 @@ def write_run_record(plan: BatchPlan, segmenter: Segmenter, settings: SegmentSet
     from app.io.atomic import atomic_write_text
 
     keys = ("infer_mode", "roi_size", "sw_batch_size", "overlap", "spacing_mm", "ckpt_path", *(("ensemble_ckpt_paths", "mirror_axes") if segmenter.mode == "accurate" else ()))
-    record = {**info, **current_settings(settings, segmenter), "device": str(segmenter.device), "backend": segmenter.backend, "n4_combine": getattr(segmenter, "n4_combine", None) if getattr(segmenter, "n4", False) else None, "nproc": nproc, "config": {k: segmenter.parser.get_parsed_content(k) for k in keys if k in segmenter.parser},
+    config = {k: segmenter.parser.get_parsed_content(k) for k in keys if k in segmenter.parser}
+    if getattr(segmenter, "model_files", None):
+        config["model_files"] = segmenter.model_files  # what ran: an int8 model's .xml, or the checkpoint
+    if getattr(segmenter, "n4", False) and "n4_params" in segmenter.parser:
+        config["n4_params"] = segmenter.parser.get_parsed_content("n4_params")  # this mode's N4 settings (accurate_n4_params in accurate mode)
+    record = {**info, **current_settings(settings, segmenter), "device": str(segmenter.device), "backend": segmenter.backend,
+              "n4_combine": getattr(segmenter, "n4_combine", None) if getattr(segmenter, "n4", False) else None, "nproc": nproc, "config": config,
               "notes": plan.notes}
     ran = [e for e in entries if not e.get("note")]
     for entry, case in zip(entries, plan.cases):

@@ -357,6 +357,8 @@ class Segmenter:
         else:
             members = ensemble_members(network, paths, self.device)
         self.precision = "+".join(dict.fromkeys(m.precision for m in members)) if self.backend == "openvino" else "f32"
+        # the files that run: an int8 model's .xml where one ran (model.pt finds fold2_int8.xml), else the checkpoint
+        self.model_files = [str(m.xml) if self.backend == "openvino" and m.precision == "int8" else str(path) for m, path in zip(members, paths)]
         if self.mode == "fast":
             axes = parser.get_parsed_content("uncertainty_mirror_axes") if self.uncertainty and "uncertainty_mirror_axes" in parser else []
             return MirrorEnsemble(members, axes, int(parser.get("ensemble_max_batch", 8))) if axes else members[0]

@@ -186,6 +186,7 @@ def test_segmenter_picks_the_int8_model_of_its_checkpoint(phantom_root: Path):
     f32 = Segmenter("brats_unet3d", device="cpu", backend="openvino", int8=False)
     int8 = Segmenter("brats_unet3d", device="cpu", backend="openvino", int8=True)
     assert (f32.precision, int8.precision) == ("f32", "int8") and int8.network.xml.name == "fold2_int8.xml"  # model.pt = fold 2
+    assert [Path(f).name for f in int8.model_files] == ["fold2_int8.xml"] and [Path(f).name for f in f32.model_files] == ["model.pt"]  # volseg_run.json's config.model_files
     assert Segmenter("brats_unet3d", device="cpu", backend="openvino").precision == "int8"  # the bundle's openvino_int8
     label, affine = int8.predict(images)
     ref, ref_affine = f32.predict(images)

@@ -209,6 +209,8 @@ def test_cli_n4_with_a_missing_sequence_records_it(phantom_root: Path, tmp_path:
     record = json.loads((tmp_path / "out" / "volseg_run.json").read_text())
     assert record["n4_average"] is True and record["cases"][0]["missing_sequences"] == ["t1", "t2"]
     assert record["n4_combine"] == Segmenter("brats_unet3d", device="cpu", backend="torch").n4_combine
+    assert record["config"]["n4_params"]["channels"] == [1, 3]  # the N4 settings that ran: fast mode's
+    assert [Path(f).name for f in record["config"]["model_files"]] == ["model.pt"]  # torch: the checkpoint itself
     # the missing-sequence line quotes the bundle's --n4 figures for FLAIR + T1ce
     from app.bundles import missing_sequence_cv
 
