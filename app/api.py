@@ -270,7 +270,7 @@ def cv_folds(manifest: str | Path, out: str | Path, data_dir: str | Path | None 
     by tumour volume (:func:`app.data.folds.build_cv_manifest`).
 
     Raises:
-        FileNotFoundError: the manifest or a label is missing.
+        FileNotFoundError: the manifest, a label or an image is missing.
         ValueError: fewer labelled cases than folds.
     """
     from app.data import default_brats_dir

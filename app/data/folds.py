@@ -72,7 +72,8 @@ def build_cv_manifest(manifest: str | Path, data_dir: str | Path, k: int = 5, se
         ``training`` (every labelled case, with ``fold`` and ``volume_ml``); no validation or test list.
 
     Raises:
-        FileNotFoundError: the manifest or a label is missing.
+        FileNotFoundError: the manifest, a label or an image is missing (every image is checked
+            first, and the first five missing named).
         ValueError: fewer labelled cases than folds.
     """
     if Path(manifest).is_dir():
@@ -84,6 +85,14 @@ def build_cv_manifest(manifest: str | Path, data_dir: str | Path, k: int = 5, se
     except ValueError as err:
         raise ValueError(f"manifest '{manifest}' is not valid JSON: {err}") from err
     items = {it["case_id"]: dict(it) for key in ("training", "validation", "test") for it in content.get(key, []) if "label" in it}
+    missing = [f"case '{cid}': image '{Path(data_dir) / image}'" for cid, item in items.items()
+               for image in ([item.get("image")] if isinstance(item.get("image"), str) else item.get("image") or [])
+               if image and not (Path(data_dir) / image).is_file()]
+    if missing:  # every image checked before the labels are read: a training run on these folds would fail at its first epoch
+        root = f"data root '{data_dir}'" + ("" if Path(data_dir).is_dir() else " does not exist")
+        raise FileNotFoundError(f"{len(missing)} image file(s) of the manifest not found ({root}): " + "; ".join(missing[:5])
+                                + (f"; and {len(missing) - 5} more" if len(missing) > 5 else "")
+                                + "; pass the folder that the datalist's paths are relative to (--data-dir DIR, or VOLSEG_BRATS_DIR)")
     sizes = {}
     for cid, item in items.items():
         path = Path(data_dir) / item["label"]

@@ -68,8 +68,23 @@ def test_shipped_cv_manifest_covers_the_15_shared_cases():
 
 
 def test_a_wrong_data_root_is_named_with_the_way_out(phantom_manifest: Path, tmp_path: Path):
-    with pytest.raises(FileNotFoundError, match=r"label '.*' not found \(data root '.*nowhere' does not exist\); .*--data-dir DIR"):
+    with pytest.raises(FileNotFoundError, match=r"image file\(s\) of the manifest not found \(data root '.*nowhere' does not exist\): case .*--data-dir DIR"):
         build_cv_manifest(phantom_manifest, tmp_path / "nowhere")
+
+
+def test_a_missing_image_is_named_before_any_fold_is_written(phantom_manifest: Path, phantom_root: Path, tmp_path: Path):
+    """`volseg cv folds` checks every image the datalist names, not only the labels it reads for the
+    strata: a missing sequence would otherwise surface at the first epoch of a fold's training."""
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(phantom_root, root)
+    item = next(it for key in ("training", "validation", "test") for it in json.loads(phantom_manifest.read_text()).get(key, []) if "label" in it)
+    gone = item["image"][1] if isinstance(item["image"], list) else item["image"]
+    (root / gone).unlink()
+    with pytest.raises(FileNotFoundError, match=rf"1 image file\(s\) of the manifest not found \(data root '.*data'\): case '{item['case_id']}': image '.*{Path(gone).name}'"):
+        build_cv_manifest(phantom_manifest, root, out=tmp_path / "cv.json")
+    assert not (tmp_path / "cv.json").exists()
 
 
 def test_cli_takes_a_shipped_datalist_by_its_repository_path_from_any_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
