@@ -130,8 +130,114 @@ def _case_files(folder: Path, case_id: str) -> dict[str, Path]:
     return {key: path for key, (_, _, path) in found.items()}
 
 
+#: SeriesDescription (0008,103E) words that mark a contrast-enhanced T1 (T1ce / T1Gd): "T1 post contrast", "T1+C", "T1 GD", "MPRAGE KM".
+_CONTRAST = re.compile(r"(post|\+ ?c\b|\bc\+|gd|gad|contrast|\bce\b|t1ce|t1c\b|\bkm\b|enhanc)", re.IGNORECASE)
+
+
+def sequence_from_description(description: str) -> str | None:
+    """The MRI sequence a DICOM SeriesDescription (0008,103E) names, in VolSeg's keys, or None.
+
+    FLAIR (or T2F) before T2, T2 (T2W, "T2 TSE"; not T2*) before T1, and a T1 with a contrast word
+    ("post", "+C", "Gd", "contrast", "CE", "KM") is T1ce. Scanner descriptions vary; this reads the
+    common ones and answers None where it cannot tell, so that the caller can ask for names.
+
+    Example:
+        >>> [sequence_from_description(d) for d in ("AX FLAIR", "T2 TSE", "T1 post contrast", "T1_MPRAGE", "DWI")]
+        ['flair', 't2', 't1ce', 't1', None]
+    """
+    text = str(description or "").lower()
+    words = re.sub(r"[^a-z0-9+]+", " ", text)
+    if "flair" in words or re.search(r"\bt2f\b", words):
+        return "flair"
+    if re.search(r"\bt2\s*(\*|star)", text):  # T2* gradient echo: not the T2 the models read
+        return None
+    if re.search(r"\bt2", words) and not re.search(r"\bt1", words):
+        return "t2"
+    if re.search(r"\bt1", words) or "mprage" in words:
+        return "t1ce" if _CONTRAST.search(text.replace("t1", " t1 ", 1)) or re.search(r"\bt1(ce|c|gd)\b", words) else "t1"
+    return None
+
+
+def _looks_like_dicom_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds DICOM files: its first file (in name order) carries the "DICM" marker
+    at byte 128 of a DICOM Part 10 file. Reads 132 bytes, so it is cheap enough for every
+    sub-folder of a study."""
+    try:
+        first = next((p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")), None)
+        if first is None:
+            return False
+        with open(first, "rb") as handle:
+            return handle.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False
+
+
+def is_dicom_study(folder: str | Path) -> bool:
+    """Whether ``folder`` holds a DICOM series sub-folder (a study exported one folder a series),
+    by the cheap marker test of :func:`_looks_like_dicom_folder`."""
+    folder = Path(folder)
+    return folder.is_dir() and any(d.is_dir() and not d.name.startswith(".") and _looks_like_dicom_folder(d) for d in folder.iterdir())
+
+
+def _series_header(folder: Path) -> tuple[str, str]:
+    """(SeriesDescription, Modality) of the first DICOM file in ``folder`` ("" where absent)."""
+    from app.io.integrity import read_file_information
+
+    first = next(p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith("."))
+    reader = read_file_information(first)
+    return tuple(reader.GetMetaData(tag).strip() if reader.HasMetaDataKey(tag) else "" for tag in ("0008|103e", "0008|0060"))  # type: ignore[return-value]
+
+
+def _series_folders(folder: Path, case_id: str) -> dict[str, Path]:
+    """Sequence key -> DICOM series sub-folder of a study folder (a clinical export: one folder per
+    series, ``<study>/01_T1/``, ``<study>/02_T1_post_contrast/``, ...).
+
+    Each sub-folder that holds DICOM files is matched by its name where the name ends in a sequence
+    key (``T1``, ``T1ce``, ``<case>_flair``, ``04_FLAIR``; :data:`SEQUENCE_ALIASES`), else by its
+    SeriesDescription (:func:`sequence_from_description`). A name that contradicts the
+    description is warned about (the name wins: it is what the user controls). Sub-folders of
+    neither kind (a localizer, DWI) are left out, with a log line.
+
+    Raises:
+        FileNotFoundError: two series for one sequence (naming both and their descriptions).
+    """
+    log = logging.getLogger(__name__)
+    found: dict[str, list[tuple[Path, str]]] = {}
+    skipped = []
+    for sub in sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")):
+        if not _looks_like_dicom_folder(sub):
+            continue
+        try:
+            description, modality = _series_header(sub)
+        except (ValueError, StopIteration):
+            description, modality = "", ""
+        parsed = split_sequence_name(sub)
+        by_name = parsed[1] if parsed is not None and parsed[1] in MODALITIES else None
+        by_description = sequence_from_description(description)
+        if by_name and by_description and by_name != by_description:
+            log.warning(f"case '{case_id}': series folder '{sub.name}' is read as {by_name} (its name), but its SeriesDescription "
+                        f"'{description}' says {by_description}; rename the folder if the description is right")
+        key = by_name or by_description
+        if key is None:
+            skipped.append(f"{sub.name} ('{description}'{', ' + modality if modality else ''})")
+            continue
+        found.setdefault(key, []).append((sub, description))
+    if skipped:
+        log.info(f"case '{case_id}': series folder(s) not matched to a sequence, left out: {', '.join(skipped)}")
+    doubles = {key: subs for key, subs in found.items() if len(subs) > 1}
+    if doubles:
+        listing = "; ".join(f"{key}: " + ", ".join(f"{sub.name} ('{d}')" for sub, d in subs) for key, subs in doubles.items())
+        raise FileNotFoundError(f"case '{case_id}' in '{folder}': several DICOM series for one sequence ({listing}); "
+                                "keep one series a sequence in the study folder, or give the series folders as inputs with --sequences")
+    return {key: subs[0][0] for key, subs in found.items()}
+
+
 def find_case(folder: str | Path, require_label: bool = False, allow_missing: bool = False) -> BratsCase:
     """Read one BraTS case folder (BraTS 2012-2021 or 2023+ file names, :data:`SEQUENCE_ALIASES`).
+
+    A case folder holds one volume file a sequence, or (a DICOM study as exported) one DICOM
+    series sub-folder a sequence, matched by the sub-folder's name or its SeriesDescription
+    (:func:`_series_folders`).
 
     Args:
         folder: the case folder; its name is the case ID.
@@ -151,6 +257,8 @@ def find_case(folder: str | Path, require_label: bool = False, allow_missing: bo
         raise FileNotFoundError(f"case folder '{folder}' does not exist or is not a folder")
     case_id = folder.name
     files = _case_files(folder, case_id)
+    if not any(key in files for key in MODALITIES):  # no sequence file: a DICOM study, one sub-folder a series?
+        files.update(_series_folders(folder, case_id))
     images = {key: files.get(key) for key in MODALITIES}
     label = files.get("seg")
     missing = [key for key, path in images.items() if path is None]

@@ -168,15 +168,16 @@ def resolve_inputs(inputs: Sequence[str | Path], channels: Sequence[str] = MODAL
 
 
 def _is_case_folder(folder: Path) -> bool:
-    """Whether ``folder`` holds a volume named for its case (``<folder>_<key>``) or a bare sequence
-    file (``FLAIR.nii.gz``), as :func:`app.data.cases.find_case` reads them."""
-    from app.data.cases import split_sequence_name
+    """Whether ``folder`` holds a volume named for its case (``<folder>_<key>``), a bare sequence
+    file (``FLAIR.nii.gz``), or DICOM series sub-folders (a study), as
+    :func:`app.data.cases.find_case` reads them."""
+    from app.data.cases import is_dicom_study, split_sequence_name
 
     for f in folder.iterdir():
         case_id, key = split_sequence_name(f) or (None, None)
         if case_id == folder.name or (key in MODALITIES and not case_id and f.is_file()):
             return True
-    return False
+    return is_dicom_study(folder)
 
 
 def _group_loose_files(files: list[Path], channels: Sequence[str], sequences: Sequence[str] | None,

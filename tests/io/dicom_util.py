@@ -6,9 +6,11 @@ import time
 from pathlib import Path
 
 
-def write_dicom_series(image, folder: Path, series_uid: str = "1.2.826.0.1.3680043.2.1125.1.1", slope: float = 1.0, intercept: float = -1024.0) -> list[Path]:
+def write_dicom_series(image, folder: Path, series_uid: str = "1.2.826.0.1.3680043.2.1125.1.1", slope: float = 1.0, intercept: float = -1024.0,
+                       description: str = "VolSeg test series", modality: str = "CT") -> list[Path]:
     """Write ``image`` (HU) as one slice file per z index, stored as unsigned 16-bit values
-    (HU - intercept) / slope with the rescale tags set, as CT scanners do."""
+    (HU - intercept) / slope with the rescale tags set, as CT scanners do; ``description`` and
+    ``modality`` go to SeriesDescription (0008,103E) and Modality (0008,0060)."""
     import SimpleITK as sitk
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -18,10 +20,10 @@ def write_dicom_series(image, folder: Path, series_uid: str = "1.2.826.0.1.36800
     writer.KeepOriginalImageUIDOn()
     date, now = time.strftime("%Y%m%d"), time.strftime("%H%M%S")
     series_tags = [
-        ("0008|0031", now), ("0008|0021", date), ("0008|0060", "CT"), ("0020|000e", series_uid),
+        ("0008|0031", now), ("0008|0021", date), ("0008|0060", modality), ("0020|000e", series_uid),
         ("0020|000d", series_uid.rsplit(".", 1)[0] + ".9"), ("0020|0052", series_uid + ".99"), ("0008|0016", "1.2.840.10008.5.1.4.1.1.2"), ("0010|0010", "Phantom^Test"), ("0010|0020", "VS0001"),
         ("0020|0037", "\\".join(f"{v:.10f}" for v in (direction[0], direction[3], direction[6], direction[1], direction[4], direction[7]))),
-        ("0008|103e", "VolSeg test series"), ("0028|1052", f"{intercept}"), ("0028|1053", f"{slope}"), ("0028|1054", "HU"),
+        ("0008|103e", description), ("0028|1052", f"{intercept}"), ("0028|1053", f"{slope}"), ("0028|1054", "HU"),
         ("0028|0100", "16"), ("0028|0101", "16"), ("0028|0102", "15"), ("0028|0103", "0"),
     ]
     paths = []

@@ -1,0 +1,65 @@
+"""A DICOM study exported one folder a series (``<study>/01_T1/``, ``<study>/02_T1_post_contrast/``,
+...) is one case: each series folder is matched to its sequence by name or SeriesDescription."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from typer.testing import CliRunner
+
+from app.data.cases import find_case, sequence_from_description
+from tests.conftest import case_files
+from tests.io.dicom_util import write_dicom_series
+
+#: folder name and SeriesDescription of each sequence, as a scanner export might name them
+EXPORT = {"t1": ("01_T1", "T1 SE"), "t1ce": ("02_T1_post_contrast", "T1 post contrast"), "t2": ("03_T2", "Ax T2 FSE"), "flair": ("04_FLAIR", "AX FLAIR")}
+
+
+def _study(phantom_case: Path, study: Path, export: dict[str, tuple[str, str]] = EXPORT) -> Path:
+    for key, path in zip(("t1", "t1ce", "t2", "flair"), case_files(phantom_case)):
+        folder, description = export[key]
+        image = sitk.Cast(sitk.ReadImage(str(path)), sitk.sitkFloat32)
+        write_dicom_series(image, study / folder, series_uid=f"1.2.826.0.1.3680043.2.1125.7.{len(key)}{ord(key[-1])}", intercept=0.0,
+                           description=description, modality="MR")
+    return study
+
+
+def test_sequence_from_series_descriptions():
+    descriptions = {"AX FLAIR": "flair", "T2-FLAIR": "flair", "Ax T2 FSE": "t2", "T2W_TSE": "t2", "T1 post contrast": "t1ce", "T1+C": "t1ce",
+                    "MPRAGE post Gd": "t1ce", "sag T1 KM": "t1ce", "T1_MPRAGE": "t1", "T1 SE": "t1", "T2*": None, "DWI": None, "localizer": None}
+    assert {d: sequence_from_description(d) for d in descriptions} == descriptions
+
+
+def test_a_study_of_series_folders_is_one_case_and_segments_as_its_nifti(phantom_root: Path, tmp_path: Path):
+    study = _study(phantom_root / "Phantom_001", tmp_path / "data" / "Study_A")
+    case = find_case(study, allow_missing=True)
+    assert case.case_id == "Study_A"
+    assert [p.name for p in case.images] == ["01_T1", "02_T1_post_contrast", "03_T2", "04_FLAIR"]  # T1ce by its description
+    from app.cli import app as cli
+
+    for given, out in ((study.parent, tmp_path / "out_dataset"), (study, tmp_path / "out_study")):  # a dataset of studies, and one study
+        result = CliRunner().invoke(cli, ["segment", str(given), "--output", str(out), "--backend", "torch", "--quiet"])
+        assert result.exit_code == 0, result.output
+    nifti = CliRunner().invoke(cli, ["segment", str(phantom_root / "Phantom_001"), "--output", str(tmp_path / "out_nifti"), "--backend", "torch", "--quiet"])
+    assert nifti.exit_code == 0, nifti.output
+    from_dicom = nib.load(tmp_path / "out_study" / "Study_A_seg.nii.gz")
+    from_nifti = nib.load(tmp_path / "out_nifti" / "Phantom_001_seg.nii.gz")
+    assert from_dicom.shape == from_nifti.shape and np.array_equal(np.asarray(from_dicom.dataobj), np.asarray(from_nifti.dataobj))
+    assert (tmp_path / "out_dataset" / "Study_A_seg.nii.gz").is_file()
+
+
+def test_a_folder_name_that_contradicts_the_description_is_warned_and_two_series_for_one_sequence_refused(
+        phantom_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    swapped = dict(EXPORT, t2=("03_FLAIR", "Ax T2 FSE"), flair=("04_T2", "AX FLAIR"))  # folder names exchanged
+    with caplog.at_level(logging.WARNING):
+        case = find_case(_study(phantom_root / "Phantom_001", tmp_path / "Swapped", swapped), allow_missing=True)
+    assert [p.name for p in case.images][2:] == ["04_T2", "03_FLAIR"]  # the name wins
+    assert "series folder '03_FLAIR' is read as flair (its name), but its SeriesDescription 'Ax T2 FSE' says t2" in caplog.text
+    double = dict(EXPORT, t2=("03_series", "AX FLAIR"))  # a second FLAIR by description
+    with pytest.raises(FileNotFoundError, match=r"several DICOM series for one sequence \(flair: 03_series \('AX FLAIR'\), 04_FLAIR \('AX FLAIR'\)\)"):
+        find_case(_study(phantom_root / "Phantom_001", tmp_path / "Double", double), allow_missing=True)
