@@ -542,6 +542,26 @@ def serve(
     uvicorn.run(api, host=host, port=port, log_level="warning" if quiet else "info")
 
 
+@app.command("dicom-sort")
+def dicom_sort(
+    source: Path = typer.Argument(..., help="a DICOM export whose series lie mixed in one folder (or in any sub-folders)"),
+    output: Path = typer.Option(..., "--output", "-o", help="folder for the study folders (<patient ID>/<NN>_<SeriesDescription>/)"),
+) -> None:
+    """Copy each DICOM series of an export into a folder of its own, one study folder per study:
+    the layout volseg segment reads as a case (series matched to T1/T1ce/T2/FLAIR by SeriesDescription)."""
+    _setup(True)
+    from app.data.dicom_study import sort_dicom_export
+
+    _output_path(output, "--output")
+    try:
+        written = sort_dicom_export(source, output)
+    except (ValueError, OSError) as err:
+        _fail(err)
+    for study, rows in written.items():
+        typer.echo(f"{study}: " + "; ".join(f"{folder} ('{description}') -> {key or 'no sequence (left out)'}" for folder, description, key in rows))
+    typer.echo(f"segment them with: volseg segment {output} --output <folder>")
+
+
 @app.command("export-monailabel")
 def export_monailabel(
     bundle: str = typer.Argument(..., help="shipped bundle name"),

@@ -18,6 +18,7 @@ from app.data.cases import case_id_from_path, find_case  # case_id_from_path: re
 from app.data.verify import InputError, check_case_images
 from app.inference.backends import OpenVINONetwork, resolve_backend
 from app.inference.int8 import find_int8_ir, int8_may_saturate
+from app.io.readers import dicom_series_ids
 from app.inference.ensemble import MODES, MirrorEnsemble, check_ensemble_paths, check_weights, ensemble_members
 from app.transforms import ChannelThresholdd, FillRegionHolesd, InForegroundBoxd, RegionsToBratsLabelsd
 
@@ -72,8 +73,6 @@ def _inverse_is_exact_on_labels(image: Any, spacing: Any) -> bool:
 
 
 def _is_dicom_folder(folder: Path) -> bool:
-    from app.io.readers import dicom_series_ids
-
     return bool(dicom_series_ids(folder))
 
 
@@ -207,6 +206,14 @@ def _group_loose_files(files: list[Path], channels: Sequence[str], sequences: Se
         parsed = [(split_sequence_name(f), f) for f in files]
         unnamed = [str(f) for p, f in parsed if p is None or p[1] not in channels]
         if unnamed:
+            from app.io.readers import describe_series, dicom_series
+
+            mixed = [f for f in files if str(f) in unnamed and f.is_dir() and len(dicom_series_ids(f)) > 1]
+            if mixed:  # a DICOM export with every series in one folder: no name can say which sequence it is
+                raise InputError(f"'{mixed[0]}' holds {len(dicom_series_ids(mixed[0]))} DICOM series ({describe_series(dicom_series(mixed[0]))}): "
+                                 f"volseg segment reads one series a folder; `volseg dicom-sort {mixed[0]} --output DIR` copies each series into "
+                                 "a folder of its own, one study folder a study, and `volseg segment DIR --output OUT` then matches the series "
+                                 "to sequences by SeriesDescription")
             raise InputError(f"cannot tell which sequence {', '.join(repr(u) for u in unnamed)} is: name each file <case>_<{'|'.join(channels)}>"
                              ".nii.gz (BraTS 2023+: <case>-<t1n|t1c|t2w|t2f>), or pass --sequences (sequences= in app.api) with one name "
                              "per file in order")

@@ -12,7 +12,7 @@ from app.errors import InputError
 from app.io.formats import VOLUME_SUFFIXES, strip_volume_suffix, volume_format  # re-exported: callers import them from here
 from app.io.integrity import VoxelCounts, check_voxel_budget, describe, read_file_information, sequence_of, verify_file
 
-__all__ = ["VOLUME_SUFFIXES", "dicom_series", "dicom_series_ids", "read_image_information", "read_volume", "strip_volume_suffix", "verify_volume", "volume_format"]
+__all__ = ["VOLUME_SUFFIXES", "describe_series", "dicom_series", "dicom_series_ids", "read_image_information", "read_volume", "strip_volume_suffix", "verify_volume", "volume_format"]
 
 
 def dicom_series_ids(folder: str | Path) -> tuple[str, ...]:
@@ -59,6 +59,20 @@ def dicom_series(folder: str | Path) -> dict[str, list[str]]:
     if not uids:
         raise InputError(f"'{folder}': no DICOM series found (empty folder or no readable DICOM slices)")
     return {uid: list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)) for uid in uids}
+
+
+def describe_series(series: dict[str, list[str]]) -> str:
+    """``series`` (:func:`dicom_series`) as text for a message: each series' SeriesDescription
+    (0008,103E) where it has one, else its UID, and its number of slices."""
+    parts = []
+    for uid, files in series.items():
+        try:
+            header = read_file_information(files[0])
+            description = header.GetMetaData("0008|103e").strip() if header.HasMetaDataKey("0008|103e") else ""
+        except InputError:
+            description = ""
+        parts.append(f"'{description}' ({len(files)} slices)" if description else f"{uid} ({len(files)} slices)")
+    return "; ".join(parts)
 
 
 def read_volume(path: str | Path, series_uid: str | None = None, check_finite: bool = True,
@@ -134,9 +148,9 @@ def _dicom_reader(folder: Path, series_uid: str | None):
 
     series = dicom_series(folder)
     if series_uid is None and len(series) > 1:
-        listing = "; ".join(f"{uid} ({len(files)} slices)" for uid, files in series.items())
-        raise InputError(f"'{folder}': {len(series)} DICOM series found ({listing}); put each series in a folder of its own "
-                         "(volseg segment reads one series a folder; app.io.read_volume takes series_uid=)")
+        raise InputError(f"'{folder}': {len(series)} DICOM series found ({describe_series(series)}); put each series in a folder of its own "
+                         "(`volseg dicom-sort FOLDER --output DIR` copies them so, one study folder a study, which volseg segment "
+                         "takes as a case; app.io.read_volume takes series_uid=)")
     uid = series_uid or next(iter(series))
     if uid not in series:
         raise InputError(f"'{folder}': no DICOM series with UID {uid}; found {', '.join(series)}")

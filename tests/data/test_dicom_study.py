@@ -63,3 +63,36 @@ def test_a_folder_name_that_contradicts_the_description_is_warned_and_two_series
     double = dict(EXPORT, t2=("03_series", "AX FLAIR"))  # a second FLAIR by description
     with pytest.raises(FileNotFoundError, match=r"several DICOM series for one sequence \(flair: 03_series \('AX FLAIR'\), 04_FLAIR \('AX FLAIR'\)\)"):
         find_case(_study(phantom_root / "Phantom_001", tmp_path / "Double", double), allow_missing=True)
+
+
+def test_an_export_with_every_series_in_one_folder_is_named_and_sorted_into_a_study(phantom_root: Path, tmp_path: Path):
+    """A PACS export puts all series of a study in one folder: volseg segment says so and names the
+    command that sorts it; `volseg dicom-sort` copies each series into a folder of its own, one
+    study folder a study (by patient ID), which then segments as the case's NIfTI files do."""
+    import shutil
+
+    from app.cli import app as cli
+
+    study = _study(phantom_root / "Phantom_001", tmp_path / "series")
+    mixed = tmp_path / "export" / "Patient_1"
+    mixed.mkdir(parents=True)
+    for n, f in enumerate(sorted(study.rglob("*.dcm"))):
+        shutil.copy2(f, mixed / f"IM{n:05d}")  # PACS names: no series in the file names
+    refused = CliRunner().invoke(cli, ["segment", str(mixed), "--output", str(tmp_path / "o"), "--backend", "torch", "--quiet"])
+    assert refused.exit_code != 0
+    assert "holds 4 DICOM series (" in refused.output and "'AX FLAIR' (" in refused.output and "volseg dicom-sort" in refused.output
+    before = sorted(p.name for p in mixed.iterdir())
+    sorted_ = CliRunner().invoke(cli, ["dicom-sort", str(tmp_path / "export"), "--output", str(tmp_path / "studies")])
+    assert sorted_.exit_code == 0, sorted_.output
+    assert sorted(p.name for p in mixed.iterdir()) == before  # copied, not moved
+    (folder,) = (tmp_path / "studies").iterdir()
+    assert folder.name == "VS0001"  # the patient ID of write_dicom_series
+    assert sorted(p.name for p in folder.iterdir()) == ["01_AX_FLAIR", "02_Ax_T2_FSE", "03_T1_SE", "04_T1_post_contrast"]
+    assert "04_T1_post_contrast ('T1 post contrast') -> t1ce" in sorted_.output
+    out = CliRunner().invoke(cli, ["segment", str(tmp_path / "studies"), "--output", str(tmp_path / "o"), "--backend", "torch", "--quiet"])
+    assert out.exit_code == 0, out.output
+    nifti = CliRunner().invoke(cli, ["segment", str(phantom_root / "Phantom_001"), "--output", str(tmp_path / "n"), "--backend", "torch", "--quiet"])
+    assert nifti.exit_code == 0, nifti.output
+    assert np.array_equal(np.asarray(nib.load(tmp_path / "o" / "VS0001_seg.nii.gz").dataobj), np.asarray(nib.load(tmp_path / "n" / "Phantom_001_seg.nii.gz").dataobj))
+    again = CliRunner().invoke(cli, ["dicom-sort", str(tmp_path / "export"), "--output", str(tmp_path / "studies")])
+    assert again.exit_code != 0 and "exist already" in again.output
