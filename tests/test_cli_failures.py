@@ -378,7 +378,7 @@ def test_a_dicom_seg_that_fails_keeps_the_written_label_map_and_says_so(phantom_
 
     series = []
     for i, src in enumerate(case_files(phantom_root / "Phantom_002")):
-        series.append(tmp_path / f"series_{i}")
+        series.append(tmp_path / "Study_8" / f"series_{i}")
         write_dicom_series(sitk.ReadImage(str(src)), series[-1], series_uid=f"1.2.826.0.1.3680043.2.1125.8.{i}", intercept=0.0)
 
     def no_frame_of_reference(*args, **kwargs):
@@ -387,11 +387,11 @@ def test_a_dicom_seg_that_fails_keeps_the_written_label_map_and_says_so(phantom_
     monkeypatch.setattr("app.io.dicom_seg.write_dicom_seg", no_frame_of_reference)
     out = tmp_path / "out"
     result = _segment(*series, "-o", out, "--sequences", "t1,t1ce,t2,flair", "--dicom-seg")
-    assert result.exit_code == 1 and (out / "series_0_seg.nii.gz").is_file()
-    assert f"its label map {out / 'series_0_seg.nii.gz'} is written, its DICOM SEG is not (ValueError: Source images have no Frame" in result.output
+    assert result.exit_code == 1 and (out / "Study_8_seg.nii.gz").is_file()
+    assert f"its label map {out / 'Study_8_seg.nii.gz'} is written, its DICOM SEG is not (ValueError: Source images have no Frame" in result.output
     assert f"source series {series[0]}" in result.output
     [entry] = json.loads((out / "volseg_run.json").read_text())["cases"]
-    assert entry["output"] == str(out / "series_0_seg.nii.gz") and "DICOM SEG is not" in entry["error"]
+    assert entry["output"] == str(out / "Study_8_seg.nii.gz") and "DICOM SEG is not" in entry["error"]
 
 
 def test_a_written_case_made_by_other_weights_of_the_same_bundle_is_segmented_again(cases: list[Path], tmp_path: Path, fake: FakeSegmenter):

@@ -197,6 +197,8 @@ def _group_loose_files(files: list[Path], channels: Sequence[str], sequences: Se
         # the name's sequence key is dropped from the case ID only where it is the sequence declared
         # (t2_t2.nii.gz given as flair is case 't2_t2', not 't2')
         case_id = case_id_from_path(files[0]) if first is None or first[1] == keys[0] else strip_volume_suffix(files[0].name)
+        if all(f.is_dir() for f in files) and len({f.resolve().parent for f in files}) == 1:
+            case_id = files[0].resolve().parent.name  # the series folders of one study (01_T1/, 02_T1_post/): the study is the case
         named = [(case_id, k, f) for k, f in zip(keys, files)]
         parsed_ids = list(dict.fromkeys(p[0] for p in map(split_sequence_name, files) if p is not None and p[0]))
         if len(parsed_ids) > 1:

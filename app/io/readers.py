@@ -71,7 +71,7 @@ def describe_series(series: dict[str, list[str]]) -> str:
             description = header.GetMetaData("0008|103e").strip() if header.HasMetaDataKey("0008|103e") else ""
         except InputError:
             description = ""
-        parts.append(f"'{description}' ({len(files)} slices)" if description else f"{uid} ({len(files)} slices)")
+        parts.append(f"'{description}' {uid} ({len(files)} slices)" if description else f"{uid} ({len(files)} slices)")
     return "; ".join(parts)
 
 
@@ -116,7 +116,12 @@ def read_volume(path: str | Path, series_uid: str | None = None, check_finite: b
         if fmt == "dicom":
             reader = _dicom_reader(path, series_uid)
             header_read = True
-            image = reader.Execute()
+            shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+            sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK's "Non uniform sampling" (its build path): check_slice_positions says it, naming the slices
+            try:
+                image = reader.Execute()
+            finally:
+                sitk.ProcessObject.SetGlobalWarningDisplay(shown)
             check_slice_positions(path, reader)
         else:
             if not path.is_file():
