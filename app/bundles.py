@@ -80,17 +80,19 @@ def missing_sequence_cv(bundle: str | Path, missing: Sequence[str], n4: bool = F
     return dict(meta.get(table, {}).get(key, {}))
 
 
-def run_subset_cv(bundle: str | Path, missing: Sequence[str], n4: bool = False, int8: bool = False) -> tuple[dict[str, float], str]:
+def run_subset_cv(bundle: str | Path, missing: Sequence[str], n4: bool = False, int8: bool = False, mode: str | None = "fast") -> tuple[dict[str, float], str]:
     """The CV Dice to quote for a run that lacked ``missing`` sequences: the bundle's figures for
     the same path (``n4``: with ``--n4``; ``int8``: its int8 models) where it has them. Where it
     does not, int8 falls back to the float32 figures and ``n4`` to those without N4, and the
-    source says so.
+    source says so. The figures are fast mode's (one fold model a case); for a ``mode``
+    "accurate" run the source says so, since the fold ensemble cannot be scored on the cases its
+    members trained on.
 
     Returns:
         ``(figures, source)``: :func:`missing_sequence_cv`'s dict, and where the figures come from:
         ``"with --n4"``, ``"without --n4"`` (an ``n4`` run quoted the default figures), ``"int8"``,
         ``"float32"`` (an ``int8`` run quoted the float32 figures), joined with ``", "``; ``""`` for
-        a float32 run without ``n4``.
+        a float32 run without ``n4``; ``"of --mode fast ..."`` added for an accurate-mode run.
 
     Example:
         >>> run_subset_cv("brats_unet3d", ["t2"], n4=True, int8=True)[1]
@@ -100,7 +102,8 @@ def run_subset_cv(bundle: str | Path, missing: Sequence[str], n4: bool = False, 
         for use_int8 in dict.fromkeys((int8, False)):
             figures = missing_sequence_cv(bundle, missing, n4=use_n4, int8=use_int8)
             if figures:
-                source = [("with --n4" if use_n4 else "without --n4") if n4 else "", ("int8" if use_int8 else "float32") if int8 else ""]
+                source = [("with --n4" if use_n4 else "without --n4") if n4 else "", ("int8" if use_int8 else "float32") if int8 else "",
+                          "of --mode fast (accurate mode has no CV figures of its own)" if mode == "accurate" else ""]
                 return figures, ", ".join(s for s in source if s)
     return {}, ""
 

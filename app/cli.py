@@ -310,7 +310,7 @@ def segment(
     overwrite: bool = typer.Option(False, "--overwrite", help="segment cases whose label map is already in the output folder again (default: skip them, so a stopped batch resumes; a label made with another bundle, mode, N4, precision, other weights (a bundle folder trained again) or other sequences, or without the uncertainty map asked for, is made again; earlier cases stay in volseg_run.json and volumes.csv)"),
     report: bool = typer.Option(False, "--report", help="also write <output>/report.html: per case, overlays on three planes, volumes (mL), missing sequences, quality score, the bundle's CV figures"),
     int8: Optional[bool] = typer.Option(None, "--int8/--no-int8", help="OpenVINO backend: run the bundle's int8 models (NNCF post-training quantization; brats_unet3d, 5-fold CV, all four sequences: WT 0.009 below float32, TC and ET within 0.005) or float32; default: the bundle's openvino_int8"),
-    n4: Optional[bool] = typer.Option(None, "--n4/--no-n4", help="N4 bias-field correction before the model, of the sequences the bundle's n4_params name (brats_unet3d: T1ce and FLAIR in --mode fast, about 0.2 s a case more on 2 CPU cores; all four in --mode accurate, accurate_n4_params) and as its n4_combine says (the corrected case only, or averaged with the case as given; brats_unet3d 5-fold CV gain in its docs); default: the bundle's, off in --mode fast, on in --mode accurate for brats_unet3d"),
+    n4: Optional[bool] = typer.Option(None, "--n4/--no-n4", help="N4 bias-field correction before the model, of the sequences the bundle's n4_params name (brats_unet3d: T1ce and FLAIR in --mode fast, about 0.4 s a case more on 2 CPU cores; all four in --mode accurate, accurate_n4_params) and as its n4_combine says (the corrected case only, or averaged with the case as given; brats_unet3d 5-fold CV gain in its docs); default: the bundle's, off in --mode fast, on in --mode accurate for brats_unet3d"),
     resample: bool = typer.Option(False, "--resample", help="a case whose sequences lie on different voxel grids of one session (e.g. a 5 mm 2D FLAIR beside a 1 mm 3D T1ce) is resampled onto its finest grid first (linear, scanner coordinates, no registration), where its label map is written; default: such a case fails"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
@@ -346,7 +346,7 @@ def segment(
                    + "; run the same command again to go on (written cases are skipped)", err=True)
         raise typer.Exit(130) from None
     failed = [r for r in results if r.error]
-    used_n4, used_int8 = _run_path(output)
+    used_n4, used_int8, used_mode = _run_path(output)
     for r in results:
         if r.note:
             typer.echo(f"{r.case_id}: {r.note}")
@@ -359,7 +359,7 @@ def segment(
             if r.extra.get("dicom_seg"):
                 typer.echo(f"  DICOM SEG: {r.extra['dicom_seg']}")
             if r.extra.get("missing_sequences"):
-                typer.echo(f"  {_missing_line(bundle, r.extra['missing_sequences'], used_n4, used_int8)}")
+                typer.echo(f"  {_missing_line(bundle, r.extra['missing_sequences'], used_n4, used_int8, used_mode)}")
             if "quality" in r.extra:
                 caveat = "; not to be trusted: the input warnings above say the case is unlike BraTS MRI" if r.extra.get("input_warnings") else ""
                 typer.echo(f"  uncertainty: {r.extra['uncertainty']} (quality score {r.extra['quality']:.3f}: expected WT Dice{caveat})")
@@ -372,24 +372,24 @@ def segment(
         raise typer.Exit(1)
 
 
-def _run_path(output: Path) -> tuple[bool, bool]:
-    """Whether the batch's run record (``volseg_run.json``) says it ran N4 (``--n4``), and int8 models."""
+def _run_path(output: Path) -> tuple[bool, bool, str]:
+    """Whether the batch's run record (``volseg_run.json``) says it ran N4 (``--n4``), and int8 models, and its mode."""
     from app.bundles import ran_int8
 
     try:
         record = json.loads((output / "volseg_run.json").read_text())
     except (OSError, ValueError):
-        return False, False
-    return bool(record.get("n4_average")), ran_int8(record.get("precision"))
+        return False, False, "fast"
+    return bool(record.get("n4_average")), ran_int8(record.get("precision")), str(record.get("mode") or "fast")
 
 
-def _missing_line(bundle: str, missing: list[str], n4: bool = False, int8: bool = False) -> str:
+def _missing_line(bundle: str, missing: list[str], n4: bool = False, int8: bool = False, mode: str = "fast") -> str:
     """``missing sequences: t2 (zero-filled; 5-fold CV Dice with this subset: WT 0.800  TC 0.700  ET 0.600)``;
     the bundle's figures for the path that ran (``n4``: ``--n4``; ``int8``: its int8 models) where it
     has them, else the nearest ones, said so (:func:`app.bundles.run_subset_cv`)."""
     from app.bundles import run_subset_cv
 
-    cv, source = run_subset_cv(bundle, missing, n4, int8)
+    cv, source = run_subset_cv(bundle, missing, n4, int8, mode)
     which = f" {source}" if source else ""
     cost = (f"; 5-fold CV Dice with this subset{which}: " + "  ".join(f"{r} {cv[r]:.3f}" for r in ("WT", "TC", "ET") if r in cv)) if cv else "; no CV figure for this subset"
     return f"missing sequences: {', '.join(missing)} (zero-filled{cost})"

@@ -212,13 +212,13 @@ def _background(images: Sequence[str | Path | None]) -> str | Path | None:
     return (named or present or [None])[-1]
 
 
-def _subset_cv(bundle: str, missing: Sequence[str], n4: bool = False, int8: bool = False) -> str:
+def _subset_cv(bundle: str, missing: Sequence[str], n4: bool = False, int8: bool = False, mode: str | None = "fast") -> str:
     """The bundle's cross-validation Dice per region for cases lacking ``missing`` sequences, for
     the path that ran (``n4``: ``--n4``; ``int8``: its int8 models) where it has figures for it
     (:func:`app.bundles.run_subset_cv`)."""
     from app.bundles import run_subset_cv
 
-    cv, source = run_subset_cv(bundle, missing, n4, int8)
+    cv, source = run_subset_cv(bundle, missing, n4, int8, mode)
     return ("  ".join(f"{region} {dice:.3f}" for region, dice in cv.items()) + (f" ({source})" if source else "")) if cv else "no CV figure for this subset"
 
 
@@ -251,7 +251,7 @@ def case_section(entry: Mapping[str, Any], images: Sequence[str | Path | None] |
              ("quality score", _fmt(quality) if quality is not None else "not computed (volseg segment --uncertainty)"),
              ("label map", str(output)), ("seconds", _fmt(entry.get("seconds")))]
     if entry.get("missing_sequences") and bundle:
-        facts.insert(1, ("CV Dice with these sequences", _subset_cv(bundle, entry["missing_sequences"], n4, int8)))
+        facts.insert(1, ("CV Dice with these sequences", _subset_cv(bundle, entry["missing_sequences"], n4, int8, (entry.get("settings") or {}).get("mode"))))
     facts += [(k, _fmt(v)) for k, v in entry.items() if k not in _SHOWN and v is not None]
     if entry.get("note"):
         facts.append(("note", str(entry["note"])))

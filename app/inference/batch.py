@@ -385,8 +385,6 @@ def write_run_record(plan: BatchPlan, segmenter: Segmenter, settings: SegmentSet
     config = {k: segmenter.parser.get_parsed_content(k) for k in keys if k in segmenter.parser}
     if getattr(segmenter, "model_files", None):
         config["model_files"] = segmenter.model_files  # what ran: an int8 model's .xml, or the checkpoint
-    if getattr(segmenter, "n4", False) and "n4_params" in segmenter.parser:
-        config["n4_params"] = segmenter.parser.get_parsed_content("n4_params")  # this mode's N4 settings (accurate_n4_params in accurate mode)
     record = {**info, **current_settings(settings, segmenter), "device": str(segmenter.device), "backend": segmenter.backend,
               "n4_combine": getattr(segmenter, "n4_combine", None) if getattr(segmenter, "n4", False) else None, "nproc": nproc, "config": config,
               "notes": plan.notes}
@@ -395,7 +393,7 @@ def write_run_record(plan: BatchPlan, segmenter: Segmenter, settings: SegmentSet
         entry.setdefault("inputs", [os.path.abspath(p) if p is not None else None for p in case.images])  # usable from any working folder
     for entry in ran:
         entry["settings"] = run_settings(record)
-    add_missing_sequence_cv(ran, settings.bundle, record["n4_average"], ran_int8(segmenter.precision))
+    add_missing_sequence_cv(ran, settings.bundle, record["n4_average"], ran_int8(segmenter.precision), segmenter.mode)
     record["cases"] = _with_earlier_cases(entries, earlier_entries(plan.output_dir))
     kept = len(record["cases"]) - len(entries)
     if kept:
@@ -405,13 +403,16 @@ def write_run_record(plan: BatchPlan, segmenter: Segmenter, settings: SegmentSet
     return atomic_write_text(Path(plan.output_dir) / RUN_RECORD, json.dumps(record, indent=2, default=str) + "\n")
 
 
-SETTING_KEYS = ("bundle", "mode", "n4_average", "precision", "weights")
+SETTING_KEYS = ("bundle", "mode", "n4_average", "n4_params", "precision", "weights")
 
 
 def current_settings(settings: SegmentSettings, segmenter: Segmenter) -> dict[str, Any]:
-    """What this batch segments with: ``bundle``, ``mode``, ``n4_average``, ``precision`` and
-    ``weights`` (:func:`weights_fingerprint`: a bundle folder trained again keeps its name)."""
-    return {"bundle": str(settings.bundle), "mode": segmenter.mode, "n4_average": bool(getattr(segmenter, "n4", False)), "precision": segmenter.precision,
+    """What this batch segments with: ``bundle``, ``mode``, ``n4_average``, ``n4_params`` (the
+    mode's N4 settings where N4 runs, else None), ``precision`` and ``weights``
+    (:func:`weights_fingerprint`: a bundle folder trained again keeps its name)."""
+    n4 = bool(getattr(segmenter, "n4", False))
+    n4_params = segmenter.parser.get_parsed_content("n4_params") if n4 and "n4_params" in segmenter.parser else None
+    return {"bundle": str(settings.bundle), "mode": segmenter.mode, "n4_average": n4, "n4_params": n4_params, "precision": segmenter.precision,
             "weights": weights_fingerprint(segmenter)}
 
 
@@ -473,7 +474,7 @@ def _with_earlier_cases(entries: list[dict[str, Any]], earlier: dict[str, dict[s
 
 def stale_skips(plan: BatchPlan, segmenter: Segmenter, settings: SegmentSettings) -> list[str]:
     """Un-skip the planned cases whose label in the output folder was made from other input files,
-    with other settings (bundle, mode, N4, precision, weights) or from other sequences (the
+    with other settings (bundle, mode, N4 and its settings, precision, weights) or from other sequences (the
     earlier run record says so), or lacks the uncertainty map this run asks for: they are
     segmented again. Labels the record does not list are kept, with one warning. Returns a line
     per case for the log."""
@@ -511,7 +512,7 @@ def stale_skips(plan: BatchPlan, segmenter: Segmenter, settings: SegmentSettings
     return lines
 
 
-def add_missing_sequence_cv(entries: list[dict[str, Any]], bundle: str | Path, n4: bool, int8: bool) -> None:
+def add_missing_sequence_cv(entries: list[dict[str, Any]], bundle: str | Path, n4: bool, int8: bool, mode: str | None = "fast") -> None:
     """Give each run-record entry that lacked sequences what that costs: ``missing_sequences_cv_dice``,
     the bundle's 5-fold CV Dice per region for the sequences present (``{}`` where it has none), and
     ``missing_sequences_cv_source``, which figures those are (:func:`app.bundles.run_subset_cv`: the
@@ -520,7 +521,7 @@ def add_missing_sequence_cv(entries: list[dict[str, Any]], bundle: str | Path, n
 
     for entry in entries:
         if entry.get("missing_sequences"):
-            cv, source = run_subset_cv(bundle, entry["missing_sequences"], n4, int8)
+            cv, source = run_subset_cv(bundle, entry["missing_sequences"], n4, int8, mode)
             entry["missing_sequences_cv_dice"] = cv
             entry["missing_sequences_cv_source"] = (source or "float32, without --n4") if cv else None
 

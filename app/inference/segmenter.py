@@ -289,7 +289,7 @@ class Segmenter:
             (the default where absent) segments the case as given and corrected and averages the
             two sigmoid probabilities. Raises 5-fold CV Dice of brats_unet3d (bundle docs) at the
             cost of the N4 fits (the sequences fitted in parallel; brats_unet3d on 2 CPU cores: about
-            0.2 s a case in fast mode, T1ce and FLAIR at shrink 10; about 1 s in accurate mode, all four).
+            0.4 s a case in fast mode, T1ce and FLAIR at shrink 10; about 1.2 s in accurate mode, all four).
 
     Raises:
         FileNotFoundError: the bundle or its weights are missing.

@@ -103,7 +103,7 @@ class _Models:
                 self._segmenters[key] = Segmenter(self.bundles[model], device=self.device, uncertainty=uncertainty)
             segmenter = self._segmenters[key]
             data, record = load_on_grid(segmenter, files, grid_reference(files) if resample else None)
-            return {**segmenter.run_case(data), "precision": segmenter.precision, "n4": bool(getattr(segmenter, "n4", False)),
+            return {**segmenter.run_case(data), "precision": segmenter.precision, "n4": bool(getattr(segmenter, "n4", False)), "mode": segmenter.mode,
                     **({"resampled": record} if record else {})}
 
 
@@ -306,7 +306,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         if case.get("missing_sequences"):  # what the study lacks, and what that costs on the bundle's cross-validation
             from app.bundles import ran_int8, run_subset_cv
 
-            cv, source = run_subset_cv(served[model].bundle, case["missing_sequences"], case["n4"], ran_int8(case["precision"]))
+            cv, source = run_subset_cv(served[model].bundle, case["missing_sequences"], case["n4"], ran_int8(case["precision"]), case.get("mode"))
             result["missing_sequences"] = list(case["missing_sequences"])
             result["missing_sequences_cv_dice"] = cv
             result["missing_sequences_cv_source"] = (source or "float32, without --n4") if cv else None

@@ -103,7 +103,7 @@ def test_segment_accurate_mode_cli_and_api_agree(phantom_root: Path, tmp_path: P
     assert record["mode"] == "accurate" and len(record["config"]["ensemble_ckpt_paths"]) == 5 and record["config"]["mirror_axes"] == []
     assert [Path(f).name for f in record["config"]["model_files"]] == [f"fold{k}.pt" for k in range(5)]
     assert record["n4_average"] is True
-    assert "channels" not in record["config"]["n4_params"]  # accurate mode: accurate_n4_params, all four sequences
+    assert "channels" not in record["n4_params"]  # accurate mode: accurate_n4_params, all four sequences
     written = nib.load(tmp_path / "Phantom_002_seg.nii.gz")
     label, affine = api.segment(case, device="cpu", backend="torch", mode="accurate")
     assert written.shape == label.shape == (40, 48, 36)

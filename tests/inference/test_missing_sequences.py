@@ -119,6 +119,13 @@ def test_missing_line_and_run_record_quote_the_int8_figures_when_int8_models_ran
     assert entries[0]["missing_sequences_cv_source"] == "with --n4, int8"
     assert "missing_sequences_cv_dice" not in entries[1]
     assert entries[2]["missing_sequences_cv_dice"] == {} and entries[2]["missing_sequences_cv_source"] is None
+    # an accurate-mode run quotes fast mode's figures (the fold ensemble cannot be scored on the shared cases) and says so
+    line = _missing_line(bundle, ["t1", "t2"], n4=True, int8=True, mode="accurate")
+    assert "with this subset with --n4, int8, of --mode fast (accurate mode has no CV figures of its own): WT 0.840" in line
+    accurate = [{"case_id": "a", "missing_sequences": ["t1", "t2"]}]
+    add_missing_sequence_cv(accurate, bundle, n4=True, int8=True, mode="accurate")
+    assert accurate[0]["missing_sequences_cv_source"] == "with --n4, int8, of --mode fast (accurate mode has no CV figures of its own)"
+    assert run_subset_cv(bundle, ["t1", "t2"], mode="accurate")[1] == "of --mode fast (accurate mode has no CV figures of its own)"
 
 
 def test_api_segment_takes_sequences_for_files_whose_names_say_none(phantom_root: Path, tmp_path: Path):

@@ -209,7 +209,7 @@ def test_cli_n4_with_a_missing_sequence_records_it(phantom_root: Path, tmp_path:
     record = json.loads((tmp_path / "out" / "volseg_run.json").read_text())
     assert record["n4_average"] is True and record["cases"][0]["missing_sequences"] == ["t1", "t2"]
     assert record["n4_combine"] == Segmenter("brats_unet3d", device="cpu", backend="torch").n4_combine
-    assert record["config"]["n4_params"]["channels"] == [1, 3]  # the N4 settings that ran: fast mode's
+    assert record["n4_params"]["channels"] == [1, 3] and record["cases"][0]["settings"]["n4_params"] == record["n4_params"]  # fast mode's N4 settings
     assert [Path(f).name for f in record["config"]["model_files"]] == ["model.pt"]  # torch: the checkpoint itself
     # the missing-sequence line quotes the bundle's --n4 figures for FLAIR + T1ce
     from app.bundles import missing_sequence_cv
@@ -282,3 +282,21 @@ def test_bundle_workflow_runs_n4_where_volseg_segment_would(phantom_root: Path, 
     plain, _ = Segmenter("brats_unet3d", device="cpu", backend="torch", mode="accurate", n4=False).predict(case_files(case))
     assert workflow.shape == label.shape and np.mean(workflow == label) > 0.999
     assert not np.array_equal(label, plain)  # N4 ran on this path
+
+
+def test_a_label_made_with_other_n4_settings_is_segmented_again(phantom_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    """The run record keeps each case's N4 settings (``n4_params``); a rerun with --n4 into the same
+    folder segments again a label made with other ones (an edited bundle), as it does for another mode."""
+    out = tmp_path / "out"
+    args = ["segment", str(phantom_root / "Phantom_001"), "--output", str(out), "--n4", "--quiet", "--backend", "torch"]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 0 and "skipped" in again.output  # the same settings: kept
+    record = json.loads((out / "volseg_run.json").read_text())
+    record["cases"][0]["settings"]["n4_params"] = {**record["n4_params"], "channels": None, "shrink_factor": 8}  # as 0.10.7 made it
+    (out / "volseg_run.json").write_text(json.dumps(record))
+    with caplog.at_level("INFO"):
+        redo = CliRunner().invoke(cli, args)
+    assert redo.exit_code == 0 and "skipped" not in redo.output, redo.output
+    assert "was made with other settings or sequences (n4_params" in caplog.text and "segmenting it again" in caplog.text
+    assert json.loads((out / "volseg_run.json").read_text())["cases"][0]["settings"]["n4_params"]["channels"] == [1, 3]
