@@ -199,8 +199,9 @@ def workflow_n4_transforms(mode: str, n4_average: bool, accurate_n4_average: boo
     Raises:
         ValueError: N4 asked for with ``n4_combine`` ``"average"``: the workflow segments each case
             once, so it cannot average the case as given with its corrected copy (``volseg segment``
-            can), an unknown mode, or an ``n4_average`` / ``accurate_n4_average`` that is neither a bool nor its text
-            (:func:`app.bundle_config.flag`).
+            can), an unknown mode, an ``n4_average`` / ``accurate_n4_average`` that is neither a bool nor its text
+            (:func:`app.bundle_config.flag`), or an N4 setting the transform does not take
+            (:func:`app.transforms.mri.checked_n4_params`).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got '{mode}'")
@@ -213,6 +214,7 @@ def workflow_n4_transforms(mode: str, n4_average: bool, accurate_n4_average: boo
         raise ValueError(f"N4 in the bundle workflow needs n4_combine 'n4' (the corrected case alone), got '{n4_combine}': "
                          "averaging the case as given with its N4-corrected copy needs two passes; use volseg segment --n4, or set n4_average false")
     from app.transforms import N4BiasCorrectiond
+    from app.transforms.mri import checked_n4_params
 
-    return [N4BiasCorrectiond("image", **dict(n4_params or {}))]
+    return [N4BiasCorrectiond("image", **checked_n4_params(n4_params, "accurate_n4_params" if mode == "accurate" else "n4_params"))]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import inspect
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -379,16 +378,14 @@ class Segmenter:
         first transform, the reader, so that both branches share one read."""
         from monai.transforms import Compose, LoadImaged
 
-        from app.transforms import N4BiasCorrection, N4BiasCorrectiond
+        from app.transforms import N4BiasCorrectiond
+        from app.transforms.mri import checked_n4_params
 
         transforms = list(self.preprocessing.transforms)
         if not transforms or not isinstance(transforms[0], LoadImaged):
             raise ValueError(f"n4_average needs a preprocessing that starts with a reader (LoadImaged); it starts with {type(transforms[0]).__name__ if transforms else 'nothing'}")
-        params = dict(self.parser.get("n4_params", {}))  # the bundle's N4 settings (app.transforms.N4BiasCorrection's arguments)
-        known = tuple(inspect.signature(N4BiasCorrection).parameters)
-        unknown = set(params) - set(known)
-        if unknown:
-            raise ValueError(f"n4_params: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(known)}")
+        key = "accurate_n4_params" if self.mode == "accurate" and "accurate_n4_params" in self.parser else "n4_params"
+        params = checked_n4_params(self.parser.get("n4_params", {}), key)  # the mode's N4 settings (app.transforms.N4BiasCorrection's arguments)
         return transforms[0], N4BiasCorrectiond("image", **params), Compose(transforms[1:])
 
     def _preprocess(self, data: dict) -> dict:

@@ -148,6 +148,26 @@ class N4BiasCorrection(Transform):
         return convert_to_dst_type(out, img, dtype=torch.float32 if isinstance(img, torch.Tensor) else np.float32)[0]
 
 
+def checked_n4_params(params: Mapping | None, key: str = "n4_params") -> dict:
+    """``params`` as keyword arguments of :class:`N4BiasCorrection`, its keys checked first.
+
+    Raises:
+        ValueError: a key the transform does not take, naming the config ``key``, the unknown
+            keys and the known ones (``{"shrinkfactor": 6}`` would otherwise fail as a TypeError
+            deep in a MONAI config traceback); a value that is not a mapping.
+    """
+    import inspect
+
+    if params is not None and not isinstance(params, Mapping):
+        raise ValueError(f"{key} must be a mapping of N4 settings, got {params!r}")
+    params = dict(params or {})
+    known = tuple(inspect.signature(N4BiasCorrection).parameters)
+    unknown = set(params) - set(known)
+    if unknown:
+        raise ValueError(f"{key}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(known)}")
+    return params
+
+
 class N4BiasCorrectiond(MapTransform):
     """Dictionary twin of :class:`N4BiasCorrection`, applied to ``keys``."""
 

@@ -263,6 +263,12 @@ def test_bundle_workflow_runs_n4_where_volseg_segment_would(phantom_root: Path, 
     assert workflow_n4_transforms("accurate", False, "false", "n4", {}) == []  # what `--accurate_n4_average false` passes: off
     with pytest.raises(ValueError, match="accurate_n4_average must be true or false, got 'nope'"):
         workflow_n4_transforms("accurate", False, "nope", "n4", {})
+    with pytest.raises(ValueError, match=r"^n4_params: unknown key\(s\) shrinkfactor; known: shrink_factor, iterations"):  # not a TypeError deep in MONAI
+        workflow_n4_transforms("fast", True, False, "n4", {"shrinkfactor": 6})
+    with pytest.raises(ValueError, match=r"^accurate_n4_params: unknown key\(s\) shrinkfactor"):
+        workflow_n4_transforms("accurate", False, True, "n4", {"shrinkfactor": 6})
+    with pytest.raises(ValueError, match=r"accurate_n4_params: unknown key\(s\) shrinkfactor"):
+        Segmenter("brats_unet3d", device="cpu", backend="torch", mode="accurate", overrides={"accurate_n4_params": {"shrinkfactor": 6}})
     segmenter = Segmenter("brats_unet3d", device="cpu", backend="torch", mode="accurate")
     assert not any(isinstance(t, N4BiasCorrectiond) for t in segmenter.preprocessing.transforms) and segmenter._n4_branch is not None
 
