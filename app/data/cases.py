@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.constants import DATA_DIR_ENV, MODALITIES
+from app.io.readers import dicom_tags
 from app.resources import source_root
 
 _SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -130,8 +131,9 @@ def _case_files(folder: Path, case_id: str) -> dict[str, Path]:
     return {key: path for key, (_, _, path) in found.items()}
 
 
-#: SeriesDescription (0008,103E) words that mark a contrast-enhanced T1 (T1ce / T1Gd): "T1 post contrast", "T1+C", "T1 GD", "MPRAGE KM".
-_CONTRAST = re.compile(r"(post|\+ ?c\b|\bc\+|gd|gad|contrast|\bce\b|t1ce|t1c\b|\bkm\b|enhanc)", re.IGNORECASE)
+#: SeriesDescription (0008,103E) words that mark a contrast-enhanced T1 (T1ce / T1Gd): "T1 post contrast", "T1+C", "T1 GD",
+#: "MPRAGE KM", "T1CE", "T1Gd" (matched in the description lowered, other characters than letters, digits and + made spaces).
+_CONTRAST = re.compile(r"(post|\+ ?c\b|\bc\+|\bgd\b|\bgad|contrast|\bce\b|\bt1(ce|c|gd)\b|\bkm\b|enhanc)")
 
 
 def sequence_from_description(description: str) -> str | None:
@@ -154,8 +156,13 @@ def sequence_from_description(description: str) -> str | None:
     if re.search(r"\bt2", words) and not re.search(r"\bt1", words):
         return "t2"
     if re.search(r"\bt1", words) or "mprage" in words:
-        return "t1ce" if _CONTRAST.search(text.replace("t1", " t1 ", 1)) or re.search(r"\bt1(ce|c|gd)\b", words) else "t1"
+        return "t1ce" if _CONTRAST.search(words) else "t1"
     return None
+
+
+def _first_file(folder: Path) -> Path | None:
+    """The first file of ``folder`` in name order (hidden ones left out), or None."""
+    return next((p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")), None)
 
 
 def _looks_like_dicom_folder(folder: Path) -> bool:
@@ -163,7 +170,7 @@ def _looks_like_dicom_folder(folder: Path) -> bool:
     at byte 128 of a DICOM Part 10 file. Reads 132 bytes, so it is cheap enough for every
     sub-folder of a study."""
     try:
-        first = next((p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")), None)
+        first = _first_file(folder)
         if first is None:
             return False
         with open(first, "rb") as handle:
@@ -177,15 +184,6 @@ def is_dicom_study(folder: str | Path) -> bool:
     by the cheap marker test of :func:`_looks_like_dicom_folder`."""
     folder = Path(folder)
     return folder.is_dir() and any(d.is_dir() and not d.name.startswith(".") and _looks_like_dicom_folder(d) for d in folder.iterdir())
-
-
-def _series_header(folder: Path) -> tuple[str, str]:
-    """(SeriesDescription, Modality) of the first DICOM file in ``folder`` ("" where absent)."""
-    from app.io.integrity import read_file_information
-
-    first = next(p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith("."))
-    reader = read_file_information(first)
-    return tuple(reader.GetMetaData(tag).strip() if reader.HasMetaDataKey(tag) else "" for tag in ("0008|103e", "0008|0060"))  # type: ignore[return-value]
 
 
 def _series_folders(folder: Path, case_id: str) -> dict[str, Path]:
@@ -208,8 +206,9 @@ def _series_folders(folder: Path, case_id: str) -> dict[str, Path]:
         if not _looks_like_dicom_folder(sub):
             continue
         try:
-            description, modality = _series_header(sub)
-        except (ValueError, StopIteration):
+            tags = dicom_tags(_first_file(sub), {"description": "0008|103e", "modality": "0008|0060"})
+            description, modality = tags["description"], tags["modality"]
+        except (ValueError, TypeError):  # an unreadable header: matched by its name only
             description, modality = "", ""
         parsed = split_sequence_name(sub)
         by_name = parsed[1] if parsed is not None and parsed[1] in MODALITIES else None

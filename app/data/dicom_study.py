@@ -45,8 +45,7 @@ def sort_dicom_export(source: str | Path, out_dir: str | Path) -> dict[Path, lis
     """
     import SimpleITK as sitk
 
-    from app.io.integrity import read_file_information
-    from app.io.readers import dicom_series_ids
+    from app.io.readers import dicom_series_ids, dicom_tags
 
     source, out_dir = Path(source), Path(out_dir)
     if not source.is_dir():
@@ -57,19 +56,16 @@ def sort_dicom_export(source: str | Path, out_dir: str | Path) -> dict[Path, lis
             continue
         for uid in dicom_series_ids(folder):
             files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
-            header = read_file_information(files[0])
-            tags = {k: header.GetMetaData(t).strip() if header.HasMetaDataKey(t) else "" for k, t in _TAGS.items()}
+            tags = dicom_tags(files[0], _TAGS)
             series.append((tags["study"], tags["patient"], tags["description"], tags["modality"], files))
     if not series:
         raise InputError(f"'{source}': no DICOM series found (no readable DICOM slices in it or its sub-folders)")
     studies: dict[str, list[tuple[str, str, str, list[str]]]] = {}
-    patients: dict[str, str] = {}
     for study, patient, description, modality, files in series:
         studies.setdefault(study, []).append((patient, description, modality, files))
-        patients.setdefault(study, patient)
     names: dict[str, str] = {}
-    for study in studies:  # one folder a study, named by patient ID (then by study UID where two share one)
-        name = _safe(patients[study] or source.name)
+    for study, members in studies.items():  # one folder a study, named by patient ID (then by study UID where two share one)
+        name = _safe(members[0][0] or source.name)
         names[study] = name if name not in names.values() else f"{name}_{_safe(study)[-8:]}"
     taken = [out_dir / name for name in names.values() if (out_dir / name).exists()]
     if taken:

@@ -17,8 +17,8 @@ from app.data.cases import case_id_from_path, find_case  # case_id_from_path: re
 from app.data.verify import InputError, check_case_images
 from app.inference.backends import OpenVINONetwork, resolve_backend
 from app.inference.int8 import find_int8_ir, int8_may_saturate
-from app.io.readers import dicom_series_ids
 from app.inference.ensemble import MODES, MirrorEnsemble, check_ensemble_paths, check_weights, ensemble_members
+from app.io.readers import dicom_series_ids
 from app.transforms import ChannelThresholdd, FillRegionHolesd, InForegroundBoxd, RegionsToBratsLabelsd
 
 #: ``n4_combine`` values: segment the N4-corrected case only, or average it with the case as given.
@@ -209,10 +209,15 @@ def _group_loose_files(files: list[Path], channels: Sequence[str], sequences: Se
         if unnamed:
             from app.io.readers import describe_series, dicom_series
 
-            mixed = [f for f in files if str(f) in unnamed and f.is_dir() and len(dicom_series_ids(f)) > 1]
-            if mixed:  # a DICOM export with every series in one folder: no name can say which sequence it is
-                raise InputError(f"'{mixed[0]}' holds {len(dicom_series_ids(mixed[0]))} DICOM series ({describe_series(dicom_series(mixed[0]))}): "
-                                 f"volseg segment reads one series a folder; `volseg dicom-sort {mixed[0]} --output DIR` copies each series into "
+            for f in (f for f in files if str(f) in unnamed and f.is_dir()):  # a DICOM export with every series in one folder?
+                try:
+                    series = dicom_series(f)
+                except InputError:  # no DICOM series: the message below
+                    continue
+                if len(series) < 2:
+                    continue
+                raise InputError(f"'{f}' holds {len(series)} DICOM series ({describe_series(series)}): "
+                                 f"volseg segment reads one series a folder; `volseg dicom-sort {f} --output DIR` copies each series into "
                                  "a folder of its own, one study folder a study, and `volseg segment DIR --output OUT` then matches the series "
                                  "to sequences by SeriesDescription")
             raise InputError(f"cannot tell which sequence {', '.join(repr(u) for u in unnamed)} is: name each file <case>_<{'|'.join(channels)}>"

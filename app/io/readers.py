@@ -12,7 +12,7 @@ from app.errors import InputError
 from app.io.formats import VOLUME_SUFFIXES, strip_volume_suffix, volume_format  # re-exported: callers import them from here
 from app.io.integrity import VoxelCounts, check_voxel_budget, describe, read_file_information, sequence_of, verify_file
 
-__all__ = ["VOLUME_SUFFIXES", "describe_series", "dicom_series", "dicom_series_ids", "read_image_information", "read_volume", "strip_volume_suffix", "verify_volume", "volume_format"]
+__all__ = ["VOLUME_SUFFIXES", "describe_series", "dicom_series", "dicom_series_ids", "dicom_tags", "read_image_information", "read_volume", "strip_volume_suffix", "verify_volume", "volume_format"]
 
 
 def dicom_series_ids(folder: str | Path) -> tuple[str, ...]:
@@ -61,14 +61,28 @@ def dicom_series(folder: str | Path) -> dict[str, list[str]]:
     return {uid: list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)) for uid in uids}
 
 
+def dicom_tags(path: str | Path, tags: dict[str, str]) -> dict[str, str]:
+    """Name -> value of the DICOM ``tags`` (name -> ``"gggg|eeee"``, SimpleITK's keys) in the
+    header of one DICOM file; ``""`` for a tag the file lacks. Reads the header only.
+
+    Raises:
+        InputError: the header cannot be read.
+
+    Example:
+        >>> dicom_tags("IM0001.dcm", {"description": "0008|103e"})  # doctest: +SKIP
+        {'description': 'AX FLAIR'}
+    """
+    header = read_file_information(path)
+    return {name: header.GetMetaData(tag).strip() if header.HasMetaDataKey(tag) else "" for name, tag in tags.items()}
+
+
 def describe_series(series: dict[str, list[str]]) -> str:
     """``series`` (:func:`dicom_series`) as text for a message: each series' SeriesDescription
-    (0008,103E) where it has one, else its UID, and its number of slices."""
+    (0008,103E) where it has one, its UID, and its number of slices."""
     parts = []
     for uid, files in series.items():
         try:
-            header = read_file_information(files[0])
-            description = header.GetMetaData("0008|103e").strip() if header.HasMetaDataKey("0008|103e") else ""
+            description = dicom_tags(files[0], {"description": "0008|103e"})["description"]
         except InputError:
             description = ""
         parts.append(f"'{description}' {uid} ({len(files)} slices)" if description else f"{uid} ({len(files)} slices)")
