@@ -110,3 +110,19 @@ def test_a_roi_size_the_network_cannot_take_is_refused_with_the_nearest_sizes():
         with pytest.raises(Exception) as refused:
             parser.get_parsed_content("sliding_window_inferer")
         assert "each side must be a multiple of 16" in str(refused.value.__cause__), name
+
+
+@pytest.mark.parametrize("name", BRATS)
+def test_inference_loads_ckpt_path_in_fast_mode_only(name: str):
+    """Accurate mode runs the fold models (``mode_network``): its handlers load no ``ckpt_path``,
+    so the log does not name a model.pt that did not run."""
+    from monai.handlers import CheckpointLoader
+
+    def loaders(mode: str) -> list:
+        parser = _parser(name, "inference", mode=mode)
+        parser["bundle_root"] = str(bundle_dir(name))
+        return [h for h in parser.get_parsed_content("handlers") if isinstance(h, CheckpointLoader)]
+
+    fast = loaders("fast")
+    assert len(fast) == 1 and fast[0].load_path.endswith("models/model.pt")
+    assert loaders("accurate") == []
