@@ -327,11 +327,14 @@ def segment(
 
     from app.api import segment_cases
     from app.data.verify import InputError
+    from app.inference.batch import signal_name, stop_signals_interrupt
     from app.inference.distributed import RankError
 
     try:
-        results = segment_cases(inputs, output, bundle=bundle, device=device, progress=lambda it: tqdm(it, desc="cases", unit="case", disable=True if quiet else None), output_format=output_format, dicom_seg=dicom_seg, backend=backend, mode=mode,
-                                uncertainty=uncertainty, sequences=sequences.split(",") if sequences else None, overwrite=overwrite, nproc=nproc, report=report, int8=int8, n4=n4, resample=resample)
+        with stop_signals_interrupt():  # SIGTERM (timeout, a scheduler) stops as Ctrl-C does: written cases recorded
+            results = segment_cases(inputs, output, bundle=bundle, device=device, progress=lambda it: tqdm(it, desc="cases", unit="case", disable=True if quiet else None), output_format=output_format, dicom_seg=dicom_seg, backend=backend, mode=mode,
+                                    uncertainty=uncertainty, sequences=sequences.split(",") if sequences else None, overwrite=overwrite, nproc=nproc, report=report, int8=int8, n4=n4,
+                                    resample=resample)
     except ImportError as err:
         skipped = [name for name in SEGMENT_SKIPPED_IMPORTS if name in sys.modules and sys.modules[name] is None]
         halted = isinstance(err, ModuleNotFoundError) and skipped  # an import of a skipped package, not a missing extra
@@ -341,10 +344,14 @@ def segment(
     except RankError as err:  # a rank of --nproc failed (its own traceback is above)
         _fail(err, code=1)
     except KeyboardInterrupt as stop:
-        done = [r for r in getattr(stop, "results", []) if r.output is not None]
-        typer.echo(f"interrupted: {len(done)} case(s) written in {output}" + (" (volseg_run.json says which)" if hasattr(stop, "results") else "")
+        done = [r for r in getattr(stop, "results", []) if r.output is not None and not r.note]
+        for r in done:
+            typer.echo(f"{r.case_id}: {r.output} ({r.seconds:.1f} s)")
+        terminated = signal_name(stop) == "SIGTERM"
+        typer.echo(f"{'terminated (SIGTERM)' if terminated else 'interrupted'}: {len(done)} case(s) written in {output}"
+                   + (" (volseg_run.json says which)" if hasattr(stop, "results") else "")
                    + "; run the same command again to go on (written cases are skipped)", err=True)
-        raise typer.Exit(130) from None
+        raise typer.Exit(143 if terminated else 130) from None
     failed = [r for r in results if r.error]
     used_n4, used_int8, used_mode = _run_path(output)
     for r in results:

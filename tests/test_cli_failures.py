@@ -452,7 +452,7 @@ def test_ctrl_c_in_a_batch_leaves_a_run_record_of_the_cases_written_and_exit_130
     assert result.exit_code == 130 and "interrupted: 1 case(s) written in" in result.output and "run the same command again" in result.output
     record = json.loads((out / "volseg_run.json").read_text())["cases"]
     assert [(c["case_id"], c["error"] is None) for c in record] == [("Phantom_000", True), ("Phantom_001", False), ("Phantom_002", False)]
-    assert record[1]["error"].startswith("interrupted (Ctrl-C)") and (out / "Phantom_000_seg.nii.gz").is_file()
+    assert record[1]["error"].startswith("interrupted (Ctrl-C or SIGTERM)") and (out / "Phantom_000_seg.nii.gz").is_file()
     monkeypatch.setattr(fake, "run_case", run_case)
     again = _segment(*cases, "-o", out)  # goes on: the written case is skipped
     assert again.exit_code == 0 and fake.segmented[2:] == ["Phantom_001", "Phantom_002"]
@@ -479,3 +479,25 @@ def test_sequences_as_one_comma_separated_text_in_the_api():
 
     [(case_id, images)] = _group_loose_files([Path("a/post.nii.gz"), Path("a/dark.nii.gz")], ("t1", "t1ce", "t2", "flair"), "t1ce, flair", True)
     assert [p.name if p else None for p in images] == [None, "post.nii.gz", None, "dark.nii.gz"]
+
+
+def test_sigterm_in_a_batch_stops_it_as_ctrl_c_does_with_exit_143(cases: list[Path], tmp_path: Path, fake: FakeSegmenter,
+                                                                   monkeypatch: pytest.MonkeyPatch):
+    """`timeout` or a scheduler's SIGTERM killed a batch: no run record, and the lines of the cases written were lost."""
+    from app.inference.batch import Terminated
+
+    run_case = fake.run_case
+
+    def terminated_in_the_second(data: dict) -> dict:
+        if len(fake.segmented) == 1:
+            fake.segmented.append("stopped")
+            raise Terminated("terminated")
+        return run_case(data)
+
+    monkeypatch.setattr(fake, "run_case", terminated_in_the_second)
+    out = tmp_path / "out"
+    result = _segment(*cases, "-o", out)
+    assert result.exit_code == 143 and "terminated (SIGTERM): 1 case(s) written in" in result.output, result.output
+    assert f"Phantom_000: {out / 'Phantom_000_seg.nii.gz'}" in result.output  # the written case's line, as a finished batch prints it
+    record = json.loads((out / "volseg_run.json").read_text())["cases"]
+    assert [(c["case_id"], c["error"] is None) for c in record] == [("Phantom_000", True), ("Phantom_001", False), ("Phantom_002", False)]

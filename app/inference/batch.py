@@ -16,8 +16,9 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -282,7 +283,7 @@ def run_cases(segmenter: Segmenter, cases: Sequence[PlannedCase], settings: Segm
         One :class:`CaseResult` per case, in order.
 
     Raises:
-        Interrupted: Ctrl-C (KeyboardInterrupt); it carries a result per case, the case it
+        Interrupted: Ctrl-C (KeyboardInterrupt, or SIGTERM within :func:`stop_signals_interrupt`); it carries a result per case, the case it
             stopped in and those after it with an "interrupted" error, for the run record.
     """
     results: list[CaseResult] = []
@@ -290,20 +291,61 @@ def run_cases(segmenter: Segmenter, cases: Sequence[PlannedCase], settings: Segm
         _run_cases(segmenter, cases, settings, progress, results)
     except KeyboardInterrupt as err:
         results += [CaseResult(c.case_id, error=INTERRUPTED) for c in cases[len(results):]]
-        raise Interrupted(results) from err
+        raise Interrupted(results, signal_name(err)) from err
     return results
 
 
-#: The error of the cases a Ctrl-C stopped (their label maps are not written).
-INTERRUPTED = "interrupted (Ctrl-C) before its label map was written; run the same command again to segment it (written cases are skipped)"
+#: The error of the cases a Ctrl-C or SIGTERM stopped (their label maps are not written).
+INTERRUPTED = "interrupted (Ctrl-C or SIGTERM) before its label map was written; run the same command again to segment it (written cases are skipped)"
 
 
 class Interrupted(KeyboardInterrupt):
-    """Ctrl-C during :func:`run_cases`; ``results`` holds one result per case (see there)."""
+    """Ctrl-C or SIGTERM during :func:`run_cases`; ``results`` holds one result per case (see
+    there); ``signal`` is ``"SIGTERM"`` or ``"SIGINT"``."""
 
-    def __init__(self, results: list[CaseResult]) -> None:
+    def __init__(self, results: list[CaseResult], signal: str = "SIGINT") -> None:
         super().__init__("interrupted")
         self.results = results
+        self.signal = signal
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as a Ctrl-C is (:func:`stop_signals_interrupt`)."""
+
+
+def signal_name(stop: BaseException) -> str:
+    """``"SIGTERM"`` where ``stop`` (or the interrupt it wraps) came from SIGTERM, else ``"SIGINT"``."""
+    return "SIGTERM" if isinstance(stop, Terminated) or getattr(stop, "signal", None) == "SIGTERM" else "SIGINT"
+
+
+@contextmanager
+def stop_signals_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM (``timeout``, ``kill``, a batch scheduler stopping a job) stops a
+    batch as Ctrl-C does: the cases written are kept and recorded in the run record. The first
+    SIGINT or SIGTERM raises (:class:`KeyboardInterrupt` or :class:`Terminated`) and later ones are
+    ignored until the block ends, so that the run record is written whole. Python's handlers are
+    restored after the block. Only in the main thread (elsewhere a no-op: Python runs signal
+    handlers there only)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def stop(signum: int, frame: Any) -> None:
+        for sig in before:
+            signal.signal(sig, signal.SIG_IGN)  # the record is being written: a second Ctrl-C must not cut it short
+        raise Terminated("terminated") if signum == signal.SIGTERM else KeyboardInterrupt
+
+    for sig in before:
+        signal.signal(sig, stop)
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 def _run_cases(segmenter: Segmenter, cases: Sequence[PlannedCase], settings: SegmentSettings, progress: Callable[[Any], Any] | None,

@@ -9,10 +9,12 @@ written) before any model loads, then ``torchrun --standalone --nproc_per_node=N
 (:func:`monai.data.partition_dataset` with ``even_divisible=False``, the split
 ``monai.data.DistributedSampler`` makes: no case twice, none left out) with the same per-case
 loop as a single process (:func:`app.inference.batch.run_cases`), writing its own label maps; the
-ranks then gather their case records and rank 0 writes ``volseg_run.json`` in input order.
+ranks then pass their case records to rank 0 (as files), which writes ``volseg_run.json`` in input
+order.
 
 A run stopped part-way keeps every label map written (atomic writes); run again without
-``--overwrite``, it skips them. For several nodes, run the bundle's ``multi_gpu_inference.yaml``
+``--overwrite``, it skips them. Ctrl-C or SIGTERM of ``volseg segment`` goes on to ``torchrun`` and
+the ranks: each stops after its current case, and the run record names the cases written. For several nodes, run the bundle's ``multi_gpu_inference.yaml``
 overlay with ``torchrun --nnodes`` (the command is in its header comment).
 """
 
@@ -21,15 +23,18 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from app.inference.batch import RUN_RECORD, BatchPlan, SegmentSettings, case_entry, earlier_entries, make_segmenter, run_batch, run_cases, stale_skips, write_run_record
+from app.inference.batch import (INTERRUPTED, RUN_RECORD, BatchPlan, Interrupted, SegmentSettings, case_entry, earlier_entries, make_segmenter, run_batch, run_cases,
+                                 signal_name, stale_skips, stop_signals_interrupt, write_run_record)
 from app.inference.segmenter import CaseResult
 
 logger = logging.getLogger(__name__)
@@ -64,6 +69,10 @@ def segment_distributed(plan: BatchPlan, settings: SegmentSettings, nproc: int, 
     Raises:
         ValueError: ``nproc < 1``, or more processes than GPUs on CUDA.
         RankError: a rank failed; label maps already written are kept (a rerun skips them).
+        Interrupted: Ctrl-C or SIGTERM (within :func:`app.inference.batch.stop_signals_interrupt`)
+            of this process: the same signal goes to ``torchrun`` and the ranks (their own process
+            group), each rank stops after its current case, rank 0 writes the run record of the
+            cases written, and this process waits for them (at most 60 s, then kills them).
     """
     import torch
 
@@ -79,17 +88,64 @@ def segment_distributed(plan: BatchPlan, settings: SegmentSettings, nproc: int, 
     env = dict(os.environ)
     if not cuda:
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    started = time.time()
     with tempfile.TemporaryDirectory(prefix="volseg_nproc_") as tmp:
         plan_file = Path(tmp) / "plan.json"
         plan_file.write_text(json.dumps({"plan": plan.to_json(), "settings": asdict(settings), "info": info, "log_level": logging.getLogger().getEffectiveLevel()}))
-        done = subprocess.run(launch_command(plan_file, nproc), env=env)
-    if done.returncode != 0:
-        raise RankError(f"segmentation on {nproc} processes failed (torchrun exit code {done.returncode}); "
+        # a process group of its own: a signal to this process reaches the ranks only through _stop, so none is left running
+        ranks = subprocess.Popen(launch_command(plan_file, nproc), env=env, start_new_session=True)
+        try:
+            returncode = ranks.wait()
+        except KeyboardInterrupt as stop:
+            _stop(ranks, Path(tmp), signal.SIGTERM if signal_name(stop) == "SIGTERM" else signal.SIGINT)
+            raise Interrupted(_recorded_results(plan, started) or [CaseResult(plan.cases[i].case_id, error=INTERRUPTED) for i in plan.todo()],
+                              signal_name(stop)) from stop
+    if returncode != 0:
+        raise RankError(f"segmentation on {nproc} processes failed (torchrun exit code {returncode}); "
                         f"label maps already written in {plan.output_dir} are kept, and a rerun without --overwrite skips them")
     record = json.loads((Path(plan.output_dir) / RUN_RECORD).read_text())
-    return [CaseResult(c["case_id"], output=Path(c["output"]) if c["output"] else None, seconds=c["seconds"], error=c["error"], note=c.get("note"),
-                       extra={k: v for k, v in c.items() if k not in ("case_id", "output", "seconds", "error", "note")})
-            for c in record["cases"]]
+    return [_result(c) for c in record["cases"]]
+
+
+def _result(entry: dict[str, Any]) -> CaseResult:
+    """A :class:`CaseResult` from a run record entry."""
+    return CaseResult(entry["case_id"], output=Path(entry["output"]) if entry["output"] else None, seconds=entry["seconds"], error=entry["error"],
+                      note=entry.get("note"), extra={k: v for k, v in entry.items() if k not in ("case_id", "output", "seconds", "error", "note")})
+
+
+def _stop(ranks: subprocess.Popen, exchange: Path, signum: int, wait_s: float = 60.0) -> None:
+    """Send ``signum`` to the ranks (the pids they wrote to ``exchange``; to ``torchrun`` and all its
+    processes, the process group of ``ranks``, where none has yet) and wait for them to record what
+    they wrote and ``torchrun`` to end; kill them all after ``wait_s`` seconds."""
+    pids = [int(f.read_text()) for f in exchange.glob("pid*") if f.read_text().strip().isdigit()]
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:  # already done
+            pass
+    try:
+        if not pids:
+            os.killpg(ranks.pid, signum)
+        ranks.wait(timeout=wait_s)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        logger.warning(f"the ranks did not stop within {wait_s:.0f} s of the signal: killed")
+        os.killpg(ranks.pid, signal.SIGKILL)
+        ranks.wait()
+
+
+def _recorded_results(plan: BatchPlan, since: float) -> list[CaseResult]:
+    """The results of ``plan``'s cases in the run record, where a rank wrote it after ``since``
+    (epoch seconds); empty otherwise."""
+    path = Path(plan.output_dir) / RUN_RECORD
+    try:
+        if path.stat().st_mtime < since:
+            return []
+        entries = {c["case_id"]: c for c in json.loads(path.read_text())["cases"]}
+    except (OSError, ValueError, KeyError):
+        return []
+    return [_result(entries[c.case_id]) if c.case_id in entries else c.result() for c in plan.cases]
 
 
 def _uses_cuda(device: str | None) -> bool:
@@ -98,9 +154,9 @@ def _uses_cuda(device: str | None) -> bool:
     return torch.device(device).type == "cuda" if device else torch.cuda.is_available()
 
 
-def run_rank(plan: BatchPlan, settings: SegmentSettings, info: dict[str, Any]) -> None:
-    """One rank under ``torchrun``: segment this rank's share, then gather the case records on
-    every rank, and rank 0 writes the run record in input order.
+def run_rank(plan: BatchPlan, settings: SegmentSettings, info: dict[str, Any], exchange: Path) -> None:
+    """One rank under ``torchrun``: segment this rank's share, then rank 0 writes the run record of
+    every rank's cases in input order.
 
     Cases whose label the output folder already holds, made with other settings or without the
     uncertainty map asked for, are segmented again (:func:`app.inference.batch.stale_skips`, the
@@ -108,37 +164,75 @@ def run_rank(plan: BatchPlan, settings: SegmentSettings, info: dict[str, Any]) -
     ``even_divisible=False`` (rank ``r`` of ``N`` takes cases ``r, r + N, ...``), the split of
     ``monai.data.DistributedSampler(shuffle=False, even_divisible=False)``; a rank may have none.
 
+    The ranks pass their case entries to rank 0 as files (``exchange/rank<r>.json``), not through
+    ``torch.distributed`` collectives: a rank waiting in a collective cannot be stopped, and a
+    rank stopped by a signal (Ctrl-C, SIGTERM; see :func:`main`) still records what it wrote. Rank
+    0 waits for every other rank's file; once stopped, for at most 15 s more, and a case of a rank
+    whose file did not come is recorded as interrupted.
+
     Args:
         plan: the batch the parent process planned (the same on every rank).
         settings: bundle, device and output settings.
         info: package versions for the run record.
+        exchange: a folder shared by the ranks (the plan file's).
+
+    Raises:
+        Interrupted: this rank was stopped (after its entries, or the run record, are written).
     """
     import torch
-    import torch.distributed as dist
 
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun
     cuda = _uses_cuda(settings.device)
     if cuda:
         torch.cuda.set_device(local_rank)
-    dist.init_process_group(backend="nccl" if cuda else "gloo")
-    try:
-        rank, world = dist.get_rank(), dist.get_world_size()
-        device = f"cuda:{local_rank}" if cuda else "cpu"
-        segmenter = make_segmenter(settings, device)
-        for line in stale_skips(plan, segmenter, settings):  # the same on every rank: each reads the same earlier record
-            if rank == 0:
-                logger.warning(line)
-        mine = plan.todo()[rank::world]  # partition_dataset's split, which refuses fewer cases than ranks
-        results = run_cases(segmenter, [plan.cases[i] for i in mine], settings) if mine else []
-        logger.info(f"rank {rank}: {len(mine)} case(s) done")
-        gathered: list[Any] = [None] * world
-        dist.all_gather_object(gathered, [(i, case_entry(r)) for i, r in zip(mine, results)])
+    segmenter = make_segmenter(settings, f"cuda:{local_rank}" if cuda else "cpu")
+    for line in stale_skips(plan, segmenter, settings):  # the same on every rank: each reads the same earlier record
         if rank == 0:
-            computed = dict(pair for part in gathered for pair in part)
-            write_run_record(plan, segmenter, settings, [computed.get(i) or case_entry(c.result()) for i, c in enumerate(plan.cases)], info, nproc=world)
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
+            logger.warning(line)
+    mine = plan.todo()[rank::world]  # partition_dataset's split, which refuses fewer cases than ranks
+    stopped: Interrupted | None = None
+    try:
+        results = run_cases(segmenter, [plan.cases[i] for i in mine], settings) if mine else []
+        logger.info(f"rank {rank}: {sum(1 for r in results if not r.error)} of {len(mine)} case(s) segmented")
+    except Interrupted as stop:
+        results, stopped = stop.results, stop
+    entries = [(i, case_entry(r)) for i, r in zip(mine, results)]
+    if rank != 0:
+        from app.io.atomic import atomic_write_text
+
+        atomic_write_text(exchange / f"rank{rank}.json", json.dumps(entries, default=str))
+    else:
+        computed, stopped = _gather_entries(dict(entries), world, exchange, stopped)
+        todo = set(plan.todo())
+        write_run_record(plan, segmenter, settings, [computed.get(i) or case_entry(CaseResult(c.case_id, error=INTERRUPTED) if i in todo else c.result())
+                                                     for i, c in enumerate(plan.cases)], info, nproc=world)
+    if stopped is not None:
+        raise stopped
+
+
+def _gather_entries(entries: dict[int, dict[str, Any]], world: int, exchange: Path, stopped: Interrupted | None,
+                    wait_s: float = 15.0) -> tuple[dict[int, dict[str, Any]], Interrupted | None]:
+    """Rank 0: ``entries`` (case entries by plan index) with those of ranks 1..``world``-1 read from
+    ``exchange/rank<r>.json`` as they come; after a stop (``stopped``, or a signal while waiting)
+    for at most ``wait_s`` seconds more. Returns the merged entries and the stop, if any."""
+    pending = set(range(1, world))
+    deadline = time.monotonic() + wait_s if stopped is not None else None
+    while pending and (deadline is None or time.monotonic() < deadline):
+        try:
+            for r in sorted(pending):
+                part = exchange / f"rank{r}.json"
+                if part.is_file():
+                    entries.update((int(i), e) for i, e in json.loads(part.read_text()))
+                    pending.discard(r)
+            if pending:
+                time.sleep(0.2)
+        except KeyboardInterrupt as stop:  # stopped while waiting for the others: they record theirs within wait_s
+            stopped = Interrupted([], signal_name(stop))
+            deadline = time.monotonic() + wait_s
+    if pending:
+        logger.warning(f"rank(s) {', '.join(map(str, sorted(pending)))} recorded nothing within {wait_s:.0f} s of the stop: their cases are recorded as interrupted")
+    return entries, stopped
 
 
 def pending_items(datalist: list[dict[str, Any]], output_dir: str | Path, overwrite: bool = False) -> list[dict[str, Any]]:
@@ -180,7 +274,14 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=payload.get("log_level", logging.INFO), format=f"%(levelname)s rank{rank} %(name)s: %(message)s")
     warnings.filterwarnings("ignore", category=FutureWarning)  # as the volseg CLI does
     settings = payload["settings"]
-    run_rank(BatchPlan.from_json(payload["plan"]), SegmentSettings(**{**settings, "sequences": tuple(settings["sequences"]) if settings["sequences"] else None}), payload["info"])
+    exchange = Path(args[0]).parent
+    (exchange / f"pid{rank}").write_text(str(os.getpid()))  # for the parent's stop signal (segment_distributed)
+    try:
+        with stop_signals_interrupt():  # the parent (volseg segment) passes a stop on as SIGINT or SIGTERM; torchrun as SIGTERM
+            run_rank(BatchPlan.from_json(payload["plan"]), SegmentSettings(**{**settings, "sequences": tuple(settings["sequences"]) if settings["sequences"] else None}),
+                     payload["info"], exchange=exchange)
+    except KeyboardInterrupt as stop:  # recorded by run_rank; the parent says what was written. Exit 0: no torchrun error report
+        logging.getLogger(__name__).warning(f"rank {rank}: stopped ({signal_name(stop)}) after its current case")
 
 
 if __name__ == "__main__":
