@@ -369,7 +369,8 @@ def segment(
                 typer.echo(f"  {_missing_line(bundle, r.extra['missing_sequences'], used_n4, used_int8, used_mode)}")
             if "quality" in r.extra:
                 caveat = "; not to be trusted: the input warnings above say the case is unlike BraTS MRI" if r.extra.get("input_warnings") else ""
-                typer.echo(f"  uncertainty: {r.extra['uncertainty']} (quality score {r.extra['quality']:.3f}: expected WT Dice{caveat})")
+                typer.echo(f"  uncertainty: {r.extra['uncertainty']} (quality score {r.extra['quality']:.3f}: lower is less sure; it ranks cases for review "
+                           f"and sits below the Dice they score, not a Dice estimate{caveat})")
     if (output / "volumes.csv").is_file():
         typer.echo(f"volumes (mL): {output / 'volumes.csv'}" + (f"; report: {output / 'report.html'}" if report else ""))
     if failed:

@@ -10,7 +10,8 @@ After ``volseg train --bundle SRC --output-dir R``, R holds, beside the run's ``
   (a copy of the run's datalist) and ``dataset_dir`` at the run's data folder;
 - ``configs/metadata.json``: SRC's metadata (labels, channels, network) with the run's figures
   under ``training_run`` (epochs, best and final validation metric, datalist, case counts,
-  date, initial weights) and ``eval_metrics`` replaced by this run's validation figures;
+  date, initial weights), ``eval_metrics`` replaced by this run's validation figures, and the
+  source weights' per-subset CV tables (``missing_sequences_cv*``) left out;
 - ``models/model.pt``: the run's weights (best validated, else the final ones:
   ``AtomicCheckpointer.save_final_if_missing``);
 - ``large_files.yml`` (``models/model.pt`` with its SHA-256), ``docs/README.md`` (generated)
@@ -118,6 +119,8 @@ def _metadata(src_meta: dict[str, Any], src: Path, figures: Mapping[str, Any], m
     key = figures.get("key_metric", "val_mean_dice")
     meta["eval_metrics"] = {f"{figures.get('validation_split', 'validation')}_{kind}_{key}": figures[f"{kind}_metric"]
                             for kind in ("best", "final") if figures.get(f"{kind}_metric") is not None}
+    for table in [k for k in meta if k.startswith("missing_sequences_cv")]:  # the source weights' CV per subset, not this run's
+        del meta[table]
     settings = "; ".join(f"{k} {json.dumps(v) if not isinstance(v, str) else v}" for k, v in (baked or {}).items() if k in DESCRIBED_SETTINGS)
     meta["description"] = (f"{src_meta.get('name', src.name)} trained by `volseg train` on {figures.get('num_training_cases', '?')} case(s) "
                            f"for {figures.get('epochs', '?')} epoch(s) ({figures.get('date', '')})"

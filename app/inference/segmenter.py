@@ -71,6 +71,17 @@ def _inverse_is_exact_on_labels(image: Any, spacing: Any) -> bool:
     return True
 
 
+#: Data key of the input's brain mask (non-zero in any sequence) on the input grid, with ``uncertainty``.
+BRAIN_KEY = "brain_mask"
+
+
+def _brain_mask(loaded: dict) -> Any:
+    """``(H, W, D)`` bool numpy mask of the voxels non-zero in any channel of the read ``image``
+    (skull-stripped BraTS input: the brain), on the input grid."""
+    image = loaded["image"]
+    return np.asarray((image.as_tensor() if hasattr(image, "as_tensor") else image) != 0).any(axis=0)
+
+
 def _is_dicom_folder(folder: Path) -> bool:
     return bool(dicom_series_ids(folder))
 
@@ -397,18 +408,34 @@ class Segmenter:
         """The bundle's preprocessing; with ``n4``, of the N4-corrected sequences (``n4_combine``
         ``"n4"``) or also ``"image_n4"``, the same after N4 on the loaded sequences (``"average"``;
         same geometry: N4 keeps zero voxels zero, so the brain crop is the same)."""
-        if self._n4_branch is None:
+        if self._n4_branch is None and not self.uncertainty:
             return self.preprocessing(data)
+        if self._n4_branch is None:
+            load, rest = self._split_reader()
+            loaded = load(data)
+            return {**rest(loaded), BRAIN_KEY: _brain_mask(loaded)}
         load, n4, rest = self._n4_branch
         if self.n4_combine == "n4":
-            return rest(n4(load(data)))
+            loaded = load(data)
+            brain = _brain_mask(loaded) if self.uncertainty else None  # before N4, which makes a new image
+            return {**rest(n4(loaded)), **({BRAIN_KEY: brain} if brain is not None else {})}
         loaded = load(data)
         corrected = rest(n4(dict(loaded)))  # N4 makes a new image: the in-place steps of one branch do not reach the other
         out = rest(dict(loaded))
         if corrected["image"].shape != out["image"].shape:
             raise RuntimeError(f"internal error: N4 branch shape {tuple(corrected['image'].shape)} != {tuple(out['image'].shape)}")
         out["image_n4"] = corrected["image"]
+        if self.uncertainty:
+            out[BRAIN_KEY] = _brain_mask(loaded)
         return out
+
+    def _split_reader(self) -> tuple[Any, Any]:
+        """(the reader, the rest of the preprocessing): the bundle's preprocessing split after its
+        first transform, for the brain mask on the input grid (``uncertainty``)."""
+        from monai.transforms import Compose
+
+        transforms = list(self.preprocessing.transforms)
+        return transforms[0], Compose(transforms[1:])
 
     def _window_shape(self, parser) -> tuple[int, ...] | None:
         """The input shape of every full batch of sliding windows that each model receives when no
@@ -498,6 +525,7 @@ class Segmenter:
         warnings = data.pop("input_warnings", [])
         image = data["image"].unsqueeze(0).to(self.device)
         corrected = data.pop("image_n4", None)
+        brain = data.pop(BRAIN_KEY, None)
         with torch.no_grad(), torch.autocast(self.device.type, enabled=self.amp and self.device.type == "cuda"):
             data["pred"] = self.inferer(image, self.network)[0].float()
             if corrected is not None:  # n4: mean sigmoid probability of the case and its N4-corrected copy, as logits
@@ -512,7 +540,10 @@ class Segmenter:
                 from app.inference.uncertainty import binary_entropy, expected_dice
 
                 wt = out["pred"][self.regions.index("WT")]
-                result["uncertainty"] = binary_entropy(wt)
+                entropy = binary_entropy(wt)
+                if brain is not None and brain.shape == tuple(entropy.shape):
+                    entropy = entropy * brain  # 0 outside the brain: the model's small p in the air of the brain crop is no doubt to review
+                result["uncertainty"] = entropy
                 result["quality"] = round(expected_dice(wt), 4)
         label = np.asarray(out["pred"].cpu().numpy()[0], dtype=np.uint8)
         if label.shape != shape:

@@ -315,7 +315,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         if "uncertainty" in case:  # params {"uncertainty": true}: the map goes beside the labels, for 3D Slicer to load
             write_map_like(case["uncertainty"], reference, store.uncertainty_path(image))
             result["uncertainty"] = {"url": f"/datastore/uncertainty?image={image}", "quality": case["quality"],
-                                     "description": "whole-tumour entropy in bits (float32, the study's geometry); quality: expected WT Dice"}
+                                     "description": "whole-tumour entropy in bits (float32, the study's geometry); quality: ranks cases for review (lower: less sure), not a Dice estimate"}
         if output == "json":
             return JSONResponse(result)
         if output == "image":

@@ -180,3 +180,18 @@ def test_new_weights_do_not_inherit_the_source_weights_accurate_n4():
     assert meta["inference"]["accurate_n4"] is False
     assert meta["inference"]["n4_combine"] == src["inference"]["n4_combine"] and meta["training_run"]["epochs"] == 1
     assert src["inference"]["accurate_n4"] is True  # the source's metadata is not touched
+
+
+def test_new_weights_do_not_quote_the_source_weights_cv_per_sequence_subset(tmp_path: Path):
+    """A 1-epoch bundle trained from brats_deeplab3d printed the shipped model's CV Dice (WT 0.778)
+    for a FLAIR + T1ce case it segmented at WT 0.03: the per-subset tables came along."""
+    from app.bundles import run_subset_cv
+    from app.engines.trained_bundle import _metadata
+
+    src = json.loads((Path(__file__).resolve().parents[2] / "bundles" / "brats_unet3d" / "configs" / "metadata.json").read_text())
+    assert src["missing_sequences_cv"] and src["missing_sequences_cv_n4_int8"]
+    meta = _metadata(src, Path("bundles/brats_unet3d"), {"epochs": 1, "final_metric": 0.5}, {})
+    assert not [k for k in meta if k.startswith("missing_sequences_cv")] and src["missing_sequences_cv"]
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "metadata.json").write_text(json.dumps(meta))
+    assert run_subset_cv(tmp_path, ["t1", "t2"], False, False, "fast")[0] in (None, {})

@@ -49,16 +49,19 @@ def test_cli_segments_every_single_missing_sequence_and_names_it(cases: Path, tm
         assert set(np.unique(np.asarray(label.dataobj))) <= {0, 1, 2, 4}
 
 
-def test_cli_uncertainty_map_in_input_geometry(phantom_root: Path, tmp_path: Path):
+@pytest.mark.parametrize("n4", [[], ["--n4"]])
+def test_cli_uncertainty_map_in_input_geometry(phantom_root: Path, tmp_path: Path, n4: list[str]):
     case = phantom_root / "Phantom_001"
-    result = CliRunner().invoke(cli, ["segment", str(case), "--output", str(tmp_path), "--uncertainty", "--quiet", "--backend", "torch"])
+    result = CliRunner().invoke(cli, ["segment", str(case), "--output", str(tmp_path), "--uncertainty", "--quiet", "--backend", "torch", *n4])
     assert result.exit_code == 0, result.output
-    assert "quality score" in result.output
+    assert "quality score" in result.output and "not a Dice estimate" in result.output
     ref = nib.load(case / "Phantom_001_t1.nii.gz")
     unc = nib.load(tmp_path / "Phantom_001_uncertainty.nii.gz")
     assert unc.shape == ref.shape and np.allclose(unc.affine, ref.affine, atol=1e-4)
     data = np.asarray(unc.dataobj)
     assert data.dtype == np.float32 and data.min() >= 0.0 and data.max() <= 1.0
+    brain = np.any([np.asarray(nib.load(f).dataobj) != 0 for f in sorted(case.glob("Phantom_001_*.nii.gz")) if not f.name.endswith("_seg.nii.gz")], axis=0)
+    assert (~brain).any() and not data[~brain].any() and data[brain].any()  # air in the brain crop was 0.02-0.1 bits: a box around the brain
     record = json.loads((tmp_path / "volseg_run.json").read_text())["cases"][0]
     assert record["missing_sequences"] == [] and 0.0 <= record["quality"] <= 1.0
     assert record["uncertainty"].endswith("Phantom_001_uncertainty.nii.gz")
