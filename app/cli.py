@@ -372,7 +372,9 @@ def segment(
                 typer.echo(f"  uncertainty: {r.extra['uncertainty']} (quality score {r.extra['quality']:.3f}: lower is less sure; it ranks cases for review "
                            f"and sits below the Dice they score, not a Dice estimate{caveat})")
     if (output / "volumes.csv").is_file():
-        typer.echo(f"volumes (mL): {output / 'volumes.csv'}" + (f"; report: {output / 'report.html'}" if report else ""))
+        typer.echo(f"volumes (mL): {output / 'volumes.csv'}" + (f"; report: {output / 'report.html'}" if report and (output / "report.html").is_file() else ""))
+    elif report and (output / "report.html").is_file():  # every case failed: the report says why, case by case
+        typer.echo(f"report: {output / 'report.html'}")
     if failed:
         typer.secho(f"{len(failed)} of {len(results)} case(s) failed:", err=True, fg="red")
         for r in failed:

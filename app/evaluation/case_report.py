@@ -248,8 +248,9 @@ def case_section(entry: Mapping[str, Any], images: Sequence[str | Path | None] |
     quality = entry.get("quality")
     facts = [("missing sequences", _fmt(entry.get("missing_sequences") or [])),
              ("inputs", _inputs(entry.get("inputs"), names_of_channels(bundle))),
-             ("quality score", _fmt(quality) if quality is not None else "not computed (volseg segment --uncertainty)"),
-             ("label map", str(output)), ("seconds", _fmt(entry.get("seconds")))]
+             ("quality score", _fmt(quality) if quality is not None else
+              "none: the case failed" if entry.get("error") else "not computed (volseg segment --uncertainty)"),
+             ("label map", str(output) if output else "none written"), ("seconds", _fmt(entry.get("seconds")))]
     if entry.get("missing_sequences") and bundle:
         facts.insert(1, ("CV Dice with these sequences", _subset_cv(bundle, entry["missing_sequences"], n4, int8, (entry.get("settings") or {}).get("mode"))))
     facts += [(k, _fmt(v)) for k, v in entry.items() if k not in _SHOWN and v is not None]

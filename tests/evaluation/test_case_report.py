@@ -160,6 +160,8 @@ def test_report_renders_missing_sequences_quality_and_failures(phantom_root: Pat
     assert facts["uncertainty"].endswith("Phantom_002_uncertainty.nii.gz")
     broken = report.sections["case-Broken_<1>"]
     assert not broken["images"] and "failed: case 'Broken': FLAIR file is truncated" in "".join(broken["text"])
+    broken_facts = _facts(broken)  # not "label map None", nor advice to add a flag that would not help
+    assert broken_facts["label map"] == "none written" and broken_facts["quality score"] == "none: the case failed"
     # Without the inputs the labels are drawn on black, and said so.
     bare = _parse(write_report(out, out=tmp_path / "bare.html"))
     assert "labels drawn on black" in "".join(bare.sections["case-Phantom_002"]["text"])
