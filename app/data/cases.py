@@ -285,8 +285,9 @@ def find_case(folder: str | Path, require_label: bool = False, allow_missing: bo
     return BratsCase(case_id, tuple(images[key] for key in MODALITIES), label)
 
 
-def scan_brats(data_dir: str | Path, require_label: bool = True) -> list[BratsCase]:
-    """Find every BraTS case folder under ``data_dir``, sorted by case ID.
+def scan_brats(data_dir: str | Path, require_label: bool = True, allow_missing: bool = False) -> list[BratsCase]:
+    """Find every BraTS case folder under ``data_dir``, sorted by case ID; with ``allow_missing``,
+    a case may lack sequences (None in its ``images``, :func:`find_case`).
 
     Raises:
         FileNotFoundError: ``data_dir`` is missing, holds no case folder, or any case is
@@ -301,7 +302,7 @@ def scan_brats(data_dir: str | Path, require_label: bool = True) -> list[BratsCa
             logging.getLogger(__name__).warning(f"'{folder}' holds no MRI sequence file (t1, t1ce, t2, flair): not a case, skipped")
             continue
         try:
-            cases.append(find_case(folder, require_label=require_label))
+            cases.append(find_case(folder, require_label=require_label, allow_missing=allow_missing))
         except FileNotFoundError as err:
             problems.append(str(err))
     if problems:

@@ -36,8 +36,9 @@ def folder_datalist(dataset_dir: str | Path, num_channels: int) -> list[dict[str
         sorted by case ID.
 
     Raises:
-        FileNotFoundError: the folder is missing or holds no case, or a BraTS case lacks a
-            sequence (every problem listed together).
+        FileNotFoundError: the folder is missing or holds no case, or a BraTS case folder holds no
+            sequence at all (every problem listed together); a case that lacks some sequences is
+            segmented from the others (None in its ``image`` list, zero-filled by the reader).
         ValueError: a channel count with no folder convention (pass a datalist instead).
 
     Example:
@@ -49,10 +50,11 @@ def folder_datalist(dataset_dir: str | Path, num_channels: int) -> list[dict[str
         raise FileNotFoundError(f"dataset_dir '{dataset_dir}' does not exist or is not a folder")
     if num_channels == len(MODALITIES):
         if not any(p.is_dir() for p in root.iterdir()):  # the folder is one case
-            cases = [find_case(root)]
+            cases = [find_case(root, allow_missing=True)]
         else:
-            cases = scan_brats(root, require_label=False)
-        return [{"case_id": c.case_id, "image": [str(p) for p in c.images]} for c in cases]
+            cases = scan_brats(root, require_label=False, allow_missing=True)
+        # a sequence the case lacks is None: app.io.LoadVolumed zero-fills it, as volseg segment does
+        return [{"case_id": c.case_id, "image": [str(p) if p is not None else None for p in c.images]} for c in cases]
     if num_channels != 1:
         raise ValueError(f"no folder layout is defined for {num_channels}-channel input; pass --data_list_file FILE --data_split SPLIT")
     found = [p for p in sorted(root.iterdir()) if p.is_file() and p.name.lower().endswith(VOLUME_SUFFIXES)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -178,6 +179,9 @@ def load_datalist(manifest: str | Path, key: str, data_dir: str | Path, required
     for item, original in zip(items, content[key]):  # MONAI joins any key naming an existing path
         if "case_id" in original:
             item["case_id"] = original["case_id"]
+        for k, value in item.items():  # MONAI leaves a list with a null (a missing sequence) unjoined
+            if isinstance(value, list) and None in value and any(isinstance(v, str) for v in value):
+                item[k] = [v if not isinstance(v, str) or os.path.isabs(v) else os.path.normpath(os.path.join(str(data_dir), v)) for v in value]
     _check_files(items, manifest, key, data_dir, required)
     return items
 

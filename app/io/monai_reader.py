@@ -182,7 +182,7 @@ class LoadVolumed(LoadImaged):
     (:class:`app.transforms.RandModalityDropoutd`). The missing channel indices are stored in
     the output's metadata under ``"missing_channels"``. Needs ``ensure_channel_first=True``.
     A list of files read as channels is kept in the metadata under ``"channel_files"`` (one path,
-    or None, a channel; MONAI's ``"filename_or_obj"`` names the first file only).
+    or "" for a missing one, a channel: a DataLoader collates no None; MONAI's ``"filename_or_obj"`` names the first file only).
 
     Args:
         keys: keys of the data dict holding file paths (one file or a list stacked as channels).
@@ -214,7 +214,7 @@ class LoadVolumed(LoadImaged):
         for key in self.key_iterator(d):
             files = d[key]
             if isinstance(files, (list, tuple)):
-                given[key] = [None if f is None else str(f) for f in files]
+                given[key] = ["" if f is None else str(f) for f in files]  # "", not None: a DataLoader collates the metadata
                 wanted = self.channels.get(str(key))
                 if wanted is not None and len(files) != wanted:
                     raise InputError(f"'{key}': {len(files)} file(s) given ({', '.join(map(str, files))}), the bundle's network takes {wanted}, "

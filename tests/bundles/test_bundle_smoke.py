@@ -99,3 +99,24 @@ def test_training_output_is_a_bundle_that_segments(trained, bundle_data):
     assert segmenter.parser["roi_size"] == SMALL["roi_size"]  # the run's overrides are the bundle's settings
     label, _ = segmenter.predict(images)
     assert label.shape == nib.load(images[0]).shape and set(np.unique(label)) <= values
+
+
+def test_the_runner_segments_a_case_that_lacks_sequences(phantom_root: Path, tmp_path: Path):
+    """python -m monai.bundle run refused a case folder without T1 and T2, a datalist with null
+    (as its own error message advised) failed in the DataLoader's collate, and a JSON datalist's
+    relative paths beside a null were not joined to dataset_dir; volseg segment takes such cases."""
+    case = tmp_path / "data" / "Phantom_004"
+    case.mkdir(parents=True)
+    for m in ("t1ce", "flair"):
+        (case / f"Phantom_004_{m}.nii.gz").write_bytes((phantom_root / "Phantom_004" / f"Phantom_004_{m}.nii.gz").read_bytes())
+    device = {"device": "$torch.device('cpu')", "inference_backend": "torch"}
+    _workflow("brats_unet3d", "inference", dataset_dir=str(case.parent), output_dir=str(tmp_path / "folder"), **device).run()
+    datalist = tmp_path / "datalist.json"
+    datalist.write_text(json.dumps({"test": [{"image": [None, "Phantom_004/Phantom_004_t1ce.nii.gz", None, "Phantom_004/Phantom_004_flair.nii.gz"]}]}))
+    _workflow("brats_unet3d", "inference", dataset_dir=str(case.parent), data_list_file=str(datalist), data_split="test",
+              output_dir=str(tmp_path / "split"), **device).run()
+    labels = [np.asarray(nib.load(tmp_path / run / "Phantom_004_seg.nii.gz").dataobj) for run in ("folder", "split")]
+    ref = nib.load(case / "Phantom_004_flair.nii.gz")
+    assert labels[0].shape == ref.shape and np.array_equal(labels[0], labels[1]) and set(np.unique(labels[0])) <= {0, 1, 2, 4}
+    label, _ = api.segment(case, device="cpu", backend="torch")
+    assert np.array_equal(label, labels[0])  # the runner's label is volseg segment's

@@ -24,12 +24,16 @@ def test_a_case_folder_is_a_dataset_of_one_case(phantom_root: Path):
     assert item["case_id"] == "Phantom_003" and Path(item["image"][3]).name == "Phantom_003_flair.nii.gz"
 
 
-def test_an_incomplete_case_is_named(phantom_root: Path, tmp_path: Path):
+def test_a_case_that_lacks_sequences_is_listed_with_none_for_them(phantom_root: Path, tmp_path: Path):
+    """The bundle runner refused a case without T2 ("missing t2") that volseg segment segments."""
     shutil.copytree(phantom_root / "Phantom_001", tmp_path / "Phantom_001")
     (tmp_path / "Phantom_001" / "Phantom_001_t2.nii.gz").unlink()
-    (tmp_path / "other").mkdir()
-    with pytest.raises(FileNotFoundError, match=r"case 'Phantom_001'.*missing t2"):
-        folder_datalist(tmp_path, 4)
+    (tmp_path / "other").mkdir()  # no sequence at all: not a case, skipped
+    (item,) = folder_datalist(tmp_path, 4)
+    assert item["case_id"] == "Phantom_001" and item["image"][2] is None
+    assert [Path(p).name for p in item["image"] if p is not None] == [f"Phantom_001_{m}.nii.gz" for m in ("t1", "t1ce", "flair")]
+    (only,) = folder_datalist(tmp_path / "Phantom_001", 4)  # the case folder itself
+    assert only["image"][2] is None
 
 
 def test_every_ct_volume_of_a_folder(tmp_path: Path):

@@ -61,7 +61,7 @@ def test_skull_stripped_channels_and_missing_ones_pass(case: list[str], caplog):
         out = CheckSkullStrippedd("image")(LoadVolumed("image", ensure_channel_first=True)({"image": [case[0], case[1], None, case[3]]}))
     assert out["image"].meta["missing_channels"] == [2]  # zero-filled, so all zero, and not counted either way
     assert "input_warnings" not in out["image"].meta and not caplog.records
-    assert out["image"].meta["channel_files"] == [case[0], case[1], None, case[3]]
+    assert out["image"].meta["channel_files"] == [case[0], case[1], "", case[3]]  # "": a DataLoader collates no None
 
 
 def test_zero_fractions_of_the_strided_sample_are_close_to_the_full_count():
