@@ -260,6 +260,18 @@ def case_section(entry: Mapping[str, Any], images: Sequence[str | Path | None] |
     return "".join(parts)
 
 
+def _n4_text(record: Mapping[str, Any]) -> str:
+    """How the run used N4: off, or on with what it segmented (``n4_combine``) and which sequences."""
+    if not record.get("n4_average"):
+        return "off"
+    combine = record.get("n4_combine")
+    used = {"n4": "the corrected case is segmented", "average": "the case as given and corrected are segmented, probabilities averaged"}.get(str(combine), _fmt(combine))
+    channels = (record.get("n4_params") or {}).get("channels")
+    names = names_of_channels(str(record.get("bundle", "")))
+    which = ", ".join(names[c] if c < len(names) else f"channel {c}" for c in channels) if channels else "every sequence"
+    return f"on ({which}; {used})"
+
+
 def names_of_channels(bundle: str) -> tuple[str, ...]:
     """The bundle's input channel names (BraTS: t1, t1ce, t2, flair); () where unknown."""
     from app.labels import labels_of
@@ -311,7 +323,7 @@ def write_report(run_dir: str | Path, images: Mapping[str, Sequence[str | Path |
     except (ValueError, FileNotFoundError):
         names = {}
     cases = record.get("cases", [])
-    run = [("bundle", bundle), ("mode", _fmt(record.get("mode"))), ("device", _fmt(record.get("device"))), ("backend", _fmt(record.get("backend"))), ("N4 (--n4)", _fmt(record.get("n4_combine")) if record.get("n4_average") else "off"),
+    run = [("bundle", bundle), ("mode", _fmt(record.get("mode"))), ("device", _fmt(record.get("device"))), ("backend", _fmt(record.get("backend"))), ("N4 bias-field correction", _n4_text(record)),
            ("VolSeg", _fmt(record.get("volseg"))), ("cases", f"{sum(1 for c in cases if not c.get('error'))} segmented, {sum(1 for c in cases if c.get('error'))} failed")]
     n4 = bool(record.get("n4_average"))
     from app.bundles import ran_int8

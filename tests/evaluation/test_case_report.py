@@ -169,6 +169,10 @@ def test_report_renders_missing_sequences_quality_and_failures(phantom_root: Pat
     (out / "volseg_run.json").write_text(json.dumps({"bundle": "brats_unet3d", "mode": "fast", "n4_average": True, "n4_combine": "n4", "cases": entries}))
     n4_facts = _facts(_parse(write_report(out, out=tmp_path / "n4.html")).sections["case-Phantom_002"])
     cv_n4 = missing_sequence_cv("brats_unet3d", ["t2"], n4=True)
+    (out / "volseg_run.json").write_text(json.dumps({"bundle": "brats_unet3d", "mode": "fast", "n4_average": True, "n4_combine": "n4",
+                                                      "n4_params": {"channels": [1, 3]}, "cases": entries}))
+    page = write_report(out, out=tmp_path / "n4c.html").read_text()  # the run table precedes the sections
+    assert "<th>N4 bias-field correction</th><td>on (t1ce, flair; the corrected case is segmented)</td>" in page  # was "N4 (--n4) n4"
     assert cv_n4 and n4_facts["CV Dice with these sequences"] == "  ".join(f"{r} {d:.3f}" for r, d in cv_n4.items()) + " (with --n4)"
 
 
