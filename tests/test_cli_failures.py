@@ -11,6 +11,7 @@ model runs in tests/inference/test_bad_input.py and tests/inference/test_distrib
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -501,3 +502,18 @@ def test_sigterm_in_a_batch_stops_it_as_ctrl_c_does_with_exit_143(cases: list[Pa
     assert f"Phantom_000: {out / 'Phantom_000_seg.nii.gz'}" in result.output  # the written case's line, as a finished batch prints it
     record = json.loads((out / "volseg_run.json").read_text())["cases"]
     assert [(c["case_id"], c["error"] is None) for c in record] == [("Phantom_000", True), ("Phantom_001", False), ("Phantom_002", False)]
+
+
+def test_an_unreadable_run_record_is_named_and_kept_not_overwritten(cases: list[Path], tmp_path: Path, fake: FakeSegmenter,
+                                                                    caplog: pytest.LogCaptureFixture):
+    """A corrupt volseg_run.json was reported as labels 'with no entry' and silently replaced."""
+    out = tmp_path / "out"
+    assert _segment(cases[0], "-o", out).exit_code == 0
+    (out / "volseg_run.json").write_text('{"cases": [ truncated')
+    with caplog.at_level(logging.WARNING):
+        assert _segment(cases[0], cases[1], "-o", out).exit_code == 0
+    assert "volseg_run.json cannot be read (JSONDecodeError" in caplog.text and "Phantom_000" in caplog.text
+    (kept,) = out.glob("volseg_run.unreadable-*.json")
+    assert kept.read_text() == '{"cases": [ truncated'
+    record = json.loads((out / "volseg_run.json").read_text())
+    assert [c["case_id"] for c in record["cases"]] == ["Phantom_000", "Phantom_001"] and fake.segmented == ["Phantom_000", "Phantom_001"]

@@ -442,6 +442,7 @@ def write_run_record(plan: BatchPlan, segmenter: Segmenter, settings: SegmentSet
         record["notes"] = [*plan.notes, f"{kept} case(s) of earlier batches in this folder are kept, first; the settings above are this batch's, "
                                         "each case's own are under its 'settings'"]
     add_case_volumes(record["cases"], settings.bundle, plan.output_dir)  # volumes_ml per case from the written labels, and volumes.csv
+    _keep_unreadable_record(plan.output_dir)
     return atomic_write_text(Path(plan.output_dir) / RUN_RECORD, json.dumps(record, indent=2, default=str) + "\n")
 
 
@@ -489,6 +490,35 @@ def run_settings(record: dict[str, Any]) -> dict[str, Any]:
     return {key: record[key] for key in SETTING_KEYS if key in record}
 
 
+def unreadable_record(out_dir: str | Path) -> str | None:
+    """Why the run record in ``out_dir`` cannot be read (not JSON, not a record), or None where it
+    reads or there is none."""
+    path = Path(out_dir) / RUN_RECORD
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        return f"{type(err).__name__}: {err}"
+    if not isinstance(record, dict) or not isinstance(record.get("cases", []), list):
+        return "not a VolSeg run record (no list of cases)"
+    return None
+
+
+def _keep_unreadable_record(out_dir: str | Path) -> None:
+    """Rename an unreadable run record in ``out_dir`` to ``volseg_run.unreadable-<UTC time>.json``,
+    so that writing the new one loses nothing (said in the log)."""
+    problem = unreadable_record(out_dir)
+    if problem is None:
+        return
+    from datetime import datetime, timezone
+
+    path = Path(out_dir) / RUN_RECORD
+    kept = path.with_name(f"{path.stem}.unreadable-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}{path.suffix}")
+    path.replace(kept)
+    logger.warning(f"{path} could not be read ({problem}): kept as {kept.name}; a new run record is written")
+
+
 def earlier_entries(out_dir: str | Path) -> dict[str, dict[str, Any]]:
     """Case ID -> entry of the run record already in ``out_dir`` (``{}`` where there is none or it
     cannot be read), each with its ``settings`` (from the record's top level where an older record
@@ -528,7 +558,10 @@ def stale_skips(plan: BatchPlan, segmenter: Segmenter, settings: SegmentSettings
     lines = []
     unknown = [case.case_id for case in plan.cases if case.note and case.case_id not in earlier]
     if unknown:
-        logger.warning(f"{len(unknown)} label map(s) in {plan.output_dir} have no entry in its {RUN_RECORD}, so what made them is unknown: "
+        problem = unreadable_record(plan.output_dir)
+        why = (f"its {RUN_RECORD} cannot be read ({problem}; it is kept beside the new one as {RUN_RECORD.replace('.json', '.unreadable-<time>.json')})"
+               if problem else f"they have no entry in its {RUN_RECORD}")
+        logger.warning(f"{len(unknown)} label map(s) in {plan.output_dir}: {why}, so what made them is unknown: "
                        f"kept ({', '.join(unknown[:5])}{', ...' if len(unknown) > 5 else ''}); --overwrite segments them again")
     for case in plan.cases:
         entry = earlier.get(case.case_id)
