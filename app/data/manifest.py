@@ -186,6 +186,19 @@ def load_datalist(manifest: str | Path, key: str, data_dir: str | Path, required
     return items
 
 
+def nonempty_split(items: list[dict[str, Any]], key: str, manifest: str | Path) -> list[dict[str, Any]]:
+    """``items`` (a split of ``manifest``) where it holds a case.
+
+    Raises:
+        ValueError: the split is empty (an evaluation of it would end at once with exit status 0
+            and no metric), naming the datalist and how to choose another split.
+    """
+    if not items:
+        raise ValueError(f"split '{key}' of datalist '{manifest}' holds no case: nothing to evaluate; choose another split "
+                         "(--val_split validation, or a datalist of your own: --data_list_file FILE)")
+    return items
+
+
 def _check_files(items: list[dict[str, Any]], manifest: Path, key: str, data_dir: str | Path, required: Sequence[str] = ("image", "label")) -> None:
     """Raise FileNotFoundError where a file of an item under the ``required`` keys does not exist."""
     lacking = []

@@ -120,3 +120,19 @@ def test_the_runner_segments_a_case_that_lacks_sequences(phantom_root: Path, tmp
     assert labels[0].shape == ref.shape and np.array_equal(labels[0], labels[1]) and set(np.unique(labels[0])) <= {0, 1, 2, 4}
     label, _ = api.segment(case, device="cpu", backend="torch")
     assert np.array_equal(label, labels[0])  # the runner's label is volseg segment's
+
+
+def test_evaluate_without_weights_or_cases_says_so(ct_phantom_root: Path, ct_phantom_manifest: Path, tmp_path: Path):
+    """ct_unet3d's evaluate.yaml ran nothing and exited 0 on the shipped datalist's empty test split,
+    and failed with a bare FileNotFoundError for models/model.pt on another split."""
+    common = {"dataset_dir": str(ct_phantom_root), "data_list_file": str(ct_phantom_manifest), "device": "$torch.device('cpu')", "output_dir": str(tmp_path)}
+    with pytest.raises(RuntimeError) as no_weights:
+        _workflow("ct_unet3d", "evaluate", **common, ckpt_path=str(tmp_path / "none.pt"))
+    assert "has no trained weights" in str(no_weights.value.__cause__) and "evaluate with --bundle_root R" in str(no_weights.value.__cause__)
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({**json.loads(ct_phantom_manifest.read_text()), "test": []}))
+    weights = tmp_path / "model.pt"
+    torch.save({}, weights)
+    with pytest.raises(RuntimeError) as no_cases:
+        _workflow("ct_unet3d", "evaluate", **{**common, "data_list_file": str(empty)}, ckpt_path=str(weights))
+    assert "split 'test' of datalist" in str(no_cases.value.__cause__) and "holds no case" in str(no_cases.value.__cause__)
