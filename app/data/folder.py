@@ -3,6 +3,7 @@ a datalist (``python -m monai.bundle run --config_file configs/inference.yaml --
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +11,12 @@ from app.constants import MODALITIES
 from app.data.cases import case_id_from_path, find_case, scan_brats
 from app.data.manifest import load_datalist
 from app.errors import InputError
-from app.io.formats import VOLUME_SUFFIXES
+from app.io.formats import VOLUME_SUFFIXES, strip_volume_suffix
 from app.io.readers import dicom_series
 
 __all__ = ["folder_datalist", "inference_datalist"]
+
+logger = logging.getLogger(__name__)
 
 
 def folder_datalist(dataset_dir: str | Path, num_channels: int) -> list[dict[str, Any]]:
@@ -22,8 +25,9 @@ def folder_datalist(dataset_dir: str | Path, num_channels: int) -> list[dict[str
     * Four channels (the BraTS bundles): each sub-folder is a case folder
       (:func:`app.data.cases.scan_brats`, BraTS 2012-2021 or 2023+ file names; labels are not
       needed), or ``dataset_dir`` itself is one case folder.
-    * One channel (CT): each volume file directly in ``dataset_dir`` (NIfTI, NRRD, MetaImage)
-      and each sub-folder holding a DICOM series, up to :data:`DICOM_SEARCH_DEPTH` levels deep
+    * One channel (CT): each volume file directly in ``dataset_dir`` (NIfTI, NRRD, MetaImage;
+      not a label map or VolSeg output, named ``*_seg``, ``*_uncertainty``, ``*_label(s)``:
+      :data:`LABEL_ENDINGS`, left out with a log line) and each sub-folder holding a DICOM series, up to :data:`DICOM_SEARCH_DEPTH` levels deep
       (a PACS export's patient/study/series), is a case; a series folder's name is its case ID
       (its path below ``dataset_dir``, ``patA_CT``, where two series folders share a name).
 
@@ -58,6 +62,11 @@ def folder_datalist(dataset_dir: str | Path, num_channels: int) -> list[dict[str
     if num_channels != 1:
         raise ValueError(f"no folder layout is defined for {num_channels}-channel input; pass --data_list_file FILE --data_split SPLIT")
     found = [p for p in sorted(root.iterdir()) if p.is_file() and p.name.lower().endswith(VOLUME_SUFFIXES)]
+    labels = [p for p in found if _is_label_or_output(p)]
+    if labels:  # a label map or a VolSeg output beside the images (an output folder inside the data): not a case
+        logger.info("%s: %d label map(s) or VolSeg output(s) left out (%s%s)", root, len(labels), ", ".join(p.name for p in labels[:3]),
+                    ", ..." if len(labels) > 3 else "")
+        found = [p for p in found if p not in labels]
     found += _dicom_series_folders(root, DICOM_SEARCH_DEPTH)
     if not found:
         raise FileNotFoundError(f"no volume ({', '.join(VOLUME_SUFFIXES)}) in '{root}', nor a DICOM series folder in it or in its sub-folders "
@@ -69,6 +78,15 @@ def folder_datalist(dataset_dir: str | Path, num_channels: int) -> list[dict[str
         if ids.count(item["case_id"]) > 1:
             item["case_id"] = "_".join(path.relative_to(root).parts[:-1] + (item["case_id"],))
     return sorted(items, key=lambda item: item["case_id"])
+
+
+#: Name endings (before the volume suffix) of files a one-channel dataset folder does not take for
+#: images: label maps (BraTS ``_seg``) and VolSeg's own outputs (``<case>_seg``, ``<case>_uncertainty``).
+LABEL_ENDINGS = ("_seg", "_uncertainty", "_label", "_labels")
+
+
+def _is_label_or_output(path: Path) -> bool:
+    return strip_volume_suffix(path.name).lower().endswith(LABEL_ENDINGS)
 
 
 #: How deep below a dataset folder DICOM series folders are looked for: a PACS export nests them

@@ -40,6 +40,8 @@ def test_every_ct_volume_of_a_folder(tmp_path: Path):
     for i in (1, 0):
         make_ct_phantom(tmp_path, f"ct_{i:03d}", shape=(12, 10, 6), seed=i)
     (tmp_path / "imagesTr" / "notes.txt").write_text("not a volume")
+    for name in ("ct_000_seg.nii.gz", "ct_001_uncertainty.nii.gz", "Brats18_X_1_seg.nii.gz"):  # VolSeg outputs, a BraTS label: were cases
+        shutil.copy(tmp_path / "imagesTr" / "ct_000.nii.gz", tmp_path / "imagesTr" / name)
     items = folder_datalist(tmp_path / "imagesTr", 1)
     assert [(it["case_id"], Path(it["image"]).name) for it in items] == [("ct_000", "ct_000.nii.gz"), ("ct_001", "ct_001.nii.gz")]
     with pytest.raises(FileNotFoundError, match="imagesTs/ or imagesTr/"):
