@@ -186,7 +186,8 @@ def report(run_dir: str | Path, inputs: Sequence[str | Path] = (), out: str | Pa
     Args:
         run_dir: the ``volseg segment`` output folder.
         inputs: the case folders (or files) that were segmented, for the images under the
-            labels; without them the labels are drawn on black.
+            labels (a case not in the run record is named in a warning); without them, the input
+            files the run record names, and where it names none the labels are drawn on black.
         out: the HTML file (default ``<run_dir>/report.html``).
 
     Returns:
@@ -204,6 +205,14 @@ def report(run_dir: str | Path, inputs: Sequence[str | Path] = (), out: str | Pa
     from app.inference import resolve_inputs
 
     images = {case_id: files for case_id, files in resolve_inputs(list(inputs))} if inputs else None
+    if images:
+        from app.inference.batch import earlier_entries
+
+        recorded = earlier_entries(run_dir)
+        unknown = [case_id for case_id in images if case_id not in recorded]
+        if unknown:
+            logging.getLogger(__name__).warning(f"{len(unknown)} of the inputs name cases that {Path(run_dir) / 'volseg_run.json'} does not hold, "
+                                                f"so the report has no section for them: {', '.join(unknown[:5])}{', ...' if len(unknown) > 5 else ''}")
     return write_report(run_dir, images=images, out=out)
 
 

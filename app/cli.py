@@ -552,6 +552,28 @@ def serve(
     uvicorn.run(api, host=host, port=port, log_level="warning" if quiet else "info")
 
 
+@app.command("report")
+def report_command(
+    run_dir: Path = typer.Argument(..., help="a volseg segment output folder (it holds volseg_run.json)"),
+    inputs: Optional[list[Path]] = typer.Option(None, "--inputs", help="case folders or files that were segmented, for the images under the labels "
+                                                "(default: the input files the run record names)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="the HTML file (default <run_dir>/report.html)"),
+) -> None:
+    """Write (again) the HTML report of a volseg segment output folder, as --report does: per case,
+    overlays on three planes, volumes (mL), missing sequences, quality score, the bundle's CV figures."""
+    _setup(True)
+    from app import api
+    from app.data.verify import InputError
+
+    if out is not None:
+        _output_path(out, "--out", folder=False)
+    try:
+        path = api.report(run_dir, inputs or (), out)
+    except (FileNotFoundError, ValueError, InputError) as err:
+        _fail(err)
+    typer.echo(f"report: {path}")
+
+
 @app.command("dicom-sort")
 def dicom_sort(
     source: Path = typer.Argument(..., help="a DICOM export whose series lie mixed in one folder (or in any sub-folders)"),

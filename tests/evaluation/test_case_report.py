@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -104,7 +105,7 @@ def _check_volumes(section: dict, volumes_ml: dict[str, float]) -> None:
         assert shown[name] == pytest.approx(ml, abs=5e-4), name
 
 
-def test_report_of_a_phantom_run(phantom_root: Path, tmp_path: Path):
+def test_report_of_a_phantom_run(phantom_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture):
     """`segment_cases(report=True)`: one section per case with three PNG planes, the record's
     volumes, "none" for missing sequences, and the bundle's CV figures."""
     from app import api
@@ -129,6 +130,17 @@ def test_report_of_a_phantom_run(phantom_root: Path, tmp_path: Path):
     assert cv["WT"] == f"Dice {meta['cv5_fast_dice_WT']:.3f} \u00b1 {meta['cv5_fast_dice_WT_std']:.3f}, HD95 {meta['cv5_fast_hd95_WT_mm']:.1f} mm"
     assert "5-fold cross-validation, all sequences, --mode fast, float32" in "".join(report.sections["bundle"]["text"])
     assert "brats_unet3d" in "".join(report.sections["bundle"]["text"])
+    # `volseg report` writes it again from the run record (there was no command for it), and names inputs not in the run
+    from app.cli import app as cli
+
+    with caplog.at_level(logging.WARNING):
+        again = CliRunner().invoke(cli, ["report", str(out), "--out", str(tmp_path / "again.html"), "--inputs", str(phantom_root / "Phantom_002")])
+    assert again.exit_code == 0 and f"report: {tmp_path / 'again.html'}" in again.output, again.output
+    assert "1 of the inputs name cases that" in caplog.text and "Phantom_002" in caplog.text
+    rebuilt = _parse(tmp_path / "again.html")
+    assert set(rebuilt.sections) == set(report.sections) and rebuilt.sections["case-Phantom_001"]["images"]
+    missing = CliRunner().invoke(cli, ["report", str(tmp_path / "nothing")])
+    assert missing.exit_code == 2 and "volseg_run.json" in missing.output and "Traceback" not in missing.output
 
 
 def test_report_renders_missing_sequences_quality_and_failures(phantom_root: Path, tmp_path: Path):
