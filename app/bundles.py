@@ -150,12 +150,21 @@ def installed_bundles() -> dict[str, Path]:
 
 
 def bundle_path(name_or_dir: str | Path) -> Path:
-    """Folder of a bundle given by shipped name or by folder.
+    """Folder of a bundle given by shipped name or by folder; a folder of the given path wins over
+    the shipped bundle of that name (a copy in the working folder), said in the log.
 
     Raises:
         ValueError: neither a folder nor a shipped bundle name.
     """
-    return Path(name_or_dir) if Path(name_or_dir).is_dir() else bundle_dir(str(name_or_dir))
+    path = Path(name_or_dir)
+    if path.is_dir():
+        if str(name_or_dir) in BUNDLES and not path.is_absolute() and path.resolve() != bundle_dir(str(name_or_dir)).resolve():
+            import logging
+
+            logging.getLogger(__name__).info(f"bundle '{name_or_dir}': the folder {path.resolve()} (a folder of that name here), "
+                                             "not the shipped bundle of that name")
+        return path
+    return bundle_dir(str(name_or_dir))
 
 
 def default_root(name: str) -> str:

@@ -133,3 +133,21 @@ def test_a_misspelt_override_on_monais_command_line_is_warned_about(monkeypatch:
     warnings = [r.getMessage() for r in caplog.records if "is no key of" in r.getMessage()]
     assert len(warnings) == 2 and "--overlpa is no key of inference.yaml" in warnings[0] and "did you mean --overlap" in warnings[0]
     assert "--sw_batchsize" in warnings[1] and "--sw_batch_size" in warnings[1]
+
+
+def test_a_folder_named_like_a_shipped_bundle_is_used_and_said(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture):
+    """--bundle brats_deeplab3d run beside a copied folder of that name used the copy without a word."""
+    import logging
+
+    from app.bundles import bundle_dir, bundle_path
+
+    (tmp_path / "ct_unet3d" / "configs").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.INFO, logger="app.bundles"):
+        assert bundle_path("ct_unet3d").resolve() == (tmp_path / "ct_unet3d").resolve()
+    assert f"the folder {(tmp_path / 'ct_unet3d').resolve()} (a folder of that name here), not the shipped bundle" in caplog.text
+    caplog.clear()
+    monkeypatch.chdir(bundle_dir("ct_unet3d").parent)
+    with caplog.at_level(logging.INFO, logger="app.bundles"):
+        bundle_path("ct_unet3d")  # the shipped bundle's own folder: nothing to say
+    assert not caplog.text
