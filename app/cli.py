@@ -321,7 +321,9 @@ def segment(
     Exit status: 0 when every case was written; 1 when a case failed (the other cases are still
     written, and volseg_run.json gives each case's error); 2 when nothing could start (an input
     that does not exist, a bad option, an output folder that cannot be written); 130 when
-    interrupted (Ctrl-C: volseg_run.json lists the cases written so far; the same command goes on)."""
+    interrupted by Ctrl-C and 143 by SIGTERM (timeout, kill, a batch scheduler), with --nproc
+    too: the case being segmented is dropped (outputs are written atomically), volseg_run.json
+    lists the cases written so far, and the same command goes on."""
     _setup(quiet)
     from tqdm import tqdm
 
