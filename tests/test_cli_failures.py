@@ -436,21 +436,28 @@ def test_a_written_case_made_from_other_sequences_is_segmented_again_and_loses_i
     assert not (out / "Phantom_000_uncertainty.nii.gz").exists()  # it belonged to the label just replaced
 
 
-def test_ctrl_c_in_a_batch_leaves_a_run_record_of_the_cases_written_and_exit_130(cases: list[Path], tmp_path: Path, fake: FakeSegmenter,
-                                                                               monkeypatch: pytest.MonkeyPatch):
-    """Ctrl-C left written labels without a run record, and printed nothing."""
+@pytest.mark.parametrize("stop, code, said", [(KeyboardInterrupt, 130, "interrupted: 1 case(s) written in"),
+                                               ("Terminated", 143, "terminated (SIGTERM): 1 case(s) written in")])
+def test_a_stopped_batch_leaves_a_run_record_of_the_cases_written(cases: list[Path], tmp_path: Path, fake: FakeSegmenter,
+                                                                  monkeypatch: pytest.MonkeyPatch, stop: object, code: int, said: str):
+    """Ctrl-C left written labels without a run record, and printed nothing; SIGTERM (`timeout`, a
+    scheduler) killed the batch outright (stop_signals_interrupt raises Terminated for it)."""
+    from app.inference.batch import Terminated
+
+    error = Terminated if stop == "Terminated" else stop
     run_case = fake.run_case
 
-    def interrupted_in_the_second(data: dict) -> dict:
+    def stopped_in_the_second(data: dict) -> dict:
         if len(fake.segmented) == 1:
             fake.segmented.append("stopped")
-            raise KeyboardInterrupt
+            raise error()
         return run_case(data)
 
-    monkeypatch.setattr(fake, "run_case", interrupted_in_the_second)
+    monkeypatch.setattr(fake, "run_case", stopped_in_the_second)
     out = tmp_path / "out"
     result = _segment(*cases, "-o", out)
-    assert result.exit_code == 130 and "interrupted: 1 case(s) written in" in result.output and "run the same command again" in result.output
+    assert result.exit_code == code and said in result.output and "run the same command again" in result.output, result.output
+    assert f"Phantom_000: {out / 'Phantom_000_seg.nii.gz'}" in result.output  # the written case's line, as a finished batch prints it
     record = json.loads((out / "volseg_run.json").read_text())["cases"]
     assert [(c["case_id"], c["error"] is None) for c in record] == [("Phantom_000", True), ("Phantom_001", False), ("Phantom_002", False)]
     assert record[1]["error"].startswith("interrupted (Ctrl-C or SIGTERM)") and (out / "Phantom_000_seg.nii.gz").is_file()
@@ -480,28 +487,6 @@ def test_sequences_as_one_comma_separated_text_in_the_api():
 
     [(case_id, images)] = _group_loose_files([Path("a/post.nii.gz"), Path("a/dark.nii.gz")], ("t1", "t1ce", "t2", "flair"), "t1ce, flair", True)
     assert [p.name if p else None for p in images] == [None, "post.nii.gz", None, "dark.nii.gz"]
-
-
-def test_sigterm_in_a_batch_stops_it_as_ctrl_c_does_with_exit_143(cases: list[Path], tmp_path: Path, fake: FakeSegmenter,
-                                                                   monkeypatch: pytest.MonkeyPatch):
-    """`timeout` or a scheduler's SIGTERM killed a batch: no run record, and the lines of the cases written were lost."""
-    from app.inference.batch import Terminated
-
-    run_case = fake.run_case
-
-    def terminated_in_the_second(data: dict) -> dict:
-        if len(fake.segmented) == 1:
-            fake.segmented.append("stopped")
-            raise Terminated("terminated")
-        return run_case(data)
-
-    monkeypatch.setattr(fake, "run_case", terminated_in_the_second)
-    out = tmp_path / "out"
-    result = _segment(*cases, "-o", out)
-    assert result.exit_code == 143 and "terminated (SIGTERM): 1 case(s) written in" in result.output, result.output
-    assert f"Phantom_000: {out / 'Phantom_000_seg.nii.gz'}" in result.output  # the written case's line, as a finished batch prints it
-    record = json.loads((out / "volseg_run.json").read_text())["cases"]
-    assert [(c["case_id"], c["error"] is None) for c in record] == [("Phantom_000", True), ("Phantom_001", False), ("Phantom_002", False)]
 
 
 def test_an_unreadable_run_record_is_named_and_kept_not_overwritten(cases: list[Path], tmp_path: Path, fake: FakeSegmenter,
