@@ -260,6 +260,24 @@ def case_section(entry: Mapping[str, Any], images: Sequence[str | Path | None] |
     return "".join(parts)
 
 
+def _mixed_settings(cases: Sequence[Mapping[str, Any]]) -> str | None:
+    """Where the segmented cases differ in mode, N4 or bundle (an output folder that holds earlier
+    batches): how many cases each combination made, e.g. ``"2 fast, 1 accurate + N4 (see each
+    case's facts)"``; None where they agree."""
+    from collections import Counter
+
+    def label(settings: Mapping[str, Any]) -> str:
+        text = f"{settings.get('mode') or 'fast'}{' + N4' if settings.get('n4_average') else ''}"
+        return f"{settings.get('bundle')} {text}" if len(bundles) > 1 else text
+
+    done = [c.get("settings") or {} for c in cases if c.get("output") and not c.get("error")]
+    bundles = {str(s.get("bundle")) for s in done}
+    counts = Counter(label(s) for s in done)
+    if len(counts) < 2:
+        return None
+    return ", ".join(f"{n} {text}" for text, n in counts.items()) + " (see each case's facts)"
+
+
 def _n4_text(record: Mapping[str, Any]) -> str:
     """How the run used N4: off, or on with what it segmented (``n4_combine``) and which sequences."""
     if not record.get("n4_average"):
@@ -325,6 +343,9 @@ def write_report(run_dir: str | Path, images: Mapping[str, Sequence[str | Path |
     cases = record.get("cases", [])
     run = [("bundle", bundle), ("mode", _fmt(record.get("mode"))), ("device", _fmt(record.get("device"))), ("backend", _fmt(record.get("backend"))), ("N4 bias-field correction", _n4_text(record)),
            ("VolSeg", _fmt(record.get("volseg"))), ("cases", f"{sum(1 for c in cases if not c.get('error'))} segmented, {sum(1 for c in cases if c.get('error'))} failed")]
+    mixed = _mixed_settings(cases)
+    if mixed:  # an output folder that holds earlier batches made otherwise: the rows above are the last batch's
+        run.append(("settings of the cases", mixed))
     n4 = bool(record.get("n4_average"))
     from app.bundles import ran_int8
 

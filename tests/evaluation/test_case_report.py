@@ -242,3 +242,16 @@ def test_run_figures_are_those_of_the_path_that_ran():
     rows, which = run_figures({"cv5_fast_dice_WT": 0.8, "cv5_fast_n4_dice_WT": 0.85}, "accurate", n4=True, int8=True)
     assert rows == [("WT", "Dice 0.850")] and "(the nearest figures" in which and "no figures of its own" in which
     assert run_figures({"other": 1.0}) == ([], "no cross-validation figures for this path")
+
+
+def test_a_folder_of_batches_made_otherwise_says_so_in_the_header(tmp_path: Path):
+    """Two fast cases, then one in accurate mode into the same folder: the header said "mode
+    accurate, 3 segmented" and nothing else."""
+    fast, accurate = {"bundle": "brats_unet3d", "mode": "fast", "n4_average": False}, {"bundle": "brats_unet3d", "mode": "accurate", "n4_average": True}
+    cases = [{"case_id": f"C{i}", "output": str(tmp_path / f"C{i}_seg.nii.gz"), "error": None, "settings": s}
+             for i, s in enumerate([fast, fast, accurate])]
+    (tmp_path / "volseg_run.json").write_text(json.dumps({"bundle": "brats_unet3d", "mode": "accurate", "n4_average": True, "cases": cases}))
+    page = write_report(tmp_path).read_text()
+    assert "<th>settings of the cases</th><td>2 fast, 1 accurate + N4 (see each case&#x27;s facts)</td>" in page
+    (tmp_path / "volseg_run.json").write_text(json.dumps({"bundle": "brats_unet3d", "mode": "fast", "cases": cases[:2]}))
+    assert "settings of the cases" not in write_report(tmp_path).read_text()
