@@ -79,7 +79,9 @@ def segment_distributed(plan: BatchPlan, settings: SegmentSettings, nproc: int, 
     if nproc < 1:
         raise ValueError(f"--nproc must be >= 1, got {nproc}")
     earlier = earlier_entries(plan.output_dir)  # a skipped case may be segmented again (stale_skips, on the ranks)
-    nproc = min(nproc, max(1, len(plan.todo()) + sum(1 for c in plan.cases if c.note and c.case_id in earlier)))
+    asked, nproc = nproc, min(nproc, max(1, len(plan.todo()) + sum(1 for c in plan.cases if c.note and c.case_id in earlier)))
+    if nproc < asked:  # said in the run record's notes, beside its "nproc"
+        plan.notes.append(f"--nproc {asked}: {nproc} process(es) started, no more than the cases to segment")
     cuda = _uses_cuda(settings.device)
     if cuda and nproc > torch.cuda.device_count():
         raise ValueError(f"--nproc {nproc} on CUDA needs {nproc} GPUs (one per process); this machine has {torch.cuda.device_count()}")

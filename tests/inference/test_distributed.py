@@ -87,3 +87,10 @@ def test_two_gloo_processes_segment_again_a_written_case_that_lacks_what_the_run
     assert record["nproc"] == 2 and all(Path(c["uncertainty"]).is_file() for c in record["cases"])
     skipped = api.segment_cases(three_cases, out, device="cpu", nproc=2, uncertainty=True, overwrite=False)
     assert all(r.note and r.note.startswith("skipped") for r in skipped)  # now they have everything asked for
+
+
+def test_fewer_processes_than_asked_are_said_in_the_record(three_cases: list[Path], tmp_path: Path):
+    """--nproc 3 with one case to do ran one process and recorded "nproc": 1 without a word."""
+    api.segment_cases(three_cases[:1], tmp_path, device="cpu", backend="torch", nproc=3)
+    record = json.loads((tmp_path / "volseg_run.json").read_text())
+    assert record["nproc"] == 1 and "--nproc 3: 1 process(es) started, no more than the cases to segment" in record["notes"]
