@@ -183,7 +183,7 @@ def test_report_renders_missing_sequences_quality_and_failures(phantom_root: Pat
     cv_n4 = missing_sequence_cv("brats_unet3d", ["t2"], n4=True)
     (out / "volseg_run.json").write_text(json.dumps({"bundle": "brats_unet3d", "mode": "fast", "n4_average": True, "n4_combine": "n4",
                                                       "n4_params": {"channels": [1, 3]}, "cases": entries}))
-    page = write_report(out, out=tmp_path / "n4c.html").read_text()  # the run table precedes the sections
+    page = write_report(out, out=tmp_path / "n4c.html").read_text(encoding="utf-8")  # the run table precedes the sections
     assert "<th>N4 bias-field correction</th><td>on (t1ce, flair; the corrected case is segmented)</td>" in page  # was "N4 (--n4) n4"
     assert cv_n4 and n4_facts["CV Dice with these sequences"] == "  ".join(f"{r} {d:.3f}" for r, d in cv_n4.items()) + " (with --n4)"
 
@@ -251,7 +251,7 @@ def test_a_folder_of_batches_made_otherwise_says_so_in_the_header(tmp_path: Path
     cases = [{"case_id": f"C{i}", "output": str(tmp_path / f"C{i}_seg.nii.gz"), "error": None, "settings": s}
              for i, s in enumerate([fast, fast, accurate])]
     (tmp_path / "volseg_run.json").write_text(json.dumps({"bundle": "brats_unet3d", "mode": "accurate", "n4_average": True, "cases": cases}))
-    page = write_report(tmp_path).read_text()
+    page = write_report(tmp_path).read_text(encoding="utf-8")
     assert "<th>settings of the cases</th><td>2 fast, 1 accurate + N4 (see each case&#x27;s facts)</td>" in page
     (tmp_path / "volseg_run.json").write_text(json.dumps({"bundle": "brats_unet3d", "mode": "fast", "cases": cases[:2]}))
-    assert "settings of the cases" not in write_report(tmp_path).read_text()
+    assert "settings of the cases" not in write_report(tmp_path).read_text(encoding="utf-8")
