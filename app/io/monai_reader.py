@@ -217,9 +217,11 @@ class LoadVolumed(LoadImaged):
                 given[key] = ["" if f is None else str(f) for f in files]  # "", not None: a DataLoader collates the metadata
                 wanted = self.channels.get(str(key))
                 if wanted is not None and len(files) != wanted:
+                    hint = ("; give a missing MRI sequence as null (None) in the datalist: it is zero-filled, as the BraTS bundles were trained "
+                            "with modality dropout (volseg segment takes any subset)") if wanted > 1 else \
+                        "; a one-channel bundle takes one volume a case: make each file an item of its own"
                     raise InputError(f"'{key}': {len(files)} file(s) given ({', '.join(map(str, files))}), the bundle's network takes {wanted}, "
-                                     "one a channel in its order; give a missing MRI sequence as null (None) in the datalist: it is "
-                                     "zero-filled, as the BraTS bundles were trained with modality dropout (volseg segment takes any subset)")
+                                     f"one a channel in its order{hint}")
             if isinstance(files, (list, tuple)) and any(f is None for f in files):
                 if all(f is None for f in files):
                     raise ValueError(f"'{key}': every channel is missing; VolSeg needs at least one input volume")

@@ -75,6 +75,6 @@ def checked_roi_size(roi_size, divisor: int = 16) -> list[int]:
     bad = [v for v in sides if v % divisor]
     if bad:
         near = [max(divisor, divisor * round(v / divisor)) for v in sides]
-        raise ValueError(f"roi_size {sides}: each side must be a multiple of {divisor} voxels for this network (it halves the resolution "
-                         f"{divisor.bit_length() - 1} times); e.g. {near}")
+        raise ValueError(f"roi_size {sides}: each side must be a multiple of {divisor} voxels for this bundle (its U-Net halves the resolution "
+                         f"{divisor.bit_length() - 1} times; the BraTS bundles share this check); e.g. {near}")
     return sides

@@ -142,6 +142,9 @@ def test_load_volumed_names_the_files_of_a_wrong_count_or_another_grid(tmp_path:
     with pytest.raises(InputError, match=r"'image': 3 file\(s\) given \(.*m0.nii.gz, .*m2.nii.gz\), the bundle's network takes 4.*null \(None\)"):
         load({"image": files})
     assert load({"image": [*files, None]})["image"].shape[0] == 4  # a missing sequence as None: zero-filled
+    with pytest.raises(InputError, match=r"takes 1, one a channel in its order; a one-channel bundle takes one volume a case") as ct:
+        LoadVolumed("image", channels={"image": 1}, ensure_channel_first=True)({"image": files[:2]})
+    assert "null" not in str(ct.value)  # the BraTS advice about missing MRI sequences is not for a CT bundle
     other = sitk.ReadImage(files[2])
     other.SetSpacing((1.0, 0.8, 2.5))
     sitk.WriteImage(other, files[2])
