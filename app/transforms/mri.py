@@ -54,10 +54,12 @@ class N4BiasCorrection(Transform):
         mask_shrunk: Otsu mask from the shrunk copy (True) or from the full channel, then shrunk.
         channels: indices of the channels to correct (None: all); the others are returned
             unchanged. Fewer channels, less time: each channel is one fit.
+        convergence_threshold: a level's iterations stop once the fit changes by less than
+            this (SimpleITK ``SetConvergenceThreshold``; its default 0.001).
 
     Raises:
         ValueError: ``shrink_factor``, ``iterations``, ``num_threads`` or ``field_spacing`` below 1,
-            or a negative or repeated index in ``channels``. An index past the input's channels
+            a ``convergence_threshold`` not above 0, or a negative or repeated index in ``channels``. An index past the input's channels
             raises ``IndexError`` when the transform is called.
 
     Input ``(C, H, W, D)`` non-negative intensities (negative values are warned about); output the same shape and type. Zero voxels
@@ -69,7 +71,7 @@ class N4BiasCorrection(Transform):
 
     def __init__(self, shrink_factor: int = 4, iterations: tuple[int, ...] = (50, 50, 30), crop_foreground: bool = False,
                  num_threads: int | None = None, field_spacing: int = 1, mask_shrunk: bool = False,
-                 channels: Sequence[int] | None = None) -> None:
+                 channels: Sequence[int] | None = None, convergence_threshold: float = 0.001) -> None:
         if int(shrink_factor) < 1 or not iterations or any(int(i) < 1 for i in iterations):
             raise ValueError(f"N4 needs shrink_factor >= 1 and at least one level of >= 1 iterations, got shrink_factor={shrink_factor}, iterations={list(iterations)}")
         if num_threads is not None and int(num_threads) < 1:
@@ -87,6 +89,9 @@ class N4BiasCorrection(Transform):
             if any(c < 0 for c in channels) or len(set(channels)) != len(channels):
                 raise ValueError(f"N4 channels must be distinct indices >= 0 (None: all channels), got {channels}")
         self.channels = channels
+        if not float(convergence_threshold) > 0:
+            raise ValueError(f"N4 needs convergence_threshold > 0, got {convergence_threshold}")
+        self.convergence_threshold = float(convergence_threshold)
 
     def _channel(self, array: np.ndarray, out: np.ndarray, itk_threads: int) -> None:
         """Correct one channel ``array`` into ``out`` (float32, same shape, holding ``array``'s values)
@@ -111,6 +116,7 @@ class N4BiasCorrection(Transform):
         corrector = sitk.N4BiasFieldCorrectionImageFilter()
         corrector.SetMaximumNumberOfIterations(self.iterations)
         corrector.SetNumberOfThreads(itk_threads)
+        corrector.SetConvergenceThreshold(self.convergence_threshold)
         corrector.Execute(small, small_mask)
         if self.field_spacing == 1:
             return sitk.GetArrayFromImage(image / sitk.Exp(corrector.GetLogBiasFieldAsImage(image)))
@@ -175,9 +181,10 @@ class N4BiasCorrectiond(MapTransform):
 
     def __init__(self, keys: KeysCollection, shrink_factor: int = 4, iterations: tuple[int, ...] = (50, 50, 30), crop_foreground: bool = False,
                  num_threads: int | None = None, field_spacing: int = 1, mask_shrunk: bool = False, channels: Sequence[int] | None = None,
-                 allow_missing_keys: bool = False) -> None:
+                 convergence_threshold: float = 0.001, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.corrector = N4BiasCorrection(shrink_factor, iterations, crop_foreground, num_threads, field_spacing, mask_shrunk, channels)
+        self.corrector = N4BiasCorrection(shrink_factor, iterations, crop_foreground, num_threads, field_spacing, mask_shrunk, channels,
+                                          convergence_threshold)
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)

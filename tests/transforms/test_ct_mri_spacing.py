@@ -45,6 +45,11 @@ def test_n4_flattens_a_smooth_bias_field():
     before = np.std((truth * bias)[brain]) / np.mean((truth * bias)[brain])
     after = np.std(np.asarray(out[0])[brain]) / np.mean(np.asarray(out[0])[brain])
     assert out.shape == (1, *shape) and after < 0.5 * before
+    # a looser convergence_threshold stops the iterations earlier: another fit, still flattening the field
+    loose = N4BiasCorrectiond("image", shrink_factor=2, iterations=(20, 20), convergence_threshold=0.05)({"image": torch.from_numpy((truth * bias)[None]).float()})["image"]
+    assert not torch.equal(loose, out) and np.std(np.asarray(loose[0])[brain]) / np.mean(np.asarray(loose[0])[brain]) < before
+    with pytest.raises(ValueError, match="convergence_threshold > 0"):
+        N4BiasCorrectiond("image", convergence_threshold=0)
 
 
 @pytest.mark.skipif(not __import__("pathlib").Path("../shared/data/totalseg_refs").is_dir(), reason="needs ../shared/data")
