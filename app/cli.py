@@ -306,7 +306,7 @@ def segment(
     mode: Optional[str] = typer.Option(None, help=MODE_HELP),
     uncertainty: bool = typer.Option(False, "--uncertainty", help="also write <case>_uncertainty.nii.gz (whole-tumour entropy, bits) and a case quality score"),
     sequences: Optional[str] = typer.Option(None, help="sequence of each loose file, in order, comma-separated (e.g. flair,t1ce); default: from the file names"),
-    nproc: int = typer.Option(1, help="processes via torchrun, each segmenting its share of the cases (one GPU each on CUDA, gloo on CPU); 1: this process"),
+    nproc: int = typer.Option(1, help="processes via torchrun, each segmenting its share of the cases (one GPU each on CUDA); 1: this process"),
     overwrite: bool = typer.Option(False, "--overwrite", help="segment cases whose label map is already in the output folder again (default: skip them, so a stopped batch resumes; a label made with another bundle, mode, N4, precision, other weights (a bundle folder trained again) or other sequences, or without the uncertainty map asked for, is made again; earlier cases stay in volseg_run.json and volumes.csv)"),
     report: bool = typer.Option(False, "--report", help="also write <output>/report.html: per case, overlays on three planes, volumes (mL), missing sequences, quality score, the bundle's CV figures"),
     int8: Optional[bool] = typer.Option(None, "--int8/--no-int8", help="OpenVINO backend: run the bundle's int8 models (NNCF post-training quantization; brats_unet3d, 5-fold CV, all four sequences: WT 0.009 below float32, TC and ET within 0.005) or float32; default: the bundle's openvino_int8"),

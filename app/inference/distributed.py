@@ -5,7 +5,7 @@ bundles: ``torchrun``, a ``DistributedSampler`` over the datalist, each rank wri
 outputs) applied to ``volseg segment``: the parent process plans the batch
 (:func:`app.inference.batch.plan_batch`: inputs, output folder, duplicates, outputs already
 written) before any model loads, then ``torchrun --standalone --nproc_per_node=N`` starts N ranks
-(NCCL and one GPU each on CUDA, gloo on CPU). Each rank segments its share of the cases to do
+(one GPU each on CUDA). Each rank segments its share of the cases to do
 (:func:`monai.data.partition_dataset` with ``even_divisible=False``, the split
 ``monai.data.DistributedSampler`` makes: no case twice, none left out) with the same per-case
 loop as a single process (:func:`app.inference.batch.run_cases`), writing its own label maps; the
@@ -14,7 +14,8 @@ order.
 
 A run stopped part-way keeps every label map written (atomic writes); run again without
 ``--overwrite``, it skips them. Ctrl-C or SIGTERM of ``volseg segment`` goes on to ``torchrun`` and
-the ranks: each stops after its current case, and the run record names the cases written. For several nodes, run the bundle's ``multi_gpu_inference.yaml``
+the ranks: each drops the case it is segmenting (nothing is half-written), and the run record names
+the cases written. For several nodes, run the bundle's ``multi_gpu_inference.yaml``
 overlay with ``torchrun --nnodes`` (the command is in its header comment).
 """
 
@@ -71,7 +72,7 @@ def segment_distributed(plan: BatchPlan, settings: SegmentSettings, nproc: int, 
         RankError: a rank failed; label maps already written are kept (a rerun skips them).
         Interrupted: Ctrl-C or SIGTERM (within :func:`app.inference.batch.stop_signals_interrupt`)
             of this process: the same signal goes to ``torchrun`` and the ranks (their own process
-            group), each rank stops after its current case, rank 0 writes the run record of the
+            group), each rank drops the case it is segmenting, rank 0 writes the run record of the
             cases written, and this process waits for them (at most 60 s, then kills them).
     """
     import torch
@@ -119,7 +120,7 @@ def _stop(ranks: subprocess.Popen, exchange: Path, signum: int, wait_s: float = 
     """Send ``signum`` to the ranks (the pids they wrote to ``exchange``; to ``torchrun`` and all its
     processes, the process group of ``ranks``, where none has yet) and wait for them to record what
     they wrote and ``torchrun`` to end; kill them all after ``wait_s`` seconds."""
-    pids = [int(f.read_text()) for f in exchange.glob("pid*") if f.read_text().strip().isdigit()]
+    pids = [int(text) for text in (f.read_text().strip() for f in exchange.glob("pid*")) if text.isdigit()]
     for pid in pids:
         try:
             os.kill(pid, signum)
@@ -283,7 +284,7 @@ def main(argv: list[str] | None = None) -> None:
             run_rank(BatchPlan.from_json(payload["plan"]), SegmentSettings(**{**settings, "sequences": tuple(settings["sequences"]) if settings["sequences"] else None}),
                      payload["info"], exchange=exchange)
     except KeyboardInterrupt as stop:  # recorded by run_rank; the parent says what was written. Exit 0: no torchrun error report
-        logging.getLogger(__name__).warning(f"rank {rank}: stopped ({signal_name(stop)}) after its current case")
+        logging.getLogger(__name__).warning(f"rank {rank}: stopped ({signal_name(stop)})")
 
 
 if __name__ == "__main__":

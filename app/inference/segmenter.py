@@ -364,6 +364,7 @@ class Segmenter:
         self.n4_combine = str(parser.get_parsed_content("n4_combine")) if "n4_combine" in parser else "average"
         if self.n4_combine not in N4_COMBINE:
             raise ValueError(f"n4_combine must be one of {', '.join(N4_COMBINE)}, got '{self.n4_combine}'")
+        self._split = self._split_reader() if self.n4 or uncertainty else None  # (reader, the rest): N4 and the brain mask see the volumes as read
         self._n4_branch = self._n4_pipeline() if self.n4 else None
         self.inferer = parser.get_parsed_content("inferer")
         self.postprocessing = parser.get_parsed_content("postprocessing")
@@ -392,17 +393,13 @@ class Segmenter:
     def _n4_pipeline(self) -> tuple[Any, Any, Any]:
         """(load, N4, the rest of the preprocessing): the bundle's preprocessing split after its
         first transform, the reader, so that both branches share one read."""
-        from monai.transforms import Compose, LoadImaged
-
         from app.transforms import N4BiasCorrectiond
         from app.transforms.mri import checked_n4_params
 
-        transforms = list(self.preprocessing.transforms)
-        if not transforms or not isinstance(transforms[0], LoadImaged):
-            raise ValueError(f"n4_average needs a preprocessing that starts with a reader (LoadImaged); it starts with {type(transforms[0]).__name__ if transforms else 'nothing'}")
+        load, rest = self._split
         key = "accurate_n4_params" if self.mode == "accurate" and "accurate_n4_params" in self.parser else "n4_params"
         params = checked_n4_params(self.parser.get("n4_params", {}), key)  # the mode's N4 settings (app.transforms.N4BiasCorrection's arguments)
-        return transforms[0], N4BiasCorrectiond("image", **params), Compose(transforms[1:])
+        return load, N4BiasCorrectiond("image", **params), rest
 
     def _preprocess(self, data: dict) -> dict:
         """The bundle's preprocessing; with ``n4``, of the N4-corrected sequences (``n4_combine``
@@ -410,31 +407,36 @@ class Segmenter:
         same geometry: N4 keeps zero voxels zero, so the brain crop is the same)."""
         if self._n4_branch is None and not self.uncertainty:
             return self.preprocessing(data)
-        if self._n4_branch is None:
-            load, rest = self._split_reader()
-            loaded = load(data)
-            return {**rest(loaded), BRAIN_KEY: _brain_mask(loaded)}
-        load, n4, rest = self._n4_branch
-        if self.n4_combine == "n4":
-            loaded = load(data)
-            brain = _brain_mask(loaded) if self.uncertainty else None  # before N4, which makes a new image
-            return {**rest(n4(loaded)), **({BRAIN_KEY: brain} if brain is not None else {})}
+        load, rest = self._split
         loaded = load(data)
-        corrected = rest(n4(dict(loaded)))  # N4 makes a new image: the in-place steps of one branch do not reach the other
-        out = rest(dict(loaded))
-        if corrected["image"].shape != out["image"].shape:
-            raise RuntimeError(f"internal error: N4 branch shape {tuple(corrected['image'].shape)} != {tuple(out['image'].shape)}")
-        out["image_n4"] = corrected["image"]
-        if self.uncertainty:
-            out[BRAIN_KEY] = _brain_mask(loaded)
+        brain = _brain_mask(loaded) if self.uncertainty else None  # on the input grid, before any step changes the image
+        if self._n4_branch is None:
+            out = rest(loaded)
+        elif self.n4_combine == "n4":
+            out = rest(self._n4_branch[1](loaded))
+        else:
+            corrected = rest(self._n4_branch[1](dict(loaded)))  # N4 makes a new image: the in-place steps of one branch do not reach the other
+            out = rest(dict(loaded))
+            if corrected["image"].shape != out["image"].shape:
+                raise RuntimeError(f"internal error: N4 branch shape {tuple(corrected['image'].shape)} != {tuple(out['image'].shape)}")
+            out["image_n4"] = corrected["image"]
+        if brain is not None:
+            out[BRAIN_KEY] = brain
         return out
 
     def _split_reader(self) -> tuple[Any, Any]:
         """(the reader, the rest of the preprocessing): the bundle's preprocessing split after its
-        first transform, for the brain mask on the input grid (``uncertainty``)."""
-        from monai.transforms import Compose
+        first transform, so that N4 and the brain mask (``uncertainty``) see the volumes as read.
+
+        Raises:
+            ValueError: the preprocessing does not start with a reader (``LoadImaged``).
+        """
+        from monai.transforms import Compose, LoadImaged
 
         transforms = list(self.preprocessing.transforms)
+        if not transforms or not isinstance(transforms[0], LoadImaged):
+            raise ValueError(f"n4_average and uncertainty need a preprocessing that starts with a reader (LoadImaged); it starts with "
+                             f"{type(transforms[0]).__name__ if transforms else 'nothing'}")
         return transforms[0], Compose(transforms[1:])
 
     def _window_shape(self, parser) -> tuple[int, ...] | None:
