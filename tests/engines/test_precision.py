@@ -1,4 +1,4 @@
-"""Mixed precision: the loss runs in float32 under autocast; a run of NaN losses stops training."""
+"""Mixed precision: the loss runs in float32 under autocast; a run of NaN losses stops training; a step with NaN gradients is skipped."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from monai.bundle import ConfigParser
 from monai.losses import DiceCELoss
 
 from app.bundles import bundle_dir, config_files
-from app.engines import Float32Loss, NonFiniteLossGuard
+from app.engines import Float32Loss, NonFiniteGradientSkip, NonFiniteLossGuard
 
 
 def _bundle_loss(name: str = "brats_unet3d") -> torch.nn.Module:
@@ -46,14 +46,15 @@ def test_gradient_flows_through_the_wrapper():
 
 
 @pytest.mark.parametrize("name", ["brats_unet3d", "brats_deeplab3d", "ct_unet3d"])
-def test_bundle_trainers_use_the_float32_loss_and_the_guard(name: str):
+def test_bundle_trainers_use_the_float32_loss_the_guard_and_the_skip(name: str):
     parser = ConfigParser()
     parser.read_config(config_files(name, "train"))
     meta = bundle_dir(name) / "configs" / "metadata.json"
     parser.read_meta(str(meta))
     loss = parser.get_parsed_content("train#trainer#loss_function")  # distillation off by default: the plain loss, wrapped
     assert isinstance(loss, Float32Loss) and loss.loss is parser.get_parsed_content("loss")
-    assert any(isinstance(h, dict) and h.get("_target_") == "app.engines.NonFiniteLossGuard" for h in parser["train"]["handlers"])
+    targets = [h.get("_target_") for h in parser["train"]["handlers"] if isinstance(h, dict)]
+    assert "app.engines.NonFiniteLossGuard" in targets and "app.engines.NonFiniteGradientSkip" in targets
 
 
 def _run(losses: list[float], patience: int) -> Engine:
@@ -75,3 +76,45 @@ def test_guard_tolerates_isolated_non_finite_losses():
     assert trainer.state.iteration == 7
     with pytest.raises(ValueError, match="patience"):
         NonFiniteLossGuard(patience=0)
+
+
+def _skip_run(nan_at: set[int], patience: int = 20, skip: bool = True) -> tuple[list[torch.Tensor], NonFiniteGradientSkip]:
+    """A MONAI SupervisedTrainer (float32, CPU) over 5 one-item batches whose gradients are NaN
+    at the iterations ``nan_at`` while the loss stays finite; the weights after each iteration."""
+    from ignite.engine import Events
+    from monai.engines import SupervisedTrainer
+
+    torch.manual_seed(0)
+    network = torch.nn.Conv3d(1, 1, 1)
+    trainer = SupervisedTrainer(device=torch.device("cpu"), max_epochs=1, network=network,
+                                optimizer=torch.optim.AdamW(network.parameters(), lr=0.1),
+                                loss_function=torch.nn.MSELoss(), train_data_loader=[{"image": torch.rand(1, 1, 2, 2, 2), "label": torch.zeros(1, 1, 2, 2, 2)}] * 5)
+    network.weight.register_hook(lambda g: torch.full_like(g, float("nan")) if trainer.state.iteration in nan_at else g)
+    handler = NonFiniteGradientSkip(patience=patience)
+    if skip:
+        handler.attach(trainer)
+    weights: list[torch.Tensor] = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: weights.append(network.weight.detach().clone()))
+    trainer.run()
+    return weights, handler
+
+
+def test_a_step_with_nan_gradients_is_skipped_and_training_goes_on(caplog: pytest.LogCaptureFixture):
+    with caplog.at_level("WARNING", logger="app.engines.precision"):
+        weights, handler = _skip_run({2, 3})
+    assert handler.skipped == 2 and all(torch.isfinite(w).all() for w in weights)
+    assert torch.equal(weights[1], weights[0]) and torch.equal(weights[2], weights[0])  # skipped: not even weight decay moved them
+    assert not torch.equal(weights[3], weights[2])  # the next finite step trains again
+    assert "iteration 2: gradients of 1 parameter(s) hold NaN or inf (weight)" in caplog.text
+
+
+def test_without_the_skip_one_nan_step_poisons_the_weights():
+    weights, _ = _skip_run({2}, skip=False)  # the failure the handler exists for
+    assert torch.isfinite(weights[0]).all() and not torch.isfinite(weights[-1]).all()
+
+
+def test_a_run_of_nan_gradients_stops_with_an_error():
+    with pytest.raises(RuntimeError, match=r"NaN or inf for 3 iterations in a row \(epoch 1, iteration 4; first: weight\).*train#inferer#enabled=false"):
+        _skip_run({2, 3, 4}, patience=3)
+    with pytest.raises(ValueError, match="patience"):
+        NonFiniteGradientSkip(patience=0)
