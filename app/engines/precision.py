@@ -80,10 +80,10 @@ class NonFiniteGradientSkip:
     On CUDA with AMP, ``GradScaler`` already skips such a step; this does the same for the
     other trainers (float32, or bfloat16 autocast on a CPU). A single poisoned step otherwise
     turns every weight NaN for good (AdamW carries the NaN into its moments). Seen: oneDNN's
-    bfloat16 ``Conv3d`` weight gradient on an AVX-512 BF16 CPU (torch 2.13.0) for a 128-channel
-    input of 2 x 2 x 2 voxels (the bottom of brats_unet3d at ``roi_size`` 32) holds NaN in about
-    1 % of backward passes while the loss is finite (float32: none in 200; 4 x 4 x 4 and
-    larger: none in 300).
+    bfloat16 ``Conv3d`` weight gradient on an AVX-512 BF16 CPU (torch 2.13.0) for 128 channels of
+    2 x 2 x 2 voxels (the bottom of brats_unet3d at ``roi_size`` 32) held NaN in 1-4 of 200
+    backward passes of the network while the loss was finite; float32 and 64^3 crops: none
+    (``benchmarks/bf16_conv_grads.py``, docs/performance.md).
 
     Runs on MONAI's ``IterationEvents.BACKWARD_COMPLETED`` (after ``loss.backward()`` and, with
     DDP, after the gradients are averaged over the ranks, so every rank skips alike). A skipped
