@@ -237,8 +237,8 @@ def _workflow_parser(bundle: str, **overrides):
 
 
 def test_bundle_workflow_runs_n4_where_volseg_segment_would(phantom_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """``python -m monai.bundle run --mode accurate`` corrects the bias field right after the
-    reader as ``volseg segment --mode accurate`` does (brats_unet3d), not in fast mode; a bundle
+    """``python -m monai.bundle run --mode accurate`` corrects the bias field after the brain
+    crop, RAS and spacing and before the z-score, as ``volseg segment --mode accurate`` does (brats_unet3d), not in fast mode; a bundle
     whose ``n4_combine`` is "average" refuses N4 in the one-pass workflow with a clear error; the
     Segmenter keeps its own N4 branch only (no second correction); and the workflow's accurate
     label is the Segmenter's."""
@@ -249,7 +249,8 @@ def test_bundle_workflow_runs_n4_where_volseg_segment_would(phantom_root: Path, 
     names = lambda parser: [type(t).__name__ for t in parser.get_parsed_content("preprocessing").transforms]  # noqa: E731
     assert "N4BiasCorrectiond" not in names(_workflow_parser("brats_unet3d"))
     accurate = names(_workflow_parser("brats_unet3d", mode="accurate"))
-    assert accurate[:2] == ["LoadVolumed", "N4BiasCorrectiond"] and accurate.count("N4BiasCorrectiond") == 1
+    assert accurate[-2:] == ["N4BiasCorrectiond", "NonzeroZScored"] and accurate.count("N4BiasCorrectiond") == 1
+    assert accurate.index("CropForegroundd") < accurate.index("Orientationd") < accurate.index("Spacingd") < accurate.index("N4BiasCorrectiond")
     assert "N4BiasCorrectiond" not in names(_workflow_parser("brats_unet3d", mode="accurate", accurate_n4_average=False))
     n4_step = lambda parser: next(t for t in parser.get_parsed_content("preprocessing").transforms if type(t).__name__ == "N4BiasCorrectiond")  # noqa: E731
     assert n4_step(_workflow_parser("brats_unet3d", mode="accurate")).corrector.channels is None  # accurate_n4_params: all four
