@@ -147,6 +147,7 @@ def main() -> None:
     parser.add_argument("--bundles", nargs="+", default=["brats_unet3d", "brats_deeplab3d"])
     parser.add_argument("--dice-split", choices=["validation", "test"], help="also score every VolSeg row on this manifest split")
     parser.add_argument("--modes-only", action="store_true", help="only the tutorial row and each bundle's --mode fast / --mode accurate as shipped")
+    parser.add_argument("--modes", nargs="+", choices=["fast", "accurate"], default=["fast", "accurate"], help="the modes of each bundle's rows (default both)")
     parser.add_argument("--n4", action="store_true", help="also each bundle's --mode fast and --mode accurate with --n4 and with --no-n4")
     parser.add_argument("--n4-params", action="append", default=[], type=json.loads, metavar="JSON",
                         help="with --n4, also each mode's --n4 row with these n4_params (repeat), e.g. '{\"shrink_factor\": 6, \"iterations\": [25, 25], \"crop_foreground\": true, \"num_threads\": 1}'")
@@ -163,7 +164,7 @@ def main() -> None:
         rows = {k: v for k, v in rows.items() if k.startswith("MONAI tutorial")}
     for bundle in args.bundles:
         short = bundle.replace("brats_", "")
-        for mode in ("fast", "accurate"):  # the shipped settings of each mode, default backend
+        for mode in args.modes:  # the shipped settings of each mode, default backend
             try:
                 rows[f"VolSeg {short} --mode {mode} (as shipped)"] = shipped = volseg(bundle, {}, None, mode)
                 if "int8" in shipped.segmenter.precision:  # the same settings in float32, for the int8 speed-up

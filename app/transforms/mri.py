@@ -23,7 +23,8 @@ class N4BiasCorrection(Transform):
     and applied to the full-resolution channel. Seconds per volume (a median 1.08 s for a BraTS
     case's four sequences on 2 AVX2 cores with brats_unet3d's ``accurate_n4_params``, ``benchmarks/n4.py``):
     on in brats_unet3d's ``--mode accurate``; its ``--mode fast --n4`` corrects T1ce and FLAIR only
-    (``channels``, shrink 10: 0.36-0.40 s a case on 2 cores, against 1.2 s for all four at shrink 8).
+    (``channels``, shrink 10: 0.36-0.40 s a case on 2 cores, against 1.2 s for all four at shrink 8;
+    since 0.10.10 with ``convergence_threshold`` 0.002 on the brain crop, about 0.2 s).
 
     The channels are fitted in parallel threads (SimpleITK releases the GIL while a filter runs);
     each channel's result is the same as a serial fit's. Each thread writes its channel into one
