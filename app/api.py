@@ -129,7 +129,7 @@ def segment_cases(
             (on for brats_unet3d). The bundle's ``n4_combine`` says whether the corrected
             case alone is segmented or averaged with the case as given, ``n4_params``
             (``accurate_n4_params`` in accurate mode) which sequences are corrected. Slower by
-            the N4 fits (brats_unet3d: about 0.4 s a case on 2 CPU cores in fast mode, T1ce and
+            the N4 fits (brats_unet3d: about 0.2 s a case on 2 CPU cores in fast mode, T1ce and
             FLAIR; about 1.2 s in accurate mode, all four); its CV gain is in the bundle docs (see
             :class:`app.inference.Segmenter`).
         resample: a case whose sequences lie on different voxel grids of one session (e.g. a 5 mm

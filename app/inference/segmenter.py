@@ -83,7 +83,7 @@ def _brain_mask(loaded: dict) -> Any:
 
 
 def _n4_position(transforms: Sequence[Any]) -> int:
-    """Where N4 goes in the preprocessing after the reader: before its first intensity
+    """Where N4 goes in the preprocessing that follows the reader: before its first intensity
     normalisation (N4 models positive MRI intensities, so it must see them before a z-score),
     after the crop, RAS and spacing; the end where nothing normalises."""
     from monai.transforms import NormalizeIntensityd, ScaleIntensityRanged
@@ -318,7 +318,7 @@ class Segmenter:
             (the default where absent) segments the case as given and corrected and averages the
             two sigmoid probabilities. Raises 5-fold CV Dice of brats_unet3d (bundle docs) at the
             cost of the N4 fits (the sequences fitted in parallel; brats_unet3d on 2 CPU cores: about
-            0.4 s a case in fast mode, T1ce and FLAIR at shrink 10; about 1.2 s in accurate mode, all four).
+            0.2 s a case in fast mode, T1ce and FLAIR at shrink 10 (0.10.10); about 1.2 s in accurate mode, all four).
 
     Raises:
         FileNotFoundError: the bundle or its weights are missing.
