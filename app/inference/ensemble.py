@@ -190,8 +190,8 @@ def mode_network(mode: str, network: torch.nn.Module, ensemble_ckpt_paths: Seque
 def workflow_n4_transforms(mode: str, n4_average: bool, accurate_n4_average: bool, n4_combine: str, n4_params: dict | None = None) -> list:
     """The N4 step of a bundle's own inference workflow (``python -m monai.bundle run``), so that
     it corrects the bias field where ``volseg segment`` would: ``n4_average``, or in ``"accurate"``
-    mode ``accurate_n4_average``; inserted before the z-score (the last preprocessing step, after
-    the brain crop, RAS and spacing) by ``inference.yaml``, where :class:`app.inference.Segmenter` runs it.
+    mode ``accurate_n4_average``; inserted before the z-score (the last preprocessing step, after RAS,
+    spacing and the brain crop) by ``inference.yaml``, where :class:`app.inference.Segmenter` runs it.
 
     Returns:
         ``[]`` without N4, else ``[N4BiasCorrectiond("image", **n4_params)]``

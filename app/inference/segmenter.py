@@ -85,7 +85,7 @@ def _brain_mask(loaded: dict) -> Any:
 def _n4_position(transforms: Sequence[Any]) -> int:
     """Where N4 goes in the preprocessing that follows the reader: before its first intensity
     normalisation (N4 models positive MRI intensities, so it must see them before a z-score),
-    after the crop, RAS and spacing; the end where nothing normalises."""
+    after RAS, spacing and the brain crop; the end where nothing normalises."""
     from monai.transforms import NormalizeIntensityd, ScaleIntensityRanged
 
     from app.transforms import NonzeroZScored
@@ -407,7 +407,7 @@ class Segmenter:
     def _n4_pipeline(self) -> tuple[Any, Any, Any]:
         """(geometry, N4, normalisation): the preprocessing after the reader split before its
         intensity normalisation (:func:`_n4_position`), so that N4 corrects the brain crop on the
-        model's grid (since brats_unet3d 0.10.10; before, the whole volume as read: about 0.06 s
+        model's grid (since brats_unet3d 0.10.10; before, the whole volume as read: about 0.02 s
         more a BraTS case, docs/performance.md) and both branches of ``n4_combine`` ``"average"``
         share one read, crop and resampling."""
         from monai.transforms import Compose

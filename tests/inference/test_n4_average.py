@@ -250,7 +250,7 @@ def test_bundle_workflow_runs_n4_where_volseg_segment_would(phantom_root: Path, 
     assert "N4BiasCorrectiond" not in names(_workflow_parser("brats_unet3d"))
     accurate = names(_workflow_parser("brats_unet3d", mode="accurate"))
     assert accurate[-2:] == ["N4BiasCorrectiond", "NonzeroZScored"] and accurate.count("N4BiasCorrectiond") == 1
-    assert accurate.index("CropForegroundd") < accurate.index("Orientationd") < accurate.index("Spacingd") < accurate.index("N4BiasCorrectiond")
+    assert accurate.index("Orientationd") < accurate.index("Spacingd") < accurate.index("CropForegroundd") < accurate.index("N4BiasCorrectiond")
     assert "N4BiasCorrectiond" not in names(_workflow_parser("brats_unet3d", mode="accurate", accurate_n4_average=False))
     n4_step = lambda parser: next(t for t in parser.get_parsed_content("preprocessing").transforms if type(t).__name__ == "N4BiasCorrectiond")  # noqa: E731
     assert n4_step(_workflow_parser("brats_unet3d", mode="accurate")).corrector.channels is None  # accurate_n4_params: all four
