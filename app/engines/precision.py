@@ -115,10 +115,10 @@ class NonFiniteGradientSkip:
         if getattr(engine, "amp", False) and getattr(engine, "scaler", None) is not None:
             return  # GradScaler checks the (scaled) gradients and skips the step itself
         named = [(name, p) for name, p in engine.network.named_parameters() if p.grad is not None]
-        bad = [name for name, p in named if not bool(torch.isfinite(p.grad).all())]
-        if not bad:
+        if not named or bool(torch.stack([torch.isfinite(p.grad).all() for _, p in named]).all()):  # one device sync a step
             self.count = 0
             return
+        bad = [name for name, p in named if not bool(torch.isfinite(p.grad).all())]
         self.count += 1
         self.skipped += 1
         for _, p in named:

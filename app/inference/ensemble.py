@@ -6,6 +6,7 @@ import copy
 import itertools
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -187,10 +188,25 @@ def mode_network(mode: str, network: torch.nn.Module, ensemble_ckpt_paths: Seque
     return MirrorEnsemble(ensemble_members(network, ensemble_ckpt_paths, device), mirror_axes, max_batch)
 
 
+def n4_position(transforms: Sequence[Any]) -> int:
+    """Where N4 goes in a preprocessing list: before its first intensity normalisation (N4 models
+    positive MRI intensities, so it must see them before a z-score), after the reader, RAS,
+    spacing and the brain crop that come before it; the end of the list where nothing normalises.
+    One rule for :class:`app.inference.Segmenter` and the bundles' ``inference.yaml``."""
+    from monai.transforms import NormalizeIntensityd, ScaleIntensityRanged
+
+    from app.transforms import NonzeroZScored
+
+    for i, transform in enumerate(transforms):
+        if isinstance(transform, (NonzeroZScored, NormalizeIntensityd, ScaleIntensityRanged)):
+            return i
+    return len(transforms)
+
+
 def workflow_n4_transforms(mode: str, n4_average: bool, accurate_n4_average: bool, n4_combine: str, n4_params: dict | None = None) -> list:
     """The N4 step of a bundle's own inference workflow (``python -m monai.bundle run``), so that
     it corrects the bias field where ``volseg segment`` would: ``n4_average``, or in ``"accurate"``
-    mode ``accurate_n4_average``; inserted before the z-score (the last preprocessing step, after RAS,
+    mode ``accurate_n4_average``; inserted where :func:`n4_position` says (before the z-score, after RAS,
     spacing and the brain crop) by ``inference.yaml``, where :class:`app.inference.Segmenter` runs it.
 
     Returns:

@@ -82,20 +82,6 @@ def _brain_mask(loaded: dict) -> Any:
     return np.asarray((image.as_tensor() if hasattr(image, "as_tensor") else image) != 0).any(axis=0)
 
 
-def _n4_position(transforms: Sequence[Any]) -> int:
-    """Where N4 goes in the preprocessing that follows the reader: before its first intensity
-    normalisation (N4 models positive MRI intensities, so it must see them before a z-score),
-    after RAS, spacing and the brain crop; the end where nothing normalises."""
-    from monai.transforms import NormalizeIntensityd, ScaleIntensityRanged
-
-    from app.transforms import NonzeroZScored
-
-    for i, transform in enumerate(transforms):
-        if isinstance(transform, (NonzeroZScored, NormalizeIntensityd, ScaleIntensityRanged)):
-            return i
-    return len(transforms)
-
-
 def _is_dicom_folder(folder: Path) -> bool:
     return bool(dicom_series_ids(folder))
 
@@ -406,19 +392,20 @@ class Segmenter:
 
     def _n4_pipeline(self) -> tuple[Any, Any, Any]:
         """(geometry, N4, normalisation): the preprocessing after the reader split before its
-        intensity normalisation (:func:`_n4_position`), so that N4 corrects the brain crop on the
+        intensity normalisation (:func:`app.inference.n4_position`, the rule ``inference.yaml`` uses too), so that N4 corrects the brain crop on the
         model's grid (since brats_unet3d 0.10.10; before, the whole volume as read: about 0.02 s
         more a BraTS case, docs/performance.md) and both branches of ``n4_combine`` ``"average"``
         share one read, crop and resampling."""
         from monai.transforms import Compose
 
+        from app.inference.ensemble import n4_position
         from app.transforms import N4BiasCorrectiond
         from app.transforms.mri import checked_n4_params
 
         _, rest = self._split
         key = "accurate_n4_params" if self.mode == "accurate" and "accurate_n4_params" in self.parser else "n4_params"
         params = checked_n4_params(self.parser.get("n4_params", {}), key)  # the mode's N4 settings (app.transforms.N4BiasCorrection's arguments)
-        at = _n4_position(rest.transforms)
+        at = n4_position(rest.transforms)
         return Compose(rest.transforms[:at]), N4BiasCorrectiond("image", **params), Compose(rest.transforms[at:])
 
     def _preprocess(self, data: dict) -> dict:

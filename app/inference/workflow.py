@@ -17,16 +17,15 @@ from typing import Any
 import torch
 from monai.transforms import apply_transform
 
+from app.data.cases import case_id_from_path
+
 logger = logging.getLogger(__name__)
 
 
-def _case_name(item: Any) -> str:
-    """The case id of a datalist item (its first image file), or its position-free repr."""
-    from app.data.cases import case_id_from_path
-
-    image = item.get("image") if isinstance(item, dict) else None
-    files = [f for f in (image if isinstance(image, (list, tuple)) else [image]) if f]
-    return case_id_from_path(files[0]) if files else repr(item)[:80]
+def _files(item: Any) -> list[str]:
+    """The image files of a datalist item (one file or a list per channel; None for a missing one left out)."""
+    image = item.get("image") if isinstance(item, dict) else item
+    return [str(f) for f in (image if isinstance(image, (list, tuple)) else [image]) if f]
 
 
 def _reason(error: BaseException) -> str:
@@ -64,10 +63,10 @@ class CaseSkippingDataset(torch.utils.data.IterableDataset):
             try:
                 out = apply_transform(self.transform, item)
             except Exception as error:  # noqa: BLE001 - any failure of one case's reading is that case's
-                image = item.get("image") if isinstance(item, dict) else item
-                files = ", ".join(str(f) for f in (image if isinstance(image, (list, tuple)) else [image]) if f)
-                self.failed.append((_case_name(item), files, _reason(error)))
-                logger.error("case %s failed and is skipped (the other cases go on): %s [%s]", self.failed[-1][0], self.failed[-1][2], files)
+                files = _files(item)
+                name = case_id_from_path(files[0]) if files else repr(item)[:80]
+                self.failed.append((name, ", ".join(files), _reason(error)))
+                logger.error("case %s failed and is skipped (the other cases go on): %s [%s]", name, self.failed[-1][2], self.failed[-1][1])
                 continue
             yield out
 
