@@ -43,8 +43,8 @@ def segment(inputs: str | Path | Sequence[str | Path], bundle: str = DEFAULT_BUN
         bundle's int8 models on OpenVINO (True), float32 (False) or as the bundle says (None).
         ``n4`` applies N4 bias-field correction first (True; the bundle's ``n4_combine`` says
         whether the corrected case alone is segmented or averaged with the case as given), or
-        not (False), or as the bundle says (None: ``n4_average``, off, in fast mode;
-        ``accurate_n4_average`` in accurate mode, on for brats_unet3d), with the sequences and
+        not (False), or as the bundle says (None: ``n4_average`` in fast mode,
+        ``accurate_n4_average`` in accurate mode; both on for brats_unet3d), with the sequences and
         settings of the bundle's ``n4_params`` (``accurate_n4_params`` in accurate mode;
         brats_unet3d: T1ce and FLAIR in fast mode, all four in accurate mode). ``resample`` puts
         sequences on different voxel grids onto the finest one first (see :func:`segment_cases`);
@@ -125,8 +125,8 @@ def segment_cases(
         int8: on the OpenVINO backend, run the bundle's int8 models (True) or float32 (False);
             None: the bundle's ``openvino_int8`` (see :class:`app.inference.Segmenter`).
         n4: N4 bias-field correction of each case first (True), or not (False); None: the
-            bundle's ``n4_average`` (off) in fast mode, ``accurate_n4_average`` in accurate mode
-            (on for brats_unet3d). The bundle's ``n4_combine`` says whether the corrected
+            bundle's ``n4_average`` in fast mode, ``accurate_n4_average`` in accurate mode
+            (both on for brats_unet3d). The bundle's ``n4_combine`` says whether the corrected
             case alone is segmented or averaged with the case as given, ``n4_params``
             (``accurate_n4_params`` in accurate mode) which sequences are corrected. Slower by
             the N4 fits (brats_unet3d: about 0.2 s a case on 2 CPU cores in fast mode, T1ce and

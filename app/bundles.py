@@ -62,7 +62,7 @@ def missing_sequence_cv(bundle: str | Path, missing: Sequence[str], n4: bool = F
     """Cross-validation Dice per region of a bundle for cases that lack ``missing`` sequences.
 
     Read from ``missing_sequences_cv`` in the bundle's ``configs/metadata.json``: with ``n4``
-    ``missing_sequences_cv_n4`` (the figures of ``volseg segment --n4``), with ``int8`` the same
+    ``missing_sequences_cv_n4`` (the figures with N4, the default of brats_unet3d >= 0.11.0), with ``int8`` the same
     key with ``_int8`` appended (the bundle's int8 OpenVINO models), keyed by the sequences present
     joined with ``+`` in channel order (``"t1ce+flair"``).
 
@@ -90,19 +90,19 @@ def run_subset_cv(bundle: str | Path, missing: Sequence[str], n4: bool = False, 
 
     Returns:
         ``(figures, source)``: :func:`missing_sequence_cv`'s dict, and where the figures come from:
-        ``"with --n4"``, ``"without --n4"`` (an ``n4`` run quoted the default figures), ``"int8"``,
+        ``"with N4"``, ``"without N4"`` (an ``n4`` run quoted the figures without N4), ``"int8"``,
         ``"float32"`` (an ``int8`` run quoted the float32 figures), joined with ``", "``; ``""`` for
         a float32 run without ``n4``; ``"of --mode fast ..."`` added for an accurate-mode run.
 
     Example:
         >>> run_subset_cv("brats_unet3d", ["t2"], n4=True, int8=True)[1]
-        'with --n4, int8'
+        'with N4, int8'
     """
     for use_n4 in dict.fromkeys((n4, False)):
         for use_int8 in dict.fromkeys((int8, False)):
             figures = missing_sequence_cv(bundle, missing, n4=use_n4, int8=use_int8)
             if figures:
-                source = [("with --n4" if use_n4 else "without --n4") if n4 else "", ("int8" if use_int8 else "float32") if int8 else "",
+                source = [("with N4" if use_n4 else "without N4") if n4 else "", ("int8" if use_int8 else "float32") if int8 else "",
                           "of --mode fast (accurate mode has no CV figures of its own)" if mode == "accurate" else ""]
                 return figures, ", ".join(s for s in source if s)
     return {}, ""

@@ -171,7 +171,7 @@ def run_figures(metrics: Mapping[str, Any], mode: str = "fast", n4: bool = False
         dice, std, hd95 = (metrics.get(f"{prefix}_dice_{region}"), metrics.get(f"{prefix}_dice_{region}_std"), metrics.get(f"{prefix}_hd95_{region}_mm"))
         text = f"Dice {float(dice):.3f}" + (f" \u00b1 {float(std):.3f}" if std is not None else "") + (f", HD95 {float(hd95):.1f} mm" if hd95 is not None else "")
         rows.append((region, text))
-    path = "--mode fast" + (" --n4" if "_n4" in prefix else "") + (", int8" if "_int8" in prefix else ", float32")
+    path = "--mode fast" + (", N4" if "_n4" in prefix else ", no N4") + (", int8" if "_int8" in prefix else ", float32")
     which = f"5-fold cross-validation, all sequences, {path}"
     if prefix != prefixes[0]:
         which += " (the nearest figures the bundle has for this run's path)"

@@ -598,7 +598,7 @@ def add_missing_sequence_cv(entries: list[dict[str, Any]], bundle: str | Path, n
         if entry.get("missing_sequences"):
             cv, source = run_subset_cv(bundle, entry["missing_sequences"], n4, int8, mode)
             entry["missing_sequences_cv_dice"] = cv
-            entry["missing_sequences_cv_source"] = (source or "float32, without --n4") if cv else None
+            entry["missing_sequences_cv_source"] = (source or "float32, without N4") if cv else None
 
 
 def merge_results(plan: BatchPlan, computed: dict[int, CaseResult]) -> list[CaseResult]:

@@ -30,13 +30,16 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from app.inference.batch import (INTERRUPTED, RUN_RECORD, BatchPlan, Interrupted, SegmentSettings, case_entry, earlier_entries, make_segmenter, run_batch, run_cases,
                                  signal_name, stale_skips, stop_signals_interrupt, write_run_record)
 from app.inference.segmenter import CaseResult
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -193,7 +196,7 @@ def run_rank(plan: BatchPlan, settings: SegmentSettings, info: dict[str, Any], e
     for line in stale_skips(plan, segmenter, settings):  # the same on every rank: each reads the same earlier record
         if rank == 0:
             logger.warning(line)
-    mine = plan.todo()[rank::world]  # partition_dataset's split, which refuses fewer cases than ranks
+    mine = rank_share(plan.todo(), rank, world)
     stopped: Interrupted | None = None
     try:
         results = run_cases(segmenter, [plan.cases[i] for i in mine], settings) if mine else []
@@ -236,6 +239,26 @@ def _gather_entries(entries: dict[int, dict[str, Any]], world: int, exchange: Pa
     if pending:
         logger.warning(f"rank(s) {', '.join(map(str, sorted(pending)))} recorded nothing within {wait_s:.0f} s of the stop: their cases are recorded as interrupted")
     return entries, stopped
+
+
+def rank_share(items: Sequence[T], rank: int, world: int) -> list[T]:
+    """Rank ``rank`` of ``world``'s share of ``items``: ``items[rank]``, ``items[rank + world]``, ...
+
+    The split of :func:`monai.data.partition_dataset` with ``shuffle=False, even_divisible=False``
+    (and of ``monai.data.DistributedSampler`` so configured): no item twice, none left out. MONAI's
+    function raises a ``RuntimeError`` where there are fewer items than ranks, which is what
+    resuming a nearly finished cohort gives; here a rank may get none.
+
+    Raises:
+        ValueError: ``world`` < 1, or ``rank`` outside ``[0, world)``.
+
+    Example:
+        >>> rank_share(["a", "b", "c"], 1, 2), rank_share(["a"], 1, 2)
+        (['b'], [])
+    """
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"rank {rank} of world size {world}: the rank must be in [0, {world})")
+    return list(items[rank::world])
 
 
 def pending_items(datalist: list[dict[str, Any]], output_dir: str | Path, overwrite: bool = False) -> list[dict[str, Any]]:

@@ -298,7 +298,7 @@ class Segmenter:
             in accurate mode; all where it names none) (Tustison et al. 2010;
             :class:`app.transforms.N4BiasCorrection`, SimpleITK) before the model (``n4_average``
             in the bundle's inference config, ``accurate_n4_average`` in accurate mode; None takes
-            it, false where absent: brats_unet3d >= 0.9.1 runs it in accurate mode). The bundle's
+            it, false where absent: brats_unet3d >= 0.9.1 runs it in accurate mode, >= 0.11.0 in fast mode too). The bundle's
             ``n4_combine`` says how: ``"n4"`` segments the corrected case only (for weights
             trained on cases as given and N4-corrected, brats_unet3d >= 0.9.0); ``"average"``
             (the default where absent) segments the case as given and corrected and averages the

@@ -309,7 +309,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             cv, source = run_subset_cv(served[model].bundle, case["missing_sequences"], case["n4"], ran_int8(case["precision"]), case.get("mode"))
             result["missing_sequences"] = list(case["missing_sequences"])
             result["missing_sequences_cv_dice"] = cv
-            result["missing_sequences_cv_source"] = (source or "float32, without --n4") if cv else None
+            result["missing_sequences_cv_source"] = (source or "float32, without N4") if cv else None
         if case.get("input_warnings"):  # e.g. a sequence that is not skull-stripped: MONAI Label clients show "params"
             result["warnings"] = list(case["input_warnings"])
         if "uncertainty" in case:  # params {"uncertainty": true}: the map goes beside the labels, for 3D Slicer to load

@@ -125,10 +125,11 @@ def test_report_of_a_phantom_run(phantom_root: Path, tmp_path: Path, caplog: pyt
     meta = json.loads((bundle_dir("brats_unet3d") / "configs" / "metadata.json").read_text())["eval_metrics"]
     every = {row[0]: row[1] for row in report.sections["bundle"]["tables"]["cv-all"]}
     assert every.pop("figure") == "value" and every == {k: repr(v) for k, v in meta.items()}  # folded, all of them
-    cv = {row[0]: row[1] for row in report.sections["bundle"]["tables"]["cv"]}  # the path that ran: fast, float32 torch, no N4
+    cv = {row[0]: row[1] for row in report.sections["bundle"]["tables"]["cv"]}  # the path that ran: fast, float32 torch, N4 (the default since 0.11.0)
+    assert record["n4_average"] is True
     assert cv.pop("region") == "mean over cases" and list(cv) == ["WT", "TC", "ET"]
-    assert cv["WT"] == f"Dice {meta['cv5_fast_dice_WT']:.3f} \u00b1 {meta['cv5_fast_dice_WT_std']:.3f}, HD95 {meta['cv5_fast_hd95_WT_mm']:.1f} mm"
-    assert "5-fold cross-validation, all sequences, --mode fast, float32" in "".join(report.sections["bundle"]["text"])
+    assert cv["WT"] == f"Dice {meta['cv5_fast_n4_dice_WT']:.3f} \u00b1 {meta['cv5_fast_n4_dice_WT_std']:.3f}, HD95 {meta['cv5_fast_n4_hd95_WT_mm']:.1f} mm"
+    assert "5-fold cross-validation, all sequences, --mode fast, N4, float32" in "".join(report.sections["bundle"]["text"])
     assert "brats_unet3d" in "".join(report.sections["bundle"]["text"])
     # `volseg report` writes it again from the run record (there was no command for it), and names inputs not in the run
     from app.cli import app as cli
@@ -185,7 +186,7 @@ def test_report_renders_missing_sequences_quality_and_failures(phantom_root: Pat
                                                       "n4_params": {"channels": [1, 3]}, "cases": entries}))
     page = write_report(out, out=tmp_path / "n4c.html").read_text(encoding="utf-8")  # the run table precedes the sections
     assert "<th>N4 bias-field correction</th><td>on (t1ce, flair; the corrected case is segmented)</td>" in page  # was "N4 (--n4) n4"
-    assert cv_n4 and n4_facts["CV Dice with these sequences"] == "  ".join(f"{r} {d:.3f}" for r, d in cv_n4.items()) + " (with --n4)"
+    assert cv_n4 and n4_facts["CV Dice with these sequences"] == "  ".join(f"{r} {d:.3f}" for r, d in cv_n4.items()) + " (with N4)"
 
 
 def test_tumour_centre():
@@ -238,7 +239,9 @@ def test_run_figures_are_those_of_the_path_that_ran():
     meta = json.loads((bundle_dir("brats_unet3d") / "configs" / "metadata.json").read_text())["eval_metrics"]
     rows, which = run_figures(meta, "fast", n4=True, int8=True)
     assert dict(rows)["ET"] == f"Dice {meta['cv5_fast_n4_int8_dice_ET']:.3f}, HD95 {meta['cv5_fast_n4_int8_hd95_ET_mm']:.1f} mm"
-    assert which == "5-fold cross-validation, all sequences, --mode fast --n4, int8"
+    assert which == "5-fold cross-validation, all sequences, --mode fast, N4, int8"
+    rows, which = run_figures(meta, "fast", n4=False, int8=False)  # --no-n4: its own figures, said so
+    assert dict(rows)["WT"].startswith(f"Dice {meta['cv5_fast_dice_WT']:.3f}") and which.endswith("--mode fast, no N4, float32")
     rows, which = run_figures({"cv5_fast_dice_WT": 0.8, "cv5_fast_n4_dice_WT": 0.85}, "accurate", n4=True, int8=True)
     assert rows == [("WT", "Dice 0.850")] and "(the nearest figures" in which and "no figures of its own" in which
     assert run_figures({"other": 1.0}) == ([], "no cross-validation figures for this path")

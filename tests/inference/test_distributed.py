@@ -15,7 +15,7 @@ import pytest
 
 from app import api
 from app.bundles import bundle_dir
-from app.inference.distributed import pending_items
+from app.inference.distributed import pending_items, rank_share
 
 
 @pytest.fixture()
@@ -36,6 +36,17 @@ def test_pending_items_skips_cases_whose_label_is_written(three_cases: list[Path
     (out / "Phantom_001_seg.nii.gz").write_bytes(b"written")
     assert pending_items(items, out) == [items[0], items[2]]
     assert pending_items(items, out, overwrite=True) == items
+
+
+def test_rank_share_is_partition_datasets_split_and_allows_an_empty_share():
+    from monai.data import partition_dataset
+
+    items = list(range(7))
+    assert [rank_share(items, r, 3) for r in range(3)] == partition_dataset(items, num_partitions=3, shuffle=False, even_divisible=False)
+    assert [rank_share(items[:1], r, 2) for r in range(2)] == [[0], []]  # partition_dataset raises here
+    assert rank_share([], 0, 4) == []
+    with pytest.raises(ValueError, match=r"rank 2 of world size 2: the rank must be in \[0, 2\)"):
+        rank_share(items, 2, 2)
 
 
 def test_two_gloo_processes_write_what_one_process_writes(three_cases: list[Path], tmp_path: Path):
@@ -73,6 +84,13 @@ def test_bundle_overlay_on_two_gloo_processes_resumes_and_writes_each_case_once(
         (a, affine_a), (b, affine_b) = _voxels(result.output), _voxels(out / result.output.name)
         assert np.array_equal(affine_a, affine_b) and (a > 0).any()
         assert np.array_equal(a, b), f"{result.case_id}: {(a != b).sum()} voxels differ from volseg segment"
+    # one case left to do on two ranks: rank 1's share is empty, and it ends without error or a second write
+    (out / "Phantom_002_seg.nii.gz").unlink()
+    kept = {name: (out / name).stat().st_mtime_ns for name in ("Phantom_000_seg.nii.gz", "Phantom_001_seg.nii.gz")}
+    again = subprocess.run(cmd, cwd=root, capture_output=True, encoding="utf-8", errors="replace", env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert {name: (out / name).stat().st_mtime_ns for name in kept} == kept
+    assert np.array_equal(_voxels(out / "Phantom_002_seg.nii.gz")[0], _voxels(tmp_path / "one" / "Phantom_002_seg.nii.gz")[0])
 
 
 def test_two_gloo_processes_segment_again_a_written_case_that_lacks_what_the_run_asks_for(three_cases: list[Path], tmp_path: Path):

@@ -88,9 +88,9 @@ def test_missing_line_quotes_the_n4_figures_when_the_run_used_n4(tmp_path):
         "missing_sequences_cv_n4": {"t1ce+flair": {"WT": 0.85, "TC": 0.7, "ET": 0.65}}}))
     bundle = str(tmp_path / "b")
     assert "CV Dice with this subset: WT 0.800  TC 0.600" in _missing_line(bundle, ["t1", "t2"])
-    assert "CV Dice with this subset with --n4: WT 0.850  TC 0.700  ET 0.650" in _missing_line(bundle, ["t1", "t2"], n4=True)
+    assert "CV Dice with this subset with N4: WT 0.850  TC 0.700  ET 0.650" in _missing_line(bundle, ["t1", "t2"], n4=True)
     # no --n4 figure for that subset: the default one, said so
-    assert "with this subset without --n4: WT 0.810" in _missing_line(bundle, ["t2"], n4=True)
+    assert "with this subset without N4: WT 0.810" in _missing_line(bundle, ["t2"], n4=True)
     assert "no CV figure for this subset" in _missing_line(bundle, ["flair"], n4=True)
 
 
@@ -109,25 +109,25 @@ def test_missing_line_and_run_record_quote_the_int8_figures_when_int8_models_ran
     bundle = str(tmp_path / "b")
     assert ran_int8("int8") and not ran_int8("f32") and not ran_int8("int8+f32") and not ran_int8(None)
     assert "CV Dice with this subset int8: WT 0.790  TC 0.610  ET 0.490" in _missing_line(bundle, ["t1", "t2"], int8=True)
-    assert "with this subset with --n4, int8: WT 0.840  TC 0.710  ET 0.640" in _missing_line(bundle, ["t1", "t2"], n4=True, int8=True)
+    assert "with this subset with N4, int8: WT 0.840  TC 0.710  ET 0.640" in _missing_line(bundle, ["t1", "t2"], n4=True, int8=True)
     # no int8 figure for no T2: the float32 one, said so; no --n4 either: both said
     assert "with this subset float32: WT 0.810" in _missing_line(bundle, ["t2"], int8=True)
-    assert run_subset_cv(bundle, ["t2"], n4=True, int8=True) == ({"WT": 0.81, "TC": 0.7, "ET": 0.6}, "without --n4, float32")
+    assert run_subset_cv(bundle, ["t2"], n4=True, int8=True) == ({"WT": 0.81, "TC": 0.7, "ET": 0.6}, "without N4, float32")
     assert "CV Dice with this subset: WT 0.800" in _missing_line(bundle, ["t1", "t2"])  # float32 run: the float32 figures
     # the run record stores what the CLI printed, per case that lacked sequences
     entries = [{"case_id": "a", "missing_sequences": ["t1", "t2"]}, {"case_id": "b", "missing_sequences": []},
                {"case_id": "c", "missing_sequences": ["t1", "flair"]}]
     add_missing_sequence_cv(entries, bundle, n4=True, int8=True)
     assert entries[0]["missing_sequences_cv_dice"] == {"WT": 0.84, "TC": 0.71, "ET": 0.64}
-    assert entries[0]["missing_sequences_cv_source"] == "with --n4, int8"
+    assert entries[0]["missing_sequences_cv_source"] == "with N4, int8"
     assert "missing_sequences_cv_dice" not in entries[1]
     assert entries[2]["missing_sequences_cv_dice"] == {} and entries[2]["missing_sequences_cv_source"] is None
     # an accurate-mode run quotes fast mode's figures (the fold ensemble cannot be scored on the shared cases) and says so
     line = _missing_line(bundle, ["t1", "t2"], n4=True, int8=True, mode="accurate")
-    assert "with this subset with --n4, int8, of --mode fast (accurate mode has no CV figures of its own): WT 0.840" in line
+    assert "with this subset with N4, int8, of --mode fast (accurate mode has no CV figures of its own): WT 0.840" in line
     accurate = [{"case_id": "a", "missing_sequences": ["t1", "t2"]}]
     add_missing_sequence_cv(accurate, bundle, n4=True, int8=True, mode="accurate")
-    assert accurate[0]["missing_sequences_cv_source"] == "with --n4, int8, of --mode fast (accurate mode has no CV figures of its own)"
+    assert accurate[0]["missing_sequences_cv_source"] == "with N4, int8, of --mode fast (accurate mode has no CV figures of its own)"
     assert run_subset_cv(bundle, ["t1", "t2"], mode="accurate")[1] == "of --mode fast (accurate mode has no CV figures of its own)"
 
 

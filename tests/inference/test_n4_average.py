@@ -155,10 +155,12 @@ def test_n4_only_segments_the_corrected_case(phantom_root: Path, monkeypatch: py
 
 
 def test_bundle_key_and_argument(phantom_root: Path):
-    assert Segmenter("brats_unet3d", device="cpu", backend="torch").n4 is False  # off by default
+    assert Segmenter("brats_unet3d", device="cpu", backend="torch").n4 is True  # metadata inference#fast_n4, since 0.11.0
+    assert Segmenter("brats_unet3d", device="cpu", backend="torch", overrides={"n4_average": False}).n4 is False
+    assert Segmenter("brats_deeplab3d", device="cpu", backend="torch").n4 is False  # its weights were not trained for N4
     assert Segmenter("brats_unet3d", device="cpu", backend="torch", overrides={"n4_average": True}).n4 is True
     assert Segmenter("brats_unet3d", device="cpu", backend="torch", overrides={"n4_average": True}, n4=False).n4 is False
-    data = Segmenter("brats_unet3d", device="cpu", backend="torch").load(case_files(phantom_root / "Phantom_002"))
+    data = Segmenter("brats_unet3d", device="cpu", backend="torch", n4=False).load(case_files(phantom_root / "Phantom_002"))
     assert "image_n4" not in data
     seg = Segmenter("brats_unet3d", device="cpu", backend="torch", n4=True,
                     overrides={"n4_params": {"shrink_factor": 6, "iterations": [25, 25], "crop_foreground": True}})
@@ -177,7 +179,8 @@ def test_bundle_key_and_argument(phantom_root: Path):
 
 def test_accurate_mode_runs_n4_where_the_bundle_says():
     """``--mode accurate`` takes ``accurate_n4_average`` (metadata ``inference#accurate_n4``):
-    on for brats_unet3d (weights trained on N4-corrected copies), off in fast mode; ``n4=False``
+    on for brats_unet3d (weights trained on N4-corrected copies), as in fast mode since 0.11.0
+    (metadata ``inference#fast_n4``); ``n4=False``
     (``--no-n4``) and the override ``accurate_n4_average`` turn it off, and the shipped N4
     settings are the ones chosen on CV: accurate_n4_params in accurate mode (all four sequences,
     shrink 8, 2 x 25 iterations, the brain's box), n4_params with ``--n4`` in fast mode (T1ce and
@@ -194,7 +197,10 @@ def test_accurate_mode_runs_n4_where_the_bundle_says():
                      overrides={"n4_params": {"shrink_factor": 3}})._n4_branch[1].corrector.shrink_factor == 8
     assert Segmenter("brats_unet3d", device="cpu", backend="torch", mode="fast", n4=True,
                      overrides={"accurate_n4_params": {"shrink_factor": 3}})._n4_branch[1].corrector.shrink_factor == 10
-    assert Segmenter("brats_unet3d", device="cpu", backend="torch", mode="fast").n4 is False
+    assert meta["inference"]["fast_n4"] is True
+    default_fast = Segmenter("brats_unet3d", device="cpu", backend="torch", mode="fast")
+    assert default_fast.n4 is True and default_fast._n4_branch[1].corrector.channels == [1, 3]  # n4_params, not accurate's
+    assert Segmenter("brats_unet3d", device="cpu", backend="torch", mode="fast", n4=False).n4 is False
     assert Segmenter("brats_unet3d", device="cpu", backend="torch", mode="accurate", n4=False).n4 is False
     assert Segmenter("brats_unet3d", device="cpu", backend="torch", mode="accurate", overrides={"accurate_n4_average": False}).n4 is False
 
@@ -215,8 +221,8 @@ def test_cli_n4_with_a_missing_sequence_records_it(phantom_root: Path, tmp_path:
     from app.bundles import missing_sequence_cv
 
     cv = missing_sequence_cv("brats_unet3d", ["t1", "t2"], n4=True)
-    assert cv and f"with this subset with --n4: WT {cv['WT']:.3f}" in result.output
-    assert record["cases"][0]["missing_sequences_cv_dice"] == cv and record["cases"][0]["missing_sequences_cv_source"] == "with --n4"
+    assert cv and f"with this subset with N4: WT {cv['WT']:.3f}" in result.output
+    assert record["cases"][0]["missing_sequences_cv_dice"] == cv and record["cases"][0]["missing_sequences_cv_source"] == "with N4"
     label = nib.load(tmp_path / "out" / "FlairT1ce_seg.nii.gz")
     ref = nib.load(case / "FlairT1ce_flair.nii.gz")
     assert label.shape == ref.shape and np.allclose(label.affine, ref.affine)
@@ -247,7 +253,9 @@ def test_bundle_workflow_runs_n4_where_volseg_segment_would(phantom_root: Path, 
     from app.transforms import N4BiasCorrectiond
 
     names = lambda parser: [type(t).__name__ for t in parser.get_parsed_content("preprocessing").transforms]  # noqa: E731
-    assert "N4BiasCorrectiond" not in names(_workflow_parser("brats_unet3d"))
+    fast = names(_workflow_parser("brats_unet3d"))  # fast mode: N4 since 0.11.0 (metadata inference#fast_n4)
+    assert fast[-2:] == ["N4BiasCorrectiond", "NonzeroZScored"] and fast.count("N4BiasCorrectiond") == 1
+    assert "N4BiasCorrectiond" not in names(_workflow_parser("brats_unet3d", n4_average=False))
     accurate = names(_workflow_parser("brats_unet3d", mode="accurate"))
     assert accurate[-2:] == ["N4BiasCorrectiond", "NonzeroZScored"] and accurate.count("N4BiasCorrectiond") == 1
     assert accurate.index("Orientationd") < accurate.index("Spacingd") < accurate.index("CropForegroundd") < accurate.index("N4BiasCorrectiond")
