@@ -6,8 +6,8 @@ outputs) applied to ``volseg segment``: the parent process plans the batch
 (:func:`app.inference.batch.plan_batch`: inputs, output folder, duplicates, outputs already
 written) before any model loads, then ``torchrun --standalone --nproc_per_node=N`` starts N ranks
 (one GPU each on CUDA). Each rank segments its share of the cases to do
-(:func:`monai.data.partition_dataset` with ``even_divisible=False``, the split
-``monai.data.DistributedSampler`` makes: no case twice, none left out) with the same per-case
+(:func:`rank_share`: the split of :func:`monai.data.partition_dataset` with
+``even_divisible=False`` and of ``monai.data.DistributedSampler``, no case twice, none left out) with the same per-case
 loop as a single process (:func:`app.inference.batch.run_cases`), writing its own label maps; the
 ranks then pass their case records to rank 0 (as files), which writes ``volseg_run.json`` in input
 order.
@@ -166,9 +166,8 @@ def run_rank(plan: BatchPlan, settings: SegmentSettings, info: dict[str, Any], e
 
     Cases whose label the output folder already holds, made with other settings or without the
     uncertainty map asked for, are segmented again (:func:`app.inference.batch.stale_skips`, the
-    same on every rank). The share is that of :func:`monai.data.partition_dataset` with
-    ``even_divisible=False`` (rank ``r`` of ``N`` takes cases ``r, r + N, ...``), the split of
-    ``monai.data.DistributedSampler(shuffle=False, even_divisible=False)``; a rank may have none.
+    same on every rank). The share is :func:`rank_share`'s (rank ``r`` of ``N`` takes cases
+    ``r, r + N, ...``); a rank may have none.
 
     The ranks pass their case entries to rank 0 as files (``exchange/rank<r>.json``), not through
     ``torch.distributed`` collectives: a rank waiting in a collective cannot be stopped, and a
