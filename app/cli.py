@@ -596,6 +596,32 @@ def dicom_sort(
     typer.echo(f"segment them with: volseg segment {output} --output <folder>")
 
 
+@app.command("split-channels")
+def split_channels(
+    source: Path = typer.Argument(..., help="a 4D NIfTI (channels last), a folder of them, or a Decathlon task folder "
+                                            "(dataset.json, imagesTr/, labelsTr/, imagesTs/) such as Task01_BrainTumour"),
+    output: Path = typer.Option(..., "--output", "-o", help="folder for the case folders (<case>/<case>_<sequence>.nii.gz, <case>_seg.nii.gz)"),
+    sequences: Optional[str] = typer.Option(None, help="sequence of each channel, in order, comma-separated (Task01_BrainTumour: "
+                                                       "flair,t1,t1ce,t2); default: the task's dataset.json 'modality'"),
+) -> None:
+    """Split 4D multi-channel volumes (one file a case, as the Medical Segmentation Decathlon's
+    Task01_BrainTumour stores BraTS) into one file a sequence, with the labels in BraTS codes (1 NCR/NET,
+    2 ED, 4 ET): the case folders volseg segment, evaluate, cv and train read."""
+    _setup(True)
+    from app.data.split_channels import split_multichannel
+
+    _output_path(output, "--output")
+    try:
+        cases = split_multichannel(source, output, sequences)
+    except (ValueError, OSError) as err:
+        _fail(err)
+    for case in cases:
+        names = ", ".join(p.name for p in sorted(case.written + case.kept))
+        typer.echo(f"{case.case_id}: {names}" + (f" ({len(case.kept)} there already, kept)" if case.kept else ""))
+    labelled = sum(case.label is not None for case in cases)
+    typer.echo(f"{len(cases)} case(s) in {output}, {labelled} with a label map in BraTS codes; segment them with: volseg segment {output} --output <folder>")
+
+
 @app.command("export-monailabel")
 def export_monailabel(
     bundle: str = typer.Argument(..., help="shipped bundle name"),

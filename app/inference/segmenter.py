@@ -143,7 +143,8 @@ def resolve_inputs(inputs: Sequence[str | Path], channels: Sequence[str] = MODAL
         InputError: a path that does not exist, a folder that is neither a case nor a DICOM
             series, a loose file whose name names no sequence (and no ``sequences``), two files
             for one sequence, ``sequences`` of the wrong length or with unknown names, or (without
-            ``allow_missing``) a case that lacks a sequence.
+            ``allow_missing``) a case that lacks a sequence, a 4D file of several channels (named with the
+            command that splits it, :func:`app.data.split_channels.multichannel_hint`).
     """
     paths = [Path(p) for p in inputs]
     missing = [str(p) for p in paths if not p.exists()]
@@ -170,8 +171,13 @@ def resolve_inputs(inputs: Sequence[str | Path], channels: Sequence[str] = MODAL
     if files:
         from app.io.formats import volume_format
 
+        from app.data.split_channels import multichannel_hint
+
         for f in files:
             volume_format(f)  # a file type VolSeg does not read (a PNG) is said first, before its name is parsed
+            hint = multichannel_hint(f, channels)  # a Decathlon Task01_BrainTumour case: 4 sequences in one 4D file
+            if hint:
+                raise InputError(hint)
         cases += _group_loose_files(files, channels, sequences, allow_missing)
     return cases
 
