@@ -618,8 +618,11 @@ def split_channels(
     for case in cases:
         names = ", ".join(p.name for p in sorted(case.written + case.kept))
         typer.echo(f"{case.case_id}: {names}" + (f" ({len(case.kept)} there already, kept)" if case.kept else ""))
-    labelled = sum(case.label is not None for case in cases)
-    typer.echo(f"{len(cases)} case(s) in {output}, {labelled} with a label map in BraTS codes; segment them with: volseg segment {output} --output <folder>")
+    for folder in dict.fromkeys(case.folder.parent for case in cases):  # <output>, or <output>/training and <output>/test
+        group = [case for case in cases if case.folder.parent == folder]
+        labelled = sum(case.label is not None for case in group)
+        typer.echo(f"{folder}: {len(group)} case(s), {labelled} with a label map in BraTS codes; segment them with: volseg segment {folder} --output <folder>"
+                   + (f"; a datalist of them: volseg manifest brats {folder} --out <datalist.json>" if labelled == len(group) else ""))
 
 
 @app.command("export-monailabel")

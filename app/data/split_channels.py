@@ -4,12 +4,15 @@ VolSeg reads, with the task's labels converted to BraTS codes.
 The Medical Segmentation Decathlon's Task01_BrainTumour (BraTS 2016-2017 cases; the data of MONAI's
 ``DecathlonDataset`` and of its BraTS tutorial) stores each case as one 4D NIfTI,
 ``imagesTr/BRATS_001.nii.gz`` of shape ``(240, 240, 155, 4)``, channels FLAIR, T1w, t1gd, T2w as its
-``dataset.json`` ("modality") says, and labels 1 edema, 2 non-enhancing tumour, 3 enhancing tumour.
-VolSeg's BraTS bundles read one 3D file a sequence (``<case>/<case>_t1ce.nii.gz``) and BraTS codes (1
-NCR/NET, 2 ED, 4 ET): :func:`split_multichannel` writes
-``<output>/<case>/<case>_{t1,t1ce,t2,flair}.nii.gz`` (each channel exactly as stored, with the file's
-affine) and, where the task has labels, ``<case>_seg.nii.gz`` in BraTS codes, which ``volseg segment``,
-``evaluate``, ``cv`` and ``train`` then read as any BraTS case. ``volseg segment`` given a 4D file
+``dataset.json`` ("modality") says, and labels 1 edema, 2 non-enhancing tumour, 3 enhancing tumour
+(``labelsTr/``; the cases of ``imagesTs/`` have none). VolSeg's BraTS bundles read one 3D file a
+sequence (``<case>/<case>_t1ce.nii.gz``) and BraTS codes (1 NCR/NET, 2 ED, 4 ET):
+:func:`split_multichannel` writes ``<case>/<case>_{t1,t1ce,t2,flair}.nii.gz`` (each channel exactly
+as stored, with the file's affine) and, where the task has labels, ``<case>_seg.nii.gz`` in BraTS
+codes, which ``volseg segment``, ``manifest brats``, ``evaluate``, ``cv`` and ``train`` then read as
+any BraTS case. A task folder's cases go to ``<output>/training/`` (``imagesTr``, labelled) and
+``<output>/test/`` (``imagesTs``), the Decathlon datalist's names, so that the labelled folder is a
+BraTS dataset of its own; a 4D file, or a folder of them, to ``<output>/<case>/``. ``volseg segment`` given a 4D file
 says so and names this step (:func:`multichannel_hint`).
 
 The channel order comes from ``--sequences`` or from the task's ``dataset.json`` (``modality``, or
@@ -44,10 +47,11 @@ NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
 @dataclass
 class SplitCase:
-    """One 4D file split: ``written`` files, and ``kept`` ones that were there already (a rerun)."""
+    """One 4D file split into ``folder``: ``written`` files, and ``kept`` ones that were there already (a rerun)."""
 
     case_id: str
     source: Path
+    folder: Path
     label: Path | None = None
     written: list[Path] = field(default_factory=list)
     kept: list[Path] = field(default_factory=list)
@@ -153,11 +157,12 @@ def brats_label_codes(labels: Mapping, where: str) -> dict[int, int]:
     return codes
 
 
-def multichannel_files(source: Path) -> list[tuple[Path, Path | None]]:
-    """``(4D image, its label or None)`` pairs under ``source``, in name order.
+def multichannel_files(source: Path) -> list[tuple[Path, Path | None, str]]:
+    """``(4D image, its label or None, group)`` under ``source``, in name order.
 
     ``source`` is a 4D file, a folder of them, or a Decathlon task folder (``imagesTr/`` with its
-    ``labelsTr/`` twin, ``imagesTs/``). Hidden files (``._BRATS_001.nii.gz``) are left out.
+    ``labelsTr/`` twin, ``imagesTs/``), whose files get the group ``"training"`` (``imagesTr``) or
+    ``"test"`` (``imagesTs``); other files ``""``. Hidden files (``._BRATS_001.nii.gz``) are left out.
 
     Raises:
         InputError: ``source`` does not exist or holds no NIfTI file.
@@ -166,14 +171,15 @@ def multichannel_files(source: Path) -> list[tuple[Path, Path | None]]:
         raise InputError(f"'{source}' does not exist")
     if source.is_file():
         label = source.parent.parent / "labelsTr" / source.name if source.parent.name == "imagesTr" else None
-        return [(source, label if label is not None and label.is_file() else None)]
-    folders = [source / "imagesTr", source / "imagesTs"] if (source / "imagesTr").is_dir() or (source / "imagesTs").is_dir() else [source]
+        return [(source, label if label is not None and label.is_file() else None, "")]
+    task = (source / "imagesTr").is_dir() or (source / "imagesTs").is_dir()
+    folders = {source / "imagesTr": "training", source / "imagesTs": "test"} if task else {source: ""}
     out = []
-    for folder in folders:
+    for folder, group in folders.items():
         labels = folder.parent / "labelsTr" if folder.name == "imagesTr" else None
         for image in sorted(p for p in folder.iterdir() if _is_nifti(p)) if folder.is_dir() else []:
             label = labels / image.name if labels is not None else None
-            out.append((image, label if label is not None and label.is_file() else None))
+            out.append((image, label if label is not None and label.is_file() else None, group))
     if not out:
         raise InputError(f"'{source}': no NIfTI volume (.nii, .nii.gz) in it{' or in its imagesTr/ and imagesTs/' if len(folders) > 1 else ''}")
     return out
@@ -189,8 +195,8 @@ def _shape(path: Path) -> tuple[int, ...]:
 
 
 def split_multichannel(source: str | Path, output: str | Path, sequences: Sequence[str] | str | None = None) -> list[SplitCase]:
-    """Write each 4D file's channels as ``<output>/<case>/<case>_<sequence>.nii.gz`` and its label
-    map, converted to BraTS codes, as ``<case>_seg.nii.gz``.
+    """Write each 4D file's channels as ``<output>/[training|test/]<case>/<case>_<sequence>.nii.gz``
+    and its label map, converted to BraTS codes, as ``<case>_seg.nii.gz``.
 
     Every header (and the task's ``dataset.json``) is checked before anything is written. Files are
     written atomically; one that exists already is kept, so a rerun after an interruption goes on
@@ -232,9 +238,9 @@ def split_multichannel(source: str | Path, output: str | Path, sequences: Sequen
                              "e.g. --sequences flair,t1,t1ce,t2 for the Medical Segmentation Decathlon's Task01_BrainTumour")
         ordered = [names[k] for k in sorted(names, key=lambda k: int(k) if str(k).isdigit() else str(k))]
         order = sequence_order(ordered, str(meta_path))
-    codes = brats_label_codes(meta["labels"], str(meta_path)) if any(label for _, label in pairs) and isinstance(meta.get("labels"), Mapping) else None
+    codes = brats_label_codes(meta["labels"], str(meta_path)) if any(label for _, label, _ in pairs) and isinstance(meta.get("labels"), Mapping) else None
     ids: dict[str, Path] = {}
-    for image, label in pairs:
+    for image, label, _ in pairs:
         shape = _shape(image)
         if len(shape) != 4 or shape[3] != len(order):
             raise InputError(f"'{image}': shape {shape}, expected 4D with {len(order)} channels last ({', '.join(order)}); "
@@ -245,13 +251,13 @@ def split_multichannel(source: str | Path, output: str | Path, sequences: Sequen
         if case_id in ids:
             raise InputError(f"case '{case_id}': two files would write it, '{ids[case_id]}' and '{image}'")
         ids[case_id] = image
-    if any(label for _, label in pairs) and codes is None:
+    if any(label for _, label, _ in pairs) and codes is None:
         logger.warning("%s: no dataset.json labels name the label values; the label maps (labelsTr/) are not converted", source)
     cases = []
-    for image, label in pairs:
+    for image, label, group in pairs:
         case_id = _case_id(image)
-        folder = output / case_id
-        case = SplitCase(case_id, image, label if codes is not None else None)
+        folder = output / group / case_id
+        case = SplitCase(case_id, image, folder, label if codes is not None else None)
         targets = {key: folder / f"{case_id}_{key}.nii.gz" for key in order}
         if any(not t.exists() for t in targets.values()):
             img = nib.load(image)

@@ -56,17 +56,18 @@ def test_a_task01_folder_becomes_brats_case_folders_with_the_same_voxels_and_bra
     cases = split_multichannel(task_dir, out)
     assert [c.case_id for c in cases] == ["BRATS_000", "BRATS_001"]
     assert cases[0].label == task_dir / "labelsTr" / "BRATS_000.nii.gz" and cases[1].label is None
+    assert [c.folder for c in cases] == [out / "training" / "BRATS_000", out / "test" / "BRATS_001"]  # the Decathlon's imagesTr / imagesTs
     for case in cases:
-        found = find_case(out / case.case_id, require_label=case.label is not None)
+        found = find_case(case.folder, require_label=case.label is not None)
         for key, path in zip(("t1", "t1ce", "t2", "flair"), found.images):
             original = nib.load(originals / case.case_id / f"{case.case_id}_{key}.nii.gz")
             written = nib.load(path)
             assert written.shape == original.shape and np.allclose(written.affine, original.affine)
             assert np.array_equal(np.asarray(written.dataobj), np.asarray(original.dataobj)), (case.case_id, key)
-    seg = np.asarray(nib.load(out / "BRATS_000" / "BRATS_000_seg.nii.gz").dataobj)
+    seg = np.asarray(nib.load(out / "training" / "BRATS_000" / "BRATS_000_seg.nii.gz").dataobj)
     reference = np.asarray(nib.load(originals / "BRATS_000" / "BRATS_000_seg.nii.gz").dataobj)
     assert set(np.unique(reference)) == {0, 1, 2, 4} and np.array_equal(seg, reference)  # Task01 codes back to BraTS ones
-    assert not (out / "BRATS_001" / "BRATS_001_seg.nii.gz").exists() and not (out / "._BRATS_000").exists()
+    assert not (out / "test" / "BRATS_001" / "BRATS_001_seg.nii.gz").exists() and not list(out.rglob("._*"))
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*.nii.gz")}
     again = split_multichannel(task_dir, out)  # a rerun keeps what is there
     assert all(not c.written for c in again) and {p: p.stat().st_mtime_ns for p in out.rglob("*.nii.gz")} == before
@@ -120,7 +121,9 @@ def test_volseg_segment_names_the_split_for_a_4d_file_and_the_cli_splits_it(task
     assert "is a 4D volume of 4 channels, shape (40, 48, 36, 4)" in result.output and f"volseg split-channels {image} --output DIR" in result.output
     result = CliRunner().invoke(cli, ["split-channels", str(task_dir), "--output", str(tmp_path / "cases")])
     assert result.exit_code == 0, result.output
-    assert "2 case(s) in" in result.output and "1 with a label map in BraTS codes" in result.output
+    assert f"{tmp_path / 'cases' / 'training'}: 1 case(s), 1 with a label map in BraTS codes" in result.output
+    assert f"volseg manifest brats {tmp_path / 'cases' / 'training'} --out" in result.output
+    assert f"{tmp_path / 'cases' / 'test'}: 1 case(s), 0 with a label map" in result.output
     assert "BRATS_000: BRATS_000_flair.nii.gz, BRATS_000_seg.nii.gz, BRATS_000_t1.nii.gz" in result.output
     result = CliRunner().invoke(cli, ["split-channels", str(tmp_path / "nope"), "--output", str(tmp_path / "x")])
     assert result.exit_code == 2 and "does not exist" in result.output
@@ -139,11 +142,11 @@ def test_a_real_case_stored_as_task01_segments_as_the_case_itself(tmp_path: Path
     as_task01_case(SHARED_BRATS / case_id, task_dir / "imagesTr", task_dir / "labelsTr", "BRATS_101.nii.gz")
     (task_dir / "dataset.json").write_text(json.dumps(TASK01), encoding="utf-8")
     split_multichannel(task_dir, tmp_path / "cases")
-    split = find_case(tmp_path / "cases" / "BRATS_101", require_label=True)
+    split = find_case(tmp_path / "cases" / "training" / "BRATS_101", require_label=True)
     original = find_case(SHARED_BRATS / case_id, require_label=True)
     for a, b in zip(split.images + (split.label,), original.images + (original.label,)):
         assert np.array_equal(np.asarray(nib.load(a).dataobj), np.asarray(nib.load(b).dataobj)), a
-    label, affine = api.segment(tmp_path / "cases" / "BRATS_101")
+    label, affine = api.segment(tmp_path / "cases" / "training" / "BRATS_101")
     reference = np.asarray(nib.load(original.label).dataobj).astype(np.uint8)
     assert np.allclose(affine, nib.load(original.images[0]).affine)
     assert case_metrics(label, reference)["WT_dice"] > 0.8
