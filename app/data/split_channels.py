@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,9 +41,12 @@ from app.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SplitCase", "brats_label_codes", "multichannel_files", "multichannel_hint", "sequence_order", "split_multichannel"]
+__all__ = ["SplitCase", "brats_label_codes", "multichannel_files", "multichannel_hint", "nnunet_channel_files", "nnunet_sequences",
+           "sequence_order", "split_multichannel"]
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+#: nnU-Net's name of an input channel file: ``<case>_<4-digit channel index><file_ending>``
+NNUNET_NAME = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})(?:\.nii\.gz|\.nii|\.nrrd|\.nhdr|\.mha|\.mhd)$", re.IGNORECASE)
 
 
 @dataclass
@@ -312,3 +316,44 @@ def multichannel_hint(path: str | Path, channels: Sequence[str]) -> str | None:
             f"Task01_BrainTumour stores them); the bundle reads one 3D file a sequence ({', '.join(channels)}): "
             f"`volseg split-channels {path} --output DIR` writes them (the channel order from the task's dataset.json, or "
             "--sequences flair,t1,t1ce,t2), then `volseg segment DIR --output OUT`")
+
+
+def nnunet_channel_files(folder: Path) -> list[Path]:
+    """The volumes of ``folder`` where every one is named as nnU-Net names input channels
+    (``BRATS_001_0000.nii.gz``: case, then the 4-digit channel index), else ``[]``."""
+    from app.data.cases import strip_suffix
+
+    volumes = [p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".") and strip_suffix(p.name) != p.name]
+    return volumes if volumes and all(NNUNET_NAME.match(p.name) for p in volumes) else []
+
+
+def nnunet_sequences(files: Sequence[Path], channels: Sequence[str]) -> list[tuple[str, str, Path]] | None:
+    """``(case_id, sequence, file)`` for files named as nnU-Net names input channels, the channel
+    indices read through the ``channel_names`` (nnU-Net v2) or ``modality`` (v1) of the
+    ``dataset.json`` in their folder or one or two folders up (``Dataset001_BrainTumour/imagesTs/``).
+
+    Returns:
+        None where a file is named otherwise, or no dataset.json names the channels (the caller's
+        own message then asks for names or ``--sequences``).
+
+    Raises:
+        InputError: a channel name that names no sequence, or a channel index that dataset.json
+            does not name.
+    """
+    matches = [NNUNET_NAME.match(Path(f).name) for f in files]
+    if not files or not all(matches):
+        return None
+    meta_path = find_dataset_json(Path(files[0]))
+    meta = _read_dataset_json(meta_path) if meta_path is not None else {}
+    names = meta.get("channel_names") or meta.get("modality")
+    if not isinstance(names, Mapping) or not names:
+        return None
+    indices = sorted(names, key=lambda k: int(k) if str(k).isdigit() else -1)
+    keys = dict(zip((int(k) for k in indices if str(k).isdigit()), sequence_order([names[k] for k in indices], str(meta_path), channels)))
+    out = []
+    for match, f in zip(matches, files):
+        channel = int(match["channel"])
+        if channel not in keys:
+            raise InputError(f"'{f}': channel {channel:04d}, but {meta_path} names channels {', '.join(f'{c:04d}' for c in keys)} only")
+        out.append((match["case"], keys[channel], Path(f)))
+    return out

@@ -125,7 +125,10 @@ def resolve_inputs(inputs: Sequence[str | Path], channels: Sequence[str] = MODAL
     folders (:func:`expand_dataset_folders`), or a loose volume (NIfTI,
     NRRD, MetaImage file or DICOM series folder) matched to its sequence by name
     (``<case>_t1ce.nii.gz`` or BraTS 2023+ ``<case>-t1c.nii.gz``, :data:`app.data.cases.SEQUENCE_ALIASES`),
-    never by position; loose files are grouped into cases by the case ID in their names.
+    never by position; loose files are grouped into cases by the case ID in their names. Files (or a
+    folder of them) named as nnU-Net names input channels (``<case>_0000.nii.gz``) are matched
+    through the ``channel_names`` of the ``dataset.json`` beside them
+    (:func:`app.data.split_channels.nnunet_sequences`).
     ``sequences`` names the sequence of each loose file instead, in the order given (all of
     them then form one case). For a one-channel bundle (CT), every file or DICOM folder is a case.
 
@@ -146,6 +149,8 @@ def resolve_inputs(inputs: Sequence[str | Path], channels: Sequence[str] = MODAL
             ``allow_missing``) a case that lacks a sequence, a 4D file of several channels (named with the
             command that splits it, :func:`app.data.split_channels.multichannel_hint`).
     """
+    from app.data.split_channels import nnunet_channel_files
+
     paths = [Path(p) for p in inputs]
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
@@ -157,7 +162,10 @@ def resolve_inputs(inputs: Sequence[str | Path], channels: Sequence[str] = MODAL
     paths = expand_dataset_folders(paths)
     folders, files = [], []
     for p in paths:
-        if p.is_dir() and (_is_case_folder(p) or not _is_dicom_folder(p)):
+        nnunet = nnunet_channel_files(p) if p.is_dir() and not _is_case_folder(p) else []
+        if nnunet:  # an nnU-Net imagesTs folder (<case>_0000.nii.gz, ...): its files, grouped into cases by name below
+            files += nnunet
+        elif p.is_dir() and (_is_case_folder(p) or not _is_dicom_folder(p)):
             folders.append(p)  # a case folder (find_case says what it lacks)
         else:  # a volume file or a DICOM series folder
             files.append(p)
@@ -221,9 +229,12 @@ def _group_loose_files(files: list[Path], channels: Sequence[str], sequences: Se
             logger.warning("--sequences makes one case '%s' of %d files whose names name %d cases (%s): check that they are one "
                            "patient's session", named[0][0], len(files), len(parsed_ids), ", ".join(parsed_ids))
     else:
+        from app.data.split_channels import nnunet_sequences
+
         parsed = [(split_sequence_name(f), f) for f in files]
         unnamed = [str(f) for p, f in parsed if p is None or p[1] not in channels]
-        if unnamed:
+        nnunet = nnunet_sequences(files, channels) if unnamed else None  # <case>_0000.nii.gz, channels named by dataset.json
+        if unnamed and nnunet is None:
             from app.io.readers import describe_series, dicom_series
 
             for f in (f for f in files if str(f) in unnamed and f.is_dir()):  # a DICOM export with every series in one folder?
@@ -239,8 +250,9 @@ def _group_loose_files(files: list[Path], channels: Sequence[str], sequences: Se
                                  "to sequences by SeriesDescription")
             raise InputError(f"cannot tell which sequence {', '.join(repr(u) for u in unnamed)} is: name each file <case>_<{'|'.join(channels)}>"
                              ".nii.gz (BraTS 2023+: <case>-<t1n|t1c|t2w|t2f>), or pass --sequences (sequences= in app.api) with one name "
-                             "per file in order")
-        named = [(p[0] or f.parent.name, p[1], f) for p, f in parsed]
+                             "per file in order (nnU-Net's <case>_0000.nii.gz names are read through the channel_names of a dataset.json "
+                             "in their folder or the one above)")
+        named = nnunet if nnunet is not None else [(p[0] or f.parent.name, p[1], f) for p, f in parsed]
     cases: dict[str, dict[str, Path]] = {}
     for case_id, key, path in named:
         if key in cases.setdefault(case_id, {}):

@@ -150,3 +150,36 @@ def test_a_real_case_stored_as_task01_segments_as_the_case_itself(tmp_path: Path
     reference = np.asarray(nib.load(original.label).dataobj).astype(np.uint8)
     assert np.allclose(affine, nib.load(original.images[0]).affine)
     assert case_metrics(label, reference)["WT_dice"] > 0.8
+
+
+@pytest.fixture()
+def nnunet_folder(tmp_path: Path) -> Path:
+    """nnU-Net v2's raw layout of two phantom cases: ``Dataset001_BrainTumour/imagesTs/<case>_000X.nii.gz``,
+    channels FLAIR, T1w, T1gd, T2w as its dataset.json's ``channel_names`` say."""
+    import shutil
+
+    dataset = tmp_path / "Dataset001_BrainTumour"
+    (dataset / "imagesTs").mkdir(parents=True)
+    for i in range(2):
+        case = make_brats_phantom(tmp_path / "originals", f"BRATS_{i:03d}", shape=(40, 48, 36), seed=i)
+        for channel, key in enumerate(ORDER):
+            shutil.copy(case / f"{case.name}_{key}.nii.gz", dataset / "imagesTs" / f"BRATS_{i:03d}_{channel:04d}.nii.gz")
+    (dataset / "dataset.json").write_text(json.dumps({"channel_names": {"0": "FLAIR", "1": "T1w", "2": "T1gd", "3": "T2w"},
+                                                      "labels": {"background": 0, "whole tumor": [1, 2, 3]}, "file_ending": ".nii.gz"}))
+    return dataset
+
+
+def test_nnunet_channel_files_are_cases_through_the_channel_names_of_dataset_json(nnunet_folder: Path):
+    from app.inference.segmenter import resolve_inputs
+
+    images = nnunet_folder / "imagesTs"
+    expected = [(f"BRATS_{i:03d}", [images / f"BRATS_{i:03d}_{c:04d}.nii.gz" for c in (1, 2, 3, 0)]) for i in range(2)]  # T1, T1ce, T2, FLAIR
+    assert resolve_inputs([images]) == expected  # the folder
+    assert resolve_inputs(sorted(images.glob("BRATS_001_*"))) == expected[1:]  # loose files
+    (images / "BRATS_001_0004.nii.gz").write_bytes((images / "BRATS_001_0000.nii.gz").read_bytes())
+    with pytest.raises(InputError, match="BRATS_001_0004.nii.gz': channel 0004, but .*dataset.json names channels 0000, 0001, 0002, 0003 only"):
+        resolve_inputs([images])
+    (images / "BRATS_001_0004.nii.gz").unlink()
+    (nnunet_folder / "dataset.json").unlink()
+    with pytest.raises(InputError, match=r"cannot tell which sequence .*nnU-Net's <case>_0000.nii.gz names are read through the channel_names"):
+        resolve_inputs(sorted(images.glob("BRATS_000_*")))
