@@ -21,6 +21,11 @@ nnU-Net v2's ``channel_names``), whose names are matched by :data:`app.data.case
 BraTS codes by their words (edema 2, non-enhancing or necrotic 1, enhancing 4); a name that matches
 none stops the run before anything is written.
 
+nnU-Net's raw layout keeps one file a channel (``imagesTs/BRATS_001_0000.nii.gz``, ``..._0001``, ...):
+no split is needed, only names. :func:`nnunet_sequences` maps each channel index to a sequence
+through the ``channel_names`` (v2; ``modality`` in v1) of the dataset.json beside the files, and
+``volseg segment`` reads such files and folders with it.
+
 Example:
     >>> split_multichannel(Path("Task01_BrainTumour"), Path("brats_cases"))  # doctest: +SKIP
     [SplitCase(case_id='BRATS_001', ...), ...]
