@@ -24,7 +24,10 @@ def folder_datalist(dataset_dir: str | Path, num_channels: int) -> list[dict[str
 
     * Four channels (the BraTS bundles): each sub-folder is a case folder
       (:func:`app.data.cases.scan_brats`, BraTS 2012-2021 or 2023+ file names; labels are not
-      needed), or ``dataset_dir`` itself is one case folder.
+      needed), or ``dataset_dir`` itself is one case folder, or an nnU-Net images folder
+      (``<case>_0000.nii.gz``, ..., channels named by its dataset.json). A folder of 4D
+      multi-channel volumes (the Decathlon's Task01_BrainTumour) is refused with the command that
+      splits them (``volseg split-channels``).
     * One channel (CT): each volume file directly in ``dataset_dir`` (NIfTI, NRRD, MetaImage;
       not a label map or VolSeg output, named ``*_seg``, ``*_uncertainty``, ``*_label(s)``:
       :data:`LABEL_ENDINGS`, left out with a log line) and each sub-folder holding a DICOM series, up to :data:`DICOM_SEARCH_DEPTH` levels deep
@@ -43,7 +46,9 @@ def folder_datalist(dataset_dir: str | Path, num_channels: int) -> list[dict[str
         FileNotFoundError: the folder is missing or holds no case, or a BraTS case folder holds no
             sequence at all (every problem listed together); a case that lacks some sequences is
             segmented from the others (None in its ``image`` list, zero-filled by the reader).
-        ValueError: a channel count with no folder convention (pass a datalist instead).
+        ValueError: a channel count with no folder convention (pass a datalist instead);
+            :class:`app.errors.InputError`: 4D multi-channel volumes, or nnU-Net channel files that
+            no dataset.json names.
 
     Example:
         >>> folder_datalist("data/brats2018", 4)[0]["image"][0]  # doctest: +SKIP
@@ -53,7 +58,13 @@ def folder_datalist(dataset_dir: str | Path, num_channels: int) -> list[dict[str
     if not root.is_dir():
         raise FileNotFoundError(f"dataset_dir '{dataset_dir}' does not exist or is not a folder")
     if num_channels == len(MODALITIES):
-        if not any(p.is_dir() for p in root.iterdir()):  # the folder is one case
+        if not any(p.is_dir() for p in root.iterdir()):  # the folder is one case, or nnU-Net's or the Decathlon's images folder
+            from app.data.split_channels import nnunet_channel_files
+
+            nnunet = nnunet_channel_files(root)
+            if nnunet:
+                return _nnunet_items(root, nnunet)
+            _refuse_multichannel(root)
             cases = [find_case(root, allow_missing=True)]
         else:
             cases = scan_brats(root, require_label=False, allow_missing=True)
@@ -78,6 +89,31 @@ def folder_datalist(dataset_dir: str | Path, num_channels: int) -> list[dict[str
         if ids.count(item["case_id"]) > 1:
             item["case_id"] = "_".join(path.relative_to(root).parts[:-1] + (item["case_id"],))
     return sorted(items, key=lambda item: item["case_id"])
+
+
+def _nnunet_items(root: Path, files: list[Path]) -> list[dict[str, Any]]:
+    """Datalist items of an nnU-Net images folder (``<case>_0000.nii.gz``, ...), the channels named by
+    its dataset.json (:func:`app.data.split_channels.nnunet_sequences`), sorted by case ID."""
+    from app.data.split_channels import nnunet_sequences
+
+    named = nnunet_sequences(files, MODALITIES)
+    if named is None:
+        raise InputError(f"'{root}': its files are named as nnU-Net names input channels ({files[0].name}, ...), but no dataset.json in it "
+                         "or the folder above names the channels (channel_names, or modality): add one, or pass a datalist (--datalist)")
+    cases: dict[str, dict[str, Path]] = {}
+    for case_id, key, path in named:
+        cases.setdefault(case_id, {})[key] = path
+    return [{"case_id": case_id, "image": [str(found[k]) if k in found else None for k in MODALITIES]} for case_id, found in sorted(cases.items())]
+
+
+def _refuse_multichannel(root: Path) -> None:
+    """Raise where ``root`` holds 4D multi-channel volumes (the Decathlon's Task01_BrainTumour
+    imagesTr/ or imagesTs/), naming ``volseg split-channels`` (:func:`app.data.split_channels.multichannel_hint`)."""
+    from app.data.split_channels import multichannel_hint
+
+    hints = [hint for p in sorted(root.iterdir()) if (hint := multichannel_hint(p, MODALITIES))]
+    if hints:
+        raise InputError(hints[0] + (f"; '{root}' holds {len(hints)} such files" if len(hints) > 1 else ""))
 
 
 #: Name endings (before the volume suffix) of files a one-channel dataset folder does not take for

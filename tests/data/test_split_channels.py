@@ -183,3 +183,18 @@ def test_nnunet_channel_files_are_cases_through_the_channel_names_of_dataset_jso
     (nnunet_folder / "dataset.json").unlink()
     with pytest.raises(InputError, match=r"cannot tell which sequence .*nnU-Net's <case>_0000.nii.gz names are read through the channel_names"):
         resolve_inputs(sorted(images.glob("BRATS_000_*")))
+
+
+def test_the_monai_runner_reads_an_nnunet_folder_and_refuses_a_task01_one(nnunet_folder: Path, task: tuple[Path, Path]):
+    """``python -m monai.bundle run --dataset_dir DIR`` takes its cases from :func:`app.data.folder_datalist`."""
+    from app.data.folder import folder_datalist
+
+    images = nnunet_folder / "imagesTs"
+    items = folder_datalist(images, 4)
+    assert [item["case_id"] for item in items] == ["BRATS_000", "BRATS_001"]
+    assert items[0]["image"] == [str((images / f"BRATS_000_{c:04d}.nii.gz").resolve()) for c in (1, 2, 3, 0)]
+    with pytest.raises(InputError, match=r"is a 4D volume of 4 channels.*volseg split-channels"):
+        folder_datalist(task[0] / "imagesTr", 4)
+    (nnunet_folder / "dataset.json").unlink()
+    with pytest.raises(InputError, match="named as nnU-Net names input channels .*no dataset.json"):
+        folder_datalist(images, 4)
