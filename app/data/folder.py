@@ -58,13 +58,13 @@ def folder_datalist(dataset_dir: str | Path, num_channels: int) -> list[dict[str
     if not root.is_dir():
         raise FileNotFoundError(f"dataset_dir '{dataset_dir}' does not exist or is not a folder")
     if num_channels == len(MODALITIES):
-        if not any(p.is_dir() for p in root.iterdir()):  # the folder is one case, or nnU-Net's or the Decathlon's images folder
+        _refuse_multichannel(root)  # Task01_BrainTumour/ or its imagesTr/, imagesTs/
+        if not any(p.is_dir() for p in root.iterdir()):  # the folder is one case, or nnU-Net's images folder
             from app.data.split_channels import nnunet_channel_files
 
             nnunet = nnunet_channel_files(root)
             if nnunet:
                 return _nnunet_items(root, nnunet)
-            _refuse_multichannel(root)
             cases = [find_case(root, allow_missing=True)]
         else:
             cases = scan_brats(root, require_label=False, allow_missing=True)
@@ -107,13 +107,14 @@ def _nnunet_items(root: Path, files: list[Path]) -> list[dict[str, Any]]:
 
 
 def _refuse_multichannel(root: Path) -> None:
-    """Raise where ``root`` holds 4D multi-channel volumes (the Decathlon's Task01_BrainTumour
-    imagesTr/ or imagesTs/), naming ``volseg split-channels`` (:func:`app.data.split_channels.multichannel_hint`)."""
-    from app.data.split_channels import multichannel_hint
+    """Raise where ``root`` (or its imagesTr/ or imagesTs/) holds 4D multi-channel volumes (the
+    Decathlon's Task01_BrainTumour), naming ``volseg split-channels``
+    (:func:`app.data.split_channels.multichannel_folder_hint`)."""
+    from app.data.split_channels import multichannel_folder_hint
 
-    hints = [hint for p in sorted(root.iterdir()) if (hint := multichannel_hint(p, MODALITIES))]
-    if hints:
-        raise InputError(hints[0] + (f"; '{root}' holds {len(hints)} such files" if len(hints) > 1 else ""))
+    hint = multichannel_folder_hint(root, MODALITIES)
+    if hint:
+        raise InputError(hint)
 
 
 #: Name endings (before the volume suffix) of files a one-channel dataset folder does not take for

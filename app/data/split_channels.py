@@ -46,8 +46,8 @@ from app.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SplitCase", "brats_label_codes", "multichannel_files", "multichannel_hint", "nnunet_channel_files", "nnunet_sequences",
-           "sequence_order", "split_multichannel"]
+__all__ = ["SplitCase", "brats_label_codes", "multichannel_files", "multichannel_folder_hint", "multichannel_hint", "nnunet_channel_files",
+           "nnunet_sequences", "sequence_order", "split_multichannel"]
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 #: nnU-Net's name of an input channel file: ``<case>_<4-digit channel index><file_ending>``
@@ -321,6 +321,30 @@ def multichannel_hint(path: str | Path, channels: Sequence[str]) -> str | None:
             f"Task01_BrainTumour stores them); the bundle reads one 3D file a sequence ({', '.join(channels)}): "
             f"`volseg split-channels {path} --output DIR` writes them (the channel order from the task's dataset.json, or "
             "--sequences flair,t1,t1ce,t2), then `volseg segment DIR --output OUT`")
+
+
+def multichannel_folder_hint(folder: str | Path, channels: Sequence[str]) -> str | None:
+    """For ``volseg segment FOLDER`` and ``--dataset_dir FOLDER``: the error message where ``folder``
+    (or its ``imagesTr/`` or ``imagesTs/``, a Decathlon task folder) holds 4D multi-channel NIfTI
+    volumes, or None. Reads the headers of the first NIfTI file of each folder only."""
+    folder = Path(folder)
+    for where in (folder, folder / "imagesTr", folder / "imagesTs"):
+        first = next((p for p in sorted(where.iterdir()) if _is_nifti(p)), None) if where.is_dir() else None
+        shape = _shape(first) if first is not None and _readable(first) else ()
+        if len(shape) == 4 and shape[3] > 1:
+            return (f"'{folder}' holds 4D volumes of {shape[3]} channels ('{first}': shape {shape}), one file a case, as the Medical "
+                    f"Segmentation Decathlon's Task01_BrainTumour stores them; the bundle reads one 3D file a sequence ({', '.join(channels)}): "
+                    f"`volseg split-channels {folder} --output DIR` writes them as case folders (the channel order from the task's "
+                    "dataset.json, or --sequences flair,t1,t1ce,t2), which volseg segment then reads")
+    return None
+
+
+def _readable(path: Path) -> bool:
+    try:
+        _shape(path)
+    except InputError:
+        return False
+    return True
 
 
 def nnunet_channel_files(folder: Path) -> list[Path]:

@@ -149,7 +149,7 @@ def resolve_inputs(inputs: Sequence[str | Path], channels: Sequence[str] = MODAL
             ``allow_missing``) a case that lacks a sequence, a 4D file of several channels (named with the
             command that splits it, :func:`app.data.split_channels.multichannel_hint`).
     """
-    from app.data.split_channels import nnunet_channel_files
+    from app.data.split_channels import multichannel_folder_hint, nnunet_channel_files
 
     paths = [Path(p) for p in inputs]
     missing = [str(p) for p in paths if not p.exists()]
@@ -166,6 +166,9 @@ def resolve_inputs(inputs: Sequence[str | Path], channels: Sequence[str] = MODAL
         if nnunet:  # an nnU-Net imagesTs folder (<case>_0000.nii.gz, ...): its files, grouped into cases by name below
             files += nnunet
         elif p.is_dir() and (_is_case_folder(p) or not _is_dicom_folder(p)):
+            hint = None if _is_case_folder(p) else multichannel_folder_hint(p, channels)  # Task01_BrainTumour/ or its imagesTs/
+            if hint:
+                raise InputError(hint)
             folders.append(p)  # a case folder (find_case says what it lacks)
         else:  # a volume file or a DICOM series folder
             files.append(p)

@@ -119,6 +119,11 @@ def test_volseg_segment_names_the_split_for_a_4d_file_and_the_cli_splits_it(task
     result = CliRunner().invoke(cli, ["segment", str(image), "--output", str(tmp_path / "seg")])
     assert result.exit_code == 2
     assert "is a 4D volume of 4 channels, shape (40, 48, 36, 4)" in result.output and f"volseg split-channels {image} --output DIR" in result.output
+    from app.inference.segmenter import resolve_inputs
+
+    for folder in (task_dir / "imagesTs", task_dir):  # as volseg segment gets them: the folder of 4D files, the task folder
+        with pytest.raises(InputError, match=rf"'{folder}' holds 4D volumes of 4 channels \('.*BRATS_00.\.nii\.gz': shape \(40, 48, 36, 4\)\)"):
+            resolve_inputs([folder])
     result = CliRunner().invoke(cli, ["split-channels", str(task_dir), "--output", str(tmp_path / "cases")])
     assert result.exit_code == 0, result.output
     assert f"{tmp_path / 'cases' / 'training'}: 1 case(s), 1 with a label map in BraTS codes" in result.output
@@ -193,8 +198,9 @@ def test_the_monai_runner_reads_an_nnunet_folder_and_refuses_a_task01_one(nnunet
     items = folder_datalist(images, 4)
     assert [item["case_id"] for item in items] == ["BRATS_000", "BRATS_001"]
     assert items[0]["image"] == [str((images / f"BRATS_000_{c:04d}.nii.gz").resolve()) for c in (1, 2, 3, 0)]
-    with pytest.raises(InputError, match=r"is a 4D volume of 4 channels.*volseg split-channels"):
-        folder_datalist(task[0] / "imagesTr", 4)
+    for folder in (task[0] / "imagesTr", task[0]):  # the Decathlon's images folder, and the task folder
+        with pytest.raises(InputError, match=rf"'{folder}' holds 4D volumes of 4 channels .*`volseg split-channels {folder} --output DIR`"):
+            folder_datalist(folder, 4)
     (nnunet_folder / "dataset.json").unlink()
     with pytest.raises(InputError, match="named as nnU-Net names input channels .*no dataset.json"):
         folder_datalist(images, 4)
