@@ -207,9 +207,10 @@ def split_multichannel(source: str | Path, output: str | Path, sequences: Sequen
     """Write each 4D file's channels as ``<output>/[training|test/]<case>/<case>_<sequence>.nii.gz``
     and its label map, converted to BraTS codes, as ``<case>_seg.nii.gz``.
 
-    Every header (and the task's ``dataset.json``) is checked before anything is written. Files are
-    written atomically; one that exists already is kept, so a rerun after an interruption goes on
-    where it stopped.
+    Every header (and the task's ``dataset.json``) is checked before anything is written; a label
+    map's values when it is converted. Files are written atomically; one that exists already is
+    kept, so a rerun after an interruption (or after fixing the file an error named) goes on where
+    it stopped.
 
     Args:
         source: a 4D NIfTI ``(H, W, D, C)``, a folder of them, or a Decathlon task folder.
@@ -254,8 +255,9 @@ def split_multichannel(source: str | Path, output: str | Path, sequences: Sequen
         if len(shape) != 4 or shape[3] != len(order):
             raise InputError(f"'{image}': shape {shape}, expected 4D with {len(order)} channels last ({', '.join(order)}); "
                              f"{'a 3D file is one sequence already: volseg segment reads it as it is' if len(shape) == 3 else 'check --sequences'}")
-        if label is not None and _shape(label)[:3] != shape[:3]:
-            raise InputError(f"'{label}': shape {_shape(label)} differs from its image '{image}' {shape[:3]}")
+        label_shape = _shape(label) if label is not None else shape[:3]
+        if label_shape[:3] != shape[:3]:
+            raise InputError(f"'{label}': shape {label_shape} differs from its image '{image}' {shape[:3]}")
         case_id = _case_id(image)
         if case_id in ids:
             raise InputError(f"case '{case_id}': two files would write it, '{ids[case_id]}' and '{image}'")
@@ -375,10 +377,10 @@ def nnunet_sequences(files: Sequence[Path], channels: Sequence[str]) -> list[tup
     meta_path = find_dataset_json(Path(files[0]))
     meta = _read_dataset_json(meta_path) if meta_path is not None else {}
     names = meta.get("channel_names") or meta.get("modality")
-    if not isinstance(names, Mapping) or not names:
+    if not isinstance(names, Mapping) or not names or not all(str(k).isdigit() for k in names):
         return None
-    indices = sorted(names, key=lambda k: int(k) if str(k).isdigit() else -1)
-    keys = dict(zip((int(k) for k in indices if str(k).isdigit()), sequence_order([names[k] for k in indices], str(meta_path), channels)))
+    indices = sorted(names, key=int)
+    keys = dict(zip(map(int, indices), sequence_order([names[k] for k in indices], str(meta_path), channels)))
     out = []
     for match, f in zip(matches, files):
         channel = int(match["channel"])
