@@ -712,6 +712,7 @@ def demo(data_dir: str | Path | None = None, output_dir: str | Path = "volseg_de
     from app.data.phantom import make_brats_phantom
     from app.evaluation import case_metrics
     from app.evaluation.overlay import save_overlay
+    from app.transforms.regions import brats2018_codes
 
     root = Path(data_dir) if data_dir is not None else default_brats_dir()
     out_dir = Path(output_dir)
@@ -736,7 +737,7 @@ def demo(data_dir: str | Path | None = None, output_dir: str | Path = "volseg_de
     if result.error:
         raise RuntimeError(f"case '{case.case_id}' failed: {result.reason}")
     ref = nib.load(str(case.label))
-    ref_label = np.asarray(ref.dataobj).astype(np.uint8)
+    ref_label = brats2018_codes(np.asarray(ref.dataobj).astype(np.uint8), str(case.label))  # a BraTS 2023+ label's ET 3 as 4
     metrics = case_metrics(result.label, ref_label, ref.header.get_zooms()[:3])
     overlay = save_overlay(case.images[-1], result.label, ref_label, out_dir / f"{case.case_id}_overlay.png",
                            title=f"{case.case_id}{' (SYNTHETIC)' if synthetic else ''}")

@@ -192,11 +192,14 @@ def _nonzero(path: str | Path) -> np.ndarray:
 
 
 def _read_label(path: str | Path) -> tuple[np.ndarray, tuple[float, ...]]:
-    """A reference label map ``(H, W, D)`` in the voxel order of MONAI's readers, and its spacing in mm."""
+    """A reference label map ``(H, W, D)`` in the voxel order of MONAI's readers, in BraTS 2018 codes
+    (a BraTS 2023+ map's ET 3 as 4, :func:`app.transforms.brats2018_codes`), and its spacing in mm."""
     import nibabel as nib
 
+    from app.transforms.regions import brats2018_codes
+
     image = nib.load(str(path))
-    return np.asarray(image.dataobj).astype(np.uint8), tuple(float(z) for z in image.header.get_zooms()[:3])
+    return brats2018_codes(np.asarray(image.dataobj).astype(np.uint8), str(path)), tuple(float(z) for z in image.header.get_zooms()[:3])
 
 
 def _write_outputs(out: Path, result: dict[str, Any]) -> None:

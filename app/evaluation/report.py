@@ -15,7 +15,7 @@ import numpy as np
 from app.evaluation.metrics import METRIC_NAMES, case_metrics
 from app.io.atomic import atomic_write_text
 from app.io.readers import strip_volume_suffix
-from app.labels import BRATS, LabelManager
+from app.labels import BRATS, BRATS_ED, BRATS_ET, BRATS_NCR, LabelManager
 
 logger = logging.getLogger(__name__)
 
@@ -203,12 +203,19 @@ def _score_case(case_id: str, pred_path: Path, item: dict[str, Any], labels: Lab
     if aligned is None:
         raise ValueError(f"case '{case_id}': prediction '{pred_path}' ({_grid(pred_img)}) is not on the grid of its reference "
                          f"'{item['label']}' ({_grid(ref_img)})")
+    if set(labels.labels) == {BRATS_NCR, BRATS_ED, BRATS_ET}:  # BraTS: a 2023+ map (3 = ET) is scored in the 2018 codes (4 = ET)
+        from app.transforms.regions import BRATS2023_ET, brats2018_codes
+
+        for what, path in (("prediction", pred_path), ("reference", item["label"])):
+            array = pred if what == "prediction" else ref
+            if (array == BRATS2023_ET).any() and not (array == BRATS_ET).any():
+                logger.info(f"case '{case_id}': {what} '{path}' is in BraTS 2023+ codes (3 = ET); scored as ET (4)")
+        pred, ref = brats2018_codes(pred, str(pred_path)), brats2018_codes(ref, str(item["label"]))
     for what, path, array in (("prediction", pred_path, pred), ("reference", item["label"], ref)):
         foreign = sorted(set(np.unique(array).tolist()) - {0, *labels.labels})
         if foreign:
             logger.warning(f"case '{case_id}': {what} '{path}' has the value(s) {', '.join(map(str, foreign))}, which are no label of the "
-                           f"bundle ({', '.join(map(str, [0, *labels.labels]))}); they are scored as background"
-                           + (" (BraTS 2023 codes, where ET is 3? VolSeg scores BraTS 2018 codes, ET 4)" if 3 in foreign and 4 in labels.labels else ""))
+                           f"bundle ({', '.join(map(str, [0, *labels.labels]))}); they are scored as background")
     row = {"case": case_id, **case_metrics(pred, ref, ref_img.GetSpacing(), labels)}
     if lesion_wise:
         from app.evaluation.lesionwise import lesion_metrics
