@@ -737,7 +737,7 @@ def demo(data_dir: str | Path | None = None, output_dir: str | Path = "volseg_de
     if result.error:
         raise RuntimeError(f"case '{case.case_id}' failed: {result.reason}")
     ref = nib.load(str(case.label))
-    ref_label = brats2018_codes(np.asarray(ref.dataobj).astype(np.uint8), str(case.label))  # a BraTS 2023+ label's ET 3 as 4
+    ref_label = brats2018_codes(np.asarray(ref.dataobj).astype(np.uint8))  # a BraTS 2023+ label's ET 3 as 4
     metrics = case_metrics(result.label, ref_label, ref.header.get_zooms()[:3])
     overlay = save_overlay(case.images[-1], result.label, ref_label, out_dir / f"{case.case_id}_overlay.png",
                            title=f"{case.case_id}{' (SYNTHETIC)' if synthetic else ''}")

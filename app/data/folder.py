@@ -58,16 +58,21 @@ def folder_datalist(dataset_dir: str | Path, num_channels: int) -> list[dict[str
     if not root.is_dir():
         raise FileNotFoundError(f"dataset_dir '{dataset_dir}' does not exist or is not a folder")
     if num_channels == len(MODALITIES):
-        _refuse_multichannel(root)  # Task01_BrainTumour/ or its imagesTr/, imagesTs/
-        if not any(p.is_dir() for p in root.iterdir()):  # the folder is one case, or nnU-Net's images folder
-            from app.data.split_channels import nnunet_channel_files
+        from app.data.split_channels import multichannel_folder_hint, nnunet_channel_files
 
-            nnunet = nnunet_channel_files(root)
-            if nnunet:
-                return _nnunet_items(root, nnunet)
-            cases = [find_case(root, allow_missing=True)]
-        else:
-            cases = scan_brats(root, require_label=False, allow_missing=True)
+        try:
+            if not any(p.is_dir() for p in root.iterdir()):  # the folder is one case, or nnU-Net's images folder
+                nnunet = nnunet_channel_files(root)
+                if nnunet:
+                    return _nnunet_items(root, nnunet)
+                cases = [find_case(root, allow_missing=True)]
+            else:
+                cases = scan_brats(root, require_label=False, allow_missing=True)
+        except FileNotFoundError as err:  # Task01_BrainTumour/ or its imagesTr/, imagesTs/: the command that splits them
+            hint = multichannel_folder_hint(root, MODALITIES)
+            if hint:
+                raise InputError(hint) from err
+            raise
         # a sequence the case lacks is None: app.io.LoadVolumed zero-fills it, as volseg segment does
         return [{"case_id": c.case_id, "image": [str(p) if p is not None else None for p in c.images]} for c in cases]
     if num_channels != 1:
@@ -104,17 +109,6 @@ def _nnunet_items(root: Path, files: list[Path]) -> list[dict[str, Any]]:
     for case_id, key, path in named:
         cases.setdefault(case_id, {})[key] = path
     return [{"case_id": case_id, "image": [str(found[k]) if k in found else None for k in MODALITIES]} for case_id, found in sorted(cases.items())]
-
-
-def _refuse_multichannel(root: Path) -> None:
-    """Raise where ``root`` (or its imagesTr/ or imagesTs/) holds 4D multi-channel volumes (the
-    Decathlon's Task01_BrainTumour), naming ``volseg split-channels``
-    (:func:`app.data.split_channels.multichannel_folder_hint`)."""
-    from app.data.split_channels import multichannel_folder_hint
-
-    hint = multichannel_folder_hint(root, MODALITIES)
-    if hint:
-        raise InputError(hint)
 
 
 #: Name endings (before the volume suffix) of files a one-channel dataset folder does not take for

@@ -332,21 +332,16 @@ def multichannel_folder_hint(folder: str | Path, channels: Sequence[str]) -> str
     folder = Path(folder)
     for where in (folder, folder / "imagesTr", folder / "imagesTs"):
         first = next((p for p in sorted(where.iterdir()) if _is_nifti(p)), None) if where.is_dir() else None
-        shape = _shape(first) if first is not None and _readable(first) else ()
+        try:
+            shape = _shape(first) if first is not None else ()
+        except InputError:
+            continue  # the reader's own check says what is wrong with it
         if len(shape) == 4 and shape[3] > 1:
             return (f"'{folder}' holds 4D volumes of {shape[3]} channels ('{first}': shape {shape}), one file a case, as the Medical "
                     f"Segmentation Decathlon's Task01_BrainTumour stores them; the bundle reads one 3D file a sequence ({', '.join(channels)}): "
                     f"`volseg split-channels {folder} --output DIR` writes them as case folders (the channel order from the task's "
                     "dataset.json, or --sequences flair,t1,t1ce,t2), which volseg segment then reads")
     return None
-
-
-def _readable(path: Path) -> bool:
-    try:
-        _shape(path)
-    except InputError:
-        return False
-    return True
 
 
 def nnunet_channel_files(folder: Path) -> list[Path]:

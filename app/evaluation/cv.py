@@ -199,7 +199,7 @@ def _read_label(path: str | Path) -> tuple[np.ndarray, tuple[float, ...]]:
     from app.transforms.regions import brats2018_codes
 
     image = nib.load(str(path))
-    return brats2018_codes(np.asarray(image.dataobj).astype(np.uint8), str(path)), tuple(float(z) for z in image.header.get_zooms()[:3])
+    return brats2018_codes(np.asarray(image.dataobj).astype(np.uint8)), tuple(float(z) for z in image.header.get_zooms()[:3])
 
 
 def _write_outputs(out: Path, result: dict[str, Any]) -> None:

@@ -206,11 +206,12 @@ def _score_case(case_id: str, pred_path: Path, item: dict[str, Any], labels: Lab
     if set(labels.labels) == {BRATS_NCR, BRATS_ED, BRATS_ET}:  # BraTS: a 2023+ map (3 = ET) is scored in the 2018 codes (4 = ET)
         from app.transforms.regions import BRATS2023_ET, brats2018_codes
 
-        for what, path in (("prediction", pred_path), ("reference", item["label"])):
-            array = pred if what == "prediction" else ref
-            if (array == BRATS2023_ET).any() and not (array == BRATS_ET).any():
-                logger.info(f"case '{case_id}': {what} '{path}' is in BraTS 2023+ codes (3 = ET); scored as ET (4)")
-        pred, ref = brats2018_codes(pred, str(pred_path)), brats2018_codes(ref, str(item["label"]))
+        if (pred == BRATS2023_ET).any():
+            logger.info(f"case '{case_id}': prediction '{pred_path}' is in BraTS 2023+ codes (3 = ET); scored as ET (4)")
+            pred = brats2018_codes(pred)
+        if (ref == BRATS2023_ET).any():
+            logger.info(f"case '{case_id}': reference '{item['label']}' is in BraTS 2023+ codes (3 = ET); scored as ET (4)")
+            ref = brats2018_codes(ref)
     for what, path, array in (("prediction", pred_path, pred), ("reference", item["label"], ref)):
         foreign = sorted(set(np.unique(array).tolist()) - {0, *labels.labels})
         if foreign:

@@ -162,13 +162,11 @@ def resolve_inputs(inputs: Sequence[str | Path], channels: Sequence[str] = MODAL
     paths = expand_dataset_folders(paths)
     folders, files = [], []
     for p in paths:
-        nnunet = nnunet_channel_files(p) if p.is_dir() and not _is_case_folder(p) else []
+        case_folder = p.is_dir() and _is_case_folder(p)
+        nnunet = nnunet_channel_files(p) if p.is_dir() and not case_folder else []
         if nnunet:  # an nnU-Net imagesTs folder (<case>_0000.nii.gz, ...): its files, grouped into cases by name below
             files += nnunet
-        elif p.is_dir() and (_is_case_folder(p) or not _is_dicom_folder(p)):
-            hint = None if _is_case_folder(p) else multichannel_folder_hint(p, channels)  # Task01_BrainTumour/ or its imagesTs/
-            if hint:
-                raise InputError(hint)
+        elif p.is_dir() and (case_folder or not _is_dicom_folder(p)):
             folders.append(p)  # a case folder (find_case says what it lacks)
         else:  # a volume file or a DICOM series folder
             files.append(p)
@@ -176,19 +174,14 @@ def resolve_inputs(inputs: Sequence[str | Path], channels: Sequence[str] = MODAL
     for folder in folders:
         try:
             case = find_case(folder, allow_missing=allow_missing)
-        except FileNotFoundError as err:
-            raise InputError(str(err)) from err
+        except FileNotFoundError as err:  # a folder of 4D Task01_BrainTumour volumes (or the task folder): the command that splits them
+            raise InputError(multichannel_folder_hint(folder, channels) or str(err)) from err
         cases.append((case.case_id, list(case.images)))
     if files:
         from app.io.formats import volume_format
 
-        from app.data.split_channels import multichannel_hint
-
         for f in files:
             volume_format(f)  # a file type VolSeg does not read (a PNG) is said first, before its name is parsed
-            hint = multichannel_hint(f, channels)  # a Decathlon Task01_BrainTumour case: 4 sequences in one 4D file
-            if hint:
-                raise InputError(hint)
         cases += _group_loose_files(files, channels, sequences, allow_missing)
     return cases
 
@@ -206,6 +199,17 @@ def _is_case_folder(folder: Path) -> bool:
     return is_dicom_study(folder)
 
 
+def _refuse_multichannel(files: list[Path], channels: Sequence[str]) -> None:
+    """Before a naming error: raise the clearer one where a file is a 4D multi-channel volume (a Decathlon
+    Task01_BrainTumour case), naming the command that splits it (:func:`app.data.split_channels.multichannel_hint`).
+    Reads NIfTI headers, so only on the way to an error."""
+    from app.data.split_channels import multichannel_hint
+
+    hint = next((h for h in (multichannel_hint(f, channels) for f in files) if h), None)
+    if hint:
+        raise InputError(hint)
+
+
 def _group_loose_files(files: list[Path], channels: Sequence[str], sequences: Sequence[str] | None,
                        allow_missing: bool) -> list[tuple[str, list[Path | None]]]:
     """Loose volumes -> cases, each file put in the channel its name (or ``sequences``) gives."""
@@ -218,6 +222,7 @@ def _group_loose_files(files: list[Path], channels: Sequence[str], sequences: Se
         aliases = {a: k for k, names in SEQUENCE_ALIASES.items() for a in names}
         keys = [aliases.get(str(s).strip().lower()) for s in sequences]
         if len(keys) != len(files) or any(k not in channels for k in keys):
+            _refuse_multichannel(files, channels)
             raise InputError(f"--sequences (sequences= in app.api) must name one of {', '.join(channels)} for each of the {len(files)} input file(s), "
                              f"got {', '.join(map(str, sequences))}")
         first = split_sequence_name(files[0])
@@ -251,6 +256,7 @@ def _group_loose_files(files: list[Path], channels: Sequence[str], sequences: Se
                                  f"volseg segment reads one series a folder; `volseg dicom-sort {f} --output DIR` copies each series into "
                                  "a folder of its own, one study folder a study, and `volseg segment DIR --output OUT` then matches the series "
                                  "to sequences by SeriesDescription")
+            _refuse_multichannel(files, channels)
             raise InputError(f"cannot tell which sequence {', '.join(repr(u) for u in unnamed)} is: name each file <case>_<{'|'.join(channels)}>"
                              ".nii.gz (BraTS 2023+: <case>-<t1n|t1c|t2w|t2f>), or pass --sequences (sequences= in app.api) with one name "
                              "per file in order (nnU-Net's <case>_0000.nii.gz names are read through the channel_names of a dataset.json "

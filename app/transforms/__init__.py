@@ -13,7 +13,7 @@ from app.transforms.holes import FillRegionHoles, FillRegionHolesd, fill_holes_i
 from app.transforms.dropout import RandModalityDropoutd, channel_subsets
 from app.transforms.ct import HU_WINDOWS, CheckHounsfield, CheckHounsfieldd, HUWindow, HUWindowd
 from app.transforms.mri import N4BiasCorrection, N4BiasCorrectiond
-from app.transforms.regions import BratsLabelCodesd, ChannelThreshold, ChannelThresholdd, RegionsToBratsLabels, RegionsToBratsLabelsd, brats2018_codes
+from app.transforms.regions import ChannelThreshold, ChannelThresholdd, RegionsToBratsLabels, RegionsToBratsLabelsd, brats2018_codes
 from app.transforms.save import SaveLabelMapd
 from app.transforms.skull import CheckSkullStripped, CheckSkullStrippedd, zero_fractions
 from app.transforms.slices import slabs_to_volume, stack_slices, volume_to_slabs
@@ -21,7 +21,6 @@ from app.transforms.spacing import is_anisotropic, target_spacing
 from app.transforms.zscore import NonzeroZScore, NonzeroZScored
 
 __all__ = [
-    "BratsLabelCodesd",
     "CheckBrainMRI",
     "CheckBrainMRId",
     "CheckHounsfield",

@@ -6,8 +6,7 @@ The forward direction is MONAI's ``ConvertToMultiChannelBasedOnBratsClasses``
 its inverse, used at inference. The BraTS challenges since 2023 code the enhancing tumour 3
 instead of 4 (1 NCR, 2 SNFH / edema, 3 ET), a code MONAI's conversion does not know: a 2023
 reference read as it is trained ET to nothing and scored ET against nothing.
-:func:`brats2018_codes` (and :class:`BratsLabelCodesd` in the bundles' preprocessing) turns 3 into 4
-where a label map holds 3 and no 4.
+:func:`brats2018_codes` (and MONAI's ``MapLabelValued`` in the bundles' preprocessing) turns 3 into 4.
 """
 
 from __future__ import annotations
@@ -21,64 +20,28 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import get_equivalent_dtype
 
-from app.errors import InputError
 from app.labels import BRATS_ED, BRATS_ET, BRATS_NCR
 
 #: The enhancing-tumour code of the BraTS 2023+ label maps (1 NCR, 2 SNFH / edema, 3 ET).
 BRATS2023_ET = 3
 
 
-def brats2018_codes(label: np.ndarray | torch.Tensor, source: str | None = None) -> np.ndarray | torch.Tensor:
-    """A BraTS label map in the 2012-2021 codes (0, 1 NCR/NET, 2 ED, 4 ET), from either convention.
-
-    A map that holds 3 and no 4 is in the BraTS 2023+ codes (3 = ET): its 3 becomes 4 (a new array
-    or tensor of the same type, dtype and metadata). Any other map is returned as it is.
+def brats2018_codes(label: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    """A BraTS label map in the 2012-2021 codes (0, 1 NCR/NET, 2 ED, 4 ET), from either convention:
+    MONAI's ``MapLabelValue`` 3 -> 4 (the map's type and dtype kept). A 2012-2021 map holds no 3, so
+    it comes back with the same values; the bundles' preprocessing does the same with
+    ``MapLabelValued`` before ``ConvertToMultiChannelBasedOnBratsClassesd``.
 
     Args:
         label: label map of any shape (``(H, W, D)`` or ``(1, H, W, D)``).
-        source: the file it came from, for the error message.
-
-    Raises:
-        InputError: the map holds both 3 and 4 (two conventions mixed, or not a BraTS map).
 
     Example:
-        >>> brats2018_codes(np.array([0, 1, 2, 3])).tolist()
+        >>> brats2018_codes(np.array([0, 1, 2, 3], dtype=np.uint8)).tolist()
         [0, 1, 2, 4]
     """
-    has3, has4 = bool((label == BRATS2023_ET).any()), bool((label == BRATS_ET).any())
-    if has3 and has4:
-        raise InputError(f"{f'label map {source!r}' if source else 'a label map'} holds both 3 and 4: BraTS 2012-2021 maps code the enhancing "
-                         "tumour 4, BraTS 2023+ maps 3 (1 NCR, 2 edema, 3 ET), and one map cannot hold both")
-    if not has3:
-        return label
-    if isinstance(label, torch.Tensor):
-        return torch.where(label == BRATS2023_ET, torch.as_tensor(BRATS_ET, dtype=label.dtype), label)
-    return np.where(label == BRATS2023_ET, np.asarray(BRATS_ET, dtype=label.dtype), label)
+    from monai.transforms import MapLabelValue
 
-
-class BratsLabelCodesd(MapTransform):
-    """:func:`brats2018_codes` on the label maps of ``keys``, before
-    ``ConvertToMultiChannelBasedOnBratsClassesd`` in the BraTS bundles' preprocessing: BraTS 2023+
-    references (3 = ET) train and score as the 2018 ones (4 = ET).
-
-    Args:
-        keys: label keys (``(1, H, W, D)`` tensors or arrays).
-        allow_missing_keys: skip absent keys (inference has no label).
-
-    Raises:
-        InputError: a map that holds both 3 and 4, naming its file (``filename_or_obj``).
-    """
-
-    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            meta = getattr(d[key], "meta", None)
-            source = meta.get("filename_or_obj") if isinstance(meta, dict) else None
-            d[key] = brats2018_codes(d[key], str(source) if source else None)
-        return d
+    return MapLabelValue([BRATS2023_ET], [BRATS_ET], dtype=label.dtype)(label)
 
 
 class RegionsToBratsLabels(Transform):

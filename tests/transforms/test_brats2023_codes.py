@@ -1,6 +1,7 @@
 """BraTS 2023+ label maps (1 NCR, 2 edema, 3 ET) train and score as BraTS 2012-2021 ones (4 = ET):
 MONAI's ``ConvertToMultiChannelBasedOnBratsClassesd`` knows only 4, so a 2023 reference read as it
-is trained ET to nothing and scored ET against nothing (:func:`app.transforms.brats2018_codes`)."""
+is trained ET to nothing and scored ET against nothing (MONAI's ``MapLabelValued`` in the bundles'
+preprocessing, :func:`app.transforms.brats2018_codes` in evaluation)."""
 
 from __future__ import annotations
 
@@ -14,20 +15,16 @@ from monai.data import MetaTensor
 
 from app.bundle_config import bundle_parser
 from app.data.phantom import make_brats_phantom
-from app.errors import InputError
-from app.transforms import BratsLabelCodesd, brats2018_codes
+from app.transforms import brats2018_codes
 
 
-def test_3_becomes_4_only_in_a_map_without_4_and_both_are_an_error():
-    assert brats2018_codes(np.array([0, 1, 2, 3], dtype=np.uint8)).tolist() == [0, 1, 2, 4]
-    old = np.array([0, 1, 2, 4], dtype=np.uint8)
-    assert brats2018_codes(old) is old  # BraTS 2018 codes: untouched
+def test_3_becomes_4_and_a_2018_map_keeps_its_values_type_and_dtype():
+    out = brats2018_codes(np.array([0, 1, 2, 3], dtype=np.uint8))
+    assert out.dtype == np.uint8 and out.tolist() == [0, 1, 2, 4]
+    assert brats2018_codes(np.array([0, 1, 2, 4], dtype=np.uint8)).tolist() == [0, 1, 2, 4]
     tensor = MetaTensor(torch.tensor([[0.0, 3.0, 2.0]]), meta={"filename_or_obj": "x-seg.nii.gz"})
-    out = BratsLabelCodesd("label")({"label": tensor})["label"]
+    out = brats2018_codes(tensor)
     assert isinstance(out, MetaTensor) and out.dtype == torch.float32 and out.tolist() == [[0.0, 4.0, 2.0]] and out.meta["filename_or_obj"] == "x-seg.nii.gz"
-    mixed = MetaTensor(torch.tensor([3.0, 4.0]), meta={"filename_or_obj": "/data/case-seg.nii.gz"})
-    with pytest.raises(InputError, match="label map '/data/case-seg.nii.gz' holds both 3 and 4"):
-        BratsLabelCodesd("label")({"label": mixed})
 
 
 @pytest.mark.parametrize("bundle", ["brats_unet3d", "brats_deeplab3d"])
