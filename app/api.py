@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 def segment(inputs: str | Path | Sequence[str | Path], bundle: str = DEFAULT_BUNDLE, device: str | None = None,
             backend: str | None = None, mode: str | None = None, int8: bool | None = None, n4: bool | None = None,
-            resample: bool = False, sequences: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+            resample: bool = False, sequences: Sequence[str] | None = None, label_codes: str = "2018") -> tuple[np.ndarray, np.ndarray]:
     """Segment one case: for a BraTS bundle a case folder or its modality files (T1, T1ce, T2,
     FLAIR); for a one-channel bundle (``ct_unet3d``, or a ``volseg train`` output of it) one CT
     volume or DICOM series. The bundle's metadata says which (:class:`app.labels.LabelManager`).
@@ -50,23 +50,32 @@ def segment(inputs: str | Path | Sequence[str | Path], bundle: str = DEFAULT_BUN
         sequences on different voxel grids onto the finest one first (see :func:`segment_cases`);
         the label and affine are then that grid's. ``sequences`` names the sequence of each
         loose file, in order, where the file names do not (``["t1ce", "flair"]``; the CLI's
-        ``--sequences``); the others are missing and zero-filled.
+        ``--sequences``); the others are missing and zero-filled. ``label_codes`` ``"2023"``
+        gives a BraTS label map in the BraTS 2023+ challenge codes (1 NCR, 2 SNFH / edema, 3 ET)
+        instead of the bundle's 2018 ones (ET 4).
 
     Raises:
         app.data.verify.InputError: missing, unreadable, non-3D or non-co-registered input
             (without ``resample``: sequences on different grids), or loose files whose names
             say no sequence (then give ``sequences``).
+        ValueError: ``label_codes`` other than ``"2018"`` and ``"2023"``, or ``"2023"`` for a
+            bundle that is not BraTS.
     """
     from app.inference import Segmenter, resolve_inputs
     from app.inference.align import grid_reference, load_on_grid
     from app.labels import labels_of
 
-    cases = resolve_inputs([inputs] if isinstance(inputs, (str, Path)) else list(inputs), channels=labels_of(bundle).channels, sequences=sequences)
+    from app.inference.batch import relabelled
+
+    manager = labels_of(bundle)
+    mapping = manager.code_map(label_codes)  # refused before any model loads
+    cases = resolve_inputs([inputs] if isinstance(inputs, (str, Path)) else list(inputs), channels=manager.channels, sequences=sequences)
     if len(cases) != 1:
         raise ValueError(f"segment() takes one case, got {len(cases)}; use segment_cases() for several")
     segmenter = Segmenter(bundle, device=device, backend=backend, mode=mode, int8=int8, n4=n4)
     images = cases[0][1]
-    return segmenter.run(load_on_grid(segmenter, images, grid_reference(images) if resample else None)[0])
+    label, affine = segmenter.run(load_on_grid(segmenter, images, grid_reference(images) if resample else None)[0])
+    return relabelled(label, mapping), affine
 
 
 def segment_cases(
@@ -87,6 +96,7 @@ def segment_cases(
     int8: bool | None = None,
     n4: bool | None = None,
     resample: bool = False,
+    label_codes: str = "2018",
 ) -> list[Any]:
     """Segment several cases, writing ``<output_dir>/<case_id>_seg.<ext>`` (uint8, input geometry;
     the input's format, NIfTI for DICOM input).
@@ -137,6 +147,11 @@ def segment_cases(
             scanner coordinates, no registration; :mod:`app.inference.align`), and its label map
             is written on that grid; its record says so under ``resampled``. False: such a case
             fails with an error that names the files.
+        label_codes: ``"2018"`` (the bundle's codes; BraTS 0/1/2/4) or ``"2023"``: BraTS label
+            maps in the BraTS 2023+ challenge codes (1 NCR, 2 SNFH / edema, 3 ET), for
+            submissions and tools that expect them; the label files, DICOM SEG, ``volumes_ml``
+            and the report follow, and the run record says ``label_codes``. A label made
+            in other codes is made again (as for other settings).
 
     A case may lack sequences (any non-empty subset of T1, T1ce, T2, FLAIR): they are fed as
     zero channels to the modality-dropout model, and the case's record names them under
@@ -153,13 +168,14 @@ def segment_cases(
             writable (found before any model loads).
         ValueError: an unknown output format or device, CUDA asked for where there is none,
             ``nproc < 1``, more processes than GPUs, ``sequences``, ``n4`` or ``uncertainty`` for
-            a bundle that has no use for them (a one-channel CT bundle).
+            a bundle that has no use for them (a one-channel CT bundle), ``label_codes`` other
+            than ``"2018"`` / ``"2023"`` or ``"2023"`` for a bundle that is not BraTS.
         FileNotFoundError: the bundle's weights are missing (a template that ships none).
         ImportError: ``dicom_seg`` without highdicom.
     """
     from app.inference.batch import SegmentSettings, plan_batch, run_batch
 
-    settings = SegmentSettings(str(bundle), device, backend, mode, output_format, dicom_seg, uncertainty, tuple(sequences) if sequences else None, int8, n4, resample)
+    settings = SegmentSettings(str(bundle), device, backend, mode, output_format, dicom_seg, uncertainty, tuple(sequences) if sequences else None, int8, n4, resample, label_codes)
     if nproc < 1:
         raise ValueError(f"--nproc must be >= 1, got {nproc}")
     with _removed_if_left_empty(Path(output_dir)):  # a batch that cannot start leaves no empty output folder

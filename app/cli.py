@@ -312,6 +312,7 @@ def segment(
     int8: Optional[bool] = typer.Option(None, "--int8/--no-int8", help="OpenVINO backend: run the bundle's int8 models (NNCF post-training quantization; brats_unet3d, 5-fold CV, all four sequences: WT 0.009 below float32, TC and ET within 0.005) or float32; default: the bundle's openvino_int8"),
     n4: Optional[bool] = typer.Option(None, "--n4/--no-n4", help="N4 bias-field correction before the model, of the sequences the bundle's n4_params name (brats_unet3d: T1ce and FLAIR in --mode fast, about 0.2 s a case more on 2 CPU cores; all four in --mode accurate, accurate_n4_params) and as its n4_combine says (the corrected case only, or averaged with the case as given; brats_unet3d 5-fold CV gain in its docs); default: the bundle's (brats_unet3d: on in both modes since 0.11.0; brats_deeplab3d: off); --no-n4 skips it"),
     resample: bool = typer.Option(False, "--resample", help="a case whose sequences lie on different voxel grids of one session (e.g. a 5 mm 2D FLAIR beside a 1 mm 3D T1ce) is resampled onto its finest grid first (linear, scanner coordinates, no registration), where its label map is written; default: such a case fails"),
+    label_codes: str = typer.Option("2018", "--label-codes", help="label codes of the written maps: 2018 (the bundle's; BraTS 1 NCR/NET, 2 ED, 4 ET) or 2023 (BraTS 2023+ challenges: 1 NCR, 2 SNFH/edema, 3 ET; BraTS bundles only)"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
     """Segment cases into uint8 label maps (the bundle's codes: BraTS 0/1/2/4, ct_unet3d 0/1) with the input's shape and affine.
@@ -336,7 +337,7 @@ def segment(
         with stop_signals_interrupt():  # SIGTERM (timeout, a scheduler) stops as Ctrl-C does: written cases recorded
             results = segment_cases(inputs, output, bundle=bundle, device=device, progress=lambda it: tqdm(it, desc="cases", unit="case", disable=True if quiet else None), output_format=output_format, dicom_seg=dicom_seg, backend=backend, mode=mode,
                                     uncertainty=uncertainty, sequences=sequences.split(",") if sequences else None, overwrite=overwrite, nproc=nproc, report=report, int8=int8, n4=n4,
-                                    resample=resample)
+                                    resample=resample, label_codes=label_codes)
     except ImportError as err:
         skipped = [name for name in SEGMENT_SKIPPED_IMPORTS if name in sys.modules and sys.modules[name] is None]
         halted = isinstance(err, ModuleNotFoundError) and skipped  # an import of a skipped package, not a missing extra

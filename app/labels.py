@@ -38,7 +38,12 @@ import numpy as np
 
 from app.constants import MODALITIES
 
-__all__ = ["BRATS", "LabelManager", "labels_of"]
+__all__ = ["BRATS", "LABEL_CODES", "LabelManager", "labels_of"]
+
+#: The label codes a BraTS label map can be written in: ``"2018"`` (BraTS 2012-2021: 1 NCR/NET,
+#: 2 ED, 4 ET; what the BraTS bundles write) and ``"2023"`` (BraTS 2023+ challenges: 1 NCR,
+#: 2 SNFH / edema, 3 ET). :meth:`LabelManager.with_codes` gives the labels of either.
+LABEL_CODES = ("2018", "2023")
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,43 @@ class LabelManager:
         are no label of the bundle (e.g. the other organs of a multi-organ reference) belong to
         no region."""
         return {name: np.isin(label, codes) for name, codes in self.regions.items()}
+
+    def code_map(self, label_codes: str) -> dict[int, int]:
+        """Written value of each label value that ``label_codes`` changes: ``{4: 3}`` for
+        ``"2023"`` (BraTS 2023+: enhancing tumour 3), ``{}`` for ``"2018"`` (the bundle's own codes).
+
+        Raises:
+            ValueError: ``label_codes`` is not one of :data:`LABEL_CODES`, or ``"2023"`` for a
+                bundle whose labels are not BraTS 2018's (1, 2, 4 with 4 = ET).
+        """
+        if label_codes not in LABEL_CODES:
+            raise ValueError(f"label codes must be one of {', '.join(LABEL_CODES)}, got '{label_codes}'")
+        if label_codes == "2018":
+            return {}
+        if sorted(self.labels) != [1, 2, 4] or self.labels[4] != "ET":
+            where = f" ({self.source})" if self.source else ""
+            raise ValueError(f"label codes '2023' (BraTS 2023+: ET 3) are for BraTS bundles, whose labels are 1 NCR/NET, 2 ED, 4 ET; "
+                             f"this bundle's are {dict(self.labels)}{where}")
+        return {4: 3}
+
+    def with_codes(self, label_codes: str) -> LabelManager:
+        """This manager with its label values written in ``label_codes`` (:meth:`code_map`):
+        for ``"2023"``, BraTS ``{1: "NCR/NET", 2: "ED", 3: "ET"}`` and regions WT (1, 2, 3),
+        TC (1, 3), ET (3); itself for ``"2018"``.
+
+        Raises:
+            ValueError: see :meth:`code_map`.
+
+        Example:
+            >>> BRATS.with_codes("2023").regions["TC"]
+            (1, 3)
+        """
+        mapping = self.code_map(label_codes)
+        if not mapping:
+            return self
+        return LabelManager(labels={mapping.get(v, v): n for v, n in sorted(self.labels.items())},
+                            regions={k: tuple(mapping.get(v, v) for v in codes) for k, codes in self.regions.items()},
+                            channels=self.channels, hd95_missing_mm=self.hd95_missing_mm, source=self.source)
 
     def to_metadata(self) -> dict[str, Any]:
         """The ``metadata.json`` keys this manager is read from (``labels``, ``evaluation_regions``,

@@ -222,6 +222,19 @@ def _subset_cv(bundle: str, missing: Sequence[str], n4: bool = False, int8: bool
     return ("  ".join(f"{region} {dice:.3f}" for region, dice in cv.items()) + (f" ({source})" if source else "")) if cv else "no CV figure for this subset"
 
 
+def _written_names(names: Mapping[int, str], bundle: str, label_codes: str | None) -> Mapping[int, str]:
+    """Value -> name of a label map written in ``label_codes`` (``"2023"``: BraTS 2023+, ET 3;
+    :meth:`app.labels.LabelManager.with_codes`); ``names`` for the bundle's own codes."""
+    if not label_codes or label_codes == "2018" or not bundle:
+        return names
+    from app.labels import labels_of
+
+    try:
+        return dict(labels_of(bundle).with_codes(label_codes).labels)
+    except (ValueError, FileNotFoundError):
+        return names
+
+
 def case_section(entry: Mapping[str, Any], images: Sequence[str | Path | None] | None, names: Mapping[int, str], bundle: str = "",
                  n4: bool = False, int8: bool = False) -> str:
     """One case: overlays, volumes table, missing sequences (with the bundle's CV Dice for the
@@ -234,7 +247,7 @@ def case_section(entry: Mapping[str, Any], images: Sequence[str | Path | None] |
     elif output and Path(output).is_file():
         background = _background(images or [])
         try:
-            pngs = overlay_pngs(background, output, names, case_id)
+            pngs = overlay_pngs(background, output, _written_names(names, bundle, (entry.get("settings") or {}).get("label_codes")), case_id)
             parts.append('<div class="overlays">' + "".join(
                 f'<figure><img class="overlay" alt="{p}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}"><figcaption>{p}</figcaption></figure>'
                 for p, png in pngs.items()) + "</div>")

@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from app.bundles import DEFAULT_BUNDLE
 from app.errors import InputError, OutputError
 from app.inference.segmenter import CaseResult, Segmenter, _is_case_folder, _is_dicom_folder, expand_dataset_folders, resolve_inputs
@@ -49,6 +51,7 @@ class SegmentSettings:
     int8: bool | None = None
     n4: bool | None = None
     resample: bool = False
+    label_codes: str = "2018"
 
 
 @dataclass
@@ -113,7 +116,9 @@ def check_settings(settings: SegmentSettings) -> None:
 
     Raises:
         ValueError: an unknown output format, or a device this machine cannot run on
-            (:func:`app.devices.check_device`: one line naming the flag and the fix).
+            (:func:`app.devices.check_device`: one line naming the flag and the fix), or label
+            codes the bundle cannot write (:meth:`app.labels.LabelManager.code_map`: ``"2023"``
+            for a bundle that is not BraTS).
         FileNotFoundError: the bundle or its inference config is missing.
         ImportError: DICOM SEG output (``dicom_seg``) without highdicom installed.
     """
@@ -126,6 +131,10 @@ def check_settings(settings: SegmentSettings) -> None:
         raise ValueError(f"output_format must be 'same' or 'nifti', got '{settings.output_format}'")
     check_device(settings.device)
     config_files(settings.bundle, "inference")
+    if settings.label_codes != "2018":
+        from app.labels import labels_of
+
+        labels_of(settings.bundle).code_map(settings.label_codes)
     if settings.dicom_seg and importlib.util.find_spec("highdicom") is None:  # found now, not after the first case is segmented
         raise ImportError("--dicom-seg (DICOM SEG output) needs highdicom: pip install 'volseg[dicom]'")
 
@@ -353,7 +362,9 @@ def _run_cases(segmenter: Segmenter, cases: Sequence[PlannedCase], settings: Seg
     """:func:`run_cases`' loop, appending to ``results`` as each case finishes."""
     from app.io.readers import volume_format
     from app.io.writers import write_label_like, write_map_like
+    from app.labels import labels_of
 
+    written_labels = labels_of(settings.bundle).with_codes(settings.label_codes) if settings.label_codes != "2018" else None
     with ThreadPoolExecutor(max_workers=1) as reader:  # reads the next case while this one computes
         pending = reader.submit(_load, segmenter, cases[0]) if cases else None
         for index, case in enumerate((progress or (lambda x: x))(cases)):
@@ -363,6 +374,8 @@ def _run_cases(segmenter: Segmenter, cases: Sequence[PlannedCase], settings: Seg
                 data, aligned = loading.result()
                 done = segmenter.run_case(data)
                 label, affine, ref, out_dir = done["label"], done["affine"], case.reference, Path(case.output).parent
+                if written_labels is not None:  # e.g. BraTS 2023+ codes: ET 4 -> 3
+                    label = relabelled(label, labels_of(settings.bundle).code_map(settings.label_codes))
                 out = write_label_like(label, ref, case.output)
                 extra = {"missing_sequences": done["missing_sequences"], **({"resampled": aligned} if aligned else {})}
                 if done.get("input_warnings"):
@@ -377,8 +390,9 @@ def _run_cases(segmenter: Segmenter, cases: Sequence[PlannedCase], settings: Seg
                     from app.bundles import label_names
                     from app.io.dicom_seg import write_dicom_seg
 
+                    names = dict(written_labels.labels) if written_labels is not None else label_names(settings.bundle)
                     try:
-                        extra["dicom_seg"] = str(write_dicom_seg(label, ref, out_dir / f"{case.case_id}_seg.dcm", label_names(settings.bundle),
+                        extra["dicom_seg"] = str(write_dicom_seg(label, ref, out_dir / f"{case.case_id}_seg.dcm", names,
                                                                  model_name=Path(str(settings.bundle)).name))
                     except Exception as err:  # the label map is written: say so, and fail the case for its DICOM SEG alone
                         error = f"case '{case.case_id}': its label map {out} is written, its DICOM SEG is not ({type(err).__name__}: {err}; source series {ref})"
@@ -389,6 +403,16 @@ def _run_cases(segmenter: Segmenter, cases: Sequence[PlannedCase], settings: Seg
             except Exception as err:  # one bad case must not abort the batch
                 results.append(CaseResult(case.case_id, seconds=time.perf_counter() - start, error=str(err)))
                 logger.error(f"case '{case.case_id}' failed: {results[-1].reason}")
+
+
+def relabelled(label: np.ndarray, mapping: dict[int, int]) -> np.ndarray:
+    """``label`` with each value of ``mapping`` replaced (MONAI ``MapLabelValue``; dtype kept),
+    e.g. ``{4: 3}`` for BraTS 2023+ codes (:meth:`app.labels.LabelManager.code_map`)."""
+    from monai.transforms import MapLabelValue
+
+    if not mapping:
+        return label
+    return np.asarray(MapLabelValue(list(mapping), list(mapping.values()), dtype=label.dtype)(label))
 
 
 def _load(segmenter: Segmenter, case: PlannedCase) -> tuple[dict, dict | None]:
@@ -441,22 +465,23 @@ def write_run_record(plan: BatchPlan, segmenter: Segmenter, settings: SegmentSet
     if kept:
         record["notes"] = [*plan.notes, f"{kept} case(s) of earlier batches in this folder are kept, first; the settings above are this batch's, "
                                         "each case's own are under its 'settings'"]
-    add_case_volumes(record["cases"], settings.bundle, plan.output_dir)  # volumes_ml per case from the written labels, and volumes.csv
+    add_case_volumes(record["cases"], settings.bundle, plan.output_dir)  # each case in its own label codes (its settings)  # volumes_ml per case from the written labels, and volumes.csv
     _keep_unreadable_record(plan.output_dir)
     return atomic_write_text(Path(plan.output_dir) / RUN_RECORD, json.dumps(record, indent=2, default=str) + "\n")
 
 
-SETTING_KEYS = ("bundle", "mode", "n4_average", "n4_params", "precision", "weights")
+SETTING_KEYS = ("bundle", "mode", "n4_average", "n4_params", "precision", "weights", "label_codes")
 
 
 def current_settings(settings: SegmentSettings, segmenter: Segmenter) -> dict[str, Any]:
     """What this batch segments with: ``bundle``, ``mode``, ``n4_average``, ``n4_params`` (the
-    mode's N4 settings where N4 runs, else None), ``precision`` and ``weights``
-    (:func:`weights_fingerprint`: a bundle folder trained again keeps its name)."""
+    mode's N4 settings where N4 runs, else None), ``precision``, ``weights``
+    (:func:`weights_fingerprint`: a bundle folder trained again keeps its name) and
+    ``label_codes`` (the codes of the written label maps, ``"2018"`` or ``"2023"``)."""
     n4 = bool(getattr(segmenter, "n4", False))
     n4_params = segmenter.parser.get_parsed_content("n4_params") if n4 and "n4_params" in segmenter.parser else None
     return {"bundle": str(settings.bundle), "mode": segmenter.mode, "n4_average": n4, "n4_params": n4_params, "precision": segmenter.precision,
-            "weights": weights_fingerprint(segmenter)}
+            "weights": weights_fingerprint(segmenter), "label_codes": settings.label_codes}
 
 
 def weights_fingerprint(segmenter: Segmenter) -> str | None:
@@ -546,7 +571,7 @@ def _with_earlier_cases(entries: list[dict[str, Any]], earlier: dict[str, dict[s
 
 def stale_skips(plan: BatchPlan, segmenter: Segmenter, settings: SegmentSettings) -> list[str]:
     """Un-skip the planned cases whose label in the output folder was made from other input files,
-    with other settings (bundle, mode, N4 and its settings, precision, weights) or from other sequences (the
+    with other settings (bundle, mode, N4 and its settings, precision, weights, label codes) or from other sequences (the
     earlier run record says so), or lacks the uncertainty map this run asks for: they are
     segmented again. Labels the record does not list are kept, with one warning. Returns a line
     per case for the log."""
@@ -574,7 +599,8 @@ def stale_skips(plan: BatchPlan, segmenter: Segmenter, settings: SegmentSettings
             lines.append(f"case '{case.case_id}': its label in {plan.output_dir} was made from other input files ({other[0]}, now {other[1]}); "
                          "segmenting it again")
             continue
-        changed = {k: (entry["settings"][k], v) for k, v in now.items() if k in entry["settings"] and entry["settings"][k] != v}  # an older record's lacking keys: unknown
+        before = {"label_codes": "2018", **entry["settings"]}  # VolSeg before 0.11.2 wrote 2018 codes only
+        changed = {k: (before[k], v) for k, v in now.items() if k in before and before[k] != v}  # an older record's lacking keys: unknown
         missing = [c for c, p in zip(channels, case.images) if p is None] if len(case.images) == len(channels) else None
         if missing is not None and entry.get("missing_sequences") is not None and sorted(entry["missing_sequences"]) != sorted(missing):
             changed["missing sequences"] = (",".join(entry["missing_sequences"]) or "none", ",".join(missing) or "none")

@@ -36,12 +36,13 @@ logger = logging.getLogger(__name__)
 VOLUMES_CSV = "volumes.csv"
 
 
-def volume_classes(bundle: str | Path) -> dict[str, tuple[int, ...]]:
+def volume_classes(bundle: str | Path, label_codes: str = "2018") -> dict[str, tuple[int, ...]]:
     """Name -> label values of each volume a bundle reports, in report order.
 
     Asked of the bundle's :class:`app.labels.LabelManager`: each label by its short name (the
     text before ``/``: BraTS ``NCR``, ``ED``, ``ET``; CT ``spleen``), then each evaluation region
     that is not a single label already listed, fewest labels first (BraTS ``TC``, ``WT``).
+    ``label_codes`` ``"2023"``: the values of a BraTS 2023+ map (ET 3; :meth:`app.labels.LabelManager.with_codes`).
 
     Returns:
         The classes; empty where the bundle has no readable label definition (then
@@ -54,7 +55,7 @@ def volume_classes(bundle: str | Path) -> dict[str, tuple[int, ...]]:
     from app.labels import labels_of
 
     try:
-        manager = labels_of(bundle)
+        manager = labels_of(bundle).with_codes(label_codes)
     except (ValueError, FileNotFoundError) as err:
         logger.warning("bundle '%s' has no label names (%s); volumes are named by label value", bundle, err)
         return {}
@@ -90,8 +91,9 @@ def label_volumes_ml(label: np.ndarray, spacing_mm: Sequence[float], classes: Ma
     return {name: float(sum(int(counts[v]) for v in values if 0 <= v < counts.size)) * voxel_ml for name, values in classes.items()}
 
 
-def case_volumes(label_path: str | Path, bundle: str | Path) -> dict[str, float]:
-    """Volumes in mL of a written label map (NIfTI, NRRD or MetaImage), from its own spacing.
+def case_volumes(label_path: str | Path, bundle: str | Path, label_codes: str = "2018") -> dict[str, float]:
+    """Volumes in mL of a written label map (NIfTI, NRRD or MetaImage), from its own spacing;
+    ``label_codes``: the codes it was written in (``"2023"``: BraTS 2023+, ET 3).
 
     Returns:
         :func:`volume_classes` name -> mL, rounded to 0.001 mL (1 mm^3); for a bundle without
@@ -106,7 +108,7 @@ def case_volumes(label_path: str | Path, bundle: str | Path) -> dict[str, float]
 
     image = read_volume(label_path, check_finite=False, refuse_all_zero=False)
     label = sitk.GetArrayViewFromImage(image)  # (D, W, H): the order does not change a count
-    classes = volume_classes(bundle) or {f"label_{int(v)}": (int(v),) for v in np.unique(label) if v != 0}
+    classes = volume_classes(bundle, label_codes) or {f"label_{int(v)}": (int(v),) for v in np.unique(label) if v != 0}
     return {name: round(ml, 3) for name, ml in label_volumes_ml(label, image.GetSpacing()[::-1], classes).items()}
 
 
@@ -118,7 +120,8 @@ def add_case_volumes(entries: list[dict[str, Any]], bundle: str | Path, out_dir:
     the batch.
 
     Args:
-        entries: the ``cases`` of a run record (``case_id``, ``output``); changed in place.
+        entries: the ``cases`` of a run record (``case_id``, ``output``, and ``settings`` whose
+            ``label_codes`` say how the label was written; ``"2018"`` where absent); changed in place.
         bundle: the bundle that wrote the labels (names the volumes).
         out_dir: the batch's output folder.
 
@@ -131,7 +134,7 @@ def add_case_volumes(entries: list[dict[str, Any]], bundle: str | Path, out_dir:
         if not output or not Path(output).is_file():
             continue
         try:
-            entry["volumes_ml"] = case_volumes(output, bundle)
+            entry["volumes_ml"] = case_volumes(output, bundle, (entry.get("settings") or {}).get("label_codes") or "2018")
         except (ValueError, RuntimeError, OSError) as err:  # InputError is a ValueError
             logger.warning("case '%s': no volumes (%s)", entry.get("case_id"), err)
             entry["volumes_ml"] = None
