@@ -365,6 +365,7 @@ def _run_cases(segmenter: Segmenter, cases: Sequence[PlannedCase], settings: Seg
     from app.labels import labels_of
 
     written_labels = labels_of(settings.bundle).with_codes(settings.label_codes) if settings.label_codes != "2018" else None
+    code_map = labels_of(settings.bundle).code_map(settings.label_codes) if written_labels is not None else {}
     with ThreadPoolExecutor(max_workers=1) as reader:  # reads the next case while this one computes
         pending = reader.submit(_load, segmenter, cases[0]) if cases else None
         for index, case in enumerate((progress or (lambda x: x))(cases)):
@@ -374,8 +375,7 @@ def _run_cases(segmenter: Segmenter, cases: Sequence[PlannedCase], settings: Seg
                 data, aligned = loading.result()
                 done = segmenter.run_case(data)
                 label, affine, ref, out_dir = done["label"], done["affine"], case.reference, Path(case.output).parent
-                if written_labels is not None:  # e.g. BraTS 2023+ codes: ET 4 -> 3
-                    label = relabelled(label, labels_of(settings.bundle).code_map(settings.label_codes))
+                label = relabelled(label, code_map)  # e.g. BraTS 2023+ codes: ET 4 -> 3; {}: as the bundle writes it
                 out = write_label_like(label, ref, case.output)
                 extra = {"missing_sequences": done["missing_sequences"], **({"resampled": aligned} if aligned else {})}
                 if done.get("input_warnings"):

@@ -278,7 +278,8 @@ def _group_loose_files(files: list[Path], channels: Sequence[str], sequences: Se
 
 @dataclass
 class CaseResult:
-    """Outcome of one case: ``label`` is ``(H, W, D)`` uint8 (codes 0/1/2/4) in the input geometry."""
+    """Outcome of one case: ``label`` is ``(H, W, D)`` uint8 in the input geometry, in the codes it
+    was written in (BraTS 0/1/2/4, or 0/1/2/3 with ``label_codes="2023"``)."""
 
     case_id: str
     label: np.ndarray | None = None
