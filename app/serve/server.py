@@ -284,10 +284,17 @@ def create_app(config: ServerConfig) -> FastAPI:
             raise DatastoreError(f"result_extension '{ext}' not supported; use one of {', '.join(LABEL_SUFFIXES)}")
         if p.get("result_dtype", "uint8") != "uint8":
             raise DatastoreError(f"result_dtype '{p['result_dtype']}' not supported; label maps are uint8")
+        try:  # params {"label_codes": "2023"}: BraTS 2023+ codes (ET 3), refused before the model runs where the model cannot
+            labels = served[model].labels.with_codes(str(p.get("label_codes", "2018")))
+            code_map = served[model].labels.code_map(str(p.get("label_codes", "2018")))
+        except ValueError as err:
+            raise DatastoreError(f"params 'label_codes': {err}") from None
         files = store.modality_files(image)
         start = time.perf_counter()
         case = models.predict(model, files, uncertainty=_flag(p, "uncertainty"), resample=_flag(p, "resample"))
-        label = case["label"]
+        from app.inference.batch import relabelled
+
+        label = relabelled(case["label"], code_map)
         done = time.perf_counter()
         from app.io.writers import write_label_like, write_map_like
 
@@ -298,7 +305,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             out = write_label_like(label, reference, Path(tmp) / f"{image}_seg{ext}")
             data = out.read_bytes()
         total = time.perf_counter() - start
-        result = {"label_names": served[model].labels.names_to_values(),
+        result = {"label_names": labels.names_to_values(),
                   "latencies": {"pre": 0.0, "infer": round(done - start, 3), "invert": 0.0, "post": 0.0, "write": round(total - (done - start), 3),
                                 "total": round(total, 3), "transform": None}}
         if "resampled" in case:

@@ -231,6 +231,23 @@ def test_infer_with_resample_segments_a_study_on_different_grids_on_its_finest(c
     assert label.shape == t1.shape and np.allclose(label.affine, t1.affine)
 
 
+def test_infer_with_label_codes_2023_returns_et_as_3(client: TestClient):
+    def label_and_names(params: dict) -> tuple[np.ndarray, dict]:
+        r = client.post("/infer/brats_unet3d?image=Phantom_000", data={"params": json.dumps(params)})
+        assert r.status_code == 200, r.text
+        form, files = _parse_multipart(r)
+        (_, data), = files.items()
+        return np.asarray(nib.Nifti1Image.from_bytes(gzip.decompress(data)).dataobj), json.loads(form["params"])["label_names"]
+
+    old, old_names = label_and_names({})
+    new, new_names = label_and_names({"label_codes": "2023"})
+    assert old_names == {"NCR/NET": 1, "ED": 2, "ET": 4} and new_names == {"NCR/NET": 1, "ED": 2, "ET": 3}
+    assert (old == 4).any()
+    np.testing.assert_array_equal(new, np.where(old == 4, 3, old))
+    r = client.post("/infer/brats_unet3d?image=Phantom_000", data={"params": json.dumps({"label_codes": "2021"})})
+    assert r.status_code == 400 and "params 'label_codes': label codes must be one of 2018, 2023, got '2021'" in r.json()["error"]
+
+
 def test_a_study_with_missing_sequences_is_served_and_the_answer_names_them(client: TestClient, studies: Path, tmp_path: Path,
                                                                           caplog: pytest.LogCaptureFixture):
     import logging
