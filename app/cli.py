@@ -374,6 +374,10 @@ def segment(
                 caveat = "; not to be trusted: the input warnings above say the case is unlike BraTS MRI" if r.extra.get("input_warnings") else ""
                 typer.echo(f"  uncertainty: {r.extra['uncertainty']} (quality score {r.extra['quality']:.3f}: lower is less sure; it ranks cases for review "
                            f"and sits below the Dice they score, not a Dice estimate{caveat})")
+    if label_codes != "2018" and any(not r.error and not r.note for r in results):
+        from app.labels import labels_of
+
+        typer.echo(f"label codes {label_codes}: " + ", ".join(f"{v} {n}" for v, n in labels_of(bundle).with_codes(label_codes).labels.items()))
     if (output / "volumes.csv").is_file():
         typer.echo(f"volumes (mL): {output / 'volumes.csv'}" + (f"; report: {output / 'report.html'}" if report and (output / "report.html").is_file() else ""))
     elif report and (output / "report.html").is_file():  # every case failed: the report says why, case by case

@@ -125,6 +125,7 @@ def test_cli_label_codes(phantom_root: Path, tmp_path: Path):
     seg = CliRunner().invoke(cli, ["segment", str(phantom_root / "Phantom_001"), "--output", str(out), "--quiet", "--device", "cpu",
                                    "--backend", "torch", "--label-codes", "2023"])
     assert seg.exit_code == 0, seg.output
+    assert "label codes 2023: 1 NCR/NET, 2 ED, 3 ET" in seg.output
     label = np.asarray(nib.load(out / "Phantom_001_seg.nii.gz").dataobj)
     assert (label == 3).any() and not (label == 4).any()
     bad = CliRunner().invoke(cli, ["segment", str(phantom_root / "Phantom_001"), "--output", str(tmp_path / "ct"), "--bundle", "ct_unet3d",
