@@ -52,13 +52,24 @@ def kfold_splits(case_ids: list[str], k: int = 5, seed: int = 0) -> list[list[st
     return [sorted(ids[i::k]) for i in range(k)]
 
 
+def _relative(path: str | Path, root: Path) -> str:
+    """``path`` relative to the data root, POSIX style. Symbolic links are kept, not followed: a
+    case folder (or file) linked in from elsewhere is listed where it appears under the root, as
+    ``volseg segment`` and ``--dataset_dir`` read it."""
+    absolute = Path(os.path.abspath(path))
+    try:
+        return absolute.relative_to(root).as_posix()
+    except ValueError:  # not below the root as written (e.g. a root given through a link): a ../ path
+        return Path(os.path.relpath(os.path.realpath(absolute), os.path.realpath(root))).as_posix()
+
+
 def _item(case: BratsCase, root: Path) -> dict[str, Any]:
     item: dict[str, Any] = {
         "case_id": case.case_id,
-        "image": [Path(p).resolve().relative_to(root).as_posix() for p in case.images],
+        "image": [_relative(p, root) for p in case.images],
     }
     if case.label is not None:
-        item["label"] = Path(case.label).resolve().relative_to(root).as_posix()
+        item["label"] = _relative(case.label, root)
     return item
 
 

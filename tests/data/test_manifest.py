@@ -137,3 +137,22 @@ def test_a_renamed_or_linked_case_folder_takes_the_files_of_the_one_case_it_hold
         shutil.copy(f, renamed / f.name)
     with pytest.raises(FileNotFoundError, match=r"case 'study_17'.*found none.*holds the files of several cases \(Phantom_001, Phantom_003\)"):
         find_case(renamed)
+
+
+def test_a_dataset_of_linked_case_folders_and_files_gets_a_manifest(phantom_root: Path, tmp_path: Path):
+    """Case folders (or files) linked in from elsewhere are listed where they appear under the
+    data root, not where the links point (pathlib's relative_to failed on the resolved paths)."""
+    data = tmp_path / "linked_data"
+    data.mkdir()
+    (data / "Phantom_000").symlink_to(phantom_root / "Phantom_000", target_is_directory=True)
+    (data / "Phantom_001").mkdir()
+    for f in (phantom_root / "Phantom_001").iterdir():
+        (data / "Phantom_001" / f.name).symlink_to(f)
+    (data / "Phantom_002").symlink_to(phantom_root / "Phantom_002", target_is_directory=True)
+    manifest = build_manifest(data, out=tmp_path / "m.json", seed=0, fractions=(1.0, 0.0, 0.0))
+    items = {i["case_id"]: i for i in manifest["training"]}
+    assert sorted(items) == ["Phantom_000", "Phantom_001", "Phantom_002"]
+    assert items["Phantom_000"]["image"][3] == "Phantom_000/Phantom_000_flair.nii.gz"
+    assert items["Phantom_001"]["label"] == "Phantom_001/Phantom_001_seg.nii.gz"
+    loaded = load_datalist(tmp_path / "m.json", "training", data)
+    assert all(Path(p).is_file() for item in loaded for p in item["image"])
