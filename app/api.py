@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 def segment(inputs: str | Path | Sequence[str | Path], bundle: str = DEFAULT_BUNDLE, device: str | None = None,
             backend: str | None = None, mode: str | None = None, int8: bool | None = None, n4: bool | None = None,
-            resample: bool = False, sequences: Sequence[str] | None = None, label_codes: str = "2018") -> tuple[np.ndarray, np.ndarray]:
+            resample: bool = False, sequences: Sequence[str] | None = None, label_codes: str | int = "2018") -> tuple[np.ndarray, np.ndarray]:
     """Segment one case: for a BraTS bundle a case folder or its modality files (T1, T1ce, T2,
     FLAIR); for a one-channel bundle (``ct_unet3d``, or a ``volseg train`` output of it) one CT
     volume or DICOM series. The bundle's metadata says which (:class:`app.labels.LabelManager`).
@@ -78,6 +78,15 @@ def segment(inputs: str | Path | Sequence[str | Path], bundle: str = DEFAULT_BUN
     return relabelled(label, mapping), affine
 
 
+def _label_codes(label_codes: str | int) -> str:
+    """``label_codes`` as the text the run record keeps (``2023`` -> ``"2023"``), checked
+    (:meth:`app.labels.LabelManager.code_map`; ValueError)."""
+    from app.labels import BRATS
+
+    BRATS.code_map(label_codes)  # the values, whatever the bundle; the bundle is asked in check_settings
+    return str(label_codes)
+
+
 def segment_cases(
     inputs: Sequence[str | Path],
     output_dir: str | Path,
@@ -96,7 +105,7 @@ def segment_cases(
     int8: bool | None = None,
     n4: bool | None = None,
     resample: bool = False,
-    label_codes: str = "2018",
+    label_codes: str | int = "2018",
 ) -> list[Any]:
     """Segment several cases, writing ``<output_dir>/<case_id>_seg.<ext>`` (uint8, input geometry;
     the input's format, NIfTI for DICOM input).
@@ -175,7 +184,7 @@ def segment_cases(
     """
     from app.inference.batch import SegmentSettings, plan_batch, run_batch
 
-    settings = SegmentSettings(str(bundle), device, backend, mode, output_format, dicom_seg, uncertainty, tuple(sequences) if sequences else None, int8, n4, resample, label_codes)
+    settings = SegmentSettings(str(bundle), device, backend, mode, output_format, dicom_seg, uncertainty, tuple(sequences) if sequences else None, int8, n4, resample, _label_codes(label_codes))
     if nproc < 1:
         raise ValueError(f"--nproc must be >= 1, got {nproc}")
     with _removed_if_left_empty(Path(output_dir)):  # a batch that cannot start leaves no empty output folder

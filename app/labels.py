@@ -107,16 +107,19 @@ class LabelManager:
         no region."""
         return {name: np.isin(label, codes) for name, codes in self.regions.items()}
 
-    def code_map(self, label_codes: str) -> dict[int, int]:
+    def code_map(self, label_codes: str | int) -> dict[int, int]:
         """Written value of each label value that ``label_codes`` changes: ``{4: 3}`` for
-        ``"2023"`` (BraTS 2023+: enhancing tumour 3), ``{}`` for ``"2018"`` (the bundle's own codes).
+        ``"2023"`` (BraTS 2023+: enhancing tumour 3), ``{}`` for ``"2018"`` (the bundle's own codes);
+        the year may be given as a number too.
 
         Raises:
             ValueError: ``label_codes`` is not one of :data:`LABEL_CODES`, or ``"2023"`` for a
                 bundle whose labels are not BraTS 2018's (1, 2, 4 with 4 = ET).
         """
+        if isinstance(label_codes, int) and not isinstance(label_codes, bool):
+            label_codes = str(label_codes)
         if label_codes not in LABEL_CODES:
-            raise ValueError(f"label codes must be one of {', '.join(LABEL_CODES)}, got '{label_codes}'")
+            raise ValueError(f"label codes must be one of {', '.join(LABEL_CODES)} (text or number), got {label_codes!r}")
         if label_codes == "2018":
             return {}
         if sorted(self.labels) != [1, 2, 4] or self.labels[4] != "ET":
@@ -125,7 +128,7 @@ class LabelManager:
                              f"this bundle's are {dict(self.labels)}{where}")
         return {4: 3}
 
-    def with_codes(self, label_codes: str) -> LabelManager:
+    def with_codes(self, label_codes: str | int) -> LabelManager:
         """This manager with its label values written in ``label_codes`` (:meth:`code_map`):
         for ``"2023"``, BraTS ``{1: "NCR/NET", 2: "ED", 3: "ET"}`` and regions WT (1, 2, 3),
         TC (1, 3), ET (3); itself for ``"2018"``.

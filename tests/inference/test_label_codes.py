@@ -24,11 +24,14 @@ def test_2023_codes_move_et_to_3_and_keep_the_regions():
 
 
 def test_other_codes_and_non_brats_bundles_are_refused():
-    with pytest.raises(ValueError, match="label codes must be one of 2018, 2023, got '2021'"):
+    with pytest.raises(ValueError, match=r"label codes must be one of 2018, 2023 \(text or number\), got '2021'"):
         BRATS.code_map("2021")
     with pytest.raises(ValueError, match=r"label codes '2023' .* are for BraTS bundles.*\{1: 'spleen'\}"):
         labels_of("ct_unet3d").code_map("2023")
     assert labels_of("ct_unet3d").code_map("2018") == {}
+    assert BRATS.code_map(2023) == {4: 3} and BRATS.code_map(2018) == {}  # the year as a number, as fire and JSON give it
+    with pytest.raises(ValueError, match=r"got True"):
+        BRATS.code_map(True)
 
 
 def test_a_refused_setting_stops_before_any_output(phantom_root: Path, tmp_path: Path):
@@ -55,7 +58,7 @@ def test_segment_writes_2023_codes_with_the_same_voxels(phantom_root: Path, tmp_
     assert (old == 4).any(), "the phantom has enhancing tumour"
 
     out = tmp_path / "y2023"
-    results = api.segment_cases([case], out, device="cpu", backend="torch", report=True, label_codes="2023")
+    results = api.segment_cases([case], out, device="cpu", backend="torch", report=True, label_codes=2023)  # a number works too
     assert results[0].error is None
     new = np.asarray(nib.load(results[0].output).dataobj)
     assert new.dtype == np.uint8 and set(np.unique(new)) <= {0, 1, 2, 3} and (new == 3).any()
@@ -83,7 +86,7 @@ def test_segment_writes_2023_codes_with_the_same_voxels(phantom_root: Path, tmp_
 def test_api_segment_returns_2023_codes(phantom_root: Path):
     from app import api
 
-    label, affine = api.segment(phantom_root / "Phantom_000", device="cpu", backend="torch", label_codes="2023")
+    label, affine = api.segment(phantom_root / "Phantom_000", device="cpu", backend="torch", label_codes=2023)
     old, old_affine = api.segment(phantom_root / "Phantom_000", device="cpu", backend="torch")
     np.testing.assert_array_equal(label, np.where(old == 4, 3, old))
     np.testing.assert_array_equal(affine, old_affine)

@@ -245,7 +245,7 @@ def test_infer_with_label_codes_2023_returns_et_as_3(client: TestClient):
     assert (old == 4).any()
     np.testing.assert_array_equal(new, np.where(old == 4, 3, old))
     r = client.post("/infer/brats_unet3d?image=Phantom_000", data={"params": json.dumps({"label_codes": "2021"})})
-    assert r.status_code == 400 and "params 'label_codes': label codes must be one of 2018, 2023, got '2021'" in r.json()["error"]
+    assert r.status_code == 400 and "params 'label_codes': label codes must be one of 2018, 2023 (text or number), got '2021'" in r.json()["error"]
 
 
 def test_a_study_with_missing_sequences_is_served_and_the_answer_names_them(client: TestClient, studies: Path, tmp_path: Path,
