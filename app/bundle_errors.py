@@ -45,7 +45,8 @@ def cause_line(err: BaseException) -> str | None:
     Returns:
         ``"error: <type>: <message> (the cause of MONAI's "<wrapper>" above)"`` where ``err`` is a
         :class:`RuntimeError` whose message starts with one of :data:`WRAPPERS` and one of its
-        causes is a :class:`FileNotFoundError` or :class:`ValueError`; None otherwise (the
+        causes is a :class:`FileNotFoundError`, :class:`ValueError` or
+        :class:`app.errors.CasesFailedError` (cases the run skipped); None otherwise (the
         traceback's own last line already names the error).
     """
     from app.engines.preflight import config_error_cause

@@ -10,7 +10,7 @@ Example:
 
 from __future__ import annotations
 
-__all__ = ["InputError", "OutputError"]
+__all__ = ["CasesFailedError", "InputError", "OutputError"]
 
 
 class InputError(ValueError):
@@ -23,3 +23,10 @@ class InputError(ValueError):
 class OutputError(ValueError):
     """An output folder or file that cannot be written: the message names the path and the fix
     (raised by :func:`app.io.outputs.prepare_output_dir` before any model loads)."""
+
+
+class CasesFailedError(RuntimeError):
+    """A batch that went on past cases it could not segment ends with this error, naming each
+    failed case, its reason and its files (raised by
+    :meth:`app.inference.workflow.CaseSkippingDataset.raise_failures` after the other cases are
+    written; a RuntimeError, as before it had its own type)."""

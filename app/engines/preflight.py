@@ -15,6 +15,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from app.errors import CasesFailedError
+
 __all__ = ["check_augment_device", "check_distill_teacher", "check_label_grids", "check_label_values", "check_overrides", "check_process_shares", "check_training_splits", "config_error_cause"]
 
 
@@ -24,8 +26,9 @@ def config_error_cause(err: RuntimeError) -> Exception:
     MONAI's ``ConfigParser`` re-raises any error of a ``$`` expression or ``_target_`` call as
     ``RuntimeError("Failed to evaluate ConfigExpression ...")`` (or "Failed to instantiate"), so a
     missing data file ended ``volseg train`` in a 150-line traceback with the cause in the middle.
-    Returns the first :class:`FileNotFoundError` or :class:`ValueError` (which includes
-    :class:`app.errors.InputError`) in the chain of causes, for a one-line message.
+    Returns the first :class:`FileNotFoundError`, :class:`ValueError` (which includes
+    :class:`app.errors.InputError`) or :class:`app.errors.CasesFailedError` (cases a run skipped)
+    in the chain of causes, for a one-line message.
 
     Example:
         >>> try:
@@ -38,7 +41,7 @@ def config_error_cause(err: RuntimeError) -> Exception:
     cause: BaseException | None = err
     while cause is not None and id(cause) not in seen:
         seen.add(id(cause))
-        if isinstance(cause, (FileNotFoundError, ValueError)):
+        if isinstance(cause, (FileNotFoundError, ValueError, CasesFailedError)):
             return cause
         cause = cause.__cause__ or cause.__context__
     return err

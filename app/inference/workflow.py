@@ -74,10 +74,12 @@ class CaseSkippingDataset(torch.utils.data.IterableDataset):
         """End the run with an error where a case was skipped.
 
         Raises:
-            RuntimeError: naming each skipped case, its reason and files, and how many cases
-                were written.
+            app.errors.CasesFailedError: (a RuntimeError) naming each skipped case, its reason
+                and files, and how many cases were written.
         """
         if self.failed:
+            from app.errors import CasesFailedError
+
             cases = "; ".join(f"{name}: {reason} [{files}]" for name, files, reason in self.failed)
-            raise RuntimeError(f"{len(self.failed)} of {len(self.data)} case(s) failed and were skipped; the other "
+            raise CasesFailedError(f"{len(self.failed)} of {len(self.data)} case(s) failed and were skipped; the other "
                                f"{len(self.data) - len(self.failed)} were segmented and written. Failed: {cases}")

@@ -11,7 +11,7 @@ import pytest
 
 from app import bundle_errors
 from app.bundle_errors import cause_line
-from app.errors import InputError
+from app.errors import CasesFailedError, InputError
 from tests.bundles.test_standalone import copy_bundle
 
 
@@ -31,6 +31,10 @@ def test_the_cause_line_names_the_error_inside_each_monai_wrapper():
     line = cause_line(wrapped("Failed to instantiate {'_target_': 'Dataset'}", inner))
     assert line == ("error: InputError: case 'x': 'x_t1.nii.gz' is not a 3D volume (shape (2, 2)) "
                     "(the cause of MONAI's \"Failed to instantiate\" above)")
+    skipped = CasesFailedError("1 of 2 case(s) failed and were skipped; the other 1 were segmented and written. Failed: B: InputError: ...")
+    line = cause_line(wrapped("Failed to evaluate ConfigExpression: \"$__local_refs['dataset'].raise_failures()\"", skipped))
+    assert line == ("error: CasesFailedError: 1 of 2 case(s) failed and were skipped; the other 1 were segmented and written. Failed: B: InputError: ... "
+                    "(the cause of MONAI's \"Failed to evaluate ConfigExpression\" above)")
 
 
 @pytest.mark.parametrize("err", [RuntimeError("Failed to evaluate ConfigExpression"),  # no cause to name

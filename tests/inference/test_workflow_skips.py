@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from app.data.verify import InputError
+from app.errors import CasesFailedError
 from app.inference.workflow import CaseSkippingDataset
 
 
@@ -22,7 +23,7 @@ def test_the_dataset_yields_the_readable_cases_and_names_the_others():
     dataset = CaseSkippingDataset(data, _fails_on_b)
     assert [d["image"] for d in dataset] == ["A/A_001_T1.NII.GZ", "C/C_003_T1.NII.GZ"]
     assert dataset.failed == [("B_002", "b/B_002_t1.nii.gz", "InputError: file 'b/B_002_t1.nii.gz' is truncated")]
-    with pytest.raises(RuntimeError, match=r"^1 of 3 case\(s\) failed and were skipped; the other 2 were segmented and written\. "
+    with pytest.raises(CasesFailedError, match=r"^1 of 3 case\(s\) failed and were skipped; the other 2 were segmented and written\. "
                                            r"Failed: B_002: InputError: file 'b/B_002_t1.nii.gz' is truncated \[b/B_002_t1.nii.gz\]$"):
         dataset.raise_failures()
     again = list(dataset)  # a second pass starts a new list
