@@ -274,21 +274,42 @@ def case_section(entry: Mapping[str, Any], images: Sequence[str | Path | None] |
 
 
 def _mixed_settings(cases: Sequence[Mapping[str, Any]]) -> str | None:
-    """Where the segmented cases differ in mode, N4 or bundle (an output folder that holds earlier
+    """Where the segmented cases differ in mode, N4, label codes or bundle (an output folder that holds earlier
     batches): how many cases each combination made, e.g. ``"2 fast, 1 accurate + N4 (see each
     case's facts)"``; None where they agree."""
     from collections import Counter
 
     def label(settings: Mapping[str, Any]) -> str:
         text = f"{settings.get('mode') or 'fast'}{' + N4' if settings.get('n4_average') else ''}"
+        text += f", label codes {settings.get('label_codes') or '2018'}" if len(codes) > 1 else ""
         return f"{settings.get('bundle')} {text}" if len(bundles) > 1 else text
 
     done = [c.get("settings") or {} for c in cases if c.get("output") and not c.get("error")]
     bundles = {str(s.get("bundle")) for s in done}
+    codes = {str(s.get("label_codes") or "2018") for s in done}
     counts = Counter(label(s) for s in done)
     if len(counts) < 2:
         return None
     return ", ".join(f"{n} {text}" for text, n in counts.items()) + " (see each case's facts)"
+
+
+def _codes_text(label_codes: str | None, bundle: str) -> str:
+    """The values of the run's label maps, e.g. ``"1 NCR/NET, 2 ED, 3 ET (BraTS 2023+ codes)"``;
+    a record that predates ``label_codes`` was written in the bundle's own codes."""
+    from app.labels import labels_of
+
+    codes = str(label_codes or "2018")
+    try:
+        manager = labels_of(bundle)
+        names = dict(manager.with_codes(codes).labels)
+    except (ValueError, FileNotFoundError):
+        return codes
+    listed = ", ".join(f"{v} {n}" for v, n in sorted(names.items()))
+    try:
+        manager.code_map("2023")  # a BraTS bundle: say which codes
+    except ValueError:
+        return listed
+    return f"{listed} (BraTS {'2023+' if codes == '2023' else '2012-2021'} codes)"
 
 
 def _n4_text(record: Mapping[str, Any]) -> str:
@@ -355,7 +376,7 @@ def write_report(run_dir: str | Path, images: Mapping[str, Sequence[str | Path |
         names = {}
     cases = record.get("cases", [])
     run = [("bundle", bundle), ("mode", _fmt(record.get("mode"))), ("device", _fmt(record.get("device"))), ("backend", _fmt(record.get("backend"))), ("N4 bias-field correction", _n4_text(record)),
-           ("VolSeg", _fmt(record.get("volseg"))), ("cases", f"{sum(1 for c in cases if not c.get('error'))} segmented, {sum(1 for c in cases if c.get('error'))} failed")]
+           ("labels", _codes_text(record.get("label_codes"), bundle)), ("VolSeg", _fmt(record.get("volseg"))), ("cases", f"{sum(1 for c in cases if not c.get('error'))} segmented, {sum(1 for c in cases if c.get('error'))} failed")]
     mixed = _mixed_settings(cases)
     if mixed:  # an output folder that holds earlier batches made otherwise: the rows above are the last batch's
         run.append(("settings of the cases", mixed))

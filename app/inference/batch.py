@@ -465,6 +465,14 @@ def write_run_record(plan: BatchPlan, segmenter: Segmenter, settings: SegmentSet
     if kept:
         record["notes"] = [*plan.notes, f"{kept} case(s) of earlier batches in this folder are kept, first; the settings above are this batch's, "
                                         "each case's own are under its 'settings'"]
+        other = [c["case_id"] for c in record["cases"] if c.get("output") and c.get("settings") is not None
+                 and (c["settings"].get("label_codes") or "2018") != settings.label_codes]
+        if other:  # one folder, two label codes (e.g. ET 4 and ET 3): a challenge upload would mix them
+            mixed = (f"{len(other)} label map(s) in {plan.output_dir} from earlier batches are in other label codes than this batch's "
+                     f"{settings.label_codes} ({', '.join(other[:5])}{', ...' if len(other) > 5 else ''}): the folder mixes codes; "
+                     f"segment them again with --label-codes {settings.label_codes} --overwrite, or use another --output")
+            logger.warning(mixed)
+            record["notes"].append(mixed)
     add_case_volumes(record["cases"], settings.bundle, plan.output_dir)  # each case in its own label codes (its settings)  # volumes_ml per case from the written labels, and volumes.csv
     _keep_unreadable_record(plan.output_dir)
     return atomic_write_text(Path(plan.output_dir) / RUN_RECORD, json.dumps(record, indent=2, default=str) + "\n")

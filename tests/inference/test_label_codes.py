@@ -134,3 +134,24 @@ def test_cli_label_codes(phantom_root: Path, tmp_path: Path):
     bad = CliRunner().invoke(cli, ["segment", str(phantom_root / "Phantom_001"), "--output", str(tmp_path / "ct"), "--bundle", "ct_unet3d",
                                    "--label-codes", "2023"])
     assert bad.exit_code == 2 and "are for BraTS bundles" in bad.output and not (tmp_path / "ct").exists()
+
+
+def test_a_folder_that_would_mix_codes_says_so(phantom_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    """A second batch in other codes into the same folder: warned, noted in the record, and the
+    report names the codes of each group."""
+    from app import api
+
+    out = tmp_path / "out"
+    api.segment_cases([phantom_root / "Phantom_000"], out, device="cpu", backend="torch", label_codes="2023")
+    with caplog.at_level("WARNING"):
+        api.segment_cases([phantom_root / "Phantom_001"], out, device="cpu", backend="torch", report=True)
+    record = json.loads((out / "volseg_run.json").read_text())
+    assert [c["settings"]["label_codes"] for c in record["cases"]] == ["2023", "2018"]
+    [note] = [n for n in record["notes"] if "other label codes" in n]
+    assert "(Phantom_000)" in note and "--label-codes 2018 --overwrite" in note
+    assert any("the folder mixes codes" in r.getMessage() for r in caplog.records)
+    page = (out / "report.html").read_text(encoding="utf-8")
+    settings = record["cases"][0]["settings"]
+    path = f"{settings['mode']}{' + N4' if settings['n4_average'] else ''}"
+    assert f"1 {path}, label codes 2023, 1 {path}, label codes 2018 (see each case" in page
+    assert "1 NCR/NET, 2 ED, 4 ET (BraTS 2012-2021 codes)" in page  # this batch's codes in the run table
