@@ -149,6 +149,10 @@ def installed_bundles() -> dict[str, Path]:
     return {p.name: p for p in found}
 
 
+#: Bundle folders of the working folder that :func:`bundle_path` has said it uses instead of a shipped bundle.
+_ANNOUNCED: set[Path] = set()
+
+
 def bundle_path(name_or_dir: str | Path) -> Path:
     """Folder of a bundle given by shipped name or by folder; a folder of the given path wins over
     the shipped bundle of that name (a copy in the working folder), said in the log.
@@ -158,9 +162,11 @@ def bundle_path(name_or_dir: str | Path) -> Path:
     """
     path = Path(name_or_dir)
     if path.is_dir():
-        if str(name_or_dir) in BUNDLES and not path.is_absolute() and path.resolve() != bundle_dir(str(name_or_dir)).resolve():
+        if (str(name_or_dir) in BUNDLES and not path.is_absolute() and path.resolve() != bundle_dir(str(name_or_dir)).resolve()
+                and path.resolve() not in _ANNOUNCED):
             import logging
 
+            _ANNOUNCED.add(path.resolve())  # once a process: a batch asks several times
             logging.getLogger(__name__).info(f"bundle '{name_or_dir}': the folder {path.resolve()} (a folder of that name here), "
                                              "not the shipped bundle of that name")
         return path

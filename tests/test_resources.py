@@ -88,3 +88,14 @@ def test_installed_from_a_wheel_the_shared_data_is_found_from_a_copied_bundle_fo
     assert cases.shared_data_dir("msd_spleen") == (bundle.parent / "shared" / "data" / "msd_spleen").resolve()  # none: beside the working folder
     monkeypatch.chdir(tmp_path / "work")
     assert cases.shared_data_dir("brats2018") == data.resolve()
+
+
+def test_a_bundle_folder_of_the_working_folder_is_announced_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture):
+    from app.bundles import bundle_path
+
+    (tmp_path / "brats_unet3d" / "configs").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level("INFO", logger="app.bundles"):
+        for _ in range(3):  # a batch asks several times
+            assert bundle_path("brats_unet3d") == Path("brats_unet3d")
+    assert sum("not the shipped bundle of that name" in r.getMessage() for r in caplog.records) == 1
