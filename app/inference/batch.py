@@ -473,7 +473,7 @@ def write_run_record(plan: BatchPlan, segmenter: Segmenter, settings: SegmentSet
                      f"segment them again with --label-codes {settings.label_codes} --overwrite, or use another --output")
             logger.warning(mixed)
             record["notes"].append(mixed)
-    add_case_volumes(record["cases"], settings.bundle, plan.output_dir)  # each case in its own label codes (its settings)  # volumes_ml per case from the written labels, and volumes.csv
+    add_case_volumes(record["cases"], settings.bundle, plan.output_dir)  # volumes_ml per case from the written labels (each in its own label codes), and volumes.csv
     _keep_unreadable_record(plan.output_dir)
     return atomic_write_text(Path(plan.output_dir) / RUN_RECORD, json.dumps(record, indent=2, default=str) + "\n")
 
