@@ -169,19 +169,51 @@ def check_process_shares(datalist: str | Path | None, nproc: int) -> None:
                              f"on its own share, so give at least {nproc} {split} cases, or fewer processes")
 
 
+def _grid_of(reader: Any) -> tuple[tuple[int, ...], tuple[float, ...], Any]:
+    """Size, spacing (mm) and the physical positions (mm) of the 8 corner voxel centres of the
+    file a SimpleITK ``ImageFileReader`` has read the header of."""
+    import itertools
+
+    import numpy as np
+
+    size, spacing = reader.GetSize(), reader.GetSpacing()
+    direction = np.asarray(reader.GetDirection(), dtype=float).reshape(3, 3)
+    corners = [np.asarray(reader.GetOrigin()) + direction @ (np.asarray(index) * np.asarray(spacing))
+               for index in itertools.product(*[(0, n - 1) for n in size])]
+    return tuple(size), tuple(spacing), np.asarray(corners)
+
+
+def _same_physical_grid(a: tuple, b: tuple, voxel_fraction: float = 0.05) -> bool:
+    """Whether two header grids (:func:`_grid_of`) cover the same voxels in scanner space: the same
+    sizes and spacings up to axis order, and the same corner positions within ``voxel_fraction`` of
+    the smallest voxel (a label stored in another axis order or direction, as a tool writing RAS
+    beside LPS sequences does, is on the same grid)."""
+    import numpy as np
+
+    (size_a, spacing_a, corners_a), (size_b, spacing_b, corners_b) = a, b
+    atol = voxel_fraction * min(min(spacing_a), min(spacing_b))
+    if sorted(size_a) != sorted(size_b) or not np.allclose(sorted(spacing_a), sorted(spacing_b), atol=atol):
+        return False
+    distances = np.linalg.norm(corners_a[:, None, :] - corners_b[None, :, :], axis=-1)
+    return bool((distances.min(axis=1) <= atol).all())
+
+
 def check_label_grids(parser: Any) -> None:
-    """Refuse a datalist item whose label has another voxel grid size than its image: a 200 x 240 x
-    155 label beside 240 x 240 x 155 sequences trained to the end without a word.
+    """Refuse a datalist item whose label lies on another voxel grid than its image: a 200 x 240 x
+    155 label beside 240 x 240 x 155 sequences trained to the end without a word, and so did a label
+    of the same voxel count with another spacing or a shifted origin (misaligned labels).
 
     Reads only the headers (SimpleITK ``ReadImageInformation``) of every training and validation
-    item's label and first image: about a millisecond a file.
+    item's label and first image: about a millisecond a file. The grids are compared in scanner
+    space (size, spacing and the corners' positions within 5 % of a voxel), so a label stored in
+    another axis order or direction than its image passes.
 
     Args:
         parser: the run's ``ConfigParser`` (after ``initialize``) with ``train_datalist`` (and
             ``val_datalist``); items without a label file are skipped.
 
     Raises:
-        ValueError: naming both files and their sizes.
+        ValueError: naming both files and their grids.
     """
     import SimpleITK as sitk
 
@@ -194,17 +226,29 @@ def check_label_grids(parser: Any) -> None:
         image = next((f for f in image if f), None) if isinstance(image, (list, tuple)) else image
         if not isinstance(image, str):
             continue
-        sizes = []
+        grids = []
         for path in (image, item["label"]):
             reader.SetFileName(path)
             try:
                 reader.ReadImageInformation()
             except RuntimeError:
                 break  # an unreadable file: the reader of the run names it
-            sizes.append(reader.GetSize())
-        if len(sizes) == 2 and sizes[0] != sizes[1]:
-            raise ValueError(f"label '{item['label']}' has {' x '.join(map(str, sizes[1]))} voxels, its image '{image}' "
-                             f"{' x '.join(map(str, sizes[0]))}: a label must lie on its image's voxel grid (resample it onto the image)")
+            if reader.GetDimension() != 3:
+                break  # not 3D: the reader of the run names it
+            grids.append(_grid_of(reader))
+        if len(grids) < 2:
+            continue
+        (size_i, spacing_i, corners_i), (size_l, spacing_l, corners_l) = grids
+        if sorted(size_i) != sorted(size_l):
+            raise ValueError(f"label '{item['label']}' has {' x '.join(map(str, size_l))} voxels, its image '{image}' "
+                             f"{' x '.join(map(str, size_i))}: a label must lie on its image's voxel grid (resample it onto the image)")
+        if not _same_physical_grid(grids[0], grids[1]):
+            def described(size: tuple, spacing: tuple, corners: Any) -> str:
+                return f"{' x '.join(f'{s:g}' for s in spacing)} mm voxels, first voxel at ({', '.join(f'{c:.1f}' for c in corners[0])}) mm"
+
+            raise ValueError(f"label '{item['label']}' ({described(*grids[1])}) is not on the voxel grid of its image '{image}' "
+                             f"({described(*grids[0])}), though both have {' x '.join(map(str, size_i))} voxels: it would train misaligned; "
+                             "resample the label onto the image (nearest neighbour) or fix its header")
 
 
 def check_augment_device(parser: Any) -> None:

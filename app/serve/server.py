@@ -252,6 +252,17 @@ def create_app(config: ServerConfig) -> FastAPI:
     async def _input_error(request: Request, err: InputError) -> JSONResponse:
         return JSONResponse({"error": str(err), "detail": str(err)}, status_code=422)
 
+    @api.exception_handler(RuntimeError)  # handled here, not by Starlette's server-error middleware, which re-raises
+    async def _runtime_error(request: Request, err: RuntimeError) -> JSONResponse:
+        cause, seen = err.__cause__ or err.__context__, {id(err)}
+        while cause is not None and id(cause) not in seen:  # MONAI's "applying transform <...>" wrapper of a bad study: its cause
+            if isinstance(cause, InputError):
+                logger.warning(f"{request.method} {request.url.path}: {cause}")
+                return JSONResponse({"error": str(cause), "detail": str(cause)}, status_code=422)
+            seen.add(id(cause))
+            cause = cause.__cause__ or cause.__context__
+        return await _any_error(request, err)
+
     @api.exception_handler(Exception)
     async def _any_error(request: Request, err: Exception) -> JSONResponse:
         logger.exception(f"{request.method} {request.url.path} failed")

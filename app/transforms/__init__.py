@@ -15,12 +15,14 @@ from app.transforms.ct import HU_WINDOWS, CheckHounsfield, CheckHounsfieldd, HUW
 from app.transforms.mri import N4BiasCorrection, N4BiasCorrectiond
 from app.transforms.regions import ChannelThreshold, ChannelThresholdd, RegionsToBratsLabels, RegionsToBratsLabelsd, brats2018_codes
 from app.transforms.save import SaveLabelMapd
+from app.transforms.label_values import CheckLabelValuesd
 from app.transforms.skull import CheckSkullStripped, CheckSkullStrippedd, zero_fractions
 from app.transforms.slices import slabs_to_volume, stack_slices, volume_to_slabs
 from app.transforms.spacing import is_anisotropic, target_spacing
 from app.transforms.zscore import NonzeroZScore, NonzeroZScored
 
 __all__ = [
+    "CheckLabelValuesd",
     "CheckBrainMRI",
     "CheckBrainMRId",
     "CheckHounsfield",

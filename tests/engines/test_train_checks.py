@@ -130,3 +130,64 @@ def test_an_interrupted_or_failed_training_command_ends_with_one_line(monkeypatc
     monkeypatch.setattr(app.api, "train_distributed", rank_failed)
     result = CliRunner().invoke(cli, ["train", "--bundle", "ct_unet3d", "--nproc", "2", "--quiet"])
     assert result.exit_code == 2 and "a training process failed (exit status 1); its error is above" in result.output
+
+
+class _Datalists:
+    """The two keys of a run's parser that :func:`app.engines.preflight.check_label_grids` reads."""
+
+    def __init__(self, items: list[dict]) -> None:
+        self.items = {"train_datalist": items}
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.items
+
+    def get_parsed_content(self, key: str) -> list[dict]:
+        return self.items[key]
+
+
+def test_a_label_of_the_same_voxel_count_on_another_grid_is_refused(tmp_path: Path):
+    """Same 40 x 36 x 20 voxels, other spacing or a shifted origin: it trained misaligned without a
+    word. The same grid stored in another axis order or direction passes."""
+    from app.engines.preflight import check_label_grids
+
+    affine = np.diag([1.0, 0.9, 1.5, 1.0])
+    affine[:3, 3] = (-20.0, 10.0, 5.0)
+    values = np.zeros((40, 36, 20), np.uint8)
+    values[10:20, 10:20, 5:10] = 1
+    nib.save(nib.Nifti1Image(values.astype(np.float32), affine), tmp_path / "image.nii.gz")
+    shifted, coarse = affine.copy(), affine.copy()
+    shifted[0, 3] += 20.0
+    coarse[:3, :3] *= 1.5
+    nib.save(nib.Nifti1Image(values, shifted), tmp_path / "shifted.nii.gz")
+    nib.save(nib.Nifti1Image(values, coarse), tmp_path / "coarse.nii.gz")
+    flipped = affine @ np.array([[-1, 0, 0, 39], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=float)  # x stored the other way
+    nib.save(nib.Nifti1Image(values[::-1].copy(), flipped), tmp_path / "flipped.nii.gz")
+    swapped = affine[:, [1, 0, 2, 3]]  # axes 0 and 1 stored in the other order
+    nib.save(nib.Nifti1Image(values.transpose(1, 0, 2).copy(), swapped), tmp_path / "swapped.nii.gz")
+    image = str(tmp_path / "image.nii.gz")
+    for name in ("shifted", "coarse"):
+        with pytest.raises(ValueError, match=rf"label '.*{name}.nii.gz' \(.*\) is not on the voxel grid of its image '.*image.nii.gz' .*40 x 36 x 20 voxels"):
+            check_label_grids(_Datalists([{"image": [image], "label": str(tmp_path / f"{name}.nii.gz")}]))
+    check_label_grids(_Datalists([{"image": [image], "label": str(tmp_path / n)} for n in ("image.nii.gz", "flipped.nii.gz", "swapped.nii.gz")]))
+
+
+def test_a_brats_reference_with_a_value_that_is_no_brats_code_is_refused(phantom_root: Path, phantom_manifest: Path, tmp_path: Path):
+    """Edema recoded as 5 in one training label trained as background without a word
+    (ConvertToMultiChannelBasedOnBratsClassesd knows 1, 2 and 4); 3 (BraTS 2023+ ET) is taken."""
+    root = tmp_path / "data"
+    shutil.copytree(phantom_root, root)
+    items = json.loads(phantom_manifest.read_text())["training"]
+    path = root / items[-1]["label"]
+    label = nib.load(path)
+    values = np.asarray(label.dataobj).copy()
+    assert (values == 2).any()
+    values[values == 2] = 5
+    nib.save(nib.Nifti1Image(values, label.affine), path)
+    small = {"network_def#channels": [8, 16, 32], "roi_size": [32, 32, 32], "sw_batch_size": 2, "batch_size": 1, "num_samples": 1, "max_epochs": 1}
+    with pytest.raises(ValueError, match=rf"label '.*{path.name}' has the value\(s\) 5, which are no label of this task \(allowed: 0, 1, 2, 3, 4\)"):
+        api.train("brats_unet3d", phantom_manifest, root, tmp_path / "run", small, progress=False)
+
+    from app.transforms import CheckLabelValuesd
+
+    checked = CheckLabelValuesd("label", allowed=[0, 1, 2, 3, 4])({"label": np.array([[0, 1, 2, 3, 4]])})
+    assert checked["label"].tolist() == [[0, 1, 2, 3, 4]]

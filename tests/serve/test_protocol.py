@@ -248,6 +248,28 @@ def test_infer_with_label_codes_2023_returns_et_as_3(client: TestClient):
     assert r.status_code == 400 and "params 'label_codes': label codes must be one of 2018, 2023 (text or number), got '2021'" in r.json()["error"]
 
 
+def test_a_study_the_model_cannot_read_answers_422_with_the_cause_not_500(studies: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """MONAI wraps a reader's InputError as "applying transform <LoadVolumed object at 0x...>": the
+    client got that wrapper with a 500 (a CT model asked to segment a four-sequence study)."""
+    from app.errors import InputError
+    from app.serve import server
+
+    client = TestClient(create_app(ServerConfig(tmp_path / "store", studies, device="cpu")), raise_server_exceptions=False)  # a 500 as a client sees it
+
+    def refuse(self, model, files, **kwargs):
+        try:
+            raise InputError("'image': 4 file(s) given, but the bundle reads 1 channel(s) (CT)")
+        except InputError as err:
+            raise RuntimeError("applying transform <app.io.monai_reader.LoadVolumed object at 0x7f13ec963cd0>") from err
+
+    monkeypatch.setattr(server._Models, "predict", refuse)
+    r = client.post("/infer/brats_unet3d?image=Phantom_000&output=json")
+    assert r.status_code == 422 and r.json()["error"] == "'image': 4 file(s) given, but the bundle reads 1 channel(s) (CT)"
+    monkeypatch.setattr(server._Models, "predict", lambda self, model, files, **kwargs: 1 / 0)
+    r = client.post("/infer/brats_unet3d?image=Phantom_000&output=json")
+    assert r.status_code == 500 and r.json()["error"].startswith("ZeroDivisionError")  # anything else stays a server error
+
+
 def test_a_study_with_missing_sequences_is_served_and_the_answer_names_them(client: TestClient, studies: Path, tmp_path: Path,
                                                                           caplog: pytest.LogCaptureFixture):
     import logging
