@@ -677,7 +677,9 @@ def export(bundle: str = DEFAULT_BUNDLE, fmt: str = "torchscript", out: str | Pa
     Args:
         bundle: bundle name or folder.
         fmt: ``"torchscript"``, ``"onnx"`` or ``"openvino"`` (see :func:`app.inference.export_network`).
-        out: output file; default ``<bundle>/models/model.ts``, ``.onnx`` or ``.xml`` (+ ``.bin``).
+        out: output file; default ``<bundle>/models/model.ts``, ``.onnx`` or ``.xml`` (+ ``.bin``)
+            for a bundle folder (a copy, a trained run), and ``<name>_model.<ext>`` in the working
+            folder for a shipped bundle named by name (never into the installed package).
         ckpt_path: weights to export instead of the bundle's.
 
     Returns:
@@ -688,13 +690,19 @@ def export(bundle: str = DEFAULT_BUNDLE, fmt: str = "torchscript", out: str | Pa
         ValueError: unknown format or bundle. FileNotFoundError: no weights.
         ImportError: ONNX or OpenVINO missing (``pip install "volseg[openvino]"``).
     """
+    from app.bundles import BUNDLES, bundle_dir
     from app.inference import EXPORT_FORMATS, Segmenter, export_network
 
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format '{fmt}'; choose one of {', '.join(EXPORT_FORMATS)}")
     segmenter = Segmenter(bundle, device="cpu", ckpt_path=ckpt_path, backend="torch")
     root = Path(segmenter.parser.get_parsed_content("bundle_root"))
-    target = Path(out) if out is not None else root / "models" / f"model{EXPORT_SUFFIX[fmt]}"
+    if out is not None:
+        target = Path(out)
+    elif str(bundle) in BUNDLES and root.resolve() == bundle_dir(str(bundle)).resolve():  # the shipped copy: not into the package
+        target = Path.cwd() / f"{bundle}_model{EXPORT_SUFFIX[fmt]}"
+    else:
+        target = root / "models" / f"model{EXPORT_SUFFIX[fmt]}"
     return export_network(segmenter.network, fmt, target, segmenter.in_channels)
 
 

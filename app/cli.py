@@ -650,7 +650,7 @@ def export_monailabel(
 def export(
     bundle: str = typer.Argument(..., help=BUNDLE_HELP),
     format: str = typer.Option(..., "--format", "-f", help="torchscript, onnx or openvino"),
-    out: Optional[Path] = typer.Option(None, "--out", help="output file (default <bundle>/models/model.{ts,onnx,xml})"),
+    out: Optional[Path] = typer.Option(None, "--out", help="output file (default: <bundle>/models/model.{ts,onnx,xml} for a bundle folder; <name>_model.{ts,onnx,xml} here for a shipped bundle)"),
     ckpt: Optional[Path] = typer.Option(None, help="weights (default: the bundle's models/model.pt)"),
 ) -> None:
     """Export a bundle's trained network for deployment: TorchScript, ONNX (opset 18, dynamic batch

@@ -149,3 +149,15 @@ def test_cli_export_and_segment_backend(tmp_path: Path, phantom_root: Path):
     assert bad.exit_code == 2 and "unknown export format 'caffe'" in bad.output
     seg = CliRunner().invoke(cli, ["segment", str(phantom_root / "Phantom_000"), "--output", str(tmp_path / "o"), "--quiet", "--backend", "nope"])
     assert seg.exit_code == 2 and "unknown inference backend 'nope'" in seg.output
+
+
+def test_export_of_a_shipped_bundle_by_name_writes_to_the_working_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Without --out, the installed bundle's models/ (inside site-packages for a wheel) was written to."""
+    from app.bundles import bundle_dir
+
+    monkeypatch.chdir(tmp_path)
+    before = sorted(p.name for p in (bundle_dir("brats_unet3d") / "models").iterdir())
+    result = CliRunner().invoke(cli, ["export", "brats_unet3d", "--format", "torchscript"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "brats_unet3d_model.ts").is_file() and f"wrote {tmp_path / 'brats_unet3d_model.ts'}" in result.output
+    assert sorted(p.name for p in (bundle_dir("brats_unet3d") / "models").iterdir()) == before
