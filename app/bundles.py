@@ -290,5 +290,11 @@ def config_files(name_or_dir: str | Path, *overlays: str) -> list[str]:
     for f in files:
         if not f.is_file():
             have = sorted(p.stem for p in (root / "configs").glob("*.yaml"))
+            if not have:
+                run = (root / "last.pt").is_file() or (root / "run_config.json").is_file()  # what volseg train writes first
+                why = (f"it looks like a training run that has not finished: `volseg train` writes the configs when it ends; run the same "
+                       f"`volseg train` command again to go on, or use a finished run" if run else
+                       f"it has no configs/*.yaml at all; is '{root}' a bundle folder?")
+                raise FileNotFoundError(f"bundle '{root.name}' has no config '{f.name}': {why}")
             raise FileNotFoundError(f"bundle '{root.name}' has no config '{f.name}'; it has {', '.join(have)}")
     return [str(f) for f in files]

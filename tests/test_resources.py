@@ -99,3 +99,16 @@ def test_a_bundle_folder_of_the_working_folder_is_announced_once(tmp_path: Path,
         for _ in range(3):  # a batch asks several times
             assert bundle_path("brats_unet3d") == Path("brats_unet3d")
     assert sum("not the shipped bundle of that name" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_an_unfinished_training_run_given_as_a_bundle_is_named_so(tmp_path: Path):
+    from app.bundles import config_files
+
+    run = tmp_path / "early"
+    run.mkdir()
+    (run / "run_config.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match=r"bundle 'early' has no config 'common.yaml': it looks like a training run that has not finished"):
+        config_files(run, "inference")
+    with pytest.raises(FileNotFoundError, match=r"has no configs/\*.yaml at all; is '.*empty' a bundle folder\?"):
+        (tmp_path / "empty").mkdir()
+        config_files(tmp_path / "empty", "inference")
