@@ -39,6 +39,51 @@ def segment_property(name: str) -> tuple[Any, Any]:
         return codes.SCT.Tissue, codes.SCT.Tissue
 
 
+#: Attributes a DICOM SEG copies or derives from its source images that no default can stand in
+#: for (highdicom raised AttributeError or an unrelated-sounding ValueError without them).
+SEG_REQUIRED = ("SOPClassUID", "StudyInstanceUID", "Modality", "FrameOfReferenceUID", "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
+#: Type 2 attributes (present, may be empty) of the patient and study modules that the SEG copies:
+#: filled empty in memory where a research export left them out.
+SEG_EMPTY_ALLOWED = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "StudyID", "AccessionNumber",
+                     "ReferringPhysicianName")
+
+
+def _complete_sources(sources: list, files: list) -> None:
+    """Make source datasets (in memory) usable for a SEG, or say which attributes they lack.
+
+    Empty type 2 patient / study attributes are added where absent; a missing ``SliceThickness``
+    is taken as the spacing between the first two slices (mm). Anything else in
+    :data:`SEG_REQUIRED` that is absent stops the SEG with a message naming the file and the
+    attributes (DICOM keyword and tag).
+
+    Raises:
+        ValueError: a required attribute is missing.
+    """
+    from pydicom.datadict import tag_for_keyword
+
+    for ds, path in zip(sources, files):
+        missing = [k for k in SEG_REQUIRED if k not in ds or ds.data_element(k).value in (None, "")]
+        if missing:
+            named = ", ".join(f"{k} ({tag_for_keyword(k) >> 16:04X},{tag_for_keyword(k) & 0xFFFF:04X})" for k in missing)
+            raise ValueError(f"the DICOM SEG needs {named} of every source image, which '{path}' lacks; the series was probably written by a "
+                             "research tool rather than a scanner or PACS: export it again with them, or add them (e.g. with pydicom), "
+                             "or leave out --dicom-seg (the label map itself is written)")
+        for keyword in SEG_EMPTY_ALLOWED:
+            if keyword not in ds:
+                setattr(ds, keyword, "")
+    thickness = None
+    if len(sources) > 1:
+        import numpy as np
+
+        normal = np.cross(*np.asarray(sources[0].ImageOrientationPatient, dtype=float).reshape(2, 3))
+        thickness = abs(float(np.dot(np.asarray(sources[1].ImagePositionPatient, dtype=float) - np.asarray(sources[0].ImagePositionPatient, dtype=float), normal)))
+    for ds in sources:
+        if "SliceThickness" not in ds or ds.SliceThickness in (None, ""):
+            if thickness is None:
+                raise ValueError("the DICOM SEG needs SliceThickness (0018,0050) of a one-slice series, which it lacks")
+            ds.SliceThickness = f"{thickness:.6g}"
+
+
 def write_dicom_seg(label: np.ndarray, dicom_folder: str | Path, path: str | Path, segment_names: Mapping[int, str],
                     series_uid: str | None = None, model_name: str = "VolSeg") -> Path:
     """Write a label map as a DICOM Segmentation (binary, one segment per label value) that
@@ -56,7 +101,10 @@ def write_dicom_seg(label: np.ndarray, dicom_folder: str | Path, path: str | Pat
 
     Raises:
         ImportError: highdicom is not installed (``pip install volseg[dicom]``).
-        ValueError: the label's shape does not match the series, or it holds a value with no name.
+        ValueError: the label's shape does not match the series, or it holds a value with no name,
+            or the source images lack an attribute the SEG needs (:data:`SEG_REQUIRED`; named
+            with its file). Empty patient / study attributes and a missing slice thickness are
+            filled in the SEG instead (:func:`_complete_sources`).
     """
     try:
         import highdicom as hd
@@ -69,6 +117,7 @@ def write_dicom_seg(label: np.ndarray, dicom_folder: str | Path, path: str | Pat
     series = dicom_series(dicom_folder)
     files = series[series_uid] if series_uid else next(iter(series.values()))
     sources = [pydicom.dcmread(f) for f in files]
+    _complete_sources(sources, files)
     frames = np.ascontiguousarray(np.asarray(label).transpose(2, 1, 0))  # (slices, rows, columns)
     expected = (len(sources), int(sources[0].Rows), int(sources[0].Columns))
     if frames.shape != expected:

@@ -52,3 +52,33 @@ def test_segment_names_get_snomed_codes():
     assert [c.value for c in segment_property("spleen")] == ["91723000", "78961009"]  # Anatomical Structure / Spleen
     assert [c.meaning for c in segment_property("Peritumoral edema")] == ["Morphologically Abnormal Structure", "Edema"]
     assert [c.meaning for c in segment_property("my region")] == ["Tissue", "Tissue"]
+
+
+def test_a_research_export_gets_a_seg_or_a_message_naming_what_it_lacks(tmp_path: Path):
+    """A series written by a research tool: without PatientID or SliceThickness highdicom raised
+    AttributeError ('FileDataset' object has no attribute ...); without FrameOfReferenceUID a
+    message that did not say which file or what to do."""
+    import pydicom
+
+    from app.io.dicom_seg import write_dicom_seg
+
+    image = sitk.GetImageFromArray(np.zeros((6, 20, 16), dtype=np.int16))
+    image.SetSpacing((0.8, 0.9, 2.5))
+    write_dicom_series(image, tmp_path / "ct")
+    label = np.zeros(read_volume(tmp_path / "ct").GetSize(), dtype=np.uint8)
+    label[2:8, 3:9, 1:4] = 1
+
+    def without(*keywords: str) -> None:
+        for f in (tmp_path / "ct").iterdir():
+            ds = pydicom.dcmread(f)
+            for keyword in keywords:
+                delattr(ds, keyword)
+            ds.save_as(f)
+
+    without("PatientID", "StudyDate", "SliceThickness")
+    seg = pydicom.dcmread(write_dicom_seg(label, tmp_path / "ct", tmp_path / "seg.dcm", {1: "spleen"}))
+    assert seg.PatientID == "" and float(seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].SliceThickness) == pytest.approx(2.5)
+    without("FrameOfReferenceUID")
+    with pytest.raises(ValueError, match=r"the DICOM SEG needs FrameOfReferenceUID \(0020,0052\) of every source image, which '.*\.dcm' lacks"):
+        write_dicom_seg(label, tmp_path / "ct", tmp_path / "seg2.dcm", {1: "spleen"})
+    assert not (tmp_path / "seg2.dcm").exists()
