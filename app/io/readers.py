@@ -223,10 +223,35 @@ def check_slice_positions(folder: str | Path, reader) -> None:
     nominal = float(np.median(gaps))
     worst = int(np.argmax(np.abs(gaps - nominal)))
     if nominal > 0 and abs(gaps[worst] - nominal) > SLICE_GAP_TOLERANCE * nominal:
+        left_out = _unread_dicom_files(Path(files[0]).parent, files)
+        unread = (f"; {', '.join(repr(p.name) for p in left_out[:3])}{' ...' if len(left_out) > 3 else ''} in the folder could not be read "
+                  "as part of the series (truncated or damaged?)") if left_out else ""
         raise InputError(f"'{folder}': DICOM slices are not evenly spaced: {Path(files[worst]).name} and {Path(files[worst + 1]).name} "
                          f"are {gaps[worst]:.2f} mm apart, the other slices {nominal:.2f} mm "
-                         f"({'a missing slice?' if gaps[worst] > nominal else 'a duplicate slice?'}). A volume needs one regular grid: "
+                         f"({'a missing slice?' if gaps[worst] > nominal else 'a duplicate slice?'}){unread}. A volume needs one regular grid: "
                          "export the complete series again")
+
+
+def _unread_dicom_files(folder: Path, series_files: list[str]) -> list[Path]:
+    """Files of ``folder`` that look like DICOM (``.dcm`` / ``.ima`` names, or the ``DICM`` marker
+    at byte 128) but belong to no series GDCM finds there: slices it could not read (a truncated
+    copy). Asked only on the way to an error."""
+    import SimpleITK as sitk
+
+    listed = {Path(f).resolve() for f in series_files}
+    for uid in dicom_series_ids(folder):  # other series of the folder are not unread slices
+        listed.update(Path(f).resolve() for f in sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
+    found = []
+    for path in sorted(folder.iterdir()):
+        if not path.is_file() or path.resolve() in listed:
+            continue
+        looks = path.suffix.lower() in (".dcm", ".ima")
+        if not looks:
+            with path.open("rb") as handle:
+                looks = handle.read(132)[128:132] == b"DICM"
+        if looks:
+            found.append(path)
+    return found
 
 
 def read_image_information(path: str | Path):

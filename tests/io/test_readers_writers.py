@@ -169,3 +169,8 @@ def test_a_dicom_series_with_a_missing_or_duplicate_slice_is_refused_not_misplac
     writer.Execute(moved)
     with pytest.raises(InputError, match=r"not evenly spaced.*a duplicate slice\?"):
         read_volume(tmp_path / "shifted")
+    truncated = write_dicom_series(image, tmp_path / "truncated")
+    truncated[10].write_bytes(truncated[10].read_bytes()[:600])  # a copy cut short in its header: GDCM leaves it out of the series
+    with pytest.raises(InputError, match=r"slice_0009.dcm and slice_0011.dcm are .* \(a missing slice\?\); 'slice_0010.dcm' in the folder "
+                                         r"could not be read as part of the series \(truncated or damaged\?\)"):
+        read_volume(tmp_path / "truncated")
