@@ -247,19 +247,25 @@ class Datastore:
     @staticmethod
     def _checked_files(folder: Path, root: Path) -> list[Path]:
         if not _inside(folder, root):
-            raise DatastoreError(f"'{folder}' is a link that leaves '{root}'; it is not served", 404)
+            raise DatastoreError(f"'{folder}' is a link that leaves '{root}'; it is not served (the server gives out no file outside "
+                                 "--studies: copy the case in, or serve the folder the links point into)", 404)
         try:
             files = list(find_case(folder, allow_missing=True).images)
         except FileNotFoundError as err:
             raise DatastoreError(str(err), 422) from err
         outside = [f.name for f in files if f is not None and not _inside(f, root)]
         if outside:
-            raise DatastoreError(f"study '{folder.name}': {', '.join(outside)} link(s) outside '{root}'; they are not served", 422)
+            raise DatastoreError(f"study '{folder.name}': {', '.join(outside)} link(s) outside '{root}'; they are not served (the server gives "
+                                 "out no file outside --studies: copy the files in, or serve the folder the links point into)", 422)
         return files
 
     def studies_hint(self) -> str:
         """Why the studies folder gave no study, for the server's start-up warning."""
         folder = self.studies_dir
+        linked = [p.name for p in folder.iterdir() if p.is_dir() and not _inside(p, folder)] if folder.is_dir() else []
+        if linked:
+            return (f"no study served from '{folder}': its case folder(s) {', '.join(linked[:5])}{' ...' if len(linked) > 5 else ''} link outside it, "
+                    "and the server gives out no file outside --studies; copy the cases in, or serve the folder the links point into")
         try:
             find_case(folder, allow_missing=True)
         except FileNotFoundError:

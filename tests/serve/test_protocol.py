@@ -361,6 +361,13 @@ def test_a_server_from_relative_folders_trains_on_absolute_paths_and_refuses_a_s
     assert not (tmp_path / "store2").exists()
     assert "it is one case folder; --studies takes the folder that holds the case folders" in Datastore("store3", "studies/Phantom_000").studies_hint()
     assert "--studies takes a folder of BraTS case folders" in Datastore("store4", tmp_path / "store").studies_hint()
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "Phantom_001").symlink_to(studies / "Phantom_001", target_is_directory=True)
+    store5 = Datastore("store5", linked)
+    assert store5.ids() == []  # not served
+    assert ("case folder(s) Phantom_001 link outside it, and the server gives out no file outside --studies; copy the cases in, "
+            "or serve the folder the links point into") in store5.studies_hint()
 
 
 def test_a_bundle_without_weights_is_refused_before_the_server_starts(studies: Path, tmp_path: Path):
