@@ -494,10 +494,34 @@ def train(
     except (FileNotFoundError, ValueError) as err:
         _fail(err)
     except KeyboardInterrupt:
-        _fail(f"interrupted; the same command resumes from {output_dir or 'the output folder'}/last.pt (written after each finished epoch)", 130)
+        _fail(_interrupted_training(output_dir), 130)
+    except RuntimeError as err:
+        if not _interrupt_in_chain(err):  # Ctrl-C inside torch.save: "unexpected pos ..." from the writer, MONAI's wrapper around it
+            raise
+        _fail(_interrupted_training(output_dir), 130)
     except subprocess.CalledProcessError as err:  # --nproc: a rank failed; its own error is printed above
         _fail(f"a training process failed (exit status {err.returncode}); its error is above")
     typer.echo(f"training outputs in {out}")
+
+
+def _interrupted_training(output_dir: Path | None) -> str:
+    """What an interrupted ``volseg train`` left: a run to resume, or nothing yet."""
+    last = Path(output_dir) / "last.pt" if output_dir is not None else None
+    if last is not None and not last.is_file():
+        return f"interrupted before its first epoch finished: no last.pt in {output_dir} yet; the same command starts the run again"
+    return f"interrupted; the same command resumes from {last or 'the output folder/last.pt'} (written atomically after each finished epoch)"
+
+
+def _interrupt_in_chain(err: BaseException) -> bool:
+    """Whether a Ctrl-C (KeyboardInterrupt) is among the causes of ``err``."""
+    seen: set[int] = set()
+    cause: BaseException | None = err
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 @app.command()

@@ -122,9 +122,26 @@ def test_an_interrupted_or_failed_training_command_ends_with_one_line(monkeypatc
     def rank_failed(*args, **kwargs):
         raise subprocess.CalledProcessError(1, ["torchrun"])
 
+    def interrupted_while_saving(*args, **kwargs):  # Ctrl-C inside torch.save, as MONAI's runner wraps it
+        try:
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt:
+                raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 619712 vs 619604")
+        except RuntimeError as err:
+            raise RuntimeError("Failed to evaluate ConfigExpression: \"$__local_refs['train::trainer'].run()\"") from err
+
     monkeypatch.setattr(app.api, "train", interrupted)
     result = CliRunner().invoke(cli, ["train", "--bundle", "ct_unet3d", "--output-dir", str(tmp_path / "r"), "--quiet"])
+    assert result.exit_code == 130 and f"interrupted before its first epoch finished: no last.pt in {tmp_path / 'r'} yet" in result.output
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "last.pt").write_bytes(b"")
+    result = CliRunner().invoke(cli, ["train", "--bundle", "ct_unet3d", "--output-dir", str(tmp_path / "r"), "--quiet"])
     assert result.exit_code == 130 and f"interrupted; the same command resumes from {tmp_path / 'r'}/last.pt" in result.output
+    monkeypatch.setattr(app.api, "train", interrupted_while_saving)
+    result = CliRunner().invoke(cli, ["train", "--bundle", "ct_unet3d", "--output-dir", str(tmp_path / "r"), "--quiet"])
+    assert result.exit_code == 130 and f"interrupted; the same command resumes from {tmp_path / 'r'}/last.pt" in result.output
+    monkeypatch.setattr(app.api, "train", interrupted)
     result = CliRunner().invoke(cli, ["cv", "train", "--bundle", "ct_unet3d", "--output-dir", str(tmp_path / "cv"), "--quiet"])
     assert result.exit_code == 130 and f"interrupted; the same command resumes fold 0 from {tmp_path / 'cv' / 'fold0'}/last.pt" in result.output
     monkeypatch.setattr(app.api, "train_distributed", rank_failed)
