@@ -317,7 +317,7 @@ def test_a_second_batch_in_the_same_folder_keeps_the_first(cases: list[Path], tm
     assert _segment(cases[2], "-o", out).exit_code == 0
     record = json.loads((out / "volseg_run.json").read_text())
     assert [c["case_id"] for c in record["cases"]] == ["Phantom_000", "Phantom_001", "Phantom_002"]
-    assert all(c["settings"] == {"bundle": "brats_unet3d", "mode": "fast", "n4_average": False, "n4_params": None, "precision": "f32", "weights": None} for c in record["cases"])
+    assert all(c["settings"] == {"bundle": "brats_unet3d", "mode": "fast", "n4_average": False, "n4_params": None, "precision": "f32", "weights": None, "label_codes": "2018"} for c in record["cases"])
     assert all(c["inputs"][0].endswith("_t1.nii.gz") and c["volumes_ml"]["ED"] > 0 for c in record["cases"])
     assert [row.split(",")[0] for row in (out / "volumes.csv").read_text().splitlines()[1:]] == ["Phantom_000", "Phantom_001", "Phantom_002"]
     assert record["notes"] == ["2 case(s) of earlier batches in this folder are kept, first; the settings above are this batch's, each case's own are under its 'settings'"]
