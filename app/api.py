@@ -454,6 +454,7 @@ def train(bundle: str = DEFAULT_BUNDLE, manifest: str | Path | None = None, data
     from app.engines.preflight import check_overrides
 
     check_overrides(bundle_parser(root, "train"), dict(overrides or {}))  # a misspelt --set key, text for a number
+    folder_existed = Path(args["output_dir"]).exists()
     with _removed_if_left_empty(Path(args["output_dir"])):  # a run that fails its checks leaves no empty folder
         workflow = _initialized_training(files, root, args)
     out = Path(workflow.parser.get_parsed_content("output_dir"))
@@ -488,6 +489,7 @@ def train(bundle: str = DEFAULT_BUNDLE, manifest: str | Path | None = None, data
 
             freeze(network)
         logging.getLogger("volseg").info("initialised the network from %s%s", init_ckpt, " (encoder frozen)" if freeze_encoder else "")
+    fresh = not (out / "last.pt").is_file()
     atomic_write_text(out / "run_config.json", json.dumps(workflow.parser.get(), indent=2, default=str))
     atomic_write_text(out / "run_info.json", json.dumps({**run_info(), "bundle": str(bundle), "overrides": {k: str(v) for k, v in args.items()},
                                                             "init_from": str(init_ckpt) if init_ckpt else None, "freeze_encoder": freeze_encoder}, indent=2))
@@ -498,8 +500,15 @@ def train(bundle: str = DEFAULT_BUNDLE, manifest: str | Path | None = None, data
     start = time.perf_counter()
     try:
         workflow.run()
-    except RuntimeError as err:  # MONAI's wrapper of a component built when the run starts (the cached datasets): raise its cause
-        from app.engines.preflight import config_error_cause
+    except BaseException as err:
+        if fresh and not (out / "last.pt").is_file():  # failed before its first checkpoint: leave no records of a run that is not there
+            for name in ("run_config.json", "run_info.json"):
+                (out / name).unlink(missing_ok=True)
+            if not folder_existed and out.is_dir() and not any(out.iterdir()):
+                out.rmdir()
+        if not isinstance(err, RuntimeError):
+            raise
+        from app.engines.preflight import config_error_cause  # MONAI's wrapper of a component built when the run starts: raise its cause
 
         cause = config_error_cause(err)
         if cause is err:

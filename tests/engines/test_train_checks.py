@@ -208,3 +208,17 @@ def test_a_brats_reference_with_a_value_that_is_no_brats_code_is_refused(phantom
 
     checked = CheckLabelValuesd("label", allowed=[0, 1, 2, 3, 4])({"label": np.array([[0, 1, 2, 3, 4]])})
     assert checked["label"].tolist() == [[0, 1, 2, 3, 4]]
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_run_records(ct_phantom_root: Path, ct_phantom_manifest: Path, tmp_path: Path):
+    """--set roi_size=abc passes the override check (roi_size is a reference in the configs) and
+    fails when the run starts: run_config.json and run_info.json of a run that never was stayed."""
+    with pytest.raises(ValueError, match="roi_size must be three positive whole numbers of voxels"):
+        api.train("ct_unet3d", ct_phantom_manifest, ct_phantom_root, tmp_path / "new", {**RUN, "roi_size": "abc"}, progress=False)
+    assert not (tmp_path / "new").exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("the user's")
+    with pytest.raises(ValueError, match="roi_size must be"):
+        api.train("ct_unet3d", ct_phantom_manifest, ct_phantom_root, kept, {**RUN, "roi_size": "abc"}, progress=False)
+    assert sorted(p.name for p in kept.iterdir()) == ["notes.txt"]  # a folder that was there stays, with what it held
