@@ -63,7 +63,7 @@ def segment(inputs: str | Path | Sequence[str | Path], bundle: str = DEFAULT_BUN
     """
     from app.inference import Segmenter, resolve_inputs
     from app.inference.align import grid_reference, load_on_grid
-    from app.inference.batch import relabelled
+    from app.transforms.regions import relabelled
     from app.labels import labels_of
 
     manager = labels_of(bundle)

@@ -496,7 +496,9 @@ def train(
     except KeyboardInterrupt:
         _fail(_interrupted_training(output_dir), 130)
     except RuntimeError as err:
-        if not _interrupt_in_chain(err):  # Ctrl-C inside torch.save: "unexpected pos ..." from the writer, MONAI's wrapper around it
+        from app.errors import find_cause
+
+        if find_cause(err, KeyboardInterrupt) is None:  # Ctrl-C inside torch.save: "unexpected pos ..." from the writer, MONAI's wrapper around it
             raise
         _fail(_interrupted_training(output_dir), 130)
     except subprocess.CalledProcessError as err:  # --nproc: a rank failed; its own error is printed above
@@ -510,18 +512,6 @@ def _interrupted_training(output_dir: Path | None) -> str:
     if last is not None and not last.is_file():
         return f"interrupted before its first epoch finished: no last.pt in {output_dir} yet; the same command starts the run again"
     return f"interrupted; the same command resumes from {last or 'the output folder/last.pt'} (written atomically after each finished epoch)"
-
-
-def _interrupt_in_chain(err: BaseException) -> bool:
-    """Whether a Ctrl-C (KeyboardInterrupt) is among the causes of ``err``."""
-    seen: set[int] = set()
-    cause: BaseException | None = err
-    while cause is not None and id(cause) not in seen:
-        if isinstance(cause, KeyboardInterrupt):
-            return True
-        seen.add(id(cause))
-        cause = cause.__cause__ or cause.__context__
-    return False
 
 
 @app.command()

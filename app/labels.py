@@ -122,11 +122,11 @@ class LabelManager:
             raise ValueError(f"label codes must be one of {', '.join(LABEL_CODES)} (text or number), got {label_codes!r}")
         if label_codes == "2018":
             return {}
-        if sorted(self.labels) != [1, 2, 4] or self.labels[4] != "ET":
+        if sorted(self.labels) != [BRATS_NCR, BRATS_ED, BRATS_ET] or self.labels[BRATS_ET] != "ET":
             where = f" ({self.source})" if self.source else ""
             raise ValueError(f"label codes '2023' (BraTS 2023+: ET 3) are for BraTS bundles, whose labels are 1 NCR/NET, 2 ED, 4 ET; "
                              f"this bundle's are {dict(self.labels)}{where}")
-        return {4: 3}
+        return {BRATS_ET: BRATS2023_ET}
 
     def with_codes(self, label_codes: str | int) -> LabelManager:
         """This manager with its label values written in ``label_codes`` (:meth:`code_map`):
@@ -233,6 +233,8 @@ def labels_of(bundle: str | Path | None) -> LabelManager:
 #: ``tests/test_labels.py`` checks.
 #: The BraTS 2018 label codes, named once here: necrotic / non-enhancing core, oedema, enhancing tumour.
 BRATS_NCR, BRATS_ED, BRATS_ET = 1, 2, 4
+#: The enhancing-tumour code of the BraTS 2023+ label maps (1 NCR, 2 SNFH / edema, 3 ET).
+BRATS2023_ET = 3
 BRATS = LabelManager(labels={BRATS_NCR: "NCR/NET", BRATS_ED: "ED", BRATS_ET: "ET"},
                      regions={"WT": (BRATS_NCR, BRATS_ED, BRATS_ET), "TC": (BRATS_NCR, BRATS_ET), "ET": (BRATS_ET,)},
                      channels=MODALITIES, hd95_missing_mm=374.0, source="app.labels.BRATS")

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from app.errors import CasesFailedError
+from app.errors import CasesFailedError, find_cause
 
 __all__ = ["check_augment_device", "check_distill_teacher", "check_label_grids", "check_label_values", "check_overrides", "check_process_shares", "check_training_splits", "config_error_cause"]
 
@@ -37,14 +37,7 @@ def config_error_cause(err: RuntimeError) -> Exception:
         ...     print(repr(config_error_cause(err)))
         FileNotFoundError("no 'x.nii.gz'")
     """
-    seen: set[int] = set()
-    cause: BaseException | None = err
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
-        if isinstance(cause, (FileNotFoundError, ValueError, CasesFailedError)):
-            return cause
-        cause = cause.__cause__ or cause.__context__
-    return err
+    return find_cause(err, (FileNotFoundError, ValueError, CasesFailedError)) or err
 
 
 def check_training_splits(parser: Any) -> None:

@@ -23,8 +23,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from app.bundles import DEFAULT_BUNDLE
 from app.errors import InputError, OutputError
 from app.inference.segmenter import CaseResult, Segmenter, _is_case_folder, _is_dicom_folder, expand_dataset_folders, resolve_inputs
@@ -363,9 +361,11 @@ def _run_cases(segmenter: Segmenter, cases: Sequence[PlannedCase], settings: Seg
     from app.io.readers import volume_format
     from app.io.writers import write_label_like, write_map_like
     from app.labels import labels_of
+    from app.transforms.regions import relabelled
 
-    written_labels = labels_of(settings.bundle).with_codes(settings.label_codes) if settings.label_codes != "2018" else None
-    code_map = labels_of(settings.bundle).code_map(settings.label_codes) if written_labels is not None else {}
+    manager = labels_of(settings.bundle) if settings.label_codes != "2018" else None
+    written_labels = manager.with_codes(settings.label_codes) if manager is not None else None
+    code_map = manager.code_map(settings.label_codes) if manager is not None else {}
     with ThreadPoolExecutor(max_workers=1) as reader:  # reads the next case while this one computes
         pending = reader.submit(_load, segmenter, cases[0]) if cases else None
         for index, case in enumerate((progress or (lambda x: x))(cases)):
@@ -403,16 +403,6 @@ def _run_cases(segmenter: Segmenter, cases: Sequence[PlannedCase], settings: Seg
             except Exception as err:  # one bad case must not abort the batch
                 results.append(CaseResult(case.case_id, seconds=time.perf_counter() - start, error=str(err)))
                 logger.error(f"case '{case.case_id}' failed: {results[-1].reason}")
-
-
-def relabelled(label: np.ndarray, mapping: dict[int, int]) -> np.ndarray:
-    """``label`` with each value of ``mapping`` replaced (MONAI ``MapLabelValue``; dtype kept),
-    e.g. ``{4: 3}`` for BraTS 2023+ codes (:meth:`app.labels.LabelManager.code_map`)."""
-    from monai.transforms import MapLabelValue
-
-    if not mapping:
-        return label
-    return np.asarray(MapLabelValue(list(mapping), list(mapping.values()), dtype=label.dtype)(label))
 
 
 def _load(segmenter: Segmenter, case: PlannedCase) -> tuple[dict, dict | None]:

@@ -32,6 +32,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 import app as volseg
 from app.bundles import DEFAULT_BUNDLE
 from app.data.verify import InputError
+from app.errors import find_cause
 from app.serve.datastore import LABEL_SUFFIXES, Datastore, check_id
 from app.serve.errors import DatastoreError
 from app.serve.guard import RequestGuard
@@ -254,14 +255,11 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     @api.exception_handler(RuntimeError)  # handled here, not by Starlette's server-error middleware, which re-raises
     async def _runtime_error(request: Request, err: RuntimeError) -> JSONResponse:
-        cause, seen = err.__cause__ or err.__context__, {id(err)}
-        while cause is not None and id(cause) not in seen:  # MONAI's "applying transform <...>" wrapper of a bad study: its cause
-            if isinstance(cause, InputError):
-                logger.warning(f"{request.method} {request.url.path}: {cause}")
-                return JSONResponse({"error": str(cause), "detail": str(cause)}, status_code=422)
-            seen.add(id(cause))
-            cause = cause.__cause__ or cause.__context__
-        return await _any_error(request, err)
+        cause = find_cause(err, InputError)  # MONAI's "applying transform <...>" wrapper of a bad study: its cause
+        if cause is None:
+            return await _any_error(request, err)
+        logger.warning(f"{request.method} {request.url.path}: {cause}")
+        return JSONResponse({"error": str(cause), "detail": str(cause)}, status_code=422)
 
     @api.exception_handler(Exception)
     async def _any_error(request: Request, err: Exception) -> JSONResponse:
@@ -296,14 +294,14 @@ def create_app(config: ServerConfig) -> FastAPI:
         if p.get("result_dtype", "uint8") != "uint8":
             raise DatastoreError(f"result_dtype '{p['result_dtype']}' not supported; label maps are uint8")
         try:  # params {"label_codes": "2023"}: BraTS 2023+ codes (ET 3), refused before the model runs where the model cannot
-            labels = served[model].labels.with_codes(str(p.get("label_codes", "2018")))
-            code_map = served[model].labels.code_map(str(p.get("label_codes", "2018")))
+            codes = str(p.get("label_codes", "2018"))
+            labels, code_map = served[model].labels.with_codes(codes), served[model].labels.code_map(codes)
         except ValueError as err:
             raise DatastoreError(f"params 'label_codes': {err}") from None
         files = store.modality_files(image)
         start = time.perf_counter()
         case = models.predict(model, files, uncertainty=_flag(p, "uncertainty"), resample=_flag(p, "resample"))
-        from app.inference.batch import relabelled
+        from app.transforms.regions import relabelled
 
         label = relabelled(case["label"], code_map)
         done = time.perf_counter()

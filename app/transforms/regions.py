@@ -6,7 +6,8 @@ The forward direction is MONAI's ``ConvertToMultiChannelBasedOnBratsClasses``
 its inverse, used at inference. The BraTS challenges since 2023 code the enhancing tumour 3
 instead of 4 (1 NCR, 2 SNFH / edema, 3 ET), a code MONAI's conversion does not know: a 2023
 reference read as it is trained ET to nothing and scored ET against nothing.
-:func:`brats2018_codes` (and MONAI's ``MapLabelValued`` in the bundles' preprocessing) turns 3 into 4.
+:func:`brats2018_codes` (and MONAI's ``MapLabelValued`` in the bundles' preprocessing) turns 3 into 4;
+:func:`relabelled` writes a map in the codes a user asks for (``volseg segment --label-codes 2023``).
 """
 
 from __future__ import annotations
@@ -20,10 +21,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import get_equivalent_dtype
 
-from app.labels import BRATS_ED, BRATS_ET, BRATS_NCR
-
-#: The enhancing-tumour code of the BraTS 2023+ label maps (1 NCR, 2 SNFH / edema, 3 ET).
-BRATS2023_ET = 3
+from app.labels import BRATS2023_ET, BRATS_ED, BRATS_ET, BRATS_NCR
 
 
 def brats2018_codes(label: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
@@ -42,6 +40,22 @@ def brats2018_codes(label: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tens
     from monai.transforms import MapLabelValue
 
     return MapLabelValue([BRATS2023_ET], [BRATS_ET], dtype=label.dtype)(label)
+
+
+def relabelled(label: np.ndarray, mapping: Mapping[int, int]) -> np.ndarray:
+    """``label`` with each value of ``mapping`` replaced (MONAI ``MapLabelValue``; dtype kept),
+    e.g. ``{4: 3}`` for BraTS 2023+ codes (:meth:`app.labels.LabelManager.code_map`); ``label``
+    itself for an empty mapping.
+
+    Example:
+        >>> relabelled(np.array([0, 1, 2, 4], dtype=np.uint8), {4: 3}).tolist()
+        [0, 1, 2, 3]
+    """
+    from monai.transforms import MapLabelValue
+
+    if not mapping:
+        return label
+    return np.asarray(MapLabelValue(list(mapping), list(mapping.values()), dtype=label.dtype)(label))
 
 
 class RegionsToBratsLabels(Transform):
