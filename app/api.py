@@ -14,6 +14,7 @@ import gc
 import json
 import logging
 import platform
+import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -23,6 +24,7 @@ import numpy as np
 
 from app.bundles import DEFAULT_BUNDLE
 from app.data.manifest import build_manifest  # noqa: F401  (re-exported as api.build_manifest)
+from app.errors import quiet_interrupt_logs
 
 logger = logging.getLogger(__name__)
 
@@ -499,11 +501,15 @@ def train(bundle: str = DEFAULT_BUNDLE, manifest: str | Path | None = None, data
         ProgressBar(persist=False).attach(workflow.parser.get_parsed_content("train#trainer"), output_transform=lambda out: {"loss": float(out[0]["loss"])})
     start = time.perf_counter()
     try:
-        workflow.run()
+        workflow.parser.get_parsed_content("train#trainer")  # its handlers (StatsHandler's own logger) exist before the filter goes on
+        with quiet_interrupt_logs():  # Ctrl-C: the CLI's one line says what is left, not the engines' tracebacks
+            workflow.run()
     except BaseException as err:
         if fresh and not (out / "last.pt").is_file():  # failed before its first checkpoint: leave no records of a run that is not there
             for name in ("run_config.json", "run_info.json"):
                 (out / name).unlink(missing_ok=True)
+            if not folder_existed and (out / "tensorboard").is_dir():  # this run's own event files, of no epoch
+                shutil.rmtree(out / "tensorboard", ignore_errors=True)
             if not folder_existed and out.is_dir() and not any(out.iterdir()):
                 out.rmdir()
         if not isinstance(err, RuntimeError):

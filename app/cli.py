@@ -10,6 +10,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Optional
 
@@ -245,6 +246,8 @@ def cv_train(
     except (FileNotFoundError, ValueError) as err:
         _fail(err)
     except KeyboardInterrupt:
+        if not quiet:
+            typer.echo("", err=True)  # below Ignite's unfinished progress bar
         where = f"fold {f} from {output_dir / f'fold{f}'}/last.pt (written after each finished epoch)" if f is not None else "where it stopped"
         _fail(f"interrupted; the same command resumes {where}; without --fold it trains every fold that has no model.pt yet", 130)
 
@@ -494,20 +497,23 @@ def train(
     except (FileNotFoundError, ValueError) as err:
         _fail(err)
     except KeyboardInterrupt:
-        _fail(_interrupted_training(output_dir), 130)
+        _fail(_interrupted_training(output_dir, quiet), 130)
     except RuntimeError as err:
         from app.errors import find_cause
 
         if find_cause(err, KeyboardInterrupt) is None:  # Ctrl-C inside torch.save: "unexpected pos ..." from the writer, MONAI's wrapper around it
             raise
-        _fail(_interrupted_training(output_dir), 130)
+        _fail(_interrupted_training(output_dir, quiet), 130)
     except subprocess.CalledProcessError as err:  # --nproc: a rank failed; its own error is printed above
         _fail(f"a training process failed (exit status {err.returncode}); its error is above")
     typer.echo(f"training outputs in {out}")
 
 
-def _interrupted_training(output_dir: Path | None) -> str:
-    """What an interrupted ``volseg train`` left: a run to resume, or nothing yet."""
+def _interrupted_training(output_dir: Path | None, quiet: bool = True) -> str:
+    """What an interrupted ``volseg train`` left: a run to resume, or nothing yet (on a line of its
+    own below Ignite's unfinished progress bar unless ``quiet``)."""
+    if not quiet:
+        typer.echo("", err=True)
     last = Path(output_dir) / "last.pt" if output_dir is not None else None
     if last is not None and not last.is_file():
         return f"interrupted before its first epoch finished: no last.pt in {output_dir} yet; the same command starts the run again"
@@ -710,11 +716,29 @@ def skip_unused_imports(argv: list[str]) -> list[str]:
     return skipped
 
 
+def _exit_now(code: int) -> None:
+    """Leave at once after Ctrl-C or SIGTERM, while worker threads may still be inside native code.
+
+    MONAI's ``CacheDataset`` fills its cache on a thread pool, and a thread interrupted in the
+    middle of a torch or ITK call keeps running. A normal interpreter exit then runs the C++
+    static destructors under it and aborts ("terminate called without an active exception",
+    exit status 134) after the one-line message was printed. Nothing is left to write at this
+    point (checkpoints and outputs are written atomically), so the process ends with ``os._exit``.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def main() -> None:
     """Console-script entry point."""
     skip_unused_imports(sys.argv[1:])
     try:
         app()
+    except SystemExit as stop:
+        if stop.code in (130, 143) and threading.active_count() > 1:
+            _exit_now(stop.code)
+        raise
     finally:
         import gc
 

@@ -10,7 +10,12 @@ Example:
 
 from __future__ import annotations
 
-__all__ = ["CasesFailedError", "InputError", "OutputError", "find_cause"]
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator
+
+__all__ = ["CasesFailedError", "InputError", "OutputError", "find_cause", "quiet_interrupt_logs"]
 
 
 class InputError(ValueError):
@@ -52,3 +57,44 @@ def find_cause(err: BaseException, types: type[BaseException] | tuple[type[BaseE
         seen.add(id(cause))
         cause = cause.__cause__ or cause.__context__
     return None
+
+
+class _InterruptFilter(logging.Filter):
+    """Drops ERROR records logged while a ``KeyboardInterrupt`` is handled (or carried in ``exc_info``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        exc = record.exc_info[1] if record.exc_info else sys.exc_info()[1]
+        return not isinstance(exc, KeyboardInterrupt)
+
+
+@contextlib.contextmanager
+def quiet_interrupt_logs() -> Iterator[None]:
+    """Within the block, Ctrl-C is not logged as an error by the engines' handlers.
+
+    On Ctrl-C, Ignite's ``Engine`` logs "Engine run is terminating due to exception" and MONAI's
+    ``StatsHandler`` logs "Exception:" with the whole traceback (about 70 lines of torch frames),
+    before the caller's one-line message on what the interruption left. The filter goes on every
+    handler of every configured logger (a bundle's ``logging.conf`` has set them up by then) and
+    drops only ERROR records made while a ``KeyboardInterrupt`` is handled; every other record,
+    and the interruption itself, pass unchanged.
+
+    Example:
+        >>> import logging
+        >>> with quiet_interrupt_logs():
+        ...     try:
+        ...         raise KeyboardInterrupt
+        ...     except KeyboardInterrupt:
+        ...         logging.getLogger("x").exception("not shown")
+    """
+    loggers = [logging.getLogger(), *(lg for lg in logging.root.manager.loggerDict.values() if isinstance(lg, logging.Logger))]
+    handlers = {id(h): h for lg in loggers for h in lg.handlers}.values()
+    quiet = _InterruptFilter()
+    for handler in handlers:
+        handler.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(quiet)

@@ -222,3 +222,88 @@ def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_run_records(ct_p
     with pytest.raises(ValueError, match="roi_size must be"):
         api.train("ct_unet3d", ct_phantom_manifest, ct_phantom_root, kept, {**RUN, "roi_size": "abc"}, progress=False)
     assert sorted(p.name for p in kept.iterdir()) == ["notes.txt"]  # a folder that was there stays, with what it held
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, ValueError])
+def test_ctrl_c_in_a_training_step_is_not_logged_as_an_error_and_leaves_no_run(stop: type[BaseException], ct_phantom_root: Path,
+                                                                              ct_phantom_manifest: Path, tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch):
+    """Ctrl-C in the first step printed Ignite's "Engine run is terminating due to exception" and
+    StatsHandler's "Exception:" with a 70-line torch traceback before volseg train's one line; and the
+    run's tensorboard folder kept a folder of no epoch. Any other error is still logged in full."""
+    import logging
+
+    from monai.engines import SupervisedTrainer
+
+    def step(self, engine, batch):
+        raise stop("a step that stops")
+
+    printed: list[str] = []  # what passed the handlers' filters to the console (logging.conf's and StatsHandler's own StreamHandlers)
+    monkeypatch.setattr(logging.StreamHandler, "emit", lambda self, record: printed.append(record.getMessage() + (" +traceback" if record.exc_info else "")))
+    monkeypatch.setattr(SupervisedTrainer, "_iteration", step)
+    with pytest.raises(stop):
+        api.train("ct_unet3d", ct_phantom_manifest, ct_phantom_root, tmp_path / "run", {**RUN, "compile": False}, progress=False)
+    assert not (tmp_path / "run").exists()  # no checkpoint yet: no records, no tensorboard events, no folder
+    assert any(line.startswith("Engine run resuming from iteration 0") for line in printed)  # the engines' other records still print
+    errors = [line for line in printed if "terminating due to exception" in line or line.startswith("Exception:")]
+    if stop is KeyboardInterrupt:
+        assert errors == []
+    else:
+        assert "Engine run is terminating due to exception: a step that stops" in errors and "Exception: a step that stops +traceback" in errors
+
+
+def test_quiet_interrupt_logs_drops_only_errors_of_an_interruption():
+    import logging
+
+    from app.errors import quiet_interrupt_logs
+
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    log = logging.getLogger("volseg.test.quiet")
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        with quiet_interrupt_logs():
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt:
+                log.error("terminating")  # Ignite's line: no exc_info, logged while it is handled
+                log.warning("a warning passes")
+            try:
+                raise ValueError("bad")
+            except ValueError:
+                log.exception("a real error passes")
+            log.error("interrupted, in exc_info", exc_info=(KeyboardInterrupt, KeyboardInterrupt(), None))
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            log.error("after the block, as before")
+    finally:
+        log.removeHandler(handler)
+    assert records == ["a warning passes", "a real error passes", "after the block, as before"]
+    assert not handler.filters
+
+
+def test_an_interrupted_cli_leaves_at_once_while_worker_threads_run(monkeypatch: pytest.MonkeyPatch):
+    """Ctrl-C while CacheDataset's thread pool was inside N4 ended in "terminate called without an
+    active exception" (exit 134) after the message: the entry point now leaves with os._exit(130)."""
+    import threading
+
+    import app.cli
+
+    exits: list[int] = []
+    monkeypatch.setattr(app.cli, "_exit_now", exits.append)
+    busy = threading.Event()
+    worker = threading.Thread(target=busy.wait, daemon=True)
+    worker.start()
+    try:
+        for code, expected in ((130, [130]), (143, [143]), (2, []), (0, [])):
+            exits.clear()
+            monkeypatch.setattr(app.cli, "app", lambda code=code: sys.exit(code))
+            with pytest.raises(SystemExit):  # the patched _exit_now returns, so the exit goes on as before
+                app.cli.main()
+            assert exits == expected
+    finally:
+        busy.set()
+        worker.join()
