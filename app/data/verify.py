@@ -43,7 +43,8 @@ def read_geometry(path: str | Path) -> tuple[tuple[int, ...], np.ndarray]:
     """``(shape, affine)`` of a volume without reading its voxels where the format allows.
 
     NIfTI through nibabel (its header affine, exactly); NRRD, MetaImage and DICOM series through
-    SimpleITK, as a RAS affine. A trailing singleton 4th axis is dropped.
+    SimpleITK, as a RAS affine. A trailing singleton 4th axis is dropped. A 2D or 4D image gets
+    its shape and an affine of NaN (:func:`check_case_images` refuses it by its shape).
 
     Raises:
         InputError: missing, unreadable or unsupported input.
@@ -54,7 +55,16 @@ def read_geometry(path: str | Path) -> tuple[tuple[int, ...], np.ndarray]:
         img = read_header(path)
         return tuple(int(s) for s in img.shape), np.asarray(img.affine)
     image = read_image_information(path)
-    return tuple(int(s) for s in image.GetSize()), sitk_affine_ras(image)
+    size = tuple(int(s) for s in image.GetSize())
+    if len(size) != 3:  # a 2D slice, a 4D series: the caller's check names the file and the shape, not a reshape error here
+        if not (len(size) == 4 and size[3] == 1):
+            return size, np.full((4, 4), np.nan)
+        direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(4, 4)[:3, :3]
+        affine = np.eye(4)
+        affine[:3, :3] = direction * np.asarray(image.GetSpacing()[:3], dtype=np.float64)
+        affine[:3, 3] = image.GetOrigin()[:3]
+        return size, np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
+    return size, sitk_affine_ras(image)
 
 
 def check_case_images(paths: Sequence[str | Path], atol_mm: float = 1e-3) -> tuple[tuple[int, ...], np.ndarray]:

@@ -120,8 +120,30 @@ def read_file_information(path: str | Path):
     try:
         reader.ReadImageInformation()
     except RuntimeError as err:
+        missing = missing_data_file(Path(path))
+        if missing is not None:
+            raise InputError(f"{describe(path)}: its header names the data file '{missing}', which does not exist "
+                             "(copy it beside the header)") from err
         raise InputError(f"'{path}': not a readable {volume_format(path)} image ({str(err).strip().splitlines()[-1]})") from err
     return reader
+
+
+def missing_data_file(path: Path) -> Path | None:
+    """The separate data file that a detached header (MetaImage ``.mhd``: ``ElementDataFile = x.raw``;
+    NRRD ``.nhdr``: ``data file: x.raw``) names and that does not exist, else None."""
+    if path.suffix.lower() not in (".mhd", ".nhdr"):
+        return None
+    try:
+        with open(path, "rb") as f:
+            header = f.read(65536).decode("latin-1")
+    except OSError:
+        return None
+    match = re.search(r"^\s*(?:ElementDataFile\s*=|data ?file\s*:)\s*(\S[^\r\n]*?)\s*$", header, flags=re.MULTILINE | re.IGNORECASE)
+    if match is None or match.group(1).split()[0].upper() in ("LOCAL", "LIST") or "%" in match.group(1):
+        return None  # data in the header file, or a list or pattern of files
+    data = Path(match.group(1))
+    data = data if data.is_absolute() else path.parent / data
+    return None if data.exists() else data
 
 
 @dataclass

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 import resource
 from pathlib import Path
 
@@ -178,6 +179,38 @@ def test_truncated_nrrd_and_metaimage_are_refused(tmp_path: Path, suffix: str, c
     _truncate(path, 0.8)
     with pytest.raises(InputError, match=r"case 'Case_1': T1 file .*: header is readable but its voxel data is not \(truncated"):
         read_volume(path)
+
+
+def test_a_truncated_metaimage_is_not_said_to_be_missing(tmp_path: Path):
+    """ITK's last line for a truncated .mha is C's stale errno, "Reason: No such file or directory",
+    which the message quoted for a file that is there."""
+    path = tmp_path / "ct.mha"
+    sitk.WriteImage(sitk.GetImageFromArray(_array().T), str(path))
+    _truncate(path, 0.5)
+    with pytest.raises(InputError, match=r"'.*ct.mha': header is readable but its voxel data is not \(truncated or corrupt file\)$"):
+        read_volume(path)
+
+
+@pytest.mark.parametrize("header,data", [("ct.mhd", "ct.raw"), ("ct.nhdr", "ct.raw")])
+def test_a_detached_header_without_its_data_file_names_that_file(tmp_path: Path, header: str, data: str):
+    sitk.WriteImage(sitk.GetImageFromArray(_array().T), str(tmp_path / header))
+    (tmp_path / data).unlink()
+    expected = rf"'.*{header}': its header names the data file '.*{data}', which does not exist \(copy it beside the header\)"
+    with pytest.raises(InputError, match=expected):
+        read_volume(tmp_path / header)
+    with pytest.raises(InputError, match=expected):
+        check_case_images([tmp_path / header])
+
+
+@pytest.mark.parametrize("name,shape", [("slice.mha", "(3, 3) (2D)"), ("series.nrrd", "(8, 8, 8, 2) (4D)")])
+def test_a_2d_or_4d_nrrd_or_metaimage_is_refused_by_its_shape(tmp_path: Path, name: str, shape: str):
+    """A 2D .mha or a 4D .nrrd stopped the case check with "cannot reshape array of size 4 into shape
+    (3,3)", naming no file, and as a plain ValueError from the API."""
+    volume = sitk.GetImageFromArray(np.zeros((8, 8, 8), np.float32))
+    image = sitk.GetImageFromArray(np.zeros((3, 3), np.float32)) if name == "slice.mha" else sitk.JoinSeries([volume, volume])
+    sitk.WriteImage(image, str(tmp_path / name))
+    with pytest.raises(InputError, match=rf"'.*{name}': expected a 3D volume, got shape {re.escape(shape)}"):
+        check_case_images([tmp_path / name])
 
 
 @pytest.mark.parametrize("suffix,compress", [(".nii.gz", True), (".nii", False), (".nrrd", False), (".nrrd", True),
