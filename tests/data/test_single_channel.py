@@ -38,3 +38,23 @@ def test_missing_input_empty_folder_and_clashing_ids_are_refused(ct_root: Path, 
     other.write_bytes((ct_root / "imagesTr" / "ct_000.nii.gz").read_bytes())
     with pytest.raises(InputError, match="case ID 'ct_000' names two volumes"):
         single_channel_cases([ct_root / "imagesTr" / "ct_000.nii.gz", other])
+
+
+def test_series_named_alike_under_two_patients_are_two_cases(tmp_path: Path):
+    """`volseg dicom-sort` of two patients whose series share a description writes P1/01_Abdomen_CT and
+    P2/01_Abdomen_CT: `volseg segment sorted/` refused the whole folder ("case ID '01_Abdomen_CT' names
+    two volumes"), where `python -m monai.bundle run` named them by their path."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from app.data.folder import folder_datalist
+    from tests.io.dicom_util import write_dicom_series
+
+    image = sitk.GetImageFromArray(np.zeros((4, 8, 8), np.int16))
+    for i, patient in enumerate(("P1", "P2")):
+        write_dicom_series(image, tmp_path / "sorted" / patient / "01_Abdomen_CT", series_uid=f"1.2.826.0.1.3680043.2.1125.8.{i}")
+    cases = single_channel_cases([tmp_path / "sorted"])
+    assert cases == [("P1_01_Abdomen_CT", [tmp_path / "sorted" / "P1" / "01_Abdomen_CT"]),
+                     ("P2_01_Abdomen_CT", [tmp_path / "sorted" / "P2" / "01_Abdomen_CT"])]
+    assert [c for c, _ in cases] == [item["case_id"] for item in folder_datalist(tmp_path / "sorted", 1)]  # as the bundle names them
+    assert single_channel_cases([tmp_path / "sorted" / "P1" / "01_Abdomen_CT"])[0][0] == "01_Abdomen_CT"  # one series given: its name
