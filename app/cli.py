@@ -606,8 +606,11 @@ def dicom_sort(
     source: Path = typer.Argument(..., help="a DICOM export whose series lie mixed in one folder (or in any sub-folders)"),
     output: Path = typer.Option(..., "--output", "-o", help="folder for the study folders (<patient ID>/<NN>_<SeriesDescription>/)"),
 ) -> None:
-    """Copy each DICOM series of an export into a folder of its own, one study folder per study:
-    the layout volseg segment reads as a case (series matched to T1/T1ce/T2/FLAIR by SeriesDescription)."""
+    """Copy each DICOM series of an export into a folder of its own, one study folder per study.
+
+    volseg segment then reads, for a BraTS bundle, each study folder as a case (series matched to
+    T1/T1ce/T2/FLAIR by SeriesDescription), and for a one-channel bundle (CT: ct_unet3d or one you
+    trained), each series folder as a case."""
     _setup(True)
     from app.data.dicom_study import sort_dicom_export
 
@@ -617,8 +620,9 @@ def dicom_sort(
     except (ValueError, OSError) as err:
         _fail(err)
     for study, rows in written.items():
-        typer.echo(f"{study}: " + "; ".join(f"{folder} ('{description}') -> {key or 'no sequence (left out)'}" for folder, description, key in rows))
-    typer.echo(f"segment them with: volseg segment {output} --output <folder>")
+        typer.echo(f"{study}: " + "; ".join(f"{folder} ('{description}') -> {key or 'not a BraTS sequence'}" for folder, description, key in rows))
+    typer.echo(f"segment them with: volseg segment {output} --output <folder> (BraTS bundles: a study folder is a case, its series named "
+               f"T1/T1ce/T2/FLAIR above, others left out; one-channel bundles, --bundle ct_unet3d or your own: each series folder is a case)")
 
 
 @app.command("split-channels")

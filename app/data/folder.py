@@ -85,8 +85,11 @@ def folder_datalist(dataset_dir: str | Path, num_channels: int) -> list[dict[str
         found = [p for p in found if p not in labels]
     found += _dicom_series_folders(root, DICOM_SEARCH_DEPTH)
     if not found:
+        dcm = sum(1 for level in range(DICOM_SEARCH_DEPTH + 1) for p in root.glob("/".join(["*"] * (level + 1)))
+                  if p.suffix.lower() in (".dcm", ".ima") and p.is_file())
+        unread = f" (it holds {dcm} .dcm/.ima file(s), none readable as a DICOM image series: empty, corrupt or not images)" if dcm else ""
         raise FileNotFoundError(f"no volume ({', '.join(VOLUME_SUFFIXES)}) in '{root}', nor a DICOM series folder in it or in its sub-folders "
-                                f"(searched {DICOM_SEARCH_DEPTH} levels deep); pass a Decathlon folder's imagesTs/ or imagesTr/, or the folder that "
+                                f"(searched {DICOM_SEARCH_DEPTH} levels deep){unread}; pass a Decathlon folder's imagesTs/ or imagesTr/, or the folder that "
                                 "holds a series' slice files (volseg segment DIR; --dataset_dir DIR for python -m monai.bundle run)")
     items = [{"case_id": case_id_from_path(p), "image": str(p)} for p in found]
     ids = [item["case_id"] for item in items]

@@ -89,6 +89,7 @@ def test_an_export_with_every_series_in_one_folder_is_named_and_sorted_into_a_st
     assert folder.name == "VS0001"  # the patient ID of write_dicom_series
     assert sorted(p.name for p in folder.iterdir()) == ["01_AX_FLAIR", "02_Ax_T2_FSE", "03_T1_SE", "04_T1_post_contrast"]
     assert "04_T1_post_contrast ('T1 post contrast') -> t1ce" in sorted_.output
+    assert "one-channel bundles, --bundle ct_unet3d or your own: each series folder is a case" in sorted_.output
     out = CliRunner().invoke(cli, ["segment", str(tmp_path / "studies"), "--output", str(tmp_path / "o"), "--backend", "torch", "--quiet"])
     assert out.exit_code == 0, out.output
     nifti = CliRunner().invoke(cli, ["segment", str(phantom_root / "Phantom_001"), "--output", str(tmp_path / "n"), "--backend", "torch", "--quiet"])

@@ -34,6 +34,11 @@ def test_missing_input_empty_folder_and_clashing_ids_are_refused(ct_root: Path, 
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no volume"):
         single_channel_cases([tmp_path / "empty"])
+    for name in ("a/1.dcm", "a/2.dcm", "a/b/3.IMA"):  # slices that are empty files
+        (tmp_path / "empty" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "empty" / name).write_bytes(b"")
+    with pytest.raises(InputError, match=r"it holds 3 \.dcm/\.ima file\(s\), none readable as a DICOM image series"):
+        single_channel_cases([tmp_path / "empty"])
     other = tmp_path / "ct_000.nii.gz"
     other.write_bytes((ct_root / "imagesTr" / "ct_000.nii.gz").read_bytes())
     with pytest.raises(InputError, match="case ID 'ct_000' names two volumes"):
