@@ -217,7 +217,7 @@ def cv_train(
     manifest: Optional[Path] = typer.Option(None, help="cross-validation datalist (volseg cv folds; default: the shipped brats2018_cv5.json)", callback=_shipped_manifest),
     data_dir: Optional[Path] = typer.Option(None, help="data root of the manifest's paths"),
     output_dir: Path = typer.Option(..., help="runs go to <output-dir>/fold<k>/ (resumed from last.pt)"),
-    fold: list[int] = typer.Option([], help="folds to train (repeat the option; default: every fold without a model.pt)"),
+    fold: list[int] = typer.Option([], help="folds to train (repeat the option; default: every fold whose run has not finished: no model.pt, or progress.json short of its epochs)"),
     max_epochs: Optional[int] = typer.Option(None, help="override the bundle's max_epochs"),
     init_from: Optional[str] = typer.Option(None, help="start each fold from these weights; '{fold}' is replaced by the fold, e.g. bundles/brats_unet3d/models/fold{fold}.pt"),
     set_: list[str] = typer.Option([], "--set", help="config override KEY=VALUE, VALUE as JSON where it parses (repeat); '{fold}' in a text VALUE is replaced by the fold, e.g. --set 'distill_teacher=runs/t/fold{fold}.pt'"),
@@ -230,6 +230,7 @@ def cv_train(
     from app.api import train as train_api
 
     from app.bundles import manifest_path
+    from app.engines.checkpoint import unfinished_run
 
     try:
         manifest = manifest or manifest_path("brats2018_cv5")
@@ -238,7 +239,11 @@ def cv_train(
         if max_epochs is not None:
             overrides["max_epochs"] = max_epochs
         f = None
-        for f in fold or [f for f in range(k) if not (output_dir / f"fold{f}" / "model.pt").is_file()]:
+        todo = fold or [f for f in range(k) if not (output_dir / f"fold{f}" / "model.pt").is_file() or unfinished_run(output_dir / f"fold{f}")]
+        if not todo:
+            typer.echo(f"every fold's run in {output_dir} has finished ({k} folds): nothing to train; `volseg cv evaluate --weights {output_dir}` "
+                       "scores them (--fold K --max-epochs N trains fold K on to epoch N)")
+        for f in todo:
             typer.echo(f"fold {f}: training in {output_dir / f'fold{f}'}")
             fold_overrides = {key: v.replace("{fold}", str(f)) if isinstance(v, str) else v for key, v in overrides.items()}
             train_api(bundle, manifest, data_dir, output_dir / f"fold{f}", fold_overrides, progress=not quiet, fold=f,
@@ -249,7 +254,7 @@ def cv_train(
         if not quiet:
             typer.echo("", err=True)  # below Ignite's unfinished progress bar
         where = f"fold {f} from {output_dir / f'fold{f}'}/last.pt (written after each finished epoch)" if f is not None else "where it stopped"
-        _fail(f"interrupted; the same command resumes {where}; without --fold it trains every fold that has no model.pt yet", 130)
+        _fail(f"interrupted; the same command resumes {where}; without --fold it trains every fold whose run has not finished", 130)
 
 
 @cv_app.command("evaluate")

@@ -182,3 +182,32 @@ def latest_checkpoint(save_dir: str | Path) -> str | None:
     """Path of ``last.pt`` in ``save_dir`` if a previous run left one (resume), else None."""
     path = Path(save_dir) / LAST_NAME
     return str(path) if path.is_file() else None
+
+
+def unfinished_run(run_dir: str | Path) -> str | None:
+    """Whether a ``volseg train`` run folder stopped before its last epoch, and where.
+
+    A run writes ``model.pt`` (the best validation so far) at each validation and its bundle
+    (``models/model.pt``) only when it finishes, so a ``model.pt`` alone does not mean a finished
+    run. The run's ``progress.json`` (epoch reached of ``total_epochs``, written with each
+    ``last.pt``) says; a run of a version without it counts as finished when its bundle is written.
+
+    Args:
+        run_dir: the run's output folder.
+
+    Returns:
+        None for a finished run or a folder without a run's ``last.pt`` or ``progress.json``;
+        else a phrase such as ``"stopped at epoch 7 of 60"``.
+    """
+    import json
+
+    run = Path(run_dir)
+    if not (run / "last.pt").is_file() and not (run / PROGRESS_NAME).is_file():
+        return None  # no run's records: weights put there by hand, or nothing
+    try:
+        progress = json.loads((run / PROGRESS_NAME).read_text(encoding="utf-8"))
+        epoch, total = int(progress["epoch"]), int(progress["total_epochs"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None if (run / "models" / "model.pt").is_file() else "has no finished bundle (models/model.pt)"
+    return None if total and epoch >= total else f"stopped at epoch {epoch} of {total}"
+

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from app.engines.checkpoint import unfinished_run
 from app.evaluation.metrics import EVAL_REGIONS
 from app.io.atomic import atomic_write_text
 
@@ -134,6 +135,12 @@ def cross_validate(bundle: str | Path, cv_manifest: str | Path, weights: str | P
     k = int(content.get("numFolds", 0))
     if k < 2:
         raise ValueError(f"manifest '{cv_manifest}' has no cross-validation folds (numFolds); build one with `volseg cv folds`")
+    ckpts = {fold: fold_checkpoint(weights, fold) for fold in (folds if folds is not None else range(k))}  # every fold's weights before any case
+    for fold, ckpt in ckpts.items():
+        stopped = unfinished_run(ckpt.parent) if ckpt.name == "model.pt" else None
+        if stopped:
+            logger.warning("fold %d: the run in %s %s (progress.json): its model.pt is the best of the epochs it trained, not a finished "
+                           "fold; the same `volseg cv train` command resumes it", fold, ckpt.parent, stopped)
     root = Path(data_dir) if data_dir is not None else default_brats_dir()
     items = load_datalist(cv_manifest, "training", root)
     fold_of = {it["case_id"]: it["fold"] for it in content["training"]}
@@ -143,8 +150,7 @@ def cross_validate(bundle: str | Path, cv_manifest: str | Path, weights: str | P
         raise ValueError(f"sequences must name some of {', '.join(MODALITIES)}, got {', '.join(map(str, sequences or []))}")
     rows: list[dict[str, Any]] = []
     pooled = np.zeros((2, 1000), np.int64)
-    for fold in folds if folds is not None else range(k):
-        ckpt = fold_checkpoint(weights, fold)
+    for fold, ckpt in ckpts.items():
         kwargs = dict(segmenter_kwargs or {})
         if mode == "accurate":
             kwargs["overrides"] = {**kwargs.get("overrides", {}), "ensemble_ckpt_paths": [str(ckpt)]}

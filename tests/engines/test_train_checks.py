@@ -307,3 +307,59 @@ def test_an_interrupted_cli_leaves_at_once_while_worker_threads_run(monkeypatch:
     finally:
         busy.set()
         worker.join()
+
+
+def _run_folder(folder: Path, epoch: int | None, total: int = 60, bundle: bool = False) -> None:
+    folder.mkdir(parents=True)
+    (folder / "model.pt").write_bytes(b"best so far")
+    if epoch is not None:
+        (folder / "last.pt").write_bytes(b"resumable")
+        (folder / "progress.json").write_text(json.dumps({"epoch": epoch, "total_epochs": total}))
+    if bundle:
+        (folder / "models").mkdir()
+        (folder / "models" / "model.pt").write_bytes(b"final")
+
+
+def test_a_fold_interrupted_after_a_validation_is_not_taken_as_finished(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """model.pt (the best validation so far) is written at each validation: `volseg cv train` took a
+    fold interrupted at epoch 7 of 60 as finished, and `volseg cv evaluate` scored it without a word."""
+    from typer.testing import CliRunner
+
+    import app.api
+    from app.cli import app as cli
+    from app.engines.checkpoint import unfinished_run
+
+    _run_folder(tmp_path / "cv" / "fold0", 60, bundle=True)
+    _run_folder(tmp_path / "cv" / "fold1", 7)
+    _run_folder(tmp_path / "cv" / "fold2", None)  # weights put there by hand: no run's records to judge by
+    assert [unfinished_run(tmp_path / "cv" / f"fold{k}") for k in range(4)] == [None, "stopped at epoch 7 of 60", None, None]
+    trained: list[int] = []
+    monkeypatch.setattr(app.api, "train", lambda *args, fold, **kwargs: trained.append(fold))
+    result = CliRunner().invoke(cli, ["cv", "train", "--bundle", "ct_unet3d", "--output-dir", str(tmp_path / "cv"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert trained == [1, 3, 4]  # brats2018_cv5: 5 folds; 0 finished, 2 has weights and no run
+    for k in (1, 3, 4):
+        _run_folder(tmp_path / "done" / f"fold{k}", 60, bundle=True)
+    for k in (0, 2):
+        _run_folder(tmp_path / "done" / f"fold{k}", 30, total=30)
+    trained.clear()
+    result = CliRunner().invoke(cli, ["cv", "train", "--bundle", "ct_unet3d", "--output-dir", str(tmp_path / "done"), "--quiet"])
+    assert result.exit_code == 0 and trained == [] and "every fold's run in" in result.output and "has finished (5 folds): nothing to train" in result.output
+
+
+def test_cv_evaluate_finds_every_folds_weights_before_any_case_and_names_a_stopped_fold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                                   caplog: pytest.LogCaptureFixture):
+    import app.inference
+    from app.evaluation.cv import cross_validate
+    from app.bundles import manifest_path
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(app.inference, "Segmenter", no_model)
+    _run_folder(tmp_path / "cv" / "fold0", 7)
+    with pytest.raises(FileNotFoundError, match=r"no weights for fold 1 in"):
+        cross_validate("brats_unet3d", manifest_path("brats2018_cv5"), tmp_path / "cv", tmp_path / "out", data_dir=tmp_path, folds=[0, 1])
+    with pytest.raises(FileNotFoundError, match=r"name files that do not exist"):  # the data are checked next, after the word on fold 0
+        cross_validate("brats_unet3d", manifest_path("brats2018_cv5"), tmp_path / "cv", tmp_path / "out", data_dir=tmp_path, folds=[0])
+    assert "fold 0: the run in" in caplog.text and "stopped at epoch 7 of 60 (progress.json)" in caplog.text
