@@ -456,11 +456,13 @@ def train(bundle: str = DEFAULT_BUNDLE, manifest: str | Path | None = None, data
     from app.engines.preflight import check_overrides
 
     check_overrides(bundle_parser(root, "train"), dict(overrides or {}))  # a misspelt --set key, text for a number
+    _check_not_a_bundle(Path(args["output_dir"]))
     folder_existed = Path(args["output_dir"]).exists()
     with _removed_if_left_empty(Path(args["output_dir"])):  # a run that fails its checks leaves no empty folder
         workflow = _initialized_training(files, root, args)
     out = Path(workflow.parser.get_parsed_content("output_dir"))
     if _resumes(workflow.parser, out):
+        _check_resumable(out, workflow.parser.get_parsed_content("network"), bundle)
         trained, max_epochs = _trained_epochs(out / "last.pt"), workflow.parser.get_parsed_content("train#trainer").state.max_epochs
         if trained is not None and max_epochs is not None and trained > max_epochs:  # else MONAI's CheckpointLoader stops the run with a traceback
             raise ValueError(f"the run in {out} has trained {trained} epochs, more than max_epochs {max_epochs}: give --max-epochs above "
@@ -547,6 +549,54 @@ def _trained_epochs(last: Path) -> int | None:
         return int(state["iteration"]) // int(state["epoch_length"]) if "iteration" in state else int(state["epoch"])
     except Exception:  # noqa: BLE001 - the resume itself reports a broken last.pt
         return None
+
+
+def _check_not_a_bundle(out: Path) -> None:
+    """Refuse an output folder that is a bundle (``configs/metadata.json``) and not a run (no ``last.pt``).
+
+    A finished run writes its bundle (configs, metadata, ``models/model.pt``) into its output
+    folder, so ``--output-dir`` set to a bundle folder, the one being trained among them,
+    replaced that bundle's weights and metadata without a word.
+
+    Raises:
+        ValueError: ``out`` holds ``configs/metadata.json`` and no ``last.pt``.
+    """
+    if (out / "configs" / "metadata.json").is_file() and not (out / "last.pt").is_file():
+        raise ValueError(f"--output-dir '{out}' is a bundle folder (configs/metadata.json{', models/' if (out / 'models').is_dir() else ''}), "
+                         "not a training run to resume: the run's bundle would replace its weights and metadata; give a new --output-dir "
+                         "(the finished run there is a bundle of its own)")
+
+
+def _check_resumable(out: Path, network: Any, bundle: str | Path) -> None:
+    """Refuse to resume a ``last.pt`` of another network (a run of another bundle in the folder).
+
+    MONAI's ``CheckpointLoader`` failed only when the run started, after ``run_info.json`` and
+    ``run_config.json`` of the other run were overwritten, with a 380-line "size mismatch" traceback.
+
+    Raises:
+        ValueError: a weight of ``last.pt`` is missing from ``network`` or has another shape;
+            the message names it and the bundle that ``run_info.json`` records.
+    """
+    import torch
+
+    try:
+        saved = torch.load(out / "last.pt", map_location="cpu", weights_only=False, mmap=True).get("model")
+    except Exception:  # an unreadable last.pt: MONAI's loader says so as before
+        return
+    if not isinstance(saved, dict):
+        return
+    ours = {k.replace("_orig_mod.", ""): tuple(v.shape) for k, v in network.state_dict().items()}
+    for key, value in saved.items():
+        key = key.replace("_orig_mod.", "")
+        if ours.get(key) != tuple(getattr(value, "shape", ())):
+            try:
+                earlier = json.loads((out / "run_info.json").read_text(encoding="utf-8")).get("bundle")
+            except (OSError, ValueError):
+                earlier = None
+            has = f"has {list(ours[key])}" if key in ours else "has no such weight"
+            raise ValueError(f"--output-dir '{out}' holds a run of another network{f' (bundle {earlier!r}, its run_info.json)' if earlier else ''}: "
+                             f"its last.pt has {key} {list(getattr(value, 'shape', ()))}, where {Path(str(bundle)).name}'s network {has}; "
+                             "give a new --output-dir")
 
 
 def _resumes(parser: Any, out: Path) -> bool:

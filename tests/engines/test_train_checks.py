@@ -363,3 +363,25 @@ def test_cv_evaluate_finds_every_folds_weights_before_any_case_and_names_a_stopp
     with pytest.raises(FileNotFoundError, match=r"name files that do not exist"):  # the data are checked next, after the word on fold 0
         cross_validate("brats_unet3d", manifest_path("brats2018_cv5"), tmp_path / "cv", tmp_path / "out", data_dir=tmp_path, folds=[0])
     assert "fold 0: the run in" in caplog.text and "stopped at epoch 7 of 60 (progress.json)" in caplog.text
+
+
+def test_a_bundle_folder_or_another_networks_run_is_refused_as_output_dir(ct_phantom_root: Path, ct_phantom_manifest: Path, phantom_root: Path,
+                                                                          phantom_manifest: Path, tmp_path: Path):
+    """--output-dir set to the bundle being trained replaced its weights and metadata without a word;
+    a folder holding another bundle's run had its run_info.json and run_config.json overwritten,
+    and the run then stopped on a 380-line "size mismatch" traceback."""
+    from app.bundles import bundle_dir
+
+    bundle = shutil.copytree(bundle_dir("ct_unet3d"), tmp_path / "my_ct", ignore=shutil.ignore_patterns("runs", "__pycache__"))
+    before = {p.relative_to(bundle): p.read_bytes() for p in bundle.rglob("*") if p.is_file()}
+    with pytest.raises(ValueError, match=r"--output-dir '.*my_ct' is a bundle folder \(configs/metadata.json\), not a training run to resume"):
+        api.train(str(bundle), ct_phantom_manifest, ct_phantom_root, bundle, {**RUN, "compile": False}, progress=False)
+    assert {p.relative_to(bundle): p.read_bytes() for p in bundle.rglob("*") if p.is_file()} == before
+    run = api.train("ct_unet3d", ct_phantom_manifest, ct_phantom_root, tmp_path / "ct_run", {**RUN, "compile": False}, progress=False)
+    records = {name: (run / name).read_bytes() for name in ("run_info.json", "run_config.json", "last.pt")}
+    small = {"network_def#channels": [8, 16, 32], "roi_size": [32, 32, 32], "batch_size": 1, "num_samples": 1, "max_epochs": 2, "val_interval": 10,
+             "compile": False}
+    with pytest.raises(ValueError, match=r"holds a run of another network \(bundle 'ct_unet3d', its run_info.json\): its last.pt has "
+                                         r"model\.0\.conv\.unit0\.conv\.weight \[16, 1, 3, 3, 3\], where brats_unet3d's network has \[8, 4, 3, 3, 3\]"):
+        api.train("brats_unet3d", phantom_manifest, phantom_root, run, small, progress=False)
+    assert {name: (run / name).read_bytes() for name in records} == records
