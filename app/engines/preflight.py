@@ -115,7 +115,8 @@ def check_overrides(parser: Any, overrides: dict[str, Any]) -> None:
 
     A nested key (``loss#gamma``) may add an argument to an existing component, so only its first
     part must exist. A number where the configs hold a number (or a reference, ``@``/``$``) is
-    taken; text where they hold a number or a boolean is refused.
+    taken; text where they hold a number or a boolean, directly or through ``@``/``%``
+    references (``learning_rate: "%_meta_#training#learning_rate"``), is refused.
 
     Args:
         parser: a ``ConfigParser`` of the bundle's configs without the overrides
@@ -139,6 +140,10 @@ def check_overrides(parser: Any, overrides: dict[str, Any]) -> None:
         if key not in parser:
             continue
         current = parser.get(key)
+        for _ in range(5):  # learning_rate: "%_meta_#training#learning_rate": what the reference names
+            if not (isinstance(current, str) and current[:1] in ("@", "%") and current[1:] in parser):
+                break
+            current = parser.get(current[1:])
         if isinstance(value, str) and not value.startswith(("$", "@", "%")) and isinstance(current, (bool, int, float)):
             kind = "true or false" if isinstance(current, bool) else "a number"
             raise ValueError(f"--set {key}={value}: the bundle's {key} is {kind} ({json.dumps(current)}); give {kind}")

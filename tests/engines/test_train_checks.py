@@ -56,6 +56,10 @@ def test_misspelt_keys_and_text_for_numbers_are_refused_before_the_run(ct_phanto
     from app.engines.preflight import check_overrides
 
     check_overrides(bundle_parser("ct_unet3d", "train"), {"loss#gamma": 0.0, "val_interval": "@max_epochs", "learning_rate": 1, "output_dir": "/x"})
+    # brats_unet3d's learning_rate is "%_meta_#training#learning_rate": the check follows the reference to its number
+    with pytest.raises(ValueError, match=r"--set learning_rate=abc: the bundle's learning_rate is a number \(0.01\); give a number"):
+        check_overrides(bundle_parser("brats_unet3d", "train"), {"learning_rate": "abc"})
+    check_overrides(bundle_parser("brats_unet3d", "train"), {"learning_rate": 0.003})
 
 
 def test_a_label_off_its_image_grid_and_an_image_with_nan_stop_with_one_line(ct_phantom_root: Path, ct_phantom_manifest: Path, tmp_path: Path):
