@@ -559,8 +559,10 @@ def _check_not_a_bundle(out: Path) -> None:
     replaced that bundle's weights and metadata without a word.
 
     Raises:
-        ValueError: ``out`` holds ``configs/metadata.json`` and no ``last.pt``.
+        ValueError: ``out`` is a file, or holds ``configs/metadata.json`` and no ``last.pt``.
     """
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--output-dir '{out}' is a file, not a folder; give a folder for the run (it is made where it does not exist)")
     if (out / "configs" / "metadata.json").is_file() and not (out / "last.pt").is_file():
         raise ValueError(f"--output-dir '{out}' is a bundle folder (configs/metadata.json{', models/' if (out / 'models').is_dir() else ''}), "
                          "not a training run to resume: the run's bundle would replace its weights and metadata; give a new --output-dir "

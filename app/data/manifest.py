@@ -173,7 +173,8 @@ def load_datalist(manifest: str | Path, key: str, data_dir: str | Path, required
         FileNotFoundError: the manifest is missing, or files of the list are (the message names
             ``data_dir``, the first missing file and how many items lack files: a bundle run
             whose ``dataset_dir`` points elsewhere fails here, before any model is built).
-        ValueError: the manifest has no list under ``key``.
+        ValueError: the manifest has no list under ``key``, or an item of it has no ``image``
+            (an item of ``training``, no ``label``).
     """
     from monai.data import load_decathlon_datalist
 
@@ -211,7 +212,19 @@ def nonempty_split(items: list[dict[str, Any]], key: str, manifest: str | Path) 
 
 
 def _check_files(items: list[dict[str, Any]], manifest: Path, key: str, data_dir: str | Path, required: Sequence[str] = ("image", "label")) -> None:
-    """Raise FileNotFoundError where a file of an item under the ``required`` keys does not exist."""
+    """Raise FileNotFoundError where a file of an item under the ``required`` keys does not exist, and
+    ValueError where an item has no ``image`` (or, in the ``training`` list, no ``label``): such an
+    item stopped a training run inside MONAI's ``CacheDataset`` with a 360-line traceback."""
+    needed = [k for k in required if k == "image" or (k == "label" and key == "training")]
+    for k in needed:
+        without = [i for i, item in enumerate(items) if item.get(k) in (None, "", [])]
+        if without:
+            first = items[without[0]]
+            name = f" ('{first['case_id']}')" if "case_id" in first else ""
+            raise ValueError(f"datalist '{manifest}', list '{key}': {len(without)} of {len(items)} item(s) have no '{k}' (missing or null; first: item {without[0]}{name}, "
+                             f"with the keys {', '.join(sorted(map(str, first))) or 'none'}); each item needs "
+                             f"{' and '.join(repr(n) for n in ('image', 'label') if n in required and (n == 'image' or key == 'training'))}, "
+                             "e.g. {\"image\": [\"t1.nii.gz\", ...], \"label\": \"seg.nii.gz\"}")
     lacking = []
     for item in items:
         paths = [p for k in required for p in (item[k] if isinstance(item.get(k), (list, tuple)) else [item.get(k)])]

@@ -156,3 +156,18 @@ def test_a_dataset_of_linked_case_folders_and_files_gets_a_manifest(phantom_root
     assert items["Phantom_001"]["label"] == "Phantom_001/Phantom_001_seg.nii.gz"
     loaded = load_datalist(tmp_path / "m.json", "training", data)
     assert all(Path(p).is_file() for item in loaded for p in item["image"])
+
+
+def test_an_item_without_image_or_a_training_item_without_label_is_named(phantom_root: Path, phantom_manifest: Path, tmp_path: Path):
+    """{"img": [...]} or "label": null stopped a training run inside MONAI's CacheDataset after 360
+    lines ("KeyError: Key `image` of transform `CheckSkullStrippedd` was missing")."""
+    content = json.loads(phantom_manifest.read_text())
+    good = content["training"][0]
+    for i, (bad, missing) in enumerate([({"img": good["image"], "label": good["label"]}, "image"), ({"image": good["image"], "label": None}, "label")]):
+        path = tmp_path / f"m{i}.json"
+        path.write_text(json.dumps({**content, "training": [good, bad]}))
+        with pytest.raises(ValueError, match=rf"list 'training': 1 of 2 item\(s\) have no '{missing}' \(missing or null; first: item 1, with the keys"):
+            load_datalist(path, "training", phantom_root)
+    path = tmp_path / "test.json"  # a test list needs no label
+    path.write_text(json.dumps({**content, "test": [{"image": good["image"]}]}))
+    assert len(load_datalist(path, "test", phantom_root)) == 1

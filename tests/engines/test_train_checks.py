@@ -381,6 +381,9 @@ def test_a_bundle_folder_or_another_networks_run_is_refused_as_output_dir(ct_pha
     with pytest.raises(ValueError, match=r"--output-dir '.*my_ct' is a bundle folder \(configs/metadata.json\), not a training run to resume"):
         api.train(str(bundle), ct_phantom_manifest, ct_phantom_root, bundle, {**RUN, "compile": False}, progress=False)
     assert {p.relative_to(bundle): p.read_bytes() for p in bundle.rglob("*") if p.is_file()} == before
+    (tmp_path / "a_file").write_text("notes")
+    with pytest.raises(ValueError, match=r"--output-dir '.*a_file' is a file, not a folder"):
+        api.train("ct_unet3d", ct_phantom_manifest, ct_phantom_root, tmp_path / "a_file", {**RUN, "compile": False}, progress=False)
     run = api.train("ct_unet3d", ct_phantom_manifest, ct_phantom_root, tmp_path / "ct_run", {**RUN, "compile": False}, progress=False)
     records = {name: (run / name).read_bytes() for name in ("run_info.json", "run_config.json", "last.pt")}
     small = {"network_def#channels": [8, 16, 32], "roi_size": [32, 32, 32], "batch_size": 1, "num_samples": 1, "max_epochs": 2, "val_interval": 10,
