@@ -242,7 +242,8 @@ def check_label_grids(parser: Any) -> None:
                              f"{' x '.join(map(str, size_i))}: a label must lie on its image's voxel grid (resample it onto the image)")
         if not _same_physical_grid(grids[0], grids[1]):
             def described(size: tuple, spacing: tuple, corners: Any) -> str:
-                return f"{' x '.join(f'{s:g}' for s in spacing)} mm voxels, first voxel at ({', '.join(f'{c:.1f}' for c in corners[0])}) mm"
+                return (f"{' x '.join(f'{s:g}' for s in spacing)} mm voxels, first voxel at ({', '.join(f'{c:.1f}' for c in corners[0])}) mm, "
+                        f"last at ({', '.join(f'{c:.1f}' for c in corners[-1])}) mm")  # a flipped axis shows in the last
 
             raise ValueError(f"label '{item['label']}' ({described(*grids[1])}) is not on the voxel grid of its image '{image}' "
                              f"({described(*grids[0])}), though both have {' x '.join(map(str, size_i))} voxels: it would train misaligned; "

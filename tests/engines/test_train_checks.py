@@ -190,6 +190,13 @@ def test_a_label_of_the_same_voxel_count_on_another_grid_is_refused(tmp_path: Pa
         with pytest.raises(ValueError, match=rf"label '.*{name}.nii.gz' \(.*\) is not on the voxel grid of its image '.*image.nii.gz' .*40 x 36 x 20 voxels"):
             check_label_grids(_Datalists([{"image": [image], "label": str(tmp_path / f"{name}.nii.gz")}]))
     check_label_grids(_Datalists([{"image": [image], "label": str(tmp_path / n)} for n in ("image.nii.gz", "flipped.nii.gz", "swapped.nii.gz")]))
+    mirrored = affine.copy()
+    mirrored[0, 0] = -1.0  # x negated, origin kept: the first voxels agree, so the message shows the last ones
+    nib.save(nib.Nifti1Image(values, mirrored), tmp_path / "mirrored.nii.gz")
+    with pytest.raises(ValueError, match=r"mirrored.nii.gz' \(1 x 0.9 x 1.5 mm voxels, first voxel at \(20.0, -10.0, 5.0\) mm, last at \(59.0, -41.5, 33.5\) mm\)"
+                                         r" is not on the voxel grid of its image .*\(1 x 0.9 x 1.5 mm voxels, first voxel at \(20.0, -10.0, 5.0\) mm, "
+                                         r"last at \(-19.0, -41.5, 33.5\) mm\)"):
+        check_label_grids(_Datalists([{"image": [image], "label": str(tmp_path / "mirrored.nii.gz")}]))
 
 
 def test_a_brats_reference_with_a_value_that_is_no_brats_code_is_refused(phantom_root: Path, phantom_manifest: Path, tmp_path: Path):
