@@ -449,8 +449,8 @@ def evaluate(
         if lesion_wise:
             from app.evaluation.lesionwise import BRATS23_METRICS, LESION_METRICS, package_version
 
-            typer.echo(f"lesion-wise ({package_version()}; dice and hd95 over matched lesions, brats23: every missed or false lesion "
-                       "counts as Dice 0 / HD95 374 mm, as the BraTS 2023 ranking):\n" + format_table(rows, (*LESION_METRICS, *BRATS23_METRICS)))
+            typer.echo(f"lesion-wise ({package_version()}; dice and hd95 over matched lesions, brats23: the BraTS 2023 ranking's form, "
+                       "reference lesions within 3 voxels merged, those of <= 50 mm^3 left out, every missed or false lesion Dice 0 / HD95 374 mm):\n" + format_table(rows, (*LESION_METRICS, *BRATS23_METRICS)))
         typer.echo(f"wrote {csv or pred / 'metrics.csv'}")
     if failures:
         typer.secho(f"{len(failures)} case(s) could not be scored" + (" (the table and the mean leave them out)" if rows else "") + ":", err=True, fg="red")

@@ -178,10 +178,39 @@ def test_matches_the_packages_command_line_on_a_real_case(tmp_path: Path):
     assert 0 < row["ET_dice_lesionwise"] < 1 and row["ET_f1_lesionwise"] < 1  # the perturbation is seen
 
 
-def test_brats23_scores_from_lesion_counts():
-    from app.evaluation.lesionwise import brats23_scores
+def test_brats23_lesion_scores_follow_the_challenge_code():
+    """The BraTS 2023 ranking form (Saluja et al.'s code, BraTS-GLI): reference components within 3
+    voxels are one lesion, lesions of <= 50 mm^3 are left out, false components count as Dice 0 / HD95
+    374 mm. Derived from panoptica's counts before, a tumour found exactly beside three reference
+    specks scored 0.25."""
+    from app.evaluation.lesionwise import brats23_lesion_scores
 
-    assert brats23_scores({"tp": 1, "fn": 2, "fp": 1, "sq_dsc": 0.9, "sq_hd95": 1.0}) == pytest.approx((0.9 / 4, (1.0 + 3 * 374) / 4))
-    assert brats23_scores({"tp": 0, "fn": 1, "fp": 0, "sq_dsc": None, "sq_hd95": None}) == (0.0, 374.0)
-    assert brats23_scores({"tp": 0, "fn": 0, "fp": 0}) == (1.0, 0.0)
-    assert all(math.isnan(v) for v in brats23_scores({}))
+    ref = np.zeros((60, 60, 40), bool)
+    ref[10:30, 10:30, 10:25] = True  # 6,000 voxels of 1 mm^3
+    ref[50, 50, 5] = ref[55, 5, 35] = True  # specks far from it
+    ref[2:4, 50:55, 30:31] = True  # 10 voxels
+    found = brats23_lesion_scores(ref & (np.indices(ref.shape)[0] < 40), ref, (1.0, 1.0, 1.0))  # the tumour, no speck
+    assert found == {"dice": 1.0, "hd95": 0.0, "tp": 1, "fn": 0, "fp": 0}
+    halves = np.zeros_like(ref)
+    halves[10:20, 10:30, 10:25] = halves[22:30, 10:30, 10:25] = True  # two components 2 voxels apart: one lesion
+    one_half = np.zeros_like(ref)
+    one_half[10:20, 10:30, 10:25] = True
+    merged = brats23_lesion_scores(one_half, halves, (1.0, 1.0, 1.0))
+    assert merged["tp"] == 1 and merged["fn"] == 0 and merged["dice"] == pytest.approx(2 * 3000 / (3000 + 5400))
+    near = one_half.copy()
+    near[10:20, 32:34, 10:12] = True  # 2 voxels off the lesion, not touching it: matched through its dilation
+    alone = brats23_lesion_scores(near, one_half, (1.0, 1.0, 1.0))
+    assert alone["tp"] == 1 and alone["fp"] == 0 and alone["dice"] == pytest.approx(2 * 3000 / (3000 + 3040))
+    false = near.copy()
+    false[40:44, 40:44, 30:34] = True  # far from the lesion: a false positive
+    scored = brats23_lesion_scores(false, one_half, (1.0, 1.0, 1.0))
+    assert scored["tp"] == 1 and scored["fp"] == 1
+    assert scored["dice"] == pytest.approx(alone["dice"] / 2) and scored["hd95"] == pytest.approx((alone["hd95"] + 374) / 2)
+    empty = np.zeros_like(ref)
+    assert brats23_lesion_scores(empty, empty) == {"dice": 1.0, "hd95": 0.0, "tp": 0, "fn": 0, "fp": 0}
+    speck = np.zeros_like(ref)
+    speck[50, 50, 5] = True
+    assert brats23_lesion_scores(empty, speck)["dice"] == 1.0  # only a lesion under 50 mm^3: nothing counted
+    assert brats23_lesion_scores(empty, ref) == {"dice": 0.0, "hd95": 374.0, "tp": 0, "fn": 1, "fp": 0}
+    assert brats23_lesion_scores(speck, empty) == {"dice": 0.0, "hd95": 374.0, "tp": 0, "fn": 0, "fp": 1}
+    assert brats23_lesion_scores(empty, ref, (2.0, 2.0, 2.0))["fn"] == 2  # the 10-voxel lesion is 80 mm^3 at 2 mm
