@@ -491,38 +491,43 @@ def train(
         overrides["max_epochs"] = max_epochs
     if device is not None:
         overrides["device"] = f"$torch.device('{device}')"
-    try:
-        if nproc > 1:
-            from app.api import train_distributed
+    from app.inference.batch import signal_name, stop_signals_interrupt
 
-            out = train_distributed(bundle, nproc, manifest, data_dir, output_dir, overrides)
-        else:
-            out = train_api(bundle, manifest, data_dir, output_dir, overrides, progress=not quiet, fold=fold,
-                            init_from=init_from, freeze_encoder=freeze_encoder)
+    try:
+        with stop_signals_interrupt():  # SIGTERM (timeout, a batch scheduler) stops the run as Ctrl-C does, with the same line
+            if nproc > 1:
+                from app.api import train_distributed
+
+                out = train_distributed(bundle, nproc, manifest, data_dir, output_dir, overrides)
+            else:
+                out = train_api(bundle, manifest, data_dir, output_dir, overrides, progress=not quiet, fold=fold,
+                                init_from=init_from, freeze_encoder=freeze_encoder)
     except (FileNotFoundError, ValueError) as err:
         _fail(err)
-    except KeyboardInterrupt:
-        _fail(_interrupted_training(output_dir, quiet), 130)
+    except KeyboardInterrupt as stop:
+        _fail(_interrupted_training(output_dir, quiet, signal_name(stop)), 143 if signal_name(stop) == "SIGTERM" else 130)
     except RuntimeError as err:
         from app.errors import find_cause
 
-        if find_cause(err, KeyboardInterrupt) is None:  # Ctrl-C inside torch.save: "unexpected pos ..." from the writer, MONAI's wrapper around it
+        stop = find_cause(err, KeyboardInterrupt)
+        if stop is None:  # Ctrl-C inside torch.save: "unexpected pos ..." from the writer, MONAI's wrapper around it
             raise
-        _fail(_interrupted_training(output_dir, quiet), 130)
+        _fail(_interrupted_training(output_dir, quiet, signal_name(stop)), 143 if signal_name(stop) == "SIGTERM" else 130)
     except subprocess.CalledProcessError as err:  # --nproc: a rank failed; its own error is printed above
         _fail(f"a training process failed (exit status {err.returncode}); its error is above")
     typer.echo(f"training outputs in {out}")
 
 
-def _interrupted_training(output_dir: Path | None, quiet: bool = True) -> str:
+def _interrupted_training(output_dir: Path | None, quiet: bool = True, signal: str = "SIGINT") -> str:
     """What an interrupted ``volseg train`` left: a run to resume, or nothing yet (on a line of its
     own below Ignite's unfinished progress bar unless ``quiet``)."""
     if not quiet:
         typer.echo("", err=True)
+    how = "terminated (SIGTERM)" if signal == "SIGTERM" else "interrupted"
     last = Path(output_dir) / "last.pt" if output_dir is not None else None
     if last is not None and not last.is_file():
-        return f"interrupted before its first epoch finished: no last.pt in {output_dir} yet; the same command starts the run again"
-    return f"interrupted; the same command resumes from {last or 'the output folder/last.pt'} (written atomically after each finished epoch)"
+        return f"{how} before its first epoch finished: no last.pt in {output_dir} yet; the same command starts the run again"
+    return f"{how}; the same command resumes from {last or 'the output folder/last.pt'} (written atomically after each finished epoch)"
 
 
 @app.command()

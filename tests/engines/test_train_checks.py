@@ -399,3 +399,22 @@ def test_a_bundle_folder_or_another_networks_run_is_refused_as_output_dir(ct_pha
                                          r"model\.0\.conv\.unit0\.conv\.weight \[16, 1, 3, 3, 3\], where brats_unet3d's network has \[8, 4, 3, 3, 3\]"):
         api.train("brats_unet3d", phantom_manifest, phantom_root, run, small, progress=False)
     assert {name: (run / name).read_bytes() for name in records} == records
+
+
+def test_sigterm_stops_training_with_its_own_line_and_status(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """SIGTERM (timeout, a batch scheduler) ended volseg train with status 143 and no word."""
+    import signal
+
+    from typer.testing import CliRunner
+
+    import app.api
+    from app.cli import app as cli
+
+    def terminated(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler of the CLI's block raises it here
+        raise AssertionError("SIGTERM did not stop the run")
+
+    monkeypatch.setattr(app.api, "train", terminated)
+    result = CliRunner().invoke(cli, ["train", "--bundle", "ct_unet3d", "--output-dir", str(tmp_path / "r"), "--quiet"])
+    assert result.exit_code == 143 and f"terminated (SIGTERM) before its first epoch finished: no last.pt in {tmp_path / 'r'} yet" in result.output
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # Python's handlers are back after the run
