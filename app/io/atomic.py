@@ -15,7 +15,13 @@ from typing import Any
 def atomic_write(path: str | Path, write: Callable[[str], None], suffix: str = "") -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path`` (ending in ``suffix``, so writers
     that pick a format by extension work), then rename it over ``path``; on any error the
-    temporary file is removed and ``path`` is untouched. Returns the path."""
+    temporary file is removed and ``path`` is untouched. Returns the path.
+
+    Raises:
+        OSError: the write failed (a full disk, a quota): ``cannot write '<path>': <reason>``, of
+            the same type and errno, naming ``path`` rather than the temporary file.
+        RuntimeError: SimpleITK's writer failed: the same message, ITK's last line, for ``path``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{suffix}")
@@ -24,9 +30,15 @@ def atomic_write(path: str | Path, write: Callable[[str], None], suffix: str = "
         write(tmp)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.errno is not None and err.strerror:
+            # a full disk, a quota: name the file being written, not the temporary one (or none)
+            raise type(err)(err.errno, f"cannot write '{path}': {err.strerror}") from err
+        if isinstance(err, RuntimeError) and str(err).startswith("Exception thrown in SimpleITK"):
+            reason = str(err).strip().splitlines()[-1].replace(tmp, str(path))
+            raise RuntimeError(f"cannot write '{path}': {reason}") from err
         raise
     return path
 

@@ -230,3 +230,27 @@ def test_valid_volumes_read_as_before(tmp_path: Path, suffix: str, compress: boo
     assert ours.GetDirection() == plain.GetDirection()
     np.testing.assert_array_equal(sitk.GetArrayViewFromImage(ours), sitk.GetArrayViewFromImage(plain))
     verify_volume(path)  # and the case check's streaming pass accepts it
+
+
+def test_a_failed_write_names_the_file_not_its_temporary_twin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A full disk said "spleen_8: [Errno 28] No space left on device" (no file) or SimpleITK's
+    multi-line error about '.e_spleen_seg.mha.zgzazk9s.tmp.mha'."""
+    import errno
+
+    from app.io.atomic import atomic_write, atomic_write_nifti
+
+    def full(tmp: str) -> None:
+        Path(tmp).write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError, match=r"cannot write '.*spleen_8_seg.nii.gz': No space left on device") as raised:
+        atomic_write(tmp_path / "spleen_8_seg.nii.gz", full)
+    assert raised.value.errno == errno.ENOSPC and list(tmp_path.iterdir()) == []
+
+    def itk_failed(tmp: str) -> None:
+        raise RuntimeError(f"Exception thrown in SimpleITK ImageFileWriter_Execute: /x/itkImageFileWriter.hxx:123:\nITK ERROR: could not write {tmp}")
+
+    with pytest.raises(RuntimeError, match=r"^cannot write '.*e_seg.mha': ITK ERROR: could not write .*e_seg.mha$"):
+        atomic_write(tmp_path / "e_seg.mha", itk_failed, suffix=".mha")
+    assert list(tmp_path.iterdir()) == []
+    assert atomic_write_nifti(np.zeros((2, 2, 2), np.uint8), np.eye(4), tmp_path / "ok.nii.gz").is_file()  # and a write that works
