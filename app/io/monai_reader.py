@@ -238,6 +238,7 @@ class LoadVolumed(LoadImaged):
             raise
         for key, (n_channels, absent) in missing.items():
             d[key] = _zero_fill(d[key], n_channels, absent)
+            _say_missing(d.get("case_id") or next((f for f in given.get(key, []) if f), "a case"), n_channels, absent)
         for key, files in given.items():
             if hasattr(d[key], "meta") and len(files) == d[key].shape[0]:
                 d[key].meta["channel_files"] = files
@@ -262,6 +263,20 @@ def _check_one_grid(files: Sequence[str | Path]) -> None:
             raise InputError(f"'{path}' (size {other[0]}, spacing {other[1]} mm, origin {other[2]} mm) is not on the voxel grid of "
                              f"'{files[0]}' (size {first[0]}, spacing {first[1]} mm, origin {first[2]} mm); the sequences of a "
                              "case must be co-registered on one grid (sequences of one session on different grids: volseg segment --resample)")
+
+
+def _say_missing(case: str, n_channels: int, absent: list[int]) -> None:
+    """Under ``python -m monai.bundle run``, a warning naming a case's zero-filled sequences (``volseg
+    segment`` says it in its own words, with the subset's CV Dice, so it is not logged there)."""
+    from app.bundle_errors import under_monai_bundle
+
+    if not under_monai_bundle():
+        return
+    from app.constants import MODALITIES
+
+    names = [MODALITIES[i] if n_channels == len(MODALITIES) else f"channel {i}" for i in absent]
+    logging.getLogger("volseg").warning("%s: no %s: zero-filled, as the bundle was trained (modality dropout); the bundle's docs/README.md "
+                                        "gives the cross-validated Dice of such a subset", case, ", ".join(names))
 
 
 def _zero_fill(img, n_channels: int, absent: list[int]):

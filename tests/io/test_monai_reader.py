@@ -150,3 +150,22 @@ def test_load_volumed_names_the_files_of_a_wrong_count_or_another_grid(tmp_path:
     sitk.WriteImage(other, files[2])
     with pytest.raises(InputError, match=r"m2.nii.gz' \(size \(24, 32, 40\), spacing \(1.0, 0.8, 2.5\) mm, .*is not on the voxel grid of '.*m0.nii.gz'"):
         load({"image": [*files, None]})
+
+
+def test_a_zero_filled_sequence_is_named_under_monai_bundle_only(phantom_root: Path, monkeypatch: pytest.MonkeyPatch, caplog):
+    """`python -m monai.bundle run` on a case without T2 segmented it without a word (volseg segment
+    names the missing sequences itself, with the subset's CV Dice)."""
+    import logging
+
+    import app.bundle_errors
+    from app.io.monai_reader import LoadVolumed
+
+    case = phantom_root / "Phantom_001"
+    files = [str(case / f"Phantom_001_{m}.nii.gz") if m != "t2" else None for m in ("t1", "t1ce", "t2", "flair")]
+    with caplog.at_level(logging.WARNING, logger="volseg"):
+        LoadVolumed("image", ensure_channel_first=True)({"image": files, "case_id": "Phantom_001"})
+        assert "zero-filled" not in caplog.text
+        monkeypatch.setattr(app.bundle_errors, "under_monai_bundle", lambda: True)
+        out = LoadVolumed("image", ensure_channel_first=True)({"image": files, "case_id": "Phantom_001"})
+    assert out["image"].shape[0] == 4 and not out["image"][2].any()
+    assert "Phantom_001: no t2: zero-filled, as the bundle was trained (modality dropout)" in caplog.text
