@@ -106,6 +106,12 @@ class AtomicCheckpointer:
         last = latest_checkpoint(self.save_dir)
         if self.resume and last is not None:
             logger.info(f"resuming from {last}")
+            from app.bundle_errors import under_monai_bundle
+
+            if under_monai_bundle():  # volseg train says it itself, before the run
+                logger.warning(f"resuming the run in {self.save_dir} from its last.pt: the network, optimizer and learning-rate schedule "
+                               "continue as saved, so a new --learning_rate is not applied and the schedule keeps the earlier run's length; give a new --output_dir "
+                               "(or --resume false) to start a new run")
             CheckpointLoader(last, self.save_dict, map_location=self.map_location).attach(trainer)
             trainer.add_event_handler(Events.STARTED, self._restore_random_state, last)
         trainer.add_event_handler(Events.EPOCH_COMPLETED(every=self.save_interval), self.save_last)

@@ -418,3 +418,27 @@ def test_sigterm_stops_training_with_its_own_line_and_status(tmp_path: Path, mon
     result = CliRunner().invoke(cli, ["train", "--bundle", "ct_unet3d", "--output-dir", str(tmp_path / "r"), "--quiet"])
     assert result.exit_code == 143 and f"terminated (SIGTERM) before its first epoch finished: no last.pt in {tmp_path / 'r'} yet" in result.output
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # Python's handlers are back after the run
+
+
+def test_a_resumed_run_says_so_under_monai_bundle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture):
+    """`python -m monai.bundle run --config_file configs/train.yaml --learning_rate 0.5` on a folder
+    with a last.pt resumed with the saved optimizer and schedule, and did not say that the new rate
+    was not applied (volseg train says it before the run)."""
+    import logging
+
+    import torch
+    from ignite.engine import Engine
+
+    import app.bundle_errors
+    from app.engines.checkpoint import AtomicCheckpointer
+
+    (tmp_path / "last.pt").write_bytes(b"")
+    net = torch.nn.Linear(1, 1)
+    with caplog.at_level(logging.WARNING):
+        AtomicCheckpointer(tmp_path, {"model": net}, net).attach(Engine(lambda engine, batch: None))
+        assert "resuming the run" not in caplog.text
+        monkeypatch.setattr(app.bundle_errors, "under_monai_bundle", lambda: True)
+        AtomicCheckpointer(tmp_path, {"model": net}, net).attach(Engine(lambda engine, batch: None))
+        AtomicCheckpointer(tmp_path / "new", {"model": net}, net).attach(Engine(lambda engine, batch: None))  # nothing to resume: no word
+    assert caplog.text.count("resuming the run") == 1
+    assert f"resuming the run in {tmp_path} from its last.pt" in caplog.text and "a new --learning_rate is not applied" in caplog.text
