@@ -13,7 +13,8 @@ The bundle configs import this module (``imports: [..., "$import app.bundle_erro
 :data:`sys.excepthook` that prints the traceback as before and, when the error is such a wrapper
 with a :class:`FileNotFoundError` or :class:`ValueError` (which includes
 :class:`app.errors.InputError`) among its causes, ends with one line naming it
-(:func:`app.engines.preflight.config_error_cause`). Anywhere else (``volseg``, the Python API,
+(:func:`app.engines.preflight.config_error_cause`). A Ctrl-C prints one line, :data:`INTERRUPTED`,
+in place of its traceback. Anywhere else (``volseg``, the Python API,
 notebooks, tests) the import changes nothing.
 
 Example:
@@ -30,7 +31,7 @@ from __future__ import annotations
 import sys
 from types import TracebackType
 
-__all__ = ["cause_line", "install", "under_monai_bundle"]
+__all__ = ["INTERRUPTED", "cause_line", "install", "interrupted", "under_monai_bundle"]
 
 #: the first words of the RuntimeErrors by which MONAI wraps a config expression's or a transform's error
 WRAPPERS = ("Failed to evaluate", "Failed to instantiate", "applying transform")
@@ -62,6 +63,24 @@ def cause_line(err: BaseException) -> str | None:
     return f"error: {type(cause).__name__}: {message} (the cause of MONAI's \"{wrapper}\" above)"
 
 
+#: What ``python -m monai.bundle run`` prints on Ctrl-C in place of the traceback.
+INTERRUPTED = ("interrupted (Ctrl-C): a training run resumes from the last.pt in its output_dir (written atomically after each finished "
+               "epoch) when the same command is run again; a segmentation run keeps the label maps it wrote")
+
+
+def interrupted(err: BaseException) -> bool:
+    """Whether ``err`` is a Ctrl-C, or MONAI's wrapper of one (a ``RuntimeError`` raised while a
+    ``KeyboardInterrupt`` was handled: Ctrl-C inside ``torch.save`` gives "unexpected pos ...")."""
+    seen: set[int] = set()
+    cause: BaseException | None = err
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
 def under_monai_bundle() -> bool:
     """Whether this process runs ``python -m monai.bundle`` (its ``__main__`` is ``monai.bundle.__main__``)."""
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
@@ -81,6 +100,9 @@ def install() -> bool:
         return True
 
     def hook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+        if interrupted(exc):  # Ctrl-C: what it left, not a traceback of wherever the run was
+            print(INTERRUPTED, file=sys.stderr)
+            return
         previous(exc_type, exc, tb)
         try:
             line = cause_line(exc)
