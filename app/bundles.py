@@ -167,8 +167,8 @@ def bundle_path(name_or_dir: str | Path) -> Path:
             import logging
 
             _ANNOUNCED.add(path.resolve())  # once a process: a batch asks several times
-            logging.getLogger(__name__).info(f"bundle '{name_or_dir}': the folder {path.resolve()} (a folder of that name here), "
-                                             "not the shipped bundle of that name")
+            logging.getLogger(__name__).warning(f"bundle '{name_or_dir}': the folder {path.resolve()} (a folder of that name here), "
+                                                "not the shipped bundle of that name; rename the folder, or run elsewhere, for the shipped one")
         return path
     return bundle_dir(str(name_or_dir))
 

@@ -95,7 +95,7 @@ def test_a_bundle_folder_of_the_working_folder_is_announced_once(tmp_path: Path,
 
     (tmp_path / "brats_unet3d" / "configs").mkdir(parents=True)
     monkeypatch.chdir(tmp_path)
-    with caplog.at_level("INFO", logger="app.bundles"):
+    with caplog.at_level("WARNING", logger="app.bundles"):  # a warning: shown with --quiet too
         for _ in range(3):  # a batch asks several times
             assert bundle_path("brats_unet3d") == Path("brats_unet3d")
     assert sum("not the shipped bundle of that name" in r.getMessage() for r in caplog.records) == 1
