@@ -19,7 +19,8 @@ _SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 #: File-name keys of each MRI sequence: BraTS 2012-2021 (``<case>_t1ce.nii.gz``) and BraTS 2023+
 #: (``<case>-t1c.nii.gz``: t1n native T1, t1c contrast-enhanced T1, t2w T2, t2f T2-FLAIR).
 SEQUENCE_ALIASES: dict[str, tuple[str, ...]] = {"t1": ("t1", "t1n", "t1w"), "t1ce": ("t1ce", "t1c", "t1gd"), "t2": ("t2", "t2w"),
-                                                "flair": ("flair", "t2f"), "seg": ("seg",)}  # BraTS 2018, BraTS 2023+, BIDS / TCIA (T1w, T1Gd)
+                                                "flair": ("flair", "t2f", "t2-flair", "t2_flair", "t2flair"),
+                                                "seg": ("seg",)}  # BraTS 2018, BraTS 2023+, BIDS / TCIA (T1w, T1Gd, T2-FLAIR)
 _ALIAS = {alias: key for key, aliases in SEQUENCE_ALIASES.items() for alias in aliases}
 _NAME = re.compile(r"^(?:(?P<case>.+?)[_-])?(?P<key>" + "|".join(sorted(_ALIAS, key=len, reverse=True)) + r")$", re.IGNORECASE)
 
@@ -44,13 +45,41 @@ def split_sequence_name(path: str | Path) -> tuple[str | None, str] | None:
         ('Brats18_2013_11_1', 't1ce')
         >>> split_sequence_name("BraTS-GLI-00000-000-t2f.nii.gz")
         ('BraTS-GLI-00000-000', 'flair')
+        >>> split_sequence_name("sub-01_ce-gd_T1w.nii.gz"), split_sequence_name("P002_T2-FLAIR.nii.gz")
+        (('sub-01', 't1ce'), ('P002', 'flair'))
         >>> split_sequence_name("scan.nii.gz") is None
         True
     """
-    match = _NAME.match(strip_suffix(Path(path).name))
+    stem = strip_suffix(Path(path).name)
+    if stem.lower() in _ALIAS:  # a bare name: "t2_flair" is FLAIR, not the FLAIR of a case "t2"
+        return None, _ALIAS[stem.lower()]
+    bids = _bids_name(stem)
+    if bids is not None:
+        return bids
+    match = _NAME.match(stem)
     if match is None:
         return None
     return match.group("case"), _ALIAS[match.group("key").lower()]
+
+
+#: A BIDS anatomical name: ``sub-<label>[_ses-<label>][_<key>-<value>...]_<suffix>``.
+_BIDS = re.compile(r"^(?P<case>sub-[A-Za-z0-9]+(?:_ses-[A-Za-z0-9]+)?)(?P<entities>(?:_[A-Za-z]+-[A-Za-z0-9]+)*)_(?P<suffix>[A-Za-z0-9]+)$")
+
+
+def _bids_name(stem: str) -> tuple[str, str] | None:
+    """``(case, sequence)`` of a BIDS name, its case the subject (and session): ``sub-01_ce-gd_T1w`` is
+    ``("sub-01", "t1ce")`` (the ``ce-`` entity marks a contrast agent), ``sub-01_acq-tse_T2w`` is
+    ``("sub-01", "t2")``; None for other names, or a BIDS suffix that names no sequence."""
+    match = _BIDS.match(stem)
+    if match is None:
+        return None
+    key = _ALIAS.get(match.group("suffix").lower())
+    if key is None:
+        return None
+    entities = {part.split("-", 1)[0].lower() for part in match.group("entities").split("_") if part}
+    if key == "t1" and "ce" in entities:
+        key = "t1ce"
+    return match.group("case"), key
 
 
 def case_id_from_path(path: str | Path) -> str:
@@ -255,6 +284,9 @@ def find_case(folder: str | Path, require_label: bool = False, allow_missing: bo
     if not folder.is_dir():
         raise FileNotFoundError(f"case folder '{folder}' does not exist or is not a folder")
     case_id = folder.name
+    if case_id.lower() == "anat":  # a BIDS sub-01/[ses-1/]anat/ folder: the subject (and session) its files name is the case
+        ids = {p[0] for p in map(split_sequence_name, folder.iterdir()) if p is not None and p[0] and p[1] in MODALITIES}
+        case_id = ids.pop() if len(ids) == 1 else case_id
     files = _case_files(folder, case_id)
     if not any(key in files for key in MODALITIES):  # no sequence file: a DICOM study, one sub-folder a series?
         files.update(_series_folders(folder, case_id))

@@ -145,3 +145,28 @@ def test_sequences_keep_a_name_key_that_is_not_the_declared_sequence_in_the_case
     assert [c for c, _ in resolve_inputs([odd], sequences=["flair"])] == ["t2_t2"]
     assert [c for c, _ in resolve_inputs([odd], sequences=["t2"])] == ["t2"]
     assert [c for c, _ in resolve_inputs([case / "Phantom_000_t1.nii.gz"], sequences=["t1"])] == ["Phantom_000"]
+
+
+def test_sequences_that_swap_named_files_or_name_a_case_folder_are_refused(case: Path, caplog: pytest.LogCaptureFixture):
+    """X_t1ce.nii.gz X_flair.nii.gz --sequences flair,t1ce fed FLAIR as T1ce without a word (Dice 0.65 / 0.43 /
+    0.35 against 0.83 / 0.75 / 0.83); with a case folder, --sequences was ignored."""
+    t1ce, flair = case / "Phantom_000_t1ce.nii.gz", case / "Phantom_000_flair.nii.gz"
+    with pytest.raises(InputError, match=r"--sequences disagrees with the file names: 'Phantom_000_t1ce.nii.gz' is named t1ce, given as flair; "
+                                         r".*in the order of the files: t1ce,flair\)"):
+        resolve_inputs([t1ce, flair], sequences=["flair", "t1ce"])
+    assert resolve_inputs([t1ce, flair], sequences=["t1ce", "flair"]) == [("Phantom_000", [None, t1ce, None, flair])]
+    with pytest.raises(InputError, match=r"a case folder \(.*\) is read by its files' names: leave --sequences out"):
+        resolve_inputs([case], sequences=["flair"])
+    resolve_inputs([case / "Phantom_000_t2.nii.gz"], sequences=["flair"])  # one T2 read as FLAIR on purpose: taken, with a warning
+    assert "'Phantom_000_t2.nii.gz' is named t2, given as flair" in caplog.text
+
+
+def test_bids_and_tcia_named_files_are_one_case(case: Path, tmp_path: Path):
+    """sub-01_ce-gd_T1w was the T1 of a second case 'sub-01_ce-gd', and P002_T2-FLAIR the FLAIR of a case 'P002_T2'."""
+    for names in (("sub-01_T1w", "sub-01_ce-gd_T1w", "sub-01_T2w", "sub-01_FLAIR"), ("P002_T1", "P002_T1Gd", "P002_T2", "P002_T2-FLAIR")):
+        folder = tmp_path / names[0].split("_")[0] / "anat"
+        folder.mkdir(parents=True)
+        files = [shutil.copy(case / f"Phantom_000_{m}.nii.gz", folder / f"{n}.nii.gz") for n, m in zip(names, MODALITIES)]
+        expected = [(names[0].split("_")[0], [Path(f) for f in files])]
+        assert resolve_inputs(files[::-1]) == expected
+        assert resolve_inputs([folder]) == expected  # a BIDS anat/ folder is the case its files name, not 'anat'

@@ -91,6 +91,12 @@ def test_bids_and_tcia_sequence_names():
 
     assert split_sequence_name("sub-01_T1w.nii.gz") == ("sub-01", "t1") and split_sequence_name("TCGA-02-0003_T1Gd.nii.gz") == ("TCGA-02-0003", "t1ce")
     assert split_sequence_name("T2w.nii.gz") == (None, "t2")
+    # a BIDS contrast-enhanced T1 (the ce- entity) and TCIA's T2-FLAIR were the T1 of a case "sub-01_ce-gd" and the
+    # FLAIR of a case "P002_T2": one patient became two cases and lost its T1ce (ET Dice 0.002)
+    assert [split_sequence_name(f"sub-01_{n}.nii.gz") for n in ("T1w", "ce-gd_T1w", "T2w", "FLAIR")] == \
+        [("sub-01", "t1"), ("sub-01", "t1ce"), ("sub-01", "t2"), ("sub-01", "flair")]
+    assert split_sequence_name("sub-01_ses-2_acq-tse_T2w.nii.gz") == ("sub-01_ses-2", "t2") and split_sequence_name("sub-01_dwi.nii.gz") is None
+    assert split_sequence_name("P002_T2-FLAIR.nii.gz") == ("P002", "flair") and split_sequence_name("T2_FLAIR.nii.gz") == (None, "flair")
 
 
 def test_two_files_for_one_sequence_say_which_is_read(phantom_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture):
