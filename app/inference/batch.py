@@ -230,6 +230,7 @@ def plan_batch(inputs: Sequence[str | Path], output_dir: str | Path, settings: S
                          f"takes one volume a case ({', '.join(channels)})")
     cases, notes = _merge_duplicates(_resolve([Path(p) for p in inputs], channels, settings.sequences))
     out_dir = prepare_output_dir(output_dir)
+    recorded = {os.path.abspath(e["output"]) for e in earlier_entries(out_dir).values() if isinstance(e.get("output"), str)}
     for case in cases:
         if case.error is None and settings.resample:
             try:
@@ -240,8 +241,15 @@ def plan_batch(inputs: Sequence[str | Path], output_dir: str | Path, settings: S
             continue
         output = out_dir / f"{case.case_id}_seg{output_suffix(case.reference, settings.output_format)}"
         case.output = str(output)
+        beside_inputs = {Path(p).resolve().parent for p in case.images if p is not None}
         if output.exists() and not output.is_file():
             case.error = str(OutputError(f"output '{output}' exists and is not a file; remove it or choose another --output"))
+        elif output.is_file() and output.resolve().parent in beside_inputs and os.path.abspath(output) not in recorded:
+            # the case folder as --output: <case>_seg.nii.gz there is the case's reference label, which --overwrite replaced,
+            # and a resumed run took for its own result (its volumes reported as the model's)
+            case.error = str(OutputError(f"output '{output}' is a file beside the case's input files that VolSeg did not write (no entry in "
+                                         f"{out_dir / RUN_RECORD}): the case's reference label? It is never written over or taken as this "
+                                         "run's result; give an --output folder outside the case folder"))
         elif output.is_file() and not overwrite and not _dicom_seg_missing(case, settings, out_dir):
             unreadable = _unreadable_label(output, case.grid or case.reference)
             if unreadable:

@@ -91,7 +91,8 @@ def expand_dataset_folders(paths: Sequence[Path]) -> list[Path]:
 
     A dataset folder is laid out as BraTS and the Medical Segmentation Decathlon's raw data are,
     ``<dataset>/<case>/<case>_<sequence>.nii.gz``: it is not a case folder itself, holds no file
-    named for a sequence, and has at least one case folder below it. Its subfolders that are not
+    named for an MRI sequence (label maps, ``<case>_seg``, may lie there: the outputs of a run into
+    it), and has at least one case folder below it. Its subfolders that are not
     case folders (and hidden ones) are left out, with a log line naming them. Every other path is
     kept as it is, in order.
 
@@ -107,7 +108,8 @@ def expand_dataset_folders(paths: Sequence[Path]) -> list[Path]:
             entries = sorted(path.iterdir())
             subfolders = [e for e in entries if e.is_dir() and not e.name.startswith(".")]
             cases = [d for d in subfolders if _is_case_folder(d)]
-            if cases and not any(e.is_file() and split_sequence_name(e) for e in entries):
+            # a label map at the top (<case>_seg.nii.gz: the output of an earlier run into the dataset folder) keeps it a dataset folder
+            if cases and not any(e.is_file() and (split_sequence_name(e) or (None, None))[1] in MODALITIES for e in entries):
                 others = [d.name for d in subfolders if d not in cases]
                 logger.info("%s: a dataset folder of %d case folders%s", path, len(cases),
                             f" (not case folders, left out: {', '.join(others)})" if others else "")
