@@ -110,9 +110,12 @@ def check_case_images(paths: Sequence[str | Path], atol_mm: float = 1e-3) -> tup
                              "the modalities of a case must be co-registered on one voxel grid (sequences of one session on "
                              "different grids: volseg segment --resample)")
         if not np.allclose(affine, ref_affine, atol=atol_mm):
-            raise InputError(f"'{path}': affine differs from that of '{ref_path}' (max difference "
-                             f"{np.abs(affine - ref_affine).max():.4g} mm); the modalities must be co-registered (sequences of one "
-                             "session on different grids: volseg segment --resample)")
+            corners = np.array([[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)]).T
+            apart = float(np.linalg.norm((affine @ corners - ref_affine @ corners)[:3], axis=0).max())
+            sizes = [np.linalg.norm(np.asarray(a)[:3, :3], axis=0) for a in (affine, ref_affine)]
+            raise InputError(f"'{path}': its voxel grid differs from that of '{ref_path}': corner voxels up to {apart:.3g} mm apart "
+                             f"(voxels {' x '.join(f'{v:.3g}' for v in sizes[0])} mm against {' x '.join(f'{v:.3g}' for v in sizes[1])} mm); "
+                             "the modalities must be co-registered (sequences of one session on different grids: volseg segment --resample)")
     if ref_shape is None:
         raise InputError("no image file given")
     for path in paths:

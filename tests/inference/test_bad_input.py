@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import re
 from pathlib import Path
 
 import nibabel as nib
@@ -77,8 +78,14 @@ def test_affine_mismatch_names_file(case: Path):
     affine = img.affine.copy()
     affine[0, 3] += 5.0
     nib.save(nib.Nifti1Image(np.asarray(img.dataobj), affine), flair)
-    with pytest.raises(InputError, match=r"flair.nii.gz'.*affine differs.*5 mm"):
+    with pytest.raises(InputError, match=r"flair.nii.gz': its voxel grid differs from that of .*corner voxels up to 5 mm apart"):
         check_case_images(case_files(case))
+    affine = img.affine.copy()
+    affine[:2, :2] *= 1.2  # voxels 1.2x larger in x and y: the matrix differs by 0.2, the far corner by far more
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj), affine), flair)
+    with pytest.raises(InputError, match=r"corner voxels up to (\d+\.?\d*) mm apart \(voxels 1.2 x 1.08 x 1.5 mm against 1 x 0.9 x 1.5 mm\)") as raised:
+        check_case_images(case_files(case))
+    assert float(re.search(r"up to ([\d.]+) mm", str(raised.value)).group(1)) > 10  # 0.2 x 39 voxels and 0.18 x 47 voxels
 
 
 def test_unreadable_file(case: Path):
