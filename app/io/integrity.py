@@ -172,7 +172,9 @@ class VoxelCounts:
             raise InputError(f"{describe(path)}: {self.nan:,} NaN and {self.inf:,} infinite voxel values; "
                              "VolSeg segments finite intensities only (fix or re-export the volume)")
         if refuse_all_zero and not self.nonzero:
-            raise InputError(f"{describe(path)}: every voxel is zero; the sequence holds no image (missing or blank export)")
+            raise InputError(f"{describe(path)}: every voxel is zero; the sequence holds no image (missing or blank export): "
+                             "move the file out of the case to segment it without this sequence (a missing sequence is zero-filled, "
+                             "and the run says what that costs)")
 
 
 def verify_nifti_data(path: str | Path, scan_voxels: bool = False) -> VoxelCounts | None:
