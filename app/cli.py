@@ -390,6 +390,9 @@ def segment(
         typer.echo(f"volumes (mL): {output / 'volumes.csv'}" + (f"; report: {output / 'report.html'}" if report and (output / "report.html").is_file() else ""))
     elif report and (output / "report.html").is_file():  # every case failed: the report says why, case by case
         typer.echo(f"report: {output / 'report.html'}")
+    if not report and (output / "report.html").is_file() and any(not r.error and not r.note for r in results):
+        typer.echo(f"note: {output / 'report.html'} is an earlier run's and does not show this one; `volseg report {output}` writes it again",
+                   err=True)
     if failed:
         typer.secho(f"{len(failed)} of {len(results)} case(s) failed:", err=True, fg="red")
         for r in failed:

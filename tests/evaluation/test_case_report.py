@@ -258,3 +258,17 @@ def test_a_folder_of_batches_made_otherwise_says_so_in_the_header(tmp_path: Path
     assert "<th>settings of the cases</th><td>2 fast, 1 accurate + N4 (see each case&#x27;s facts)</td>" in page
     (tmp_path / "volseg_run.json").write_text(json.dumps({"bundle": "brats_unet3d", "mode": "fast", "cases": cases[:2]}))
     assert "settings of the cases" not in write_report(tmp_path).read_text(encoding="utf-8")
+
+
+def test_a_run_without_report_says_that_the_report_there_is_an_earlier_runs(phantom_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """report.html of an earlier --report run stayed as it was beside a later run's labels, without a word."""
+    import app.api
+    from app.cli import app as cli
+    from app.inference.segmenter import CaseResult
+
+    monkeypatch.setattr(app.api, "segment_cases", lambda inputs, output, **kwargs: [CaseResult("Phantom_000", output=tmp_path / "Phantom_000_seg.nii.gz")])
+    result = CliRunner().invoke(cli, ["segment", str(phantom_root / "Phantom_000"), "-o", str(tmp_path), "--quiet"])
+    assert result.exit_code == 0 and "is an earlier run's" not in result.output  # no report there: nothing to say
+    (tmp_path / "report.html").write_text("<html></html>")
+    result = CliRunner().invoke(cli, ["segment", str(phantom_root / "Phantom_000"), "-o", str(tmp_path), "--quiet"])
+    assert result.exit_code == 0 and f"note: {tmp_path / 'report.html'} is an earlier run's and does not show this one; `volseg report {tmp_path}`" in result.output
