@@ -71,14 +71,9 @@ INTERRUPTED = ("interrupted (Ctrl-C): a training run resumes from the last.pt in
 def interrupted(err: BaseException) -> bool:
     """Whether ``err`` is a Ctrl-C, or MONAI's wrapper of one (a ``RuntimeError`` raised while a
     ``KeyboardInterrupt`` was handled: Ctrl-C inside ``torch.save`` gives "unexpected pos ...")."""
-    seen: set[int] = set()
-    cause: BaseException | None = err
-    while cause is not None and id(cause) not in seen:
-        if isinstance(cause, KeyboardInterrupt):
-            return True
-        seen.add(id(cause))
-        cause = cause.__cause__ or cause.__context__
-    return False
+    from app.errors import find_cause
+
+    return find_cause(err, KeyboardInterrupt) is not None
 
 
 def under_monai_bundle() -> bool:
