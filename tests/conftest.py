@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import gzip
 import json
 import os
@@ -19,6 +20,7 @@ from app.data.phantom import make_brats_phantom, make_ct_phantom
 # converted models in a throwaway cache, not the user's ~/.cache/volseg.
 os.environ["VOLSEG_BACKEND"] = "torch"
 os.environ["VOLSEG_CACHE"] = tempfile.mkdtemp(prefix="volseg_cache_")
+atexit.register(shutil.rmtree, os.environ["VOLSEG_CACHE"], ignore_errors=True)  # it held up to 161 MB a run, left in /tmp
 # Eager training (a minute of torch.compile per throwaway run would dominate the suite), except
 # in tests/engines/test_compile.py, which runs a bundle's training with compile on.
 os.environ["VOLSEG_COMPILE"] = "0"
