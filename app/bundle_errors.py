@@ -31,6 +31,8 @@ from __future__ import annotations
 import sys
 from types import TracebackType
 
+from app.errors import under_monai_bundle  # re-exported: it lives in the lowest layer, for app.io and app.engines
+
 __all__ = ["INTERRUPTED", "cause_line", "install", "interrupted", "under_monai_bundle"]
 
 #: the first words of the RuntimeErrors by which MONAI wraps a config expression's or a transform's error
@@ -74,12 +76,6 @@ def interrupted(err: BaseException) -> bool:
     from app.errors import find_cause
 
     return find_cause(err, KeyboardInterrupt) is not None
-
-
-def under_monai_bundle() -> bool:
-    """Whether this process runs ``python -m monai.bundle`` (its ``__main__`` is ``monai.bundle.__main__``)."""
-    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    return getattr(spec, "name", None) == "monai.bundle.__main__"
 
 
 def install() -> bool:

@@ -15,7 +15,7 @@ import logging
 import sys
 from collections.abc import Iterator
 
-__all__ = ["CasesFailedError", "InputError", "OutputError", "find_cause", "quiet_interrupt_logs"]
+__all__ = ["CasesFailedError", "InputError", "OutputError", "find_cause", "quiet_interrupt_logs", "under_monai_bundle"]
 
 
 class InputError(ValueError):
@@ -98,3 +98,10 @@ def quiet_interrupt_logs() -> Iterator[None]:
     finally:
         for handler in handlers:
             handler.removeFilter(quiet)
+
+
+def under_monai_bundle() -> bool:
+    """Whether this process runs ``python -m monai.bundle`` (its ``__main__`` is ``monai.bundle.__main__``),
+    where a message that ``volseg`` gives in its own words is logged by the component itself."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return getattr(spec, "name", None) == "monai.bundle.__main__"

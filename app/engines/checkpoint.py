@@ -106,7 +106,7 @@ class AtomicCheckpointer:
         last = latest_checkpoint(self.save_dir)
         if self.resume and last is not None:
             logger.info(f"resuming from {last}")
-            from app.bundle_errors import under_monai_bundle
+            from app.errors import under_monai_bundle
 
             if under_monai_bundle():  # volseg train says it itself, before the run
                 logger.warning(f"resuming the run in {self.save_dir} from its last.pt: the network, optimizer and learning-rate schedule "

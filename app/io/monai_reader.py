@@ -268,7 +268,7 @@ def _check_one_grid(files: Sequence[str | Path]) -> None:
 def _say_missing(case: str, n_channels: int, absent: list[int]) -> None:
     """Under ``python -m monai.bundle run``, a warning naming a case's zero-filled sequences (``volseg
     segment`` says it in its own words, with the subset's CV Dice, so it is not logged there)."""
-    from app.bundle_errors import under_monai_bundle
+    from app.errors import under_monai_bundle
 
     if not under_monai_bundle():
         return

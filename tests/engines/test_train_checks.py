@@ -429,7 +429,7 @@ def test_a_resumed_run_says_so_under_monai_bundle(tmp_path: Path, monkeypatch: p
     import torch
     from ignite.engine import Engine
 
-    import app.bundle_errors
+    import app.errors
     from app.engines.checkpoint import AtomicCheckpointer
 
     (tmp_path / "last.pt").write_bytes(b"")
@@ -437,7 +437,7 @@ def test_a_resumed_run_says_so_under_monai_bundle(tmp_path: Path, monkeypatch: p
     with caplog.at_level(logging.WARNING):
         AtomicCheckpointer(tmp_path, {"model": net}, net).attach(Engine(lambda engine, batch: None))
         assert "resuming the run" not in caplog.text
-        monkeypatch.setattr(app.bundle_errors, "under_monai_bundle", lambda: True)
+        monkeypatch.setattr(app.errors, "under_monai_bundle", lambda: True)
         AtomicCheckpointer(tmp_path, {"model": net}, net).attach(Engine(lambda engine, batch: None))
         AtomicCheckpointer(tmp_path / "new", {"model": net}, net).attach(Engine(lambda engine, batch: None))  # nothing to resume: no word
     assert caplog.text.count("resuming the run") == 1

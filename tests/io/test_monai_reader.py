@@ -157,7 +157,7 @@ def test_a_zero_filled_sequence_is_named_under_monai_bundle_only(phantom_root: P
     names the missing sequences itself, with the subset's CV Dice)."""
     import logging
 
-    import app.bundle_errors
+    import app.errors
     from app.io.monai_reader import LoadVolumed
 
     case = phantom_root / "Phantom_001"
@@ -165,7 +165,7 @@ def test_a_zero_filled_sequence_is_named_under_monai_bundle_only(phantom_root: P
     with caplog.at_level(logging.WARNING, logger="volseg"):
         LoadVolumed("image", ensure_channel_first=True)({"image": files, "case_id": "Phantom_001"})
         assert "zero-filled" not in caplog.text
-        monkeypatch.setattr(app.bundle_errors, "under_monai_bundle", lambda: True)
+        monkeypatch.setattr(app.errors, "under_monai_bundle", lambda: True)
         out = LoadVolumed("image", ensure_channel_first=True)({"image": files, "case_id": "Phantom_001"})
     assert out["image"].shape[0] == 4 and not out["image"][2].any()
     assert "Phantom_001: no t2: zero-filled, as the bundle was trained (modality dropout)" in caplog.text
