@@ -223,7 +223,7 @@ def _check_files(items: list[dict[str, Any]], manifest: Path, key: str, data_dir
             name = f" ('{first['case_id']}')" if "case_id" in first else ""
             raise ValueError(f"datalist '{manifest}', list '{key}': {len(without)} of {len(items)} item(s) have no '{k}' (missing or null; first: item {without[0]}{name}, "
                              f"with the keys {', '.join(sorted(map(str, first))) or 'none'}); each item needs "
-                             f"{' and '.join(repr(n) for n in ('image', 'label') if n in required and (n == 'image' or key == 'training'))}, "
+                             f"{' and '.join(map(repr, needed))}, "
                              "e.g. {\"image\": [\"t1.nii.gz\", ...], \"label\": \"seg.nii.gz\"}")
     lacking = []
     for item in items:

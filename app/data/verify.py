@@ -31,11 +31,13 @@ def read_header(path: str | Path):
 
 
 def sitk_affine_ras(image) -> np.ndarray:
-    """4x4 voxel ``(i, j, k)`` -> RAS world (mm) matrix of a SimpleITK image (which is LPS)."""
-    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    """4x4 voxel ``(i, j, k)`` -> RAS world (mm) matrix of a SimpleITK image (which is LPS); of a 4D
+    image, that of its first three axes."""
+    dim = image.GetDimension()
+    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(dim, dim)[:3, :3]
     affine = np.eye(4)
-    affine[:3, :3] = direction * np.asarray(image.GetSpacing(), dtype=np.float64)
-    affine[:3, 3] = image.GetOrigin()
+    affine[:3, :3] = direction * np.asarray(image.GetSpacing()[:3], dtype=np.float64)
+    affine[:3, 3] = image.GetOrigin()[:3]
     return np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
 
 
@@ -56,15 +58,9 @@ def read_geometry(path: str | Path) -> tuple[tuple[int, ...], np.ndarray]:
         return tuple(int(s) for s in img.shape), np.asarray(img.affine)
     image = read_image_information(path)
     size = tuple(int(s) for s in image.GetSize())
-    if len(size) != 3:  # a 2D slice, a 4D series: the caller's check names the file and the shape, not a reshape error here
-        if not (len(size) == 4 and size[3] == 1):
-            return size, np.full((4, 4), np.nan)
-        direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(4, 4)[:3, :3]
-        affine = np.eye(4)
-        affine[:3, :3] = direction * np.asarray(image.GetSpacing()[:3], dtype=np.float64)
-        affine[:3, 3] = image.GetOrigin()[:3]
-        return size, np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
-    return size, sitk_affine_ras(image)
+    if len(size) == 3 or (len(size) == 4 and size[3] == 1):
+        return size, sitk_affine_ras(image)
+    return size, np.full((4, 4), np.nan)  # a 2D slice, a 4D series: the caller's check names the file and the shape
 
 
 def check_case_images(paths: Sequence[str | Path], atol_mm: float = 1e-3) -> tuple[tuple[int, ...], np.ndarray]:

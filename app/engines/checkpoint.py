@@ -110,8 +110,8 @@ class AtomicCheckpointer:
 
             if under_monai_bundle():  # volseg train says it itself, before the run
                 logger.warning(f"resuming the run in {self.save_dir} from its last.pt: the network, optimizer and learning-rate schedule "
-                               "continue as saved, so a new --learning_rate is not applied and the schedule keeps the earlier run's length; give a new --output_dir "
-                               "(or --resume false) to start a new run")
+                               "continue as saved, so a new --learning_rate is not applied and the schedule keeps the earlier run's length; "
+                               "give a new --output_dir (or --resume false) to start a new run")
             CheckpointLoader(last, self.save_dict, map_location=self.map_location).attach(trainer)
             trainer.add_event_handler(Events.STARTED, self._restore_random_state, last)
         trainer.add_event_handler(Events.EPOCH_COMPLETED(every=self.save_interval), self.save_last)
@@ -216,4 +216,3 @@ def unfinished_run(run_dir: str | Path) -> str | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None if (run / "models" / "model.pt").is_file() else "has no finished bundle (models/model.pt)"
     return None if total and epoch >= total else f"stopped at epoch {epoch} of {total}"
-

@@ -120,30 +120,34 @@ def read_file_information(path: str | Path):
     try:
         reader.ReadImageInformation()
     except RuntimeError as err:
-        missing = missing_data_file(Path(path))
-        if missing is not None:
-            raise InputError(f"{describe(path)}: its header names the data file '{missing}', which does not exist "
-                             "(copy it beside the header)") from err
+        check_data_file(Path(path))
         raise InputError(f"'{path}': not a readable {volume_format(path)} image ({str(err).strip().splitlines()[-1]})") from err
     return reader
 
 
-def missing_data_file(path: Path) -> Path | None:
-    """The separate data file that a detached header (MetaImage ``.mhd``: ``ElementDataFile = x.raw``;
-    NRRD ``.nhdr``: ``data file: x.raw``) names and that does not exist, else None."""
+def check_data_file(path: Path) -> None:
+    """Refuse a detached header (MetaImage ``.mhd``: ``ElementDataFile = x.raw``; NRRD ``.nhdr``:
+    ``data file: x.raw``) whose data file does not exist, naming that file (ITK says only that it
+    cannot read the header's file). Other files, and headers that hold their data or a list or
+    pattern of files, pass.
+
+    Raises:
+        InputError: the data file the header names does not exist.
+    """
     if path.suffix.lower() not in (".mhd", ".nhdr"):
-        return None
+        return
     try:
         with open(path, "rb") as f:
             header = f.read(65536).decode("latin-1")
     except OSError:
-        return None
+        return
     match = re.search(r"^\s*(?:ElementDataFile\s*=|data ?file\s*:)\s*(\S[^\r\n]*?)\s*$", header, flags=re.MULTILINE | re.IGNORECASE)
     if match is None or match.group(1).split()[0].upper() in ("LOCAL", "LIST") or "%" in match.group(1):
-        return None  # data in the header file, or a list or pattern of files
+        return
     data = Path(match.group(1))
     data = data if data.is_absolute() else path.parent / data
-    return None if data.exists() else data
+    if not data.exists():
+        raise InputError(f"{describe(path)}: its header names the data file '{data}', which does not exist (copy it beside the header)")
 
 
 @dataclass

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from app.errors import InputError
 from app.io.formats import VOLUME_SUFFIXES, strip_volume_suffix, volume_format  # re-exported: callers import them from here
-from app.io.integrity import VoxelCounts, check_voxel_budget, describe, missing_data_file, read_file_information, sequence_of, verify_file
+from app.io.integrity import VoxelCounts, check_voxel_budget, check_data_file, describe, read_file_information, sequence_of, verify_file
 
 __all__ = ["VOLUME_SUFFIXES", "describe_series", "dicom_series", "dicom_series_ids", "dicom_tags", "read_image_information", "read_volume", "strip_volume_suffix", "verify_volume", "volume_format"]
 
@@ -147,10 +147,7 @@ def read_volume(path: str | Path, series_uid: str | None = None, check_finite: b
             image = sitk.ReadImage(str(path))
     except RuntimeError as err:  # SimpleITK reports unreadable files as RuntimeError
         reason = str(err).strip().splitlines()[-1]
-        missing = missing_data_file(path)
-        if missing is not None:
-            raise InputError(f"{describe(path)}: its header names the data file '{missing}', which does not exist "
-                             "(copy it beside the header)") from err
+        check_data_file(path)  # a detached header whose data file is missing: named (raised while err is handled)
         if header_read:  # ITK's NRRD and MetaImage readers refuse data shorter than the header says
             # ITK's last line is then C's errno of an earlier call ("Reason: No such file or directory" for a file that is there)
             said = "" if reason.startswith("Reason:") else f": {reason}"
